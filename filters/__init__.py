@@ -1,0 +1,1 @@
+"""Cleaning steps: plain Python on Pair records, no Beam, no I/O."""

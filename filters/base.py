@@ -1,0 +1,60 @@
+"""The shape of a step.
+
+A step is a small class built from keyword parameters (its thresholds). Three kinds:
+- `Cleaner`: rewrites the caption (`clean(text) -> text`); counted as `changed` when it did.
+- `Filter`: a pure `score(pair) -> {name: value}` plus `decide(scores) -> reason | None`.
+- `Step` itself for annotators that only add fields (image probe, language tag).
+`apply(pair)` runs the step on a record in place; the pipeline counts what it did.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from vlcurate.schemas.record import Pair
+
+
+class Step:
+    name: ClassVar[str]
+    # Reject reasons this step can give, for stats and documentation.
+    reasons: ClassVar[tuple[str, ...]] = ()
+    # Score names this step writes, with histogram ranges (low, high, bins) for stats.json.
+    histograms: ClassVar[dict[str, tuple[float, float, int]]] = {}
+
+    def apply(self, pair: Pair) -> None:
+        raise NotImplementedError
+
+    def params(self) -> dict:
+        """The step's effective parameters, recorded in info.json."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+class Cleaner(Step):
+    def clean(self, text: str) -> str:
+        raise NotImplementedError
+
+    def apply(self, pair: Pair) -> None:
+        pair.caption = self.clean(pair.caption)
+
+
+class Filter(Step):
+    def score(self, pair: Pair) -> dict[str, float]:
+        raise NotImplementedError
+
+    def decide(self, scores: dict[str, float]) -> str | None:
+        raise NotImplementedError
+
+    def apply(self, pair: Pair) -> None:
+        scores = self.score(pair)
+        pair.scores.update(scores)
+        reason = self.decide(scores)
+        if reason is not None:
+            reject(pair, reason)
+
+
+def reject(pair: Pair, reason: str) -> None:
+    """Marks a pair rejected; a pair already rejected (audit mode) collects the extra reason."""
+    if pair.reject is None:
+        pair.reject = reason
+    else:
+        pair.meta.setdefault("audit_reasons", []).append(reason)

@@ -1,0 +1,61 @@
+"""The default order of steps and how a config turns it into step instances per source.
+
+Cheap text steps run first, then header-only image steps, then decoding, so the expensive work only sees
+survivors (DESIGN.md, "The flow").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from vlcurate.filters.base import Step
+from vlcurate.filters.registry import build_step, check_params, step_class
+from vlcurate.schemas.config import CleanConfig
+from vlcurate.schemas.errors import unknown_name_error
+
+DEFAULT_CHAIN: tuple[str, ...] = (
+    "normalize_caption",
+    "probe_image",
+    "decode_check",
+)
+
+
+@dataclasses.dataclass
+class Chain:
+    """Step names in order, and the step instances for each source (per-source thresholds)."""
+
+    names: list[str]
+    by_source: dict[str, list[Step]]
+
+    def params(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """{source: {step: effective parameters}} for info.json."""
+        return {src: {s.name: s.params() for s in steps} for src, steps in sorted(self.by_source.items())}
+
+
+def build_chain(config: CleanConfig, chain: tuple[str, ...] = DEFAULT_CHAIN) -> Chain:
+    """Validates step names and parameters (global and per source) and builds the steps.
+
+    Raises ConfigError before any data is read.
+    """
+    for name in config.disable:
+        if name not in chain:
+            raise unknown_name_error("step to disable", name, chain, "disable")
+    names = [n for n in chain if n not in config.disable]
+    for name, params in config.steps.items():
+        if name not in chain:
+            raise unknown_name_error("step", name, chain, "steps")
+        check_params(name, params, f"steps.{name}")
+    by_source: dict[str, list[Step]] = {}
+    for source in config.sources:
+        for name, params in source.steps.items():
+            if name not in chain:
+                raise unknown_name_error("step", name, chain, f"source {source.name!r} steps")
+            check_params(name, params, f"source {source.name!r} steps.{name}")
+        by_source[source.name] = [
+            build_step(n, {**config.steps.get(n, {}), **source.steps.get(n, {})}, f"source {source.name!r}")
+            for n in names
+        ]
+    for name in names:
+        step_class(name)
+    return Chain(names, by_source)

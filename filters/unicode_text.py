@@ -1,0 +1,42 @@
+"""Caption normalization: repair mojibake, NFC, drop invisible characters, collapse whitespace."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import ftfy
+import regex
+from vlcurate.filters.base import Cleaner, reject
+from vlcurate.filters.registry import register
+from vlcurate.schemas.record import Pair
+
+# Zero-width and bidi controls, soft hyphen, BOM, and C0/C1 controls other than whitespace.
+_INVISIBLE = regex.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u00ad\ufeff\p{Cc}--[\t\n\r]]", regex.V1)
+_WHITESPACE = regex.compile(r"\s+")
+
+
+@register
+class NormalizeCaption(Cleaner):
+    """ftfy (only on non-ASCII text: pure ASCII has no mojibake to fix), NFC, invisible characters
+    removed, whitespace runs collapsed to one space. An empty result is rejected as `caption_empty`."""
+
+    name = "normalize_caption"
+    reasons = ("caption_empty",)
+
+    def __init__(self, fix_unicode: bool = True) -> None:
+        self.fix_unicode = fix_unicode
+
+    def clean(self, text: str) -> str:
+        if not text.isascii():
+            if self.fix_unicode:
+                text = ftfy.fix_text(text, normalization="NFC")
+            text = unicodedata.normalize("NFC", text)
+            text = _INVISIBLE.sub("", text)
+        elif any(ord(c) < 32 or ord(c) == 127 for c in text):
+            text = _INVISIBLE.sub("", text)
+        return _WHITESPACE.sub(" ", text).strip()
+
+    def apply(self, pair: Pair) -> None:
+        pair.caption = self.clean(pair.caption)
+        if not pair.caption:
+            reject(pair, "caption_empty")

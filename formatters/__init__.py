@@ -1,0 +1,1 @@
+"""Output formats: pairs and samples to text, and the shard codecs."""

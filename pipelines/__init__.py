@@ -1,0 +1,1 @@
+"""Beam assembly: readers, step DoFns, writers and the runnable pipelines."""

@@ -1,0 +1,134 @@
+"""`vlcurate clean`: read every source -> run the step chain -> write shards, rejects, stats, COMPLETED."""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import sys
+import time
+from typing import Any
+
+import apache_beam as beam
+from vlcurate.filters.chain import Chain, build_chain
+from vlcurate.pipelines.options import is_local, pipeline_options
+from vlcurate.pipelines.output import (
+    COMPLETED,
+    join,
+    prepare_output_dir,
+    read_json,
+    write_bytes_atomic,
+    write_json,
+)
+from vlcurate.pipelines.progress import ProgressPrinter, ProgressTap
+from vlcurate.pipelines.read import ReadSource
+from vlcurate.pipelines.steps import REJECTED, STATS, CountFinal, CountRead, MergeStats, RunSteps
+from vlcurate.pipelines.write import WriteKeptShards, WriteRejects
+from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
+from vlcurate.schemas.stats import RunStats
+
+import vlcurate
+
+
+def versions() -> dict[str, str]:
+    import apache_beam
+    import PIL
+    import pyarrow
+
+    return {
+        "vlcurate": vlcurate.__version__,
+        "python": platform.python_version(),
+        "apache_beam": apache_beam.__version__,
+        "pyarrow": pyarrow.__version__,
+        "pillow": PIL.__version__,
+    }
+
+
+def finalize(
+    _: Any, shards: list[dict], rejects: list[dict], stats: RunStats, directory: str, info: dict[str, Any]
+) -> None:
+    """Writes stats.json and info.json, then COMPLETED last."""
+    summary = stats.to_json()
+    write_bytes_atomic(join(directory, "stats.json"), stats.dumps().encode("utf-8"))
+    info = {
+        **info,
+        "counts": summary["totals"],
+        "shards": sorted(shards, key=lambda s: s["shard"]),
+        "rejects": sorted(rejects, key=lambda r: r["file"]),
+    }
+    write_json(join(directory, "info.json"), info)
+    write_bytes_atomic(join(directory, COMPLETED), b"")
+
+
+def build_pipeline(p: beam.Pipeline, config: CleanConfig, chain: Chain, progress_folder: str | None) -> None:
+    def tap(pcoll, stage: str):
+        if progress_folder is None:
+            return pcoll
+        return pcoll | f"Progress[{stage}]" >> beam.ParDo(ProgressTap(progress_folder, stage))
+
+    read = [p | ReadSource(source) for source in config.sources]
+    pairs = read | "AllSources" >> beam.Flatten()
+    counted = pairs | "CountRead" >> beam.ParDo(CountRead()).with_outputs(STATS, main="pairs")
+    stepped = tap(counted.pairs, "read") | "Steps" >> beam.ParDo(
+        RunSteps(chain.by_source, audit=config.audit)
+    ).with_outputs(REJECTED, STATS, main="kept")
+    kept, rejected = tap(stepped.kept, "kept"), tap(stepped[REJECTED], "rejected")
+
+    final_counts = (
+        (kept, rejected) | "FinalPairs" >> beam.Flatten() | "CountFinal" >> beam.ParDo(CountFinal())
+    )
+    stats = (
+        (counted[STATS], stepped[STATS], final_counts)
+        | "StatsPartials" >> beam.Flatten()
+        | "MergeStats" >> beam.CombineGlobally(MergeStats())
+    )
+    out = config.output.dir
+    shards = kept | "WriteShards" >> WriteKeptShards(out, config.output.pairs_per_shard)
+    reject_files = rejected | "WriteRejects" >> WriteRejects(out)
+    info = {
+        "kind": "vlcurate.clean",
+        "config": config.to_dict(),
+        "steps": chain.names,
+        "step_params": chain.params(),
+        "versions": versions(),
+    }
+    _ = (
+        p
+        | "Finalize" >> beam.Create([None])
+        | beam.Map(
+            finalize,
+            beam.pvalue.AsList(shards),
+            beam.pvalue.AsList(reject_files),
+            beam.pvalue.AsSingleton(stats),
+            directory=out,
+            info=info,
+        )
+    )
+
+
+def run_clean(config: CleanConfig, beam_args: list[str] | None = None, progress: bool = True) -> dict:
+    """Runs the clean pipeline to completion and returns stats.json's content. Config errors raise
+    before any data is read."""
+    chain = build_chain(config)
+    options = pipeline_options(config.workers, beam_args)
+    prepare_output_dir(config.output.dir, config.output.overwrite)
+    local = is_local(options)
+    printer = ProgressPrinter() if (progress and local) else None
+    started = time.monotonic()
+    with printer or contextlib.nullcontext(), beam.Pipeline(options=options) as p:
+        build_pipeline(p, config, chain, printer.folder if printer else None)
+    if not local:
+        return {}
+    stats = read_json(join(config.output.dir, "stats.json"))
+    totals = stats["totals"]
+    print(
+        f"[vlcurate] done in {time.monotonic() - started:.1f}s: read {totals['read']:,}, "
+        f"kept {totals['kept']:,}, rejected {totals['rejected']:,} -> {config.output.dir}",
+        file=sys.stderr,
+    )
+    return stats
+
+
+def default_config(inputs: list[str], output: str, input_format: str, **kwargs: Any) -> CleanConfig:
+    """A config for `--input` without `--config`: one source named after the format."""
+    source = SourceConfig(name=kwargs.pop("source_name", "input"), format=input_format, paths=inputs)
+    return CleanConfig(sources=[source], output=OutputConfig(dir=output), **kwargs)

@@ -1,0 +1,170 @@
+"""Readers: one PTransform per source that yields Pair records (parsing lives in schemas.rows).
+
+Files are matched when the pipeline is built, so a glob that matches nothing fails before any work.
+A broken file never fails the job: what could be read is kept and the break becomes a reject.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import posixpath
+import tarfile
+from collections.abc import Iterator
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from vlcurate.formatters.webdataset import iter_samples
+from vlcurate.schemas.config import SourceConfig
+from vlcurate.schemas.errors import ConfigError
+from vlcurate.schemas.record import Pair, make_uid
+from vlcurate.schemas.rows import pair_from_row, pair_from_sample
+
+_BATCH_ROWS = 1024
+
+
+def match_files(source: SourceConfig) -> list[str]:
+    paths: list[str] = []
+    for pattern in source.paths:
+        found = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
+        if not found:
+            raise ConfigError(f"source {source.name!r}: no file matches {pattern!r}; check `paths`.")
+        paths.extend(found)
+    return sorted(set(paths))
+
+
+def check_columns(source: SourceConfig, first_file: str) -> None:
+    """Fails fast when the configured caption/image columns are absent from the first file."""
+    if source.format == "webdataset":
+        return
+    if source.format == "parquet":
+        with FileSystems.open(first_file) as fh:
+            names = pq.ParquetFile(fh).schema_arrow.names
+    else:
+        with FileSystems.open(first_file) as fh:
+            first = io.TextIOWrapper(fh, encoding="utf-8", errors="replace").readline()
+        if source.format == "csv":
+            names = next(csv.reader([first]), [])
+        else:
+            try:
+                names = list(json.loads(first))
+            except (json.JSONDecodeError, TypeError):
+                return  # the first line itself is bad data: it becomes a reject when read
+    for role, column in (("caption_column", source.caption_column), ("image_column", source.image_column)):
+        if column not in names:
+            raise ConfigError(
+                f"source {source.name!r}: {role} {column!r} is not in {first_file} "
+                f"(columns: {', '.join(names)}). Set `{role}` in the source's config."
+            )
+
+
+def _stem(path: str) -> str:
+    return posixpath.basename(path).split(".", 1)[0]
+
+
+def _file_error(source: SourceConfig, path: str, exc: Exception) -> Pair:
+    return Pair(
+        uid=make_uid(source.name, f"{_stem(path)}#file_error"),
+        source=source.name,
+        reject="file_unreadable",
+        meta={"file": path, "error": f"{type(exc).__name__}: {exc}"[:500]},
+    )
+
+
+def read_file(source: SourceConfig, path: str) -> Iterator[Pair]:
+    """Every record of one input file, in file order."""
+    try:
+        with FileSystems.open(path) as fh:
+            if source.format == "webdataset":
+                for key, files in iter_samples(fh):
+                    yield pair_from_sample(source, key, files)
+            elif source.format == "parquet":
+                yield from _read_parquet(source, path, fh)
+            else:
+                yield from _read_text_rows(source, path, fh)
+    except (OSError, tarfile.TarError, pa.ArrowException, ValueError) as exc:
+        yield _file_error(source, path, exc)
+
+
+def _read_parquet(source: SourceConfig, path: str, fh) -> Iterator[Pair]:
+    folder = posixpath.dirname(path) if "://" in path else os.path.dirname(path)
+    row_number = 0
+    for batch in pq.ParquetFile(fh).iter_batches(batch_size=_BATCH_ROWS):
+        for row in batch.to_pylist():
+            yield pair_from_row(source, row, f"{_stem(path)}-{row_number:09d}", folder)
+            row_number += 1
+
+
+def _read_text_rows(source: SourceConfig, path: str, fh) -> Iterator[Pair]:
+    folder = posixpath.dirname(path) if "://" in path else os.path.dirname(path)
+    text = io.TextIOWrapper(fh, encoding="utf-8", errors="strict", newline="")
+    if source.format == "csv":
+        rows = enumerate(csv.DictReader(text))
+    else:
+        rows = enumerate(text)
+    for number, row in rows:
+        fallback = f"{_stem(path)}-{number:09d}"
+        if source.format == "jsonl":
+            if not row.strip():
+                continue  # blank lines are not records
+            try:
+                row = json.loads(row)
+            except json.JSONDecodeError as exc:
+                yield Pair(
+                    uid=make_uid(source.name, fallback),
+                    source=source.name,
+                    reject="row_unparseable",
+                    meta={"file": path, "error": str(exc)[:200]},
+                )
+                continue
+            if not isinstance(row, dict):
+                yield Pair(
+                    uid=make_uid(source.name, fallback),
+                    source=source.name,
+                    reject="row_unparseable",
+                    meta={"file": path, "error": "a JSONL line must be an object"},
+                )
+                continue
+        yield pair_from_row(source, row, fallback, folder)
+
+
+class LoadImageBytes(beam.DoFn):
+    """Fetches `image_ref` files through Beam's filesystems; a missing file is a reject."""
+
+    def process(self, pair: Pair) -> Iterator[Pair]:
+        if pair.image is None and pair.image_ref is not None and pair.reject is None:
+            if pair.image_ref.startswith(("http://", "https://")):
+                pair.reject = "image_missing"
+                pair.meta["error"] = "remote URLs are not downloaded; fetch images first (img2dataset)"
+            else:
+                try:
+                    with FileSystems.open(pair.image_ref) as fh:
+                        pair.image = fh.read()
+                except (OSError, ValueError) as exc:
+                    pair.reject = "image_missing"
+                    pair.meta["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        yield pair
+
+
+class ReadSource(beam.PTransform):
+    """All records of one configured source."""
+
+    def __init__(self, source: SourceConfig) -> None:
+        super().__init__(label=f"Read[{source.name}]")
+        self.source = source
+        self.files = match_files(source)
+        check_columns(source, self.files[0])
+
+    def expand(self, pbegin):
+        source = self.source
+        return (
+            pbegin
+            | "Files" >> beam.Create(self.files)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "Parse" >> beam.FlatMap(lambda path: read_file(source, path))
+            | "LoadImages" >> beam.ParDo(LoadImageBytes())
+        )

@@ -1,0 +1,126 @@
+"""Runs a segment of the step chain on each record, with Beam metrics and mergeable stats.
+
+Kept pairs leave on the main output, rejects on `REJECTED`, and per-bundle RunStats partials on `STATS`.
+A step that raises on a record is a bug, but it still must not fail the job or lose the record: the record
+becomes a reject `step_error_<step>` with the message in meta.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+from vlcurate.filters.base import Step, reject
+from vlcurate.schemas.record import Pair
+from vlcurate.schemas.stats import RunStats
+
+REJECTED = "rejected"
+STATS = "stats"
+
+
+class RunSteps(beam.DoFn):
+    def __init__(self, steps_by_source: dict[str, list[Step]], audit: bool = False) -> None:
+        self.steps_by_source = steps_by_source
+        self.audit = audit
+
+    def setup(self) -> None:
+        self._counters: dict[tuple[str, str], object] = {}
+
+    def _count(self, step: str, what: str) -> None:
+        counter = self._counters.get((step, what))
+        if counter is None:
+            counter = self._counters[(step, what)] = Metrics.counter(f"vlcurate.{step}", what)
+        counter.inc()
+
+    def start_bundle(self) -> None:
+        self._stats = RunStats()
+
+    def process(self, pair: Pair) -> Iterator:
+        stats = self._stats
+        for step in self.steps_by_source[pair.source]:
+            if pair.reject is not None and not self.audit:
+                break
+            caption, reasons_before = pair.caption, len(_reasons(pair))
+            try:
+                step.apply(pair)
+            except Exception as exc:  # see module docstring
+                reject(pair, f"step_error_{step.name}")
+                pair.meta["step_error"] = f"{type(exc).__name__}: {exc}"[:300]
+            stats.step_seen[(step.name, pair.source)] += 1
+            self._count(step.name, "seen")
+            new_reasons = _reasons(pair)[reasons_before:]
+            for reason in new_reasons:
+                stats.step_dropped[(step.name, pair.source, reason)] += 1
+                self._count(step.name, f"dropped_{reason}")
+            if not new_reasons:
+                self._count(step.name, "kept")
+            if pair.caption != caption:
+                stats.step_changed[(step.name, pair.source)] += 1
+                self._count(step.name, "changed")
+            for name, bins in step.histograms.items():
+                if name in pair.scores:
+                    stats.observe_score(name, pair.source, pair.scores[name], bins)
+        if pair.reject is None:
+            yield pair
+        else:
+            yield beam.pvalue.TaggedOutput(REJECTED, pair)
+
+    def finish_bundle(self) -> Iterator:
+        yield beam.pvalue.TaggedOutput(STATS, in_global_window(self._stats))
+
+
+def _reasons(pair: Pair) -> list[str]:
+    return ([pair.reject] if pair.reject else []) + list(pair.meta.get("audit_reasons", ()))
+
+
+def in_global_window(value: object) -> WindowedValue:
+    """finish_bundle outputs need an explicit window."""
+    return WindowedValue(value, GlobalWindow().max_timestamp(), [GlobalWindow()])
+
+
+class MergeStats(beam.CombineFn):
+    def create_accumulator(self) -> RunStats:
+        return RunStats()
+
+    def add_input(self, acc: RunStats, partial: RunStats) -> RunStats:
+        return acc.merge(partial)
+
+    def merge_accumulators(self, accs) -> RunStats:
+        it = iter(accs)
+        first = next(it)
+        for acc in it:
+            first.merge(acc)
+        return first
+
+    def extract_output(self, acc: RunStats) -> RunStats:
+        return acc
+
+
+class CountFinal(beam.DoFn):
+    """Final per-source tally of kept pairs and rejects by reason, as a stats partial per bundle."""
+
+    def start_bundle(self) -> None:
+        self._stats = RunStats()
+
+    def process(self, pair: Pair) -> Iterator:
+        self._stats.observe_final(pair)
+        return iter(())
+
+    def finish_bundle(self) -> Iterator:
+        yield in_global_window(self._stats)
+
+
+class CountRead(beam.DoFn):
+    def start_bundle(self) -> None:
+        self._stats = RunStats()
+
+    def process(self, pair: Pair) -> Iterator[Pair]:
+        self._stats.read[pair.source] += 1
+        Metrics.counter("vlcurate.read", "pairs").inc()
+        yield pair
+
+    def finish_bundle(self) -> Iterator:
+        yield beam.pvalue.TaggedOutput(STATS, in_global_window(self._stats))

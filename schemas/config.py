@@ -1,0 +1,157 @@
+"""Configuration dataclasses and their strict YAML loader.
+
+Unknown keys fail at start-up with the valid keys and a close-match suggestion, before any data is read.
+Relative paths in a config file are relative to that file, so a config travels with its data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from typing import Any
+
+import yaml
+from vlcurate.schemas.errors import ConfigError, unknown_name_error
+
+INPUT_FORMATS = ("webdataset", "parquet", "jsonl", "csv")
+
+
+@dataclasses.dataclass
+class SourceConfig:
+    """One input dataset. `name` becomes every record's `source` (thresholds are per source)."""
+
+    name: str
+    format: str
+    paths: list[str]
+    caption_column: str = "caption"
+    image_column: str = "image"
+    key_column: str = "key"
+    # Folder that relative image paths (Parquet path columns, JSONL/CSV) are resolved against.
+    image_root: str | None = None
+    # Per-source step parameter overrides: {step name: {parameter: value}}.
+    steps: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.format not in INPUT_FORMATS:
+            raise unknown_name_error("input format", self.format, INPUT_FORMATS, f"source {self.name!r}")
+        if isinstance(self.paths, str):
+            self.paths = [self.paths]
+        if not self.paths:
+            raise ConfigError(f"source {self.name!r} has no paths: give `paths: [glob, ...]`.")
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"source name {self.name!r} must be non-empty and contain no '/'.")
+
+
+@dataclasses.dataclass
+class OutputConfig:
+    dir: str = "out"
+    pairs_per_shard: int = 1000
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pairs_per_shard < 1:
+            raise ConfigError("output.pairs_per_shard must be >= 1.")
+
+
+@dataclasses.dataclass
+class CleanConfig:
+    """What `vlcurate clean` runs. `steps` overrides default step parameters for every source."""
+
+    sources: list[SourceConfig]
+    output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
+    steps: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    disable: list[str] = dataclasses.field(default_factory=list)
+    audit: bool = False
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.sources]
+        if not names:
+            raise ConfigError("the config has no sources: add `sources: [{name, format, paths}]`.")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"source names must be unique; repeated: {', '.join(dupes)}.")
+        if self.workers < 1:
+            raise ConfigError("workers must be >= 1.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def from_dict(cls: type, data: Any, where: str = "config") -> Any:
+    """Builds dataclass `cls` from plain data, refusing unknown keys and missing required ones."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise unknown_name_error("key", key, fields, where)
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, field in fields.items():
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], f"{where}.{name}")
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{where} is missing the required key {name!r}.")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a wrong value type that slipped through
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        return _convert(hint, value, where)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
+    if origin is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list.")
+        return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping.")
+        return {k: ({} if v is None else v) for k, v in value.items()}
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {value!r}.")
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where} must be an integer, got {value!r}.")
+    if hint is str and not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {value!r}.")
+    return value
+
+
+def load_clean_config(path: str) -> CleanConfig:
+    """Reads a YAML config; relative paths inside it are taken relative to the file's folder."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path!r} does not exist.") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path!r} is not valid YAML: {exc}") from None
+    config = from_dict(CleanConfig, data, where=os.path.basename(path))
+    base = os.path.dirname(os.path.abspath(path))
+    for source in config.sources:
+        source.paths = [resolve_path(p, base) for p in source.paths]
+        if source.image_root is not None:
+            source.image_root = resolve_path(source.image_root, base)
+    if "dir" in (data.get("output") or {}):
+        config.output.dir = resolve_path(config.output.dir, base)
+    return config
+
+
+def resolve_path(path: str, base: str) -> str:
+    """Joins a relative local path to `base`; leaves absolute paths and URLs (gs://, s3://) alone."""
+    if "://" in path or os.path.isabs(path):
+        return path
+    return os.path.normpath(os.path.join(base, path))

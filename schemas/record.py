@@ -1,0 +1,51 @@
+"""The one record that travels through every pipeline step."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any
+
+# File extensions of image members/files, in the order a sample's image is picked.
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
+
+
+@dataclasses.dataclass
+class Pair:
+    """An image-text pair and everything the steps learned about it.
+
+    `uid` is `<source>/<source key>`, stable across runs, and the only thing shard assignment and output
+    order depend on. `reject` is the first reason a step dropped the pair for; in audit mode later steps
+    keep running and append their reasons to `meta["audit_reasons"]`.
+    """
+
+    uid: str
+    source: str
+    caption: str = ""
+    caption_raw: str = ""
+    image: bytes | None = None
+    image_ref: str | None = None
+    width: int | None = None
+    height: int | None = None
+    image_format: str | None = None
+    lang: str | None = None
+    scores: dict[str, float] = dataclasses.field(default_factory=dict)
+    reject: str | None = None
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """The source's own key (the uid without the source prefix)."""
+        return self.uid[len(self.source) + 1 :] if self.uid.startswith(self.source + "/") else self.uid
+
+    def copy(self) -> Pair:
+        return dataclasses.replace(self, scores=dict(self.scores), meta=dict(self.meta))
+
+
+def make_uid(source: str, key: str) -> str:
+    return f"{source}/{key}"
+
+
+def stable_hash(text: str) -> int:
+    """A 64-bit hash that is the same in every process (Python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")

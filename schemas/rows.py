@@ -1,0 +1,106 @@
+"""Input rows to Pair records: plain Python shared by every reader.
+
+A row is a dict (a Parquet row, a JSONL object, a CSV line) or a WebDataset sample ({ext: bytes}).
+Trouble in a row becomes a rejected Pair with a reason, never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from vlcurate.schemas.config import SourceConfig
+from vlcurate.schemas.record import IMAGE_EXTENSIONS, Pair, make_uid
+
+# JSON metadata keys img2dataset writes that vlcurate tracks itself; everything else passes through.
+_WDS_OWN_KEYS = ("key", "caption")
+
+
+def _bad(source: str, key: str, reason: str, **meta: Any) -> Pair:
+    return Pair(uid=make_uid(source, key), source=source, reject=reason, meta=meta)
+
+
+def pair_from_sample(source: SourceConfig, key: str, files: dict[str, bytes]) -> Pair:
+    """A WebDataset sample (`key.jpg` + `key.txt` + `key.json`) as img2dataset writes it."""
+    key = key.rsplit("/", 1)[-1]
+    meta: dict[str, Any] = {}
+    if "json" in files:
+        try:
+            loaded = json.loads(files["json"])
+            if isinstance(loaded, dict):
+                meta = {k: v for k, v in loaded.items() if k not in _WDS_OWN_KEYS}
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            meta = {"json_error": "unparseable .json member"}
+    try:
+        caption = files.get("txt", b"").decode("utf-8")
+    except UnicodeDecodeError:
+        return _bad(source.name, key, "caption_bad_utf8", **meta)
+    image_ext = next((e for e in IMAGE_EXTENSIONS if e in files), None)
+    pair = Pair(
+        uid=make_uid(source.name, key),
+        source=source.name,
+        caption=caption,
+        caption_raw=caption,
+        image=files[image_ext] if image_ext else None,
+        meta=meta,
+    )
+    return pair
+
+
+def pair_from_row(source: SourceConfig, row: dict[str, Any], fallback_key: str, file_dir: str) -> Pair:
+    """A Parquet/JSONL/CSV row. The image column holds bytes, an HF-datasets {bytes, path} struct, or a
+    path (relative paths resolve against `image_root`, else the input file's folder)."""
+    key_value = row.get(source.key_column)
+    key = str(key_value) if key_value not in (None, "") else fallback_key
+    caption = row.get(source.caption_column)
+    if caption is None:
+        caption = ""
+    elif isinstance(caption, bytes):
+        try:
+            caption = caption.decode("utf-8")
+        except UnicodeDecodeError:
+            return _bad(source.name, key, "caption_bad_utf8")
+    elif not isinstance(caption, str):
+        caption = str(caption)
+    image: bytes | None = None
+    image_ref: str | None = None
+    value = row.get(source.image_column)
+    if isinstance(value, dict):  # HF datasets Image feature: {"bytes": ..., "path": ...}
+        image = value.get("bytes") or None
+        image_ref = value.get("path") or None
+    elif isinstance(value, (bytes, bytearray)):
+        image = bytes(value) or None
+    elif isinstance(value, str) and value:
+        image_ref = value
+    if image is None and image_ref is not None:
+        image_ref = resolve_image_path(image_ref, source.image_root or file_dir)
+    own = {source.key_column, source.caption_column, source.image_column}
+    meta = {k: _jsonable(v) for k, v in row.items() if k not in own}
+    return Pair(
+        uid=make_uid(source.name, key),
+        source=source.name,
+        caption=caption,
+        caption_raw=caption,
+        image=image,
+        image_ref=image_ref,
+        meta=meta,
+    )
+
+
+def resolve_image_path(ref: str, root: str) -> str:
+    if "://" in ref or os.path.isabs(ref):
+        return ref
+    return root.rstrip("/") + "/" + ref if "://" in root else os.path.join(root, ref)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value)

@@ -1,0 +1,86 @@
+"""The `vlcurate` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vlcurate.schemas.errors import ConfigError
+
+
+def _add_clean(sub) -> None:
+    p = sub.add_parser(
+        "clean",
+        help="clean image-text pairs into WebDataset shards",
+        description="Unknown flags are passed to Beam (e.g. --runner=DataflowRunner).",
+    )
+    p.add_argument("--config", help="YAML config (see README); --input/--output override it")
+    p.add_argument("--input", nargs="+", help="input files or globs (without --config: one source)")
+    p.add_argument(
+        "--input-format",
+        default=None,
+        choices=["webdataset", "parquet", "jsonl", "csv"],
+        help="format of --input (default: guessed from the file extension)",
+    )
+    p.add_argument("--output", help="output directory (local or gs://)")
+    p.add_argument("--workers", type=int, help="local worker processes (default 1: in-process)")
+    p.add_argument("--disable", help="comma-separated steps to switch off")
+    p.add_argument("--audit", action="store_true", help="run every filter on every pair (overlap stats)")
+    p.add_argument("--overwrite", action="store_true", help="replace a completed output directory")
+    p.add_argument("--no-progress", action="store_true", help="do not print progress lines")
+
+
+def _guess_format(paths: list[str]) -> str:
+    for ext, fmt in (
+        (".tar", "webdataset"),
+        (".parquet", "parquet"),
+        (".jsonl", "jsonl"),
+        (".json", "jsonl"),
+        (".csv", "csv"),
+    ):
+        if all(p.endswith(ext) for p in paths):
+            return fmt
+    raise ConfigError("cannot tell the input format from the file names; pass --input-format.")
+
+
+def cmd_clean(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from vlcurate.pipelines.clean import default_config, run_clean
+    from vlcurate.schemas.config import load_clean_config
+
+    if args.config:
+        config = load_clean_config(args.config)
+        if args.input:
+            raise ConfigError("--input replaces the config's sources only without --config; edit `sources`.")
+    elif args.input and args.output:
+        config = default_config(args.input, args.output, args.input_format or _guess_format(args.input))
+    else:
+        raise ConfigError("give --config FILE, or --input PATHS and --output DIR.")
+    if args.output:
+        config.output.dir = args.output
+    if args.workers is not None:
+        config.workers = args.workers
+    if args.disable:
+        config.disable = [*config.disable, *[s.strip() for s in args.disable.split(",") if s.strip()]]
+    config.audit = config.audit or args.audit
+    config.output.overwrite = config.output.overwrite or args.overwrite
+    config.__post_init__()
+    run_clean(config, beam_args, progress=not args.no_progress)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vlcurate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_clean(sub)
+    args, beam_args = parser.parse_known_args(argv)
+    try:
+        if args.command == "clean":
+            return cmd_clean(args, beam_args)
+    except ConfigError as exc:
+        print(f"vlcurate: error: {exc}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
