@@ -47,7 +47,7 @@ class TarShardWriter:
     """Streams samples into a tar on any writable binary file object (local or gs:// stream)."""
 
     def __init__(self, fileobj: BinaryIO) -> None:
-        self._tar = tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.USTAR_FORMAT)
+        self._tar = tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
 
     def add(self, key: str, files: dict[str, bytes]) -> None:
         for ext, data in files.items():

@@ -102,10 +102,7 @@ def _read_parquet(source: SourceConfig, path: str, fh) -> Iterator[Pair]:
 def _read_text_rows(source: SourceConfig, path: str, fh) -> Iterator[Pair]:
     folder = posixpath.dirname(path) if "://" in path else os.path.dirname(path)
     text = io.TextIOWrapper(fh, encoding="utf-8", errors="strict", newline="")
-    if source.format == "csv":
-        rows = enumerate(csv.DictReader(text))
-    else:
-        rows = enumerate(text)
+    rows = enumerate(csv.DictReader(text)) if source.format == "csv" else enumerate(text)
     for number, row in rows:
         fallback = f"{_stem(path)}-{number:09d}"
         if source.format == "jsonl":
