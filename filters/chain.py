@@ -21,12 +21,17 @@ DEFAULT_CHAIN: tuple[str, ...] = (
 )
 
 
+# Steps that compare pairs with each other; the pipeline runs them after the per-pair chain.
+GROUP_STEPS: tuple[str, ...] = ("dedup",)
+
+
 @dataclasses.dataclass
 class Chain:
     """Step names in order, and the step instances for each source (per-source thresholds)."""
 
     names: list[str]
     by_source: dict[str, list[Step]]
+    group_steps: list[str] = dataclasses.field(default_factory=list)
 
     def params(self) -> dict[str, dict[str, dict[str, Any]]]:
         """{source: {step: effective parameters}} for info.json."""
@@ -39,8 +44,8 @@ def build_chain(config: CleanConfig, chain: tuple[str, ...] = DEFAULT_CHAIN) -> 
     Raises ConfigError before any data is read.
     """
     for name in config.disable:
-        if name not in chain:
-            raise unknown_name_error("step to disable", name, chain, "disable")
+        if name not in chain and name not in GROUP_STEPS:
+            raise unknown_name_error("step to disable", name, (*chain, *GROUP_STEPS), "disable")
     names = [n for n in chain if n not in config.disable]
     for name, params in config.steps.items():
         if name not in chain:
@@ -58,4 +63,4 @@ def build_chain(config: CleanConfig, chain: tuple[str, ...] = DEFAULT_CHAIN) -> 
         ]
     for name in names:
         step_class(name)
-    return Chain(names, by_source)
+    return Chain(names, by_source, [n for n in GROUP_STEPS if n not in config.disable])

@@ -31,12 +31,24 @@ def header_size(data: bytes) -> tuple[str, int, int]:
             with Image.open(io.BytesIO(data)) as img:
                 width, height = img.size
                 fmt = img.format or "UNKNOWN"
-                orientation = img.getexif().get(_EXIF_ORIENTATION, 1) if fmt in ("JPEG", "WEBP", "PNG") else 1
+                orientation = _orientation(img)
         finally:
             Image.MAX_IMAGE_PIXELS = saved
     if orientation in _ROTATED_ORIENTATIONS:
         width, height = height, width
     return fmt, width, height
+
+
+def _orientation(img: Image.Image) -> int:
+    # Read EXIF from the header chunks only: PIL's PNG getexif() would decode the whole image to find
+    # a late eXIf chunk (the spec puts it before the pixel data anyway).
+    raw = img.info.get("exif")
+    if not raw:
+        return 1
+    exif = Image.Exif()
+    exif.load(raw)
+    value = exif.get(_EXIF_ORIENTATION, 1)
+    return value if isinstance(value, int) else 1
 
 
 @register

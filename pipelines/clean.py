@@ -10,6 +10,7 @@ from typing import Any
 
 import apache_beam as beam
 from vlcurate.filters.chain import Chain, build_chain
+from vlcurate.pipelines.dedup import Deduplicate
 from vlcurate.pipelines.options import is_local, pipeline_options
 from vlcurate.pipelines.output import (
     COMPLETED,
@@ -71,13 +72,20 @@ def build_pipeline(p: beam.Pipeline, config: CleanConfig, chain: Chain, progress
     stepped = tap(counted.pairs, "read") | "Steps" >> beam.ParDo(
         RunSteps(chain.by_source, audit=config.audit)
     ).with_outputs(REJECTED, STATS, main="kept")
-    kept, rejected = tap(stepped.kept, "kept"), tap(stepped[REJECTED], "rejected")
+    kept, rejects, partials = stepped.kept, [stepped[REJECTED]], [counted[STATS], stepped[STATS]]
+    if "dedup" in chain.group_steps:
+        deduped = kept | "Dedup" >> Deduplicate()
+        kept = deduped.kept
+        rejects.append(deduped[REJECTED])
+        partials.append(deduped[STATS])
+    kept = tap(kept, "kept")
+    rejected = tap(rejects | "AllRejects" >> beam.Flatten(), "rejected")
 
     final_counts = (
         (kept, rejected) | "FinalPairs" >> beam.Flatten() | "CountFinal" >> beam.ParDo(CountFinal())
     )
     stats = (
-        (counted[STATS], stepped[STATS], final_counts)
+        (*partials, final_counts)
         | "StatsPartials" >> beam.Flatten()
         | "MergeStats" >> beam.CombineGlobally(MergeStats())
     )
@@ -87,7 +95,7 @@ def build_pipeline(p: beam.Pipeline, config: CleanConfig, chain: Chain, progress
     info = {
         "kind": "vlcurate.clean",
         "config": config.to_dict(),
-        "steps": chain.names,
+        "steps": chain.names + chain.group_steps,
         "step_params": chain.params(),
         "versions": versions(),
     }

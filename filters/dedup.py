@@ -1,0 +1,35 @@
+"""Exact deduplication: pairs with identical image bytes and identical cleaned caption.
+
+Web crawls repeat the same pair under many URLs; keeping one copy keeps the mixture honest. The survivor
+of a group is the pair with the smallest uid, so the choice does not depend on arrival order or workers.
+Near-duplicates (re-encoded or resized images) are not caught here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from vlcurate.filters.base import reject
+from vlcurate.schemas.record import Pair
+
+REASON = "duplicate"
+
+
+def content_key(pair: Pair) -> str:
+    """Digest of the image bytes (or the reference when bytes are absent) and the cleaned caption."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(pair.image if pair.image is not None else (pair.image_ref or "").encode("utf-8"))
+    digest.update(b"\x00")
+    digest.update(pair.caption.encode("utf-8"))
+    return digest.hexdigest()
+
+
+def mark_duplicates(group: Iterable[Pair]) -> list[Pair]:
+    """Keeps the smallest uid of a group of identical pairs; the others become `duplicate` rejects
+    that name the survivor in meta["duplicate_of"]."""
+    pairs = sorted(group, key=lambda p: p.uid)
+    for pair in pairs[1:]:
+        reject(pair, REASON)
+        pair.meta["duplicate_of"] = pairs[0].uid
+    return pairs

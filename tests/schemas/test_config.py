@@ -1,0 +1,86 @@
+import pytest
+
+from vlcurate.filters.chain import build_chain
+from vlcurate.schemas.config import CleanConfig, SourceConfig, load_clean_config
+from vlcurate.schemas.errors import ConfigError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_unknown_top_level_key_names_valid_keys_and_suggests(tmp_path):
+    path = write(tmp_path, "sources: []\noutptu: {dir: x}\n")
+    with pytest.raises(ConfigError) as err:
+        load_clean_config(path)
+    message = str(err.value)
+    assert "unknown key 'outptu'" in message
+    assert "Did you mean 'output'?" in message
+    assert "Valid: audit, disable, output, sources, steps, workers." in message
+
+
+def test_unknown_source_key_is_reported_with_its_place(tmp_path):
+    path = write(tmp_path, "sources:\n  - {name: a, format: parquet, paths: [x.parquet], caption_col: t}\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'caption_col' in c.yaml.sources\[0\]\. "
+                                         r"Did you mean 'caption_column'\?"):
+        load_clean_config(path)
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path):
+    path = write(tmp_path, "sources:\n  - {name: a, format: webdataset, paths: [wds/*.tar]}\noutput: {dir: out}\n")
+    config = load_clean_config(path)
+    assert config.sources[0].paths == [str(tmp_path / "wds" / "*.tar")]
+    assert config.output.dir == str(tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("sources:\n  - {name: a, format: tar, paths: [x]}\n", r"unknown input format 'tar'.*Valid: csv, jsonl"),
+        ("sources:\n  - {name: a, format: csv}\n", r"missing the required key 'paths'"),
+        ("sources:\n  - {name: a, format: csv, paths: [x]}\n  - {name: a, format: csv, paths: [y]}\n",
+         r"source names must be unique; repeated: a"),
+        ("sources:\n  - {name: a, format: csv, paths: [x]}\nworkers: two\n", r"workers must be an integer"),
+        ("sources:\n  - {name: a, format: csv, paths: [x]}\naudit: 1\n", r"audit must be true or false"),
+        ("sources: []\n", r"no sources"),
+    ],
+)
+def test_bad_values_fail_with_the_fix(tmp_path, text, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_clean_config(write(tmp_path, text))
+
+
+def config_with(**kwargs):
+    return CleanConfig(sources=[SourceConfig(name="a", format="csv", paths=["x"])], **kwargs)
+
+
+def test_unknown_step_name_suggests_the_close_one():
+    with pytest.raises(ConfigError, match=r"unknown step 'probe_imag' in steps\. Did you mean 'probe_image'\?"):
+        build_chain(config_with(steps={"probe_imag": {}}))
+
+
+def test_unknown_step_parameter_lists_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown parameter of step 'decode_check' 'draft' .*Valid: draft_size"):
+        build_chain(config_with(steps={"decode_check": {"draft": 3}}))
+
+
+def test_disable_removes_the_step_and_rejects_unknown_names():
+    chain = build_chain(config_with(disable=["decode_check", "dedup"]))
+    assert "decode_check" not in chain.names and chain.group_steps == []
+    with pytest.raises(ConfigError, match="unknown step to disable 'nope'"):
+        build_chain(config_with(disable=["nope"]))
+
+
+def test_per_source_parameters_override_global_ones():
+    config = CleanConfig(
+        sources=[
+            SourceConfig(name="a", format="csv", paths=["x"]),
+            SourceConfig(name="b", format="csv", paths=["y"], steps={"decode_check": {"draft_size": 128}}),
+        ],
+        steps={"decode_check": {"draft_size": 32}},
+    )
+    params = build_chain(config).params()
+    assert params["a"]["decode_check"] == {"draft_size": 32}
+    assert params["b"]["decode_check"] == {"draft_size": 128}
