@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -20,7 +22,7 @@ from vlcurate.pipelines.output import (
     write_bytes_atomic,
     write_json,
 )
-from vlcurate.pipelines.progress import ProgressPrinter, ProgressTap
+from vlcurate.pipelines.progress import ProgressPrinter, ProgressTap, worker_logs_to_file
 from vlcurate.pipelines.read import ReadSource
 from vlcurate.pipelines.steps import REJECTED, STATS, CountFinal, CountRead, MergeStats, RunSteps
 from vlcurate.pipelines.write import WriteKeptShards, WriteRejects
@@ -60,13 +62,15 @@ def finalize(
     write_bytes_atomic(join(directory, COMPLETED), b"")
 
 
-def build_pipeline(p: beam.Pipeline, config: CleanConfig, chain: Chain, progress_folder: str | None) -> None:
+def build_pipeline(
+    p: beam.Pipeline, config: CleanConfig, chain: Chain, readers: list[ReadSource], progress_folder: str | None
+) -> None:
     def tap(pcoll, stage: str):
         if progress_folder is None:
             return pcoll
         return pcoll | f"Progress[{stage}]" >> beam.ParDo(ProgressTap(progress_folder, stage))
 
-    read = [p | ReadSource(source) for source in config.sources]
+    read = [p | reader for reader in readers]
     pairs = read | "AllSources" >> beam.Flatten()
     counted = pairs | "CountRead" >> beam.ParDo(CountRead()).with_outputs(STATS, main="pairs")
     stepped = tap(counted.pairs, "read") | "Steps" >> beam.ParDo(
@@ -118,12 +122,18 @@ def run_clean(config: CleanConfig, beam_args: list[str] | None = None, progress:
     before any data is read."""
     chain = build_chain(config)
     options = pipeline_options(config.workers, beam_args)
+    readers = [ReadSource(source) for source in config.sources]  # matches files, checks columns
     prepare_output_dir(config.output.dir, config.output.overwrite)
     local = is_local(options)
-    printer = ProgressPrinter() if (progress and local) else None
     started = time.monotonic()
-    with printer or contextlib.nullcontext(), beam.Pipeline(options=options) as p:
-        build_pipeline(p, config, chain, printer.folder if printer else None)
+    with contextlib.ExitStack() as stack:
+        stream = sys.stderr
+        if local and config.workers > 1:
+            log = os.path.join(tempfile.gettempdir(), f"vlcurate-workers-{os.getpid()}.log")
+            stream = stack.enter_context(worker_logs_to_file(log))
+        printer = stack.enter_context(ProgressPrinter(stream=stream)) if (progress and local) else None
+        with beam.Pipeline(options=options) as p:
+            build_pipeline(p, config, chain, readers, printer.folder if printer else None)
     if not local:
         return {}
     stats = read_json(join(config.output.dir, "stats.json"))

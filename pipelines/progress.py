@@ -7,6 +7,8 @@ shared temporary folder; a thread in the launching process sums the files and pr
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -97,3 +99,26 @@ class ProgressPrinter:
         self._thread.join()
         print(self.line(time.monotonic() - self._start), file=self.stream, flush=True)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def worker_logs_to_file(path: str) -> Iterator[io.TextIOBase]:
+    """Local worker processes inherit stderr and log at INFO; send file descriptor 2 to `path` while the
+    pipeline runs and hand back a stream on the real stderr for progress lines. On failure the log's tail
+    is shown, so nothing useful is hidden."""
+    saved = os.dup(2)
+    real_stderr = io.TextIOWrapper(os.fdopen(os.dup(saved), "wb"), write_through=True)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield real_stderr
+        except BaseException:
+            os.dup2(saved, 2)
+            with open(path, errors="replace") as fh:
+                tail = fh.read()[-4000:]
+            print(f"--- last lines of the worker log {path} ---\n{tail}", file=sys.stderr)
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            real_stderr.close()

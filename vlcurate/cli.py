@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from vlcurate.schemas.errors import ConfigError
@@ -68,14 +69,49 @@ def cmd_clean(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="write a synthetic web-like dataset with planted defects")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--n", type=int, default=1000, help="number of pairs (default 1000)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from vlcurate.pipelines.synth import write_synthetic_dataset
+
+    summary = write_synthetic_dataset(args.out, n=args.n, seed=args.seed)
+    print(json.dumps(summary, indent=1, sort_keys=True))
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="every stage end to end on bundled synthetic data, offline")
+    p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
+    p.add_argument("--n", type=int, default=600, help="synthetic pairs (default 600)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
+
+
+def cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from vlcurate.pipelines.demo import run_demo
+
+    run_demo(args.out, n=args.n, overwrite=args.overwrite, beam_args=beam_args)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vlcurate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_clean(sub)
+    _add_synth(sub)
+    _add_demo(sub)
     args, beam_args = parser.parse_known_args(argv)
     try:
         if args.command == "clean":
             return cmd_clean(args, beam_args)
+        if args.command == "synth":
+            return cmd_synth(args)
+        if args.command == "demo":
+            return cmd_demo(args, beam_args)
     except ConfigError as exc:
         print(f"vlcurate: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,49 @@
+"""Small helpers for pipeline tests: run `clean` on a config and read what it wrote."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pyarrow.parquet as pq
+
+from vlcurate.pipelines.clean import run_clean
+from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
+
+FORMAT_PATHS = {"webdataset": "wds/*.tar", "parquet": "parquet/*.parquet", "jsonl": "jsonl/*.jsonl"}
+
+
+def synth_config(synth_dir, fmt: str, out: str, **kwargs) -> CleanConfig:
+    source = SourceConfig(name="synth", format=fmt, paths=[os.path.join(str(synth_dir), FORMAT_PATHS[fmt])])
+    return CleanConfig(sources=[source], output=OutputConfig(dir=out), **kwargs)
+
+
+def run(config: CleanConfig) -> dict:
+    return run_clean(config, progress=False)
+
+
+def kept_rows(out: str) -> list[dict]:
+    rows = []
+    for path in sorted(glob.glob(os.path.join(out, "shards", "*.parquet"))):
+        rows.extend(pq.read_table(path).to_pylist())
+    return rows
+
+
+def reject_rows(out: str) -> list[dict]:
+    rows = []
+    for path in sorted(glob.glob(os.path.join(out, "rejects", "*.parquet"))):
+        rows.extend(pq.read_table(path).to_pylist())
+    return rows
+
+
+def output_files(out: str) -> dict[str, bytes]:
+    """Every file a run wrote, by relative path (info.json aside: it records the output path)."""
+    files = {}
+    for root, _, names in os.walk(out):
+        for name in names:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, out)
+            if rel != "info.json":
+                with open(path, "rb") as fh:
+                    files[rel] = fh.read()
+    return files

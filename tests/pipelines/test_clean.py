@@ -1,0 +1,123 @@
+"""End-to-end `clean` runs on the synthetic dataset."""
+
+import collections
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vlcurate.pipelines.output import COMPLETED
+from vlcurate.schemas.errors import ConfigError
+from vlcurate.tests.pipelines.helpers import kept_rows, output_files, reject_rows, run, synth_config
+
+
+@pytest.fixture(scope="module")
+def wds_run(synth_dir, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("clean") / "out")
+    stats = run(synth_config(synth_dir, "webdataset", out))
+    return out, stats
+
+
+def expected_reasons(ground_truth) -> collections.Counter:
+    return collections.Counter(g["expected_reason"] for g in ground_truth if g["expected_reason"])
+
+
+def test_every_input_pair_is_kept_or_rejected_with_its_planted_reason(wds_run, ground_truth):
+    out, stats = wds_run
+    source = stats["sources"]["synth"]
+    assert source["read"] == len(ground_truth)
+    assert source["read"] == source["kept"] + source["rejected"]
+    assert source["rejected_by_reason"] == dict(expected_reasons(ground_truth))
+    by_key = {g["key"]: g["expected_reason"] for g in ground_truth}
+    assert {r["uid"]: r["reason"] for r in reject_rows(out)} == {
+        f"synth/{k}": reason for k, reason in by_key.items() if reason
+    }
+    assert sorted(r["uid"] for r in kept_rows(out)) == sorted(f"synth/{k}" for k, r in by_key.items() if not r)
+
+
+def test_output_is_self_describing(wds_run, ground_truth):
+    out, _ = wds_run
+    assert os.path.exists(os.path.join(out, COMPLETED))
+    with open(os.path.join(out, "info.json")) as fh:
+        info = json.load(fh)
+    kept = sum(1 for g in ground_truth if not g["expected_reason"])
+    assert info["counts"] == {"read": len(ground_truth), "kept": kept, "rejected": len(ground_truth) - kept}
+    assert sum(s["pairs"] for s in info["shards"]) == kept
+    assert info["steps"][0] == "normalize_caption" and info["steps"][-1] == "dedup"
+
+
+def test_the_three_input_formats_give_identical_results(synth_dir, wds_run, tmp_path):
+    wds_out, _ = wds_run
+    def summary(out):
+        kept = sorted((r["uid"], r["caption"], r["width"], r["height"]) for r in kept_rows(out))
+        rejected = sorted((r["uid"], r["reason"]) for r in reject_rows(out))
+        return kept, rejected
+    expected = summary(wds_out)
+    for fmt in ("parquet", "jsonl"):
+        out = str(tmp_path / fmt)
+        run(synth_config(synth_dir, fmt, out))
+        assert summary(out) == expected, fmt
+
+
+@pytest.mark.slow
+def test_two_workers_write_byte_identical_output(synth_dir, wds_run, tmp_path):
+    wds_out, _ = wds_run
+    out = str(tmp_path / "two")
+    run(synth_config(synth_dir, "webdataset", out, workers=2))
+    one, two = output_files(wds_out), output_files(out)
+    assert sorted(one) == sorted(two)
+    assert [name for name in one if one[name] != two[name]] == []
+
+
+def test_a_completed_directory_is_refused_unless_overwrite(synth_dir, wds_run):
+    out, _ = wds_run
+    before = output_files(out)
+    with pytest.raises(ConfigError, match="already holds a completed run.*--overwrite"):
+        run(synth_config(synth_dir, "webdataset", out))
+    assert output_files(out) == before
+    config = synth_config(synth_dir, "webdataset", out)
+    config.output.overwrite = True
+    run(config)
+    assert output_files(out) == before
+
+
+def test_leftovers_of_a_failed_run_are_cleared_and_foreign_files_kept(synth_dir, tmp_path):
+    out = tmp_path / "out"
+    (out / "shards").mkdir(parents=True)
+    (out / "shards" / "99999.tar").write_bytes(b"stale")
+    (out / "notes.txt").write_text("mine")
+    run(synth_config(synth_dir, "webdataset", str(out)))
+    assert not (out / "shards" / "99999.tar").exists()
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / COMPLETED).exists()
+
+
+def test_bad_config_fails_before_reading_data(synth_dir, tmp_path, monkeypatch):
+    config_path = tmp_path / "bad.yaml"
+    config_path.write_text(
+        f"sources:\n  - {{name: s, format: webdataset, paths: ['{synth_dir}/wds/*.tar']}}\n"
+        "steps:\n  decode_check: {draft_sise: 3}\n"
+        f"output: {{dir: '{tmp_path}/out'}}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "vlcurate.cli", "clean", "--config", str(config_path)],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 2
+    assert "unknown parameter of step 'decode_check' 'draft_sise'" in result.stderr
+    assert "Did you mean 'draft_size'?" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_glob_matching_nothing_is_a_config_error(tmp_path):
+    from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
+
+    config = CleanConfig(
+        sources=[SourceConfig(name="s", format="parquet", paths=[str(tmp_path / "none-*.parquet")])],
+        output=OutputConfig(dir=str(tmp_path / "out")),
+    )
+    with pytest.raises(ConfigError, match="no file matches"):
+        run(config)
+    assert not (tmp_path / "out").exists()
