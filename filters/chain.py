@@ -21,6 +21,9 @@ DEFAULT_CHAIN: tuple[str, ...] = (
 )
 
 
+# Steps with model weights; they run through RunInference on the survivors of DEFAULT_CHAIN.
+MODEL_STEPS: tuple[str, ...] = ("clip_score", "clip_filter")
+
 # Steps that compare pairs with each other; the pipeline runs them after the per-pair chain.
 GROUP_STEPS: tuple[str, ...] = ("dedup",)
 
@@ -33,12 +36,26 @@ class Chain:
     by_source: dict[str, list[Step]]
     group_steps: list[str] = dataclasses.field(default_factory=list)
 
+    def split(self) -> tuple[dict[str, list[Step]], dict[str, Step], dict[str, list[Step]]]:
+        """Per source: the steps before the model step, the model step (absent when disabled), and the
+        steps after it. The pipeline runs the model step through RunInference."""
+        before: dict[str, list[Step]] = {}
+        model: dict[str, Step] = {}
+        after: dict[str, list[Step]] = {}
+        for source, steps in self.by_source.items():
+            at = next((i for i, s in enumerate(steps) if getattr(s, "runs_in_pipeline", False)), None)
+            if at is None:
+                before[source], after[source] = steps, []
+            else:
+                before[source], model[source], after[source] = steps[:at], steps[at], steps[at + 1 :]
+        return before, model, after
+
     def params(self) -> dict[str, dict[str, dict[str, Any]]]:
         """{source: {step: effective parameters}} for info.json."""
         return {src: {s.name: s.params() for s in steps} for src, steps in sorted(self.by_source.items())}
 
 
-def build_chain(config: CleanConfig, chain: tuple[str, ...] = DEFAULT_CHAIN) -> Chain:
+def build_chain(config: CleanConfig, chain: tuple[str, ...] = DEFAULT_CHAIN + MODEL_STEPS) -> Chain:
     """Validates step names and parameters (global and per source) and builds the steps.
 
     Raises ConfigError before any data is read.

@@ -12,6 +12,8 @@ from typing import Any
 
 import apache_beam as beam
 from vlcurate.filters.chain import Chain, build_chain
+from vlcurate.filters.clip_filter import ClipFilter
+from vlcurate.pipelines.clip import ScoreWithClip, keep_fraction_thresholds
 from vlcurate.pipelines.dedup import Deduplicate
 from vlcurate.pipelines.options import is_local, pipeline_options
 from vlcurate.pipelines.output import (
@@ -62,8 +64,27 @@ def finalize(
     write_bytes_atomic(join(directory, COMPLETED), b"")
 
 
+def _clip_segment(kept, model: dict, after: dict, audit: bool):
+    """CLIP scoring through RunInference, then the steps after it (the threshold filter), which receive
+    per-source thresholds as a side input when a source keeps a fraction."""
+    scored = kept | "ClipScore" >> ScoreWithClip(model)
+    filters = {src: s for src, steps in after.items() for s in steps if isinstance(s, ClipFilter)}
+    side = {}
+    if any(f.keep_fraction is not None for f in filters.values()):
+        thresholds = keep_fraction_thresholds(scored["kept"], filters)
+        side["computed_thresholds"] = beam.pvalue.AsSingleton(thresholds)
+    post = scored["kept"] | "StepsAfterClip" >> beam.ParDo(RunSteps(after, audit=audit), **side).with_outputs(
+        REJECTED, STATS, main="kept"
+    )
+    return post.kept, [scored[REJECTED], post[REJECTED]], [post[STATS]]
+
+
 def build_pipeline(
-    p: beam.Pipeline, config: CleanConfig, chain: Chain, readers: list[ReadSource], progress_folder: str | None
+    p: beam.Pipeline,
+    config: CleanConfig,
+    chain: Chain,
+    readers: list[ReadSource],
+    progress_folder: str | None,
 ) -> None:
     def tap(pcoll, stage: str):
         if progress_folder is None:
@@ -73,10 +94,15 @@ def build_pipeline(
     read = [p | reader for reader in readers]
     pairs = read | "AllSources" >> beam.Flatten()
     counted = pairs | "CountRead" >> beam.ParDo(CountRead()).with_outputs(STATS, main="pairs")
+    before, model, after = chain.split()
     stepped = tap(counted.pairs, "read") | "Steps" >> beam.ParDo(
-        RunSteps(chain.by_source, audit=config.audit)
+        RunSteps(before, audit=config.audit)
     ).with_outputs(REJECTED, STATS, main="kept")
     kept, rejects, partials = stepped.kept, [stepped[REJECTED]], [counted[STATS], stepped[STATS]]
+    if model:
+        kept, more_rejects, more_partials = _clip_segment(kept, model, after, config.audit)
+        rejects += more_rejects
+        partials += more_partials
     if "dedup" in chain.group_steps:
         deduped = kept | "Dedup" >> Deduplicate()
         kept = deduped.kept

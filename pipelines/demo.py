@@ -25,9 +25,11 @@ def run_demo(out: str, n: int = 600, overwrite: bool = False, beam_args: list[st
     config.output.overwrite = True
     print(f"[demo] 2/2 clean -> {config.output.dir}", file=sys.stderr)
     stats = run_clean(config, beam_args)
-    print(f"\nDemo outputs in {out}/:\n"
-          f"  synth/            input: WebDataset tars, Parquet, JSONL + images, ground_truth.jsonl\n"
-          f"  clean/shards/     kept pairs (WebDataset tar + Parquet metadata per shard)\n"
-          f"  clean/rejects/    every dropped pair with its reason\n"
-          f"  clean/stats.json  counts per step and reason, histograms, sample rejects")
+    print(
+        f"\nDemo outputs in {out}/:\n"
+        f"  synth/            input: WebDataset tars, Parquet, JSONL + images, ground_truth.jsonl\n"
+        f"  clean/shards/     kept pairs (WebDataset tar + Parquet metadata per shard)\n"
+        f"  clean/rejects/    every dropped pair with its reason\n"
+        f"  clean/stats.json  counts per step and reason, histograms, sample rejects"
+    )
     return stats

@@ -28,6 +28,19 @@ class RunSteps(beam.DoFn):
 
     def setup(self) -> None:
         self._counters: dict[tuple[str, str], object] = {}
+        self._bound: dict[str, list[Step]] = {}
+
+    def _steps(self, source: str, computed: dict[str, float] | None) -> list[Step]:
+        """The source's steps; a keep_fraction filter gets the threshold computed for its source."""
+        if not computed or source not in computed:
+            return self.steps_by_source[source]
+        cached = self._bound.get(source)
+        if cached is None:
+            cached = self._bound[source] = [
+                s.with_computed_threshold(computed[source]) if hasattr(s, "with_computed_threshold") else s
+                for s in self.steps_by_source[source]
+            ]
+        return cached
 
     def _count(self, step: str, what: str) -> None:
         counter = self._counters.get((step, what))
@@ -38,9 +51,9 @@ class RunSteps(beam.DoFn):
     def start_bundle(self) -> None:
         self._stats = RunStats()
 
-    def process(self, pair: Pair) -> Iterator:
+    def process(self, pair: Pair, computed_thresholds: dict[str, float] | None = None) -> Iterator:
         stats = self._stats
-        for step in self.steps_by_source[pair.source]:
+        for step in self._steps(pair.source, computed_thresholds):
             if pair.reject is not None and not self.audit:
                 break
             caption, reasons_before = pair.caption, len(_reasons(pair))

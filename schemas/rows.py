@@ -36,6 +36,13 @@ def pair_from_sample(source: SourceConfig, key: str, files: dict[str, bytes]) ->
         caption = files.get("txt", b"").decode("utf-8")
     except UnicodeDecodeError:
         return _bad(source.name, key, "caption_bad_utf8", **meta)
+    # vlcurate's own shards carry scores: re-reading them lets thresholds be re-tuned without the GPU step.
+    scores = meta.pop("scores", None)
+    scores = (
+        {k: float(v) for k, v in scores.items() if isinstance(v, (int, float))}
+        if isinstance(scores, dict)
+        else {}
+    )
     image_ext = next((e for e in IMAGE_EXTENSIONS if e in files), None)
     pair = Pair(
         uid=make_uid(source.name, key),
@@ -43,6 +50,7 @@ def pair_from_sample(source: SourceConfig, key: str, files: dict[str, bytes]) ->
         caption=caption,
         caption_raw=caption,
         image=files[image_ext] if image_ext else None,
+        scores=scores,
         meta=meta,
     )
     return pair

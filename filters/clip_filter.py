@@ -1,0 +1,109 @@
+"""CLIP steps: which model scores a pair (per source and caption language), and the threshold filter.
+
+The scoring itself needs weights and a GPU, so the pipeline runs it through RunInference
+(pipelines/clip.py); these classes are its configuration and the pure keep/drop decision.
+
+Default thresholds are LAION's, for OpenAI CLIP ViT-B/32 cosine similarity: 0.28 for English (LAION-5B
+en), 0.26 for other languages (LAION-5B multilingual); LAION-400M used 0.30. They only make sense for that
+model: name a threshold that fits yours, or use `keep_fraction` (DataComp's CLIP filter keeps the top 30%
+by ViT-L/14 score) to turn a kept share into a per-source threshold from the score distribution.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+from vlcurate.filters.base import Step, reject
+from vlcurate.filters.registry import register
+from vlcurate.schemas.model_spec import DEFAULT_BUNDLED, ModelSpec
+from vlcurate.schemas.record import Pair
+
+LAION_THRESHOLDS = {"en": 0.28, "default": 0.26}
+
+
+def _per_language(value: Any) -> dict[str, Any]:
+    """A scalar applies to every language; a mapping must give `default` or the languages it names."""
+    if isinstance(value, dict):
+        return dict(value)
+    return {"default": value}
+
+
+def _for_language(table: dict[str, Any], lang: str | None) -> Any:
+    if lang in table:
+        return table[lang]
+    return table.get("default")
+
+
+@register
+class ClipScore(Step):
+    """Scores image-caption agreement with an open_clip model (runs in RunInference, not per record).
+
+    `models` maps caption language to a model spec (see model/clip_models.py), with `default` for the
+    rest: English and Chinese captions need different CLIP models (e.g. a multilingual one for zh).
+    """
+
+    name = "clip_score"
+    runs_in_pipeline = True
+    histograms: ClassVar[dict[str, tuple[float, float, int]]] = {"clip": (-0.2, 0.6, 80)}
+
+    def __init__(
+        self,
+        models: str | dict[str, str] = DEFAULT_BUNDLED,
+        batch_size: int = 256,
+        device: str = "auto",
+        gpu_decode: bool = True,
+        draft: bool = True,
+    ) -> None:
+        self.models = _per_language(models)
+        if "default" not in self.models:
+            raise ValueError("clip_score.models needs a `default` entry for languages it does not name.")
+        for spec in self.models.values():
+            ModelSpec.parse(spec)
+        if batch_size < 1:
+            raise ValueError("clip_score.batch_size must be >= 1.")
+        self.batch_size, self.device, self.gpu_decode, self.draft = batch_size, device, gpu_decode, draft
+
+    def specs(self) -> list[str]:
+        return [str(ModelSpec.parse(spec)) for spec in self.models.values()]
+
+    def model_for(self, pair: Pair) -> str:
+        return str(ModelSpec.parse(_for_language(self.models, pair.lang)))
+
+    def apply(self, pair: Pair) -> None:
+        raise RuntimeError("clip_score runs through RunInference in the pipeline, not per record")
+
+
+@register
+class ClipFilter(Step):
+    """Drops pairs whose CLIP cosine is below the threshold for their caption language (`clip_low_score`).
+
+    Give either `threshold` (a number, or {language: number, default: number}) or `keep_fraction` (the
+    share of each source to keep, by score; the pipeline computes that source's threshold in a second pass).
+    """
+
+    name = "clip_filter"
+    reasons = ("clip_low_score", "clip_no_score")
+
+    def __init__(
+        self, threshold: float | dict[str, float] | None = None, keep_fraction: float | None = None
+    ) -> None:
+        if threshold is not None and keep_fraction is not None:
+            raise ValueError("give clip_filter either `threshold` or `keep_fraction`, not both.")
+        if keep_fraction is not None and not 0.0 < keep_fraction <= 1.0:
+            raise ValueError("clip_filter.keep_fraction must be in (0, 1].")
+        self.keep_fraction = keep_fraction
+        self.threshold = _per_language(LAION_THRESHOLDS if threshold is None else threshold)
+        if keep_fraction is None and "default" not in self.threshold:
+            raise ValueError("clip_filter.threshold needs a `default` entry for languages it does not name.")
+
+    def with_computed_threshold(self, value: float) -> ClipFilter:
+        """The same filter with the threshold that `keep_fraction` came to for one source."""
+        return ClipFilter(threshold=value) if self.keep_fraction is not None else self
+
+    def apply(self, pair: Pair) -> None:
+        score = pair.scores.get("clip", math.nan)
+        if math.isnan(score):  # clip_score disabled and the input carried no score
+            reject(pair, "clip_no_score")
+        elif score < _for_language(self.threshold, pair.lang):
+            reject(pair, "clip_low_score")

@@ -1,0 +1,176 @@
+"""Loading open_clip models by name, offline first.
+
+A model spec is `name` or `name@pretrained`:
+- `bundled:<folder>`: a model shipped in vlcurate/model/weights/<folder> (open_clip's local-dir layout);
+- `local-dir:/path`: a folder with open_clip_config.json + open_clip_model.safetensors (or .bin);
+- `hf-hub:org/repo`: a Hugging Face Hub repo in open_clip's layout (downloads unless cached);
+- `ViT-L-14@openai`: an open_clip architecture and pretrained tag (downloads unless cached);
+- `ViT-L-14@/path/to/checkpoint.pt`: an architecture with a local checkpoint;
+- `ViT-L-14@random`: random weights, for speed benchmarks only.
+A model that cannot be had is a ClipModelError that says what to pass instead; with HF_HUB_OFFLINE=1
+nothing is retried against the hub.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any
+
+from vlcurate.schemas.errors import ConfigError
+from vlcurate.schemas.model_spec import ModelSpec
+
+WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
+BUNDLED_PREFIX = "bundled:"
+LOCAL_DIR_PREFIX = "local-dir:"
+HF_HUB_PREFIX = "hf-hub:"
+RANDOM = "random"
+CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+_OPTIONS = (
+    "Pass one of: a bundled model (bundled:tiny-synth-clip), a local folder "
+    "(local-dir:/path holding open_clip_config.json + open_clip_model.safetensors), an architecture with a "
+    "local checkpoint (ViT-L-14@/path/to/model.pt), or a hub model (ViT-L-14@openai, hf-hub:org/repo) "
+    "with network access or a filled Hugging Face cache (HF_HUB_OFFLINE=1 uses the cache only)."
+)
+
+
+class ClipModelError(ConfigError):
+    """The CLIP model named in the config cannot be loaded."""
+
+
+def bundled_models() -> list[str]:
+    if not os.path.isdir(WEIGHTS_DIR):
+        return []
+    return sorted(
+        d
+        for d in os.listdir(WEIGHTS_DIR)
+        if os.path.isfile(os.path.join(WEIGHTS_DIR, d, "open_clip_config.json"))
+    )
+
+
+def resolve(spec: ModelSpec) -> tuple[str, str | None]:
+    """Returns (open_clip model name, pretrained) after checking that local weights exist.
+
+    Raises ClipModelError for anything that cannot be loaded, before any model is built.
+    """
+    name = spec.name
+    if name.startswith(BUNDLED_PREFIX):
+        folder = name[len(BUNDLED_PREFIX) :]
+        if folder not in bundled_models():
+            raise ClipModelError(
+                f"no bundled CLIP model {folder!r}; bundled: {', '.join(bundled_models())}. {_OPTIONS}"
+            )
+        name = LOCAL_DIR_PREFIX + os.path.join(WEIGHTS_DIR, folder)
+    if name.startswith(LOCAL_DIR_PREFIX):
+        folder = name[len(LOCAL_DIR_PREFIX) :]
+        if not os.path.isfile(os.path.join(folder, "open_clip_config.json")):
+            raise ClipModelError(f"{folder} has no open_clip_config.json. {_OPTIONS}")
+        if not any(os.path.isfile(os.path.join(folder, c)) for c in CHECKPOINT_NAMES):
+            # open_clip would only warn and go on with random weights: scores would be noise.
+            raise ClipModelError(f"{folder} has no weights ({' or '.join(CHECKPOINT_NAMES)}). {_OPTIONS}")
+        return name, None
+    if name.startswith(HF_HUB_PREFIX):
+        return name, None
+    import open_clip
+
+    if name not in open_clip.list_models():
+        raise ClipModelError(f"unknown open_clip architecture {name!r}. {_OPTIONS}")
+    pretrained = spec.pretrained
+    if pretrained is None:
+        raise ClipModelError(f"{name} needs weights: write {name}@<tag or checkpoint path>. {_OPTIONS}")
+    if pretrained == RANDOM:
+        return name, None
+    if os.path.isfile(pretrained):
+        return name, pretrained
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if pretrained not in tags:
+        raise ClipModelError(
+            f"{pretrained!r} is neither a file nor a pretrained tag of {name} "
+            f"(tags: {', '.join(tags)}). {_OPTIONS}"
+        )
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        _require_cached(name, pretrained)
+    return name, pretrained
+
+
+def _require_cached(name: str, tag: str) -> None:
+    """Offline, a hub tag must already be in the local cache; say so now rather than on a worker."""
+    from open_clip.pretrained import download_pretrained, get_pretrained_cfg
+
+    try:
+        download_pretrained(get_pretrained_cfg(name, tag))  # offline mode: a cache lookup, no retries
+    except Exception as exc:
+        raise ClipModelError(
+            f"{name}@{tag} is not in the local cache and HF_HUB_OFFLINE=1 forbids "
+            f"downloading it ({type(exc).__name__}). {_OPTIONS}"
+        ) from None
+
+
+@dataclasses.dataclass
+class LoadedClip:
+    spec: str
+    model: Any  # open_clip.CLIP
+    tokenizer: Any
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    device: str
+    dtype: Any
+
+
+def load_clip(spec: ModelSpec | str, device: str = "cpu") -> LoadedClip:
+    """Builds the model in eval mode on `device`: bf16 weights on CUDA (faster than autocast there, and
+    scores are normalized cosines that bf16 keeps to ~1e-2), fp32 on CPU."""
+    import open_clip
+    import torch
+
+    spec = ModelSpec.parse(spec) if isinstance(spec, str) else spec
+    name, pretrained = resolve(spec)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=pretrained, device=device
+        )
+        tokenizer = open_clip.get_tokenizer(name)
+    except ClipModelError:
+        raise
+    except Exception as exc:  # hub errors come in many types; all mean "cannot have this model"
+        raise ClipModelError(
+            f"cannot load CLIP model {spec}: {type(exc).__name__}: {exc}. {_OPTIONS}"
+        ) from exc
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    model = model.to(dtype=dtype).eval()
+    cfg = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
+    size = cfg.get("size", model.visual.image_size)
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    mean = tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
+    std = tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD))
+    del preprocess
+    return LoadedClip(str(spec), model, tokenizer, int(size), mean, std, device, dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def load_clip_cached(spec: str, device: str = "cpu") -> LoadedClip:
+    """One model per (spec, device) per process; tests and the shard checker share it."""
+    return load_clip(spec, device)
+
+
+def image_size_of(spec: ModelSpec | str) -> int:
+    """The model's input size from its config alone (no weights loaded), for preprocessing before batching."""
+    import json
+
+    import open_clip
+
+    spec = ModelSpec.parse(spec) if isinstance(spec, str) else spec
+    name, _ = resolve(spec)
+    if name.startswith(LOCAL_DIR_PREFIX):
+        with open(os.path.join(name[len(LOCAL_DIR_PREFIX) :], "open_clip_config.json")) as fh:
+            config = json.load(fh)
+        size = config.get("preprocess_cfg", {}).get("size") or config["model_cfg"]["vision_cfg"]["image_size"]
+    else:
+        config = open_clip.get_model_config(name)
+        if config is None:
+            raise ClipModelError(f"cannot read the config of {spec}. {_OPTIONS}")
+        size = config["vision_cfg"]["image_size"]
+    return int(size[0] if isinstance(size, (list, tuple)) else size)

@@ -1,0 +1,111 @@
+"""CLIP scoring in the pipeline: prepare images, RunInference per model, thresholds per source.
+
+Pairs are partitioned by the model their source and caption language call for; each model gets its own
+RunInference (loaded once per worker). Decoding happens before batching, so a bad image is a reject, not
+a failed batch. `keep_fraction` thresholds come from a second pass over the scores (a side input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import PredictionResult, RunInference
+from vlcurate.filters.base import reject
+from vlcurate.filters.clip_filter import ClipFilter, ClipScore
+from vlcurate.model.clip_handler import ClipInput, ClipModelHandler
+from vlcurate.model.clip_models import image_size_of
+from vlcurate.model.clip_preprocess import pil_pixels
+from vlcurate.pipelines.steps import REJECTED
+from vlcurate.schemas.record import Pair
+
+# ApproximateQuantiles' resolution for keep_fraction: exact for small sources, rank error ~1/N_QUANTILES.
+N_QUANTILES = 10_001
+
+
+class PrepareClipInput(beam.DoFn):
+    """Pair -> ClipInput. JPEGs stay encoded for nvjpeg when the model runs on a GPU; the rest is decoded
+    and resized here with PIL. An image PIL cannot decode becomes an `image_undecodable` reject."""
+
+    def __init__(self, steps: dict[str, ClipScore], image_sizes: dict[str, int]) -> None:
+        self.steps, self.image_sizes = steps, image_sizes
+
+    def setup(self) -> None:
+        import torch
+
+        self.gpu = torch.cuda.is_available()
+
+    def process(self, pair: Pair) -> Iterator:
+        step = self.steps[pair.source]
+        spec = step.model_for(pair)
+        if self.gpu and step.device != "cpu" and step.gpu_decode and pair.image_format == "JPEG":
+            yield beam.pvalue.TaggedOutput(spec, ClipInput(pair, jpeg=pair.image))
+            return
+        try:
+            pixels = pil_pixels(pair.image, self.image_sizes[spec], draft=step.draft)
+        except Exception:  # undecodable data is a property of the record
+            reject(pair, "image_undecodable")
+            yield beam.pvalue.TaggedOutput(REJECTED, pair)
+            return
+        yield beam.pvalue.TaggedOutput(spec, ClipInput(pair, pixels=pixels))
+
+
+def _attach_score(result: PredictionResult) -> Pair:
+    pair = result.example.pair
+    pair.scores["clip"] = float(result.inference)
+    return pair
+
+
+class ScoreWithClip(beam.PTransform):
+    """Pairs in; pairs with scores["clip"] out (main), undecodable images on REJECTED."""
+
+    def __init__(self, steps: dict[str, ClipScore]) -> None:
+        super().__init__()
+        self.steps = steps
+        # Read from the model configs now: a model that cannot be had fails before any data is read.
+        self.image_sizes = {spec: image_size_of(spec) for spec in self.specs()}
+
+    def specs(self) -> list[str]:
+        return sorted({spec for step in self.steps.values() for spec in step.specs()})
+
+    def expand(self, pairs):
+        specs = self.specs()
+        prepared = pairs | "Prepare" >> beam.ParDo(
+            PrepareClipInput(self.steps, self.image_sizes)
+        ).with_outputs(REJECTED, *specs)
+        scored = []
+        for spec in specs:
+            step = next(s for s in self.steps.values() if spec in s.specs())
+            handler = ClipModelHandler(spec, batch_size=step.batch_size, device=step.device)
+            scored.append(
+                prepared[spec]
+                | f"RunInference[{spec}]" >> RunInference(handler)
+                | f"Attach[{spec}]" >> beam.Map(_attach_score)
+            )
+        return {
+            "kept": scored | "AllScored" >> beam.Flatten(pipeline=pairs.pipeline),
+            REJECTED: prepared[REJECTED],
+        }
+
+
+def keep_fraction_thresholds(scored, filters: dict[str, ClipFilter]):
+    """{source: threshold} for sources whose clip_filter keeps a fraction, as a singleton dict PCollection.
+
+    The threshold is the score at rank ceil(n * (1 - fraction)) from the bottom, so the top `fraction`
+    is kept (ties at the threshold are all kept).
+    """
+    fractions = {s: f.keep_fraction for s, f in filters.items() if f.keep_fraction is not None}
+
+    def to_threshold(kv):
+        source, quantiles = kv
+        position = (1.0 - fractions[source]) * (len(quantiles) - 1)
+        return source, quantiles[min(len(quantiles) - 1, round(position))]
+
+    return (
+        scored
+        | "FractionSources" >> beam.Filter(lambda p: p.source in fractions and "clip" in p.scores)
+        | "ScoreBySource" >> beam.Map(lambda p: (p.source, p.scores["clip"]))
+        | "Quantiles" >> beam.ApproximateQuantiles.PerKey(N_QUANTILES)
+        | "Threshold" >> beam.Map(to_threshold)
+        | "AsDict" >> beam.combiners.ToDict()
+    )
