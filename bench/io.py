@@ -34,12 +34,19 @@ def measure(data: str, fmt: str, workers: int, out: str) -> dict:
     stats = run_clean(config, progress=False)
     seconds = time.perf_counter() - start
     read = stats["totals"]["read"]
-    return {"format": fmt, "workers": workers, "pairs": read, "seconds": round(seconds, 2),
-            "pairs_per_s": round(read / seconds, 1)}
+    return {
+        "format": fmt,
+        "workers": workers,
+        "pairs": read,
+        "seconds": round(seconds, 2),
+        "pairs_per_s": round(read / seconds, 1),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=4000)
     parser.add_argument("--formats", nargs="+", default=["webdataset", "parquet", "jsonl"])
     parser.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "io.json"))
@@ -47,18 +54,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "data")
         write_synthetic_dataset(data, n=args.n, seed=0)
-        rows = [measure(data, fmt, workers, os.path.join(tmp, f"out-{fmt}-{workers}"))
-                for fmt in args.formats for workers in (1, 2)]
+        rows = [
+            measure(data, fmt, workers, os.path.join(tmp, f"out-{fmt}-{workers}"))
+            for fmt in args.formats
+            for workers in (1, 2)
+        ]
     print(f"{'format':<11} {'workers':>7} {'pairs':>7} {'seconds':>8} {'pairs/s':>9} {'vs 1 worker':>11}")
     for row in rows:
         base = next(r for r in rows if r["format"] == row["format"] and r["workers"] == 1)
         row["speedup_vs_1_worker"] = round(row["pairs_per_s"] / base["pairs_per_s"], 2)
-        print(f"{row['format']:<11} {row['workers']:>7} {row['pairs']:>7} {row['seconds']:>8} "
-              f"{row['pairs_per_s']:>9} {row['speedup_vs_1_worker']:>10}x")
+        print(
+            f"{row['format']:<11} {row['workers']:>7} {row['pairs']:>7} {row['seconds']:>8} "
+            f"{row['pairs_per_s']:>9} {row['speedup_vs_1_worker']:>10}x"
+        )
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as fh:
-        json.dump({"machine": f"{platform.machine()}, {os.cpu_count()} cores", "n": args.n, "rows": rows}, fh,
-                  indent=1)
+        json.dump(
+            {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "n": args.n, "rows": rows},
+            fh,
+            indent=1,
+        )
 
 
 if __name__ == "__main__":

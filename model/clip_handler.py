@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
 from vlcurate.model.clip_models import LoadedClip, load_clip
 from vlcurate.model.clip_preprocess import gpu_decode_resize, normalize
 from vlcurate.schemas.record import Pair

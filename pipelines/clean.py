@@ -11,6 +11,8 @@ import time
 from typing import Any
 
 import apache_beam as beam
+
+import vlcurate
 from vlcurate.filters.chain import Chain, build_chain
 from vlcurate.filters.clip_filter import ClipFilter
 from vlcurate.pipelines.clip import ScoreWithClip, keep_fraction_thresholds
@@ -30,8 +32,6 @@ from vlcurate.pipelines.steps import REJECTED, STATS, CountFinal, CountRead, Mer
 from vlcurate.pipelines.write import WriteKeptShards, WriteRejects
 from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
 from vlcurate.schemas.stats import RunStats
-
-import vlcurate
 
 
 def versions() -> dict[str, str]:

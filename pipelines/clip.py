@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import PredictionResult, RunInference
+
 from vlcurate.filters.base import reject
 from vlcurate.filters.clip_filter import ClipFilter, ClipScore
 from vlcurate.model.clip_handler import ClipInput, ClipModelHandler

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+
 from vlcurate.filters.dedup import REASON, content_key, mark_duplicates
 from vlcurate.pipelines.steps import REJECTED, STATS, in_global_window
 from vlcurate.schemas.record import Pair

@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
+
 from vlcurate.schemas.errors import ConfigError
 
 COMPLETED = "COMPLETED"

@@ -18,6 +18,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+
 from vlcurate.formatters.webdataset import iter_samples
 from vlcurate.schemas.config import SourceConfig
 from vlcurate.schemas.errors import ConfigError

@@ -13,6 +13,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
+
 from vlcurate.filters.base import Step, reject
 from vlcurate.schemas.record import Pair
 from vlcurate.schemas.stats import RunStats

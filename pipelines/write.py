@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 import pyarrow.parquet as pq
+
 from vlcurate.formatters.webdataset import EXTENSION_OF_FORMAT, TarShardWriter
 from vlcurate.pipelines.output import ensure_dir, join, write_bytes_atomic
 from vlcurate.schemas.arrow import kept_table, reject_table

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 
 import pyarrow as pa
+
 from vlcurate.schemas.record import Pair
 
 SCORES = pa.map_(pa.string(), pa.float64())

@@ -13,6 +13,7 @@ import typing
 from typing import Any
 
 import yaml
+
 from vlcurate.schemas.errors import ConfigError, unknown_name_error
 
 INPUT_FORMATS = ("webdataset", "parquet", "jsonl", "csv")

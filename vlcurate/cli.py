@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+from vlcurate.pipelines.synth import add_synth_parser, cmd_synth
 from vlcurate.schemas.errors import ConfigError
 
 
@@ -69,21 +69,6 @@ def cmd_clean(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
-def _add_synth(sub) -> None:
-    p = sub.add_parser("synth", help="write a synthetic web-like dataset with planted defects")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--n", type=int, default=1000, help="number of pairs (default 1000)")
-    p.add_argument("--seed", type=int, default=0)
-
-
-def cmd_synth(args: argparse.Namespace) -> int:
-    from vlcurate.pipelines.synth import write_synthetic_dataset
-
-    summary = write_synthetic_dataset(args.out, n=args.n, seed=args.seed)
-    print(json.dumps(summary, indent=1, sort_keys=True))
-    return 0
-
-
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="every stage end to end on bundled synthetic data, offline")
     p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
@@ -102,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vlcurate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_clean(sub)
-    _add_synth(sub)
+    add_synth_parser(sub)
     _add_demo(sub)
     args, beam_args = parser.parse_known_args(argv)
     try:

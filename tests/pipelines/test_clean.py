@@ -1,4 +1,4 @@
-"""End-to-end `clean` runs on the synthetic dataset."""
+"""End-to-end `clean` runs on the synthetic dataset (CLIP off here: tests/pipelines/test_clip_step.py)."""
 
 import collections
 import json
@@ -10,7 +10,14 @@ import pytest
 
 from vlcurate.pipelines.output import COMPLETED
 from vlcurate.schemas.errors import ConfigError
-from vlcurate.tests.pipelines.helpers import kept_rows, output_files, reject_rows, run, synth_config
+from vlcurate.tests.pipelines.helpers import kept_rows, output_files, reject_rows, run
+from vlcurate.tests.pipelines.helpers import synth_config as synth_config_with_clip
+
+NO_CLIP = ["clip_score", "clip_filter"]
+
+
+def synth_config(*args, **kwargs):
+    return synth_config_with_clip(*args, disable=NO_CLIP, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +41,9 @@ def test_every_input_pair_is_kept_or_rejected_with_its_planted_reason(wds_run, g
     assert {r["uid"]: r["reason"] for r in reject_rows(out)} == {
         f"synth/{k}": reason for k, reason in by_key.items() if reason
     }
-    assert sorted(r["uid"] for r in kept_rows(out)) == sorted(f"synth/{k}" for k, r in by_key.items() if not r)
+    assert sorted(r["uid"] for r in kept_rows(out)) == sorted(
+        f"synth/{k}" for k, r in by_key.items() if not r
+    )
 
 
 def test_output_is_self_describing(wds_run, ground_truth):
@@ -46,14 +55,17 @@ def test_output_is_self_describing(wds_run, ground_truth):
     assert info["counts"] == {"read": len(ground_truth), "kept": kept, "rejected": len(ground_truth) - kept}
     assert sum(s["pairs"] for s in info["shards"]) == kept
     assert info["steps"][0] == "normalize_caption" and info["steps"][-1] == "dedup"
+    assert "clip_score" not in info["steps"]
 
 
 def test_the_three_input_formats_give_identical_results(synth_dir, wds_run, tmp_path):
     wds_out, _ = wds_run
+
     def summary(out):
         kept = sorted((r["uid"], r["caption"], r["width"], r["height"]) for r in kept_rows(out))
         rejected = sorted((r["uid"], r["reason"]) for r in reject_rows(out))
         return kept, rejected
+
     expected = summary(wds_out)
     for fmt in ("parquet", "jsonl"):
         out = str(tmp_path / fmt)
@@ -74,7 +86,7 @@ def test_two_workers_write_byte_identical_output(synth_dir, wds_run, tmp_path):
 def test_a_completed_directory_is_refused_unless_overwrite(synth_dir, wds_run):
     out, _ = wds_run
     before = output_files(out)
-    with pytest.raises(ConfigError, match="already holds a completed run.*--overwrite"):
+    with pytest.raises(ConfigError, match=r"already holds a completed run.*--overwrite"):
         run(synth_config(synth_dir, "webdataset", out))
     assert output_files(out) == before
     config = synth_config(synth_dir, "webdataset", out)
@@ -103,7 +115,9 @@ def test_bad_config_fails_before_reading_data(synth_dir, tmp_path, monkeypatch):
     )
     result = subprocess.run(
         [sys.executable, "-m", "vlcurate.cli", "clean", "--config", str(config_path)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 2
     assert "unknown parameter of step 'decode_check' 'draft_sise'" in result.stderr

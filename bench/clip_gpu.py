@@ -1,0 +1,239 @@
+"""CLIP scoring speed on the GPU: model-only forward and end-to-end through the Beam pipeline.
+
+    python bench/clip_gpu.py model --models ViT-B-32 ViT-L-14 ViT-bigG-14
+    python bench/clip_gpu.py e2e --models ViT-B-32 ViT-L-14 --workers 4
+
+`model`: image-tower img/s for several implementations (open_clip eager; SDPA attention; SDPA + compile),
+plus full scoring (image + ~16-token captions), random weights in bf16, with MFU against PEAK_TFLOPS.
+`e2e`: encoded JPEGs in WebDataset tars -> `vlcurate clean` (probe_image, clip_score, clip_filter) ->
+shards, timed at two input sizes so start-up (workers, model loads) cancels out of the steady rate.
+Results go to bench/results/clip_gpu_<mode>.json; the README quotes them with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing
+import os
+import platform
+import random
+import tempfile
+import time
+
+PEAK_TFLOPS = 800.0  # measured bf16 dense matmul peak on the H100 used here (ENVIRONMENT.md)
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+
+
+def image_flops(model, size: int) -> float:
+    """FLOPs of one image through the image tower, counted by torch's FlopCounterMode."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, size, size, device=next(model.parameters()).device, dtype=torch.bfloat16)
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model.encode_image(x)
+    return float(counter.get_total_flops())
+
+
+def time_call(fn, warmup: int, iters: int) -> float:
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / iters
+
+
+VARIANTS = {  # name: (SDPA, fp8, compile mode)
+    "eager": (False, False, None),
+    "sdpa": (True, False, None),
+    "compile": (True, False, "default"),
+    "autotune": (True, False, "max-autotune-no-cudagraphs"),
+    "fp8": (True, True, "default"),
+}
+
+
+def model_only(name: str, batch: int, iters: int, variants: list[str]) -> list[dict]:
+    import open_clip
+    import torch
+
+    from vlcurate.model.clip_fast import speed_up, use_sdpa
+    from vlcurate.model.clip_handler import encode_captions
+    from vlcurate.model.clip_models import LoadedClip
+
+    def fresh():
+        torch.manual_seed(0)
+        return open_clip.create_model(name, pretrained=None, device="cuda").to(torch.bfloat16).eval()
+
+    reference = fresh()
+    size = reference.visual.image_size
+    size = size[0] if isinstance(size, tuple) else size
+    use_sdpa(reference)
+    flops = image_flops(reference, size)  # counted on SDPA: the fused MHA path hides attention FLOPs
+    x = torch.randn(batch, 3, size, size, device="cuda", dtype=torch.bfloat16)
+    with torch.inference_mode():
+        ref_emb = torch.nn.functional.normalize(reference.encode_image(x[:64]).float(), dim=-1)
+    del reference
+    rows = []
+    for variant in variants:
+        torch.compiler.reset()
+        sdpa, fp8, mode = VARIANTS[variant]
+        model = fresh()
+        encode = speed_up(model, fp8=fp8, compile_mode=mode) if sdpa else model.encode_image
+        started = time.perf_counter()
+        with torch.inference_mode():
+            emb = torch.nn.functional.normalize(encode(x)[:64].float(), dim=-1)  # compile happens here
+            compile_s = time.perf_counter() - started
+            drift = float((1 - (emb * ref_emb).sum(-1)).abs().max())
+            per_batch = time_call(lambda f=encode: f(x), warmup=3, iters=iters)
+            loaded = LoadedClip(
+                name,
+                model,
+                open_clip.get_tokenizer(name),
+                size,
+                (0.5,) * 3,
+                (0.5,) * 3,
+                "cuda",
+                torch.bfloat16,
+            )
+            captions = [f"a photo of {i} red circles on a blue background at the top" for i in range(batch)]
+            full = time_call(
+                lambda f=encode, m=loaded, c=captions: (f(x), encode_captions(m, c)), warmup=2, iters=iters
+            )
+        img_s = batch / per_batch
+        rows.append(
+            {
+                "model": name,
+                "variant": variant,
+                "batch": batch,
+                "image_size": size,
+                "gflops_per_image": round(flops / 1e9, 1),
+                "image_tower_img_s": round(img_s, 1),
+                "mfu": round(img_s * flops / (PEAK_TFLOPS * 1e12), 3),
+                "image_plus_text_pairs_s": round(batch / full, 1),
+                "first_call_s": round(compile_s, 1),
+                "max_embedding_drift_vs_bf16_sdpa": round(drift, 5),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+        del model, encode
+        torch.cuda.empty_cache()
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------- e2e
+def _render_shard(args: tuple[str, int, int, int]) -> int:
+    from vlcurate.formatters.webdataset import TarShardWriter
+    from vlcurate.model.scenes import caption_en, random_scene, render
+
+    path, start, count, seed = args
+    rng = random.Random(seed * 1_000_003 + start)
+    with open(path, "wb") as fh, TarShardWriter(fh) as writer:
+        for i in range(start, start + count):
+            scene = random_scene(rng)
+            buffer = io.BytesIO()
+            render(scene, 512, 384).save(buffer, "JPEG", quality=90)
+            writer.add(f"{i:09d}", {"jpg": buffer.getvalue(), "txt": caption_en(scene, rng).encode()})
+    return count
+
+
+def make_jpeg_tars(folder: str, n: int, per_tar: int = 1000) -> None:
+    os.makedirs(folder, exist_ok=True)
+    jobs = [
+        (os.path.join(folder, f"{s // per_tar:05d}.tar"), s, min(per_tar, n - s), 0)
+        for s in range(0, n, per_tar)
+    ]
+    with multiprocessing.Pool(os.cpu_count()) as pool:
+        pool.map(_render_shard, jobs)
+
+
+def run_clean_timed(tars: str, model: str, workers: int, batch: int, out: str) -> tuple[float, int]:
+    from vlcurate.filters.chain import DEFAULT_CHAIN, GROUP_STEPS
+    from vlcurate.pipelines.clean import run_clean
+    from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
+
+    keep = {"probe_image", "clip_score", "clip_filter"}
+    config = CleanConfig(
+        sources=[SourceConfig(name="bench", format="webdataset", paths=[os.path.join(tars, "*.tar")])],
+        output=OutputConfig(dir=out, overwrite=True, pairs_per_shard=5000),
+        steps={
+            "clip_score": {"models": f"{model}@random", "batch_size": batch},
+            "clip_filter": {"threshold": -2.0},
+        },
+        disable=[s for s in (*DEFAULT_CHAIN, *GROUP_STEPS) if s not in keep],
+        workers=workers,
+    )
+    start = time.perf_counter()
+    stats = run_clean(config, progress=False)
+    return time.perf_counter() - start, stats["totals"]["kept"]
+
+
+def e2e(models: list[str], sizes: dict[str, int], workers: int, batch: int) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in models:
+            n = sizes[name]
+            small, large = os.path.join(tmp, f"{name}-small"), os.path.join(tmp, f"{name}-large")
+            started = time.perf_counter()
+            make_jpeg_tars(small, n // 4)
+            make_jpeg_tars(large, n)
+            print(f"{name}: made {n + n // 4} JPEGs in {time.perf_counter() - started:.0f}s", flush=True)
+            t_small, k_small = run_clean_timed(small, name, workers, batch, os.path.join(tmp, "out-s"))
+            t_large, k_large = run_clean_timed(large, name, workers, batch, os.path.join(tmp, "out-l"))
+            rows.append(
+                {
+                    "model": name,
+                    "workers": workers,
+                    "batch": batch,
+                    "pairs": k_large,
+                    "wall_s": round(t_large, 1),
+                    "wall_pairs_s": round(k_large / t_large, 1),
+                    "steady_pairs_s": round((k_large - k_small) / (t_large - t_small), 1),
+                    "startup_s": round(t_small - (t_large - t_small) * k_small / (k_large - k_small), 1),
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("mode", choices=["model", "e2e"])
+    parser.add_argument("--models", nargs="+", default=["ViT-B-32", "ViT-L-14", "ViT-bigG-14"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument(
+        "--pairs", type=json.loads, default={"ViT-B-32": 80000, "ViT-L-14": 24000, "ViT-bigG-14": 8000}
+    )
+    args = parser.parse_args()
+    if args.mode == "model":
+        rows = [r for m in args.models for r in model_only(m, args.batch, args.iters, args.variants)]
+    else:
+        rows = e2e(args.models, args.pairs, args.workers, args.batch)
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, f"clip_gpu_{args.mode}.json")
+    with open(path, "w") as fh:
+        json.dump({"device": device_name(), "date": time.strftime("%Y-%m-%d"), "rows": rows}, fh, indent=1)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
