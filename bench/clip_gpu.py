@@ -161,8 +161,10 @@ def make_jpeg_tars(folder: str, n: int, per_tar: int = 1000) -> None:
         pool.map(_render_shard, jobs)
 
 
-def run_clean_timed(tars: str, model: str, workers: int, batch: int, out: str) -> tuple[float, int]:
-    from vlcurate.filters.chain import DEFAULT_CHAIN, GROUP_STEPS
+def run_clean_timed(
+    tars: str, model: str, workers: int, batch: int, out: str, compile: bool
+) -> tuple[float, int]:
+    from vlcurate.filters.chain import DEFAULT_CHAIN, GROUP_STEPS, MODEL_STEPS
     from vlcurate.pipelines.clean import run_clean
     from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
 
@@ -171,18 +173,51 @@ def run_clean_timed(tars: str, model: str, workers: int, batch: int, out: str) -
         sources=[SourceConfig(name="bench", format="webdataset", paths=[os.path.join(tars, "*.tar")])],
         output=OutputConfig(dir=out, overwrite=True, pairs_per_shard=5000),
         steps={
-            "clip_score": {"models": f"{model}@random", "batch_size": batch},
+            "clip_score": {"models": f"{model}@random", "batch_size": batch, "compile": compile},
             "clip_filter": {"threshold": -2.0},
         },
-        disable=[s for s in (*DEFAULT_CHAIN, *GROUP_STEPS) if s not in keep],
+        disable=[s for s in (*DEFAULT_CHAIN, *MODEL_STEPS, *GROUP_STEPS) if s not in keep],
         workers=workers,
     )
     start = time.perf_counter()
     stats = run_clean(config, progress=False)
-    return time.perf_counter() - start, stats["totals"]["kept"]
+    seconds = time.perf_counter() - start
+    with open(os.path.join(out, "info.json")) as fh:
+        written = sum(s["pairs"] for s in json.load(fh)["shards"])
+    totals = stats["totals"]
+    if not totals["read"] == totals["kept"] + totals["rejected"] == written + totals["rejected"]:
+        report_loss(out, tars, totals, written)
+    return seconds, totals["kept"]
 
 
-def e2e(models: list[str], sizes: dict[str, int], workers: int, batch: int) -> list[dict]:
+def report_loss(out: str, tars: str, totals: dict, written: int) -> None:
+    """input == kept + rejects must hold; if it does not, say which pairs are missing."""
+    import glob
+    from collections import Counter
+
+    import pyarrow.parquet as pq
+
+    seen = set()
+    for path in glob.glob(os.path.join(out, "shards", "*.parquet")) + glob.glob(
+        os.path.join(out, "rejects", "*.parquet")
+    ):
+        seen.update(pq.read_table(path, columns=["uid"]).column("uid").to_pylist())
+    keys = set()
+    for path in glob.glob(os.path.join(tars, "*.tar")):
+        import tarfile
+
+        with tarfile.open(path) as tar:
+            keys.update(m.name.split(".")[0] for m in tar.getmembers())
+    missing = sorted(k for k in keys if f"bench/{k}" not in seen)
+    by_tar = Counter(int(k) // 1000 for k in missing)
+    print(
+        f"LOST PAIRS: stats {totals}, written {written}, missing {len(missing)}: {missing[:5]} "
+        f"per tar {sorted(by_tar.items())[:10]}",
+        flush=True,
+    )
+
+
+def e2e(models: list[str], sizes: dict[str, int], workers: int, batch: int, compile: bool) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
@@ -192,12 +227,18 @@ def e2e(models: list[str], sizes: dict[str, int], workers: int, batch: int) -> l
             make_jpeg_tars(small, n // 4)
             make_jpeg_tars(large, n)
             print(f"{name}: made {n + n // 4} JPEGs in {time.perf_counter() - started:.0f}s", flush=True)
-            t_small, k_small = run_clean_timed(small, name, workers, batch, os.path.join(tmp, "out-s"))
-            t_large, k_large = run_clean_timed(large, name, workers, batch, os.path.join(tmp, "out-l"))
+            run_clean_timed(small, name, workers, batch, os.path.join(tmp, "out-w"), compile)  # warm caches
+            t_small, k_small = run_clean_timed(
+                small, name, workers, batch, os.path.join(tmp, "out-s"), compile
+            )
+            t_large, k_large = run_clean_timed(
+                large, name, workers, batch, os.path.join(tmp, "out-l"), compile
+            )
             rows.append(
                 {
                     "model": name,
                     "workers": workers,
+                    "compile": compile,
                     "batch": batch,
                     "pairs": k_large,
                     "wall_s": round(t_large, 1),
@@ -210,24 +251,70 @@ def e2e(models: list[str], sizes: dict[str, int], workers: int, batch: int) -> l
     return rows
 
 
+def path_agreement(models: list[str], n: int = 512) -> list[dict]:
+    """Scores of the same JPEGs through the CPU path (PIL, draft on and off) and the GPU path (nvjpeg +
+    torch resize): the largest and mean absolute differences of the cosine scores."""
+    import numpy as np
+
+    from vlcurate.model.clip_handler import ClipInput, score_batch
+    from vlcurate.model.clip_models import load_clip
+    from vlcurate.model.clip_preprocess import pil_pixels
+    from vlcurate.model.scenes import caption_en, random_scene, render
+    from vlcurate.schemas.record import Pair
+
+    rng = random.Random(1)
+    pairs = []
+    for i in range(n):
+        scene = random_scene(rng)
+        buffer = io.BytesIO()
+        render(scene, rng.randint(300, 640), rng.randint(300, 640)).save(buffer, "JPEG", quality=90)
+        pairs.append(Pair(uid=f"b/{i}", source="b", caption=caption_en(scene, rng), image=buffer.getvalue()))
+    rows = []
+    for spec in models:
+        model = load_clip(spec, "cuda", compile=False)
+        ref = score_batch(
+            model, [ClipInput(p, pixels=pil_pixels(p.image, model.image_size, draft=False)) for p in pairs]
+        )
+        for label, inputs in (
+            ("pil_draft", [ClipInput(p, pixels=pil_pixels(p.image, model.image_size)) for p in pairs]),
+            ("gpu_nvjpeg", [ClipInput(p, jpeg=p.image) for p in pairs]),
+        ):
+            diff = np.abs(np.array(score_batch(model, inputs)) - np.array(ref))
+            rows.append(
+                {
+                    "model": spec,
+                    "path": label,
+                    "vs": "pil_full_decode",
+                    "max_abs_diff": round(float(diff.max()), 4),
+                    "mean_abs_diff": round(float(diff.mean()), 5),
+                    "images": n,
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", choices=["model", "e2e"])
+    parser.add_argument("mode", choices=["model", "e2e", "paths"])
     parser.add_argument("--models", nargs="+", default=["ViT-B-32", "ViT-L-14", "ViT-bigG-14"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--compile", action="store_true", help="e2e: torch.compile the image tower")
     parser.add_argument(
         "--pairs", type=json.loads, default={"ViT-B-32": 80000, "ViT-L-14": 24000, "ViT-bigG-14": 8000}
     )
     args = parser.parse_args()
     if args.mode == "model":
         rows = [r for m in args.models for r in model_only(m, args.batch, args.iters, args.variants)]
+    elif args.mode == "paths":
+        rows = path_agreement(args.models)
     else:
-        rows = e2e(args.models, args.pairs, args.workers, args.batch)
+        rows = e2e(args.models, args.pairs, args.workers, args.batch, args.compile)
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, f"clip_gpu_{args.mode}.json")
     with open(path, "w") as fh:

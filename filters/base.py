@@ -58,3 +58,16 @@ def reject(pair: Pair, reason: str) -> None:
         pair.reject = reason
     else:
         pair.meta.setdefault("audit_reasons", []).append(reason)
+
+
+def string_list(value: object, what: str) -> list[str]:
+    """A config value that must be a list of strings, as a new list; raises ValueError otherwise (the
+    registry turns it into a ConfigError at start-up). A bare string is refused: iterating it would make
+    a list of its characters."""
+    if (
+        isinstance(value, str)
+        or not isinstance(value, (list, tuple))
+        or not all(isinstance(v, str) for v in value)
+    ):
+        raise ValueError(f"{what} must be a list of strings, got {value!r}")
+    return list(value)

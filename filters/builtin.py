@@ -1,3 +1,15 @@
 """Imports every built-in step module so the registry knows them."""
 
-from vlcurate.filters import image_probe, unicode_text  # noqa: F401
+from vlcurate.filters import (  # noqa: F401
+    academic,
+    clip_filter,
+    emoji_text,
+    html_text,
+    image_probe,
+    image_size,
+    language,
+    length,
+    patterns,
+    script,
+    unicode_text,
+)

@@ -15,8 +15,20 @@ from vlcurate.schemas.config import CleanConfig
 from vlcurate.schemas.errors import unknown_name_error
 
 DEFAULT_CHAIN: tuple[str, ...] = (
+    # text: clean, then filter; a caption emptied by cleaning is caught by `length` as too_short
     "normalize_caption",
+    "clean_html",
+    "clean_patterns",
+    "strip_tags",
+    "script",
+    "emoji",
+    "length",
+    "language",  # after the text filters: the model only sees survivors
+    # image: header-only checks first, the full decode last
     "probe_image",
+    "max_pixels",
+    "min_side",
+    "aspect_ratio",
     "decode_check",
 )
 

@@ -54,6 +54,8 @@ class ClipScore(Step):
         device: str = "auto",
         gpu_decode: bool = True,
         draft: bool = True,
+        compile: bool = True,
+        precision: str = "bf16",
     ) -> None:
         self.models = _per_language(models)
         if "default" not in self.models:
@@ -62,7 +64,11 @@ class ClipScore(Step):
             ModelSpec.parse(spec)
         if batch_size < 1:
             raise ValueError("clip_score.batch_size must be >= 1.")
+        if precision not in ("bf16", "fp8"):
+            raise ValueError(f"clip_score.precision must be bf16 or fp8, not {precision!r}.")
         self.batch_size, self.device, self.gpu_decode, self.draft = batch_size, device, gpu_decode, draft
+        # GPU only: torch.compile of the image tower, and fp8 matmuls (Hopper; scores shift slightly).
+        self.compile, self.precision = compile, precision
 
     def specs(self) -> list[str]:
         return [str(ModelSpec.parse(spec)) for spec in self.models.values()]

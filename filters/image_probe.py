@@ -12,6 +12,7 @@ import struct
 import warnings
 
 from PIL import Image, UnidentifiedImageError
+
 from vlcurate.filters.base import Step, reject
 from vlcurate.filters.registry import register
 from vlcurate.schemas.record import Pair

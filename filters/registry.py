@@ -26,8 +26,10 @@ def step_class(name: str) -> type[Step]:
 
 
 def parameter_names(name: str) -> list[str]:
-    sig = inspect.signature(step_class(name).__init__)
-    return [p for p in sig.parameters if p != "self"]
+    init = step_class(name).__init__
+    if init is object.__init__:  # no constructor of its own: the step takes no parameters
+        return []
+    return [p for p in inspect.signature(init).parameters if p != "self"]
 
 
 def check_params(name: str, params: dict[str, Any], where: str = "") -> None:

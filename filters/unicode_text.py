@@ -6,13 +6,13 @@ import unicodedata
 
 import ftfy
 import regex
+
 from vlcurate.filters.base import Cleaner, reject
 from vlcurate.filters.registry import register
 from vlcurate.schemas.record import Pair
 
 # Zero-width and bidi controls, soft hyphen, BOM, and C0/C1 controls other than whitespace.
 _INVISIBLE = regex.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u00ad\ufeff\p{Cc}--[\t\n\r]]", regex.V1)
-_WHITESPACE = regex.compile(r"\s+")
 
 
 @register
@@ -32,9 +32,9 @@ class NormalizeCaption(Cleaner):
                 text = ftfy.fix_text(text, normalization="NFC")
             text = unicodedata.normalize("NFC", text)
             text = _INVISIBLE.sub("", text)
-        elif any(ord(c) < 32 or ord(c) == 127 for c in text):
+        elif not text.isprintable():  # ASCII control characters (tabs and newlines become spaces below)
             text = _INVISIBLE.sub("", text)
-        return _WHITESPACE.sub(" ", text).strip()
+        return " ".join(text.split())
 
     def apply(self, pair: Pair) -> None:
         pair.caption = self.clean(pair.caption)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
+from vlcurate.model.clip_fast import padded_size
 from vlcurate.model.clip_models import LoadedClip, load_clip
 from vlcurate.model.clip_preprocess import gpu_decode_resize, normalize
 from vlcurate.schemas.record import Pair
@@ -39,12 +40,22 @@ def pick_device(requested: str = "auto") -> str:
 
 
 class ClipModelHandler(ModelHandler[ClipInput, PredictionResult, LoadedClip]):
-    def __init__(self, spec: str, batch_size: int = 256, device: str = "auto") -> None:
+    def __init__(
+        self,
+        spec: str,
+        batch_size: int = 256,
+        device: str = "auto",
+        compile: bool = True,
+        precision: str = "bf16",
+    ) -> None:
         super().__init__()
         self.spec, self.batch_size, self.device = spec, batch_size, device
+        self.compile, self.precision = compile, precision
 
     def load_model(self) -> LoadedClip:
-        return load_clip(self.spec, pick_device(self.device))
+        return load_clip(
+            self.spec, pick_device(self.device), compile=self.compile, fp8=self.precision == "fp8"
+        )
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         return {"min_batch_size": 1, "max_batch_size": self.batch_size}
@@ -71,13 +82,25 @@ def score_batch(model: LoadedClip, batch: Sequence[ClipInput]) -> list[float]:
         scores = [float("nan")] * len(batch)
         if not ok:
             return scores
-        images = model.model.encode_image(normalize(pixels, model.mean, model.std, model.dtype))
+        images = _encode_images(model, normalize(pixels, model.mean, model.std, model.dtype))
         texts = encode_captions(model, [batch[i].pair.caption for i in ok])
         images = torch.nn.functional.normalize(images.float(), dim=-1)
         cosine = (images * texts).sum(dim=-1).tolist()
     for i, value in zip(ok, cosine):
         scores[i] = value
     return scores
+
+
+def _encode_images(model: LoadedClip, pixels):
+    """Runs the (possibly compiled) image encoder; compiled ones see batches padded to few sizes."""
+    import torch
+
+    n = pixels.shape[0]
+    if model.pad_to:
+        size = padded_size(n, model.pad_to)
+        if size != n:
+            pixels = torch.cat([pixels, pixels.new_zeros((size - n, *pixels.shape[1:]))])
+    return model.encode_image(pixels)[:n]
 
 
 def encode_captions(model: LoadedClip, captions: Sequence[str]):

@@ -18,6 +18,7 @@ import random
 import time
 
 import numpy as np
+
 from vlcurate.model.clip_preprocess import pil_pixels
 from vlcurate.model.scenes import caption_en, caption_zh, random_scene, render
 
@@ -74,6 +75,7 @@ def train(out: str, steps: int, n_train: int, seed: int, batch: int = 256) -> di
     import open_clip
     import torch
     from safetensors.torch import save_file
+
     from vlcurate.model.clip_preprocess import normalize
 
     torch.manual_seed(seed)
@@ -127,6 +129,7 @@ def train(out: str, steps: int, n_train: int, seed: int, batch: int = 256) -> di
 def evaluate(model, tokenizer, seed: int, n: int = 2000) -> dict:
     """Held-out scenes: matched caption vs the caption of another random scene, per language."""
     import torch
+
     from vlcurate.model.clip_preprocess import normalize
 
     images, captions, langs = make_examples(n, seed, zh_share=0.5)

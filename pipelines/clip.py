@@ -77,7 +77,13 @@ class ScoreWithClip(beam.PTransform):
         scored = []
         for spec in specs:
             step = next(s for s in self.steps.values() if spec in s.specs())
-            handler = ClipModelHandler(spec, batch_size=step.batch_size, device=step.device)
+            handler = ClipModelHandler(
+                spec,
+                batch_size=step.batch_size,
+                device=step.device,
+                compile=step.compile,
+                precision=step.precision,
+            )
             scored.append(
                 prepared[spec]
                 | f"RunInference[{spec}]" >> RunInference(handler)

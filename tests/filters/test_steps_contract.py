@@ -1,0 +1,102 @@
+"""What every step of the default chain promises the pipeline: registered, documented reasons and
+histograms, JSON-able parameters, picklable, and overridable per source."""
+
+import json
+import pickle
+
+import pytest
+
+from vlcurate.filters.base import Cleaner
+from vlcurate.filters.chain import DEFAULT_CHAIN, build_chain
+from vlcurate.filters.registry import build_step, parameter_names, step_class
+from vlcurate.schemas.config import CleanConfig, SourceConfig
+from vlcurate.schemas.errors import ConfigError
+from vlcurate.schemas.record import Pair
+
+OURS = (
+    "clean_html",
+    "clean_patterns",
+    "strip_tags",
+    "script",
+    "emoji",
+    "length",
+    "language",
+    "max_pixels",
+    "min_side",
+    "aspect_ratio",
+)
+
+
+def test_chain_order():
+    assert DEFAULT_CHAIN == (
+        "normalize_caption",
+        "clean_html",
+        "clean_patterns",
+        "strip_tags",
+        "script",
+        "emoji",
+        "length",
+        "language",
+        "probe_image",
+        "max_pixels",
+        "min_side",
+        "aspect_ratio",
+        "decode_check",
+    )
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_step_contract(name):
+    cls = step_class(name)
+    assert cls.__doc__ and cls.name == name
+    assert isinstance(cls.reasons, tuple)
+    assert issubclass(cls, Cleaner) or cls.reasons, "a filter must say why it drops"
+    for low, high, bins in cls.histograms.values():
+        assert low < high and bins > 0
+    step = build_step(name)
+    json.dumps(step.params())
+    assert set(step.params()) == set(parameter_names(name))
+    clone = pickle.loads(pickle.dumps(step))
+    pair = Pair(uid="s/1", source="s", caption="A red car <b>parked</b> 🚗", width=640, height=480)
+    twin = pair.copy()
+    step.apply(pair)
+    clone.apply(twin)
+    assert pair == twin
+
+
+def _config(**source_steps) -> CleanConfig:
+    return CleanConfig(
+        sources=[
+            SourceConfig(name="web", format="jsonl", paths=["x.jsonl"]),
+            SourceConfig(name="cc12m", format="jsonl", paths=["y.jsonl"], steps=source_steps),
+        ]
+    )
+
+
+def test_thresholds_are_overridable_per_source():
+    chain = build_chain(_config(length={"min_words": 1}, strip_tags={"tags": ["<PERSON>"]}), DEFAULT_CHAIN)
+    params = chain.params()
+    assert params["web"]["length"]["min_words"] == 3
+    assert params["cc12m"]["length"]["min_words"] == 1
+    assert params["cc12m"]["strip_tags"]["tags"] == ["<PERSON>"]
+    json.dumps(params)
+
+
+def test_unknown_parameter_fails_at_startup():
+    with pytest.raises(ConfigError):
+        build_chain(_config(length={"min_wrods": 1}), DEFAULT_CHAIN)
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("strip_tags", {"tags": "<PERSON>"}),  # a bare string would become a list of characters
+        ("clean_patterns", {"extra_boilerplate": "stock photo"}),
+        ("script", {"extra_ranges": [880]}),
+        ("language", {"allowed": "en"}),
+        ("length", {"min_words": 10, "max_words": 5}),
+    ],
+)
+def test_bad_values_fail_at_startup(name, params):
+    with pytest.raises(ConfigError):
+        build_step(name, params)

@@ -1,0 +1,72 @@
+"""The whole text stage over 10,000 real web alt texts, with every count pinned.
+
+Any change in what a step removes, rewrites or rejects shows up here as a diff in these numbers; update
+them deliberately, after looking at what changed. The counts follow pipelines/steps.py: a pair stops at
+its first reject, and a cleaner counts as `changed` when the caption differs after it.
+"""
+
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from vlcurate.filters.chain import DEFAULT_CHAIN
+from vlcurate.filters.registry import build_step
+from vlcurate.schemas.record import Pair
+
+# shared/ sits beside the repository (ENVIRONMENT.md, "Data here").
+WEB_CAPTIONS = Path(__file__).resolve().parents[3] / "shared" / "data" / "web_captions_10k.parquet"
+TEXT_STEPS = DEFAULT_CHAIN[: DEFAULT_CHAIN.index("probe_image")]
+
+EXPECTED_REJECTS = {"too_short": 500, "disallowed_script": 215, "too_long": 51, "emoji": 6}
+EXPECTED_CHANGED = {"normalize_caption": 435, "clean_html": 70, "clean_patterns": 557}
+EXPECTED_KEPT = 9228
+EXPECTED_LANGS = {"en": 9217, "zh": 10, "und": 1}
+
+
+def run_text_stage(texts: list[str]) -> tuple[list[Pair], Counter, Counter]:
+    steps = [build_step(name) for name in TEXT_STEPS]
+    rejects: Counter[str] = Counter()
+    changed: Counter[str] = Counter()
+    pairs = []
+    for i, text in enumerate(texts):
+        pair = Pair(uid=f"web/{i}", source="web", caption=text, caption_raw=text)
+        for step in steps:
+            before = pair.caption
+            step.apply(pair)
+            if pair.caption != before:
+                changed[step.name] += 1
+            if pair.reject is not None:
+                rejects[pair.reject] += 1
+                break
+        pairs.append(pair)
+    return pairs, rejects, changed
+
+
+def test_text_steps_are_the_chain_head():
+    assert TEXT_STEPS == (
+        "normalize_caption",
+        "clean_html",
+        "clean_patterns",
+        "strip_tags",
+        "script",
+        "emoji",
+        "length",
+        "language",
+    )
+
+
+def test_web_captions_10k_pinned():
+    texts = pq.read_table(WEB_CAPTIONS, columns=["TEXT"]).column("TEXT").to_pylist()
+    assert len(texts) == 10_000
+    pairs, rejects, changed = run_text_stage(texts)
+    assert dict(rejects) == EXPECTED_REJECTS
+    assert dict(changed) == EXPECTED_CHANGED
+    kept = [p for p in pairs if p.reject is None]
+    assert len(kept) == EXPECTED_KEPT == len(texts) - sum(EXPECTED_REJECTS.values())
+    langs = Counter(p.lang for p in kept)
+    assert dict(langs) == EXPECTED_LANGS
+    # Every survivor is clean for the formatters: no markup, no special token, stripped, non-empty.
+    for pair in kept:
+        assert pair.caption == pair.caption.strip() and pair.caption
+        assert "<|" not in pair.caption and "<img>" not in pair.caption and "&amp;" not in pair.caption
