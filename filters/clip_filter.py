@@ -45,7 +45,6 @@ class ClipScore(Step):
 
     name = "clip_score"
     runs_in_pipeline = True
-    histograms: ClassVar[dict[str, tuple[float, float, int]]] = {"clip": (-0.2, 0.6, 80)}
 
     def __init__(
         self,
@@ -90,6 +89,8 @@ class ClipFilter(Step):
 
     name = "clip_filter"
     reasons = ("clip_low_score", "clip_no_score")
+    # Cosines of real CLIP models sit in about [0, 0.5]; the tiny synthetic one reaches 0.95.
+    histograms: ClassVar[dict[str, tuple[float, float, int]]] = {"clip": (-0.5, 1.0, 75)}
 
     def __init__(
         self, threshold: float | dict[str, float] | None = None, keep_fraction: float | None = None

@@ -51,7 +51,7 @@ def pil_pixels(data: bytes, size: int, draft: bool = True) -> np.ndarray:
         rgb = rgb.resize(target, Image.Resampling.BICUBIC)
     if target != (size, size):
         rgb = rgb.crop(crop_box(*target, size))
-    return np.asarray(rgb, dtype=np.uint8)
+    return np.array(rgb, dtype=np.uint8)
 
 
 def normalize(pixels, mean: Sequence[float], std: Sequence[float], dtype):

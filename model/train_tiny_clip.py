@@ -159,8 +159,8 @@ def main() -> None:
     parser.add_argument(
         "--out", default=os.path.join(os.path.dirname(__file__), "weights", "tiny-synth-clip")
     )
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--train-scenes", type=int, default=20000)
+    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--train-scenes", type=int, default=16000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     print(json.dumps(train(args.out, args.steps, args.train_scenes, args.seed), indent=1))

@@ -1,0 +1,114 @@
+"""The CLIP scorer on the CPU: loading, preprocessing that matches open_clip, scoring, the bundled model."""
+
+import io
+import json
+import os
+import time
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+from vlcurate.model.clip_fast import use_sdpa
+from vlcurate.model.clip_handler import ClipInput, encode_captions, score_batch
+from vlcurate.model.clip_models import (
+    WEIGHTS_DIR,
+    ClipModelError,
+    image_size_of,
+    load_clip,
+    load_clip_cached,
+    resolve,
+)
+from vlcurate.model.clip_preprocess import normalize, pil_pixels
+from vlcurate.model.train_tiny_clip import make_examples, roc_auc
+from vlcurate.schemas.model_spec import DEFAULT_BUNDLED, ModelSpec
+from vlcurate.schemas.record import Pair
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_clip_cached(DEFAULT_BUNDLED)
+
+
+def test_bundled_model_separates_matched_from_mismatched_pairs(tiny):
+    """Held-out scenes (a seed the training never used): AUC of matched vs another scene's caption."""
+    images, captions, langs = make_examples(400, seed=12345, zh_share=0.5)
+    shuffled = captions[1:] + captions[:1]
+    pairs = [Pair(uid=str(i), source="s", caption=c) for i, c in enumerate(captions)]
+    wrong = [Pair(uid=str(i), source="s", caption=c) for i, c in enumerate(shuffled)]
+    pos = np.array(score_batch(tiny, [ClipInput(p, pixels=x) for p, x in zip(pairs, images)]))
+    neg = np.array(score_batch(tiny, [ClipInput(p, pixels=x) for p, x in zip(wrong, images)]))
+    langs = np.array(langs)
+    assert roc_auc(pos, neg) >= 0.95
+    for lang in ("en", "zh"):
+        assert roc_auc(pos[langs == lang], neg[langs == lang]) >= 0.95, lang
+
+
+def test_bundled_eval_json_records_the_training_result():
+    with open(os.path.join(WEIGHTS_DIR, "tiny-synth-clip", "eval.json")) as fh:
+        report = json.load(fh)
+    assert report["auc"] >= 0.95 and report["auc_en"] >= 0.95 and report["auc_zh"] >= 0.95
+
+
+def test_cpu_preprocessing_equals_open_clip_transform(tiny):
+    rng = np.random.default_rng(0)
+    for size in ((640, 480), (300, 301), (225, 900), (32, 32)):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(buffer, "PNG")
+        _, _, transform = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)
+        expected = transform(Image.open(io.BytesIO(buffer.getvalue())))
+        ours = normalize(
+            torch.from_numpy(pil_pixels(buffer.getvalue(), 224, draft=False))[None],
+            open_clip.OPENAI_DATASET_MEAN,
+            open_clip.OPENAI_DATASET_STD,
+            torch.float32,
+        )[0]
+        assert ours.shape == expected.shape == (3, 224, 224)
+        assert torch.allclose(ours, expected, atol=1e-5), size
+
+
+def test_truncated_caption_tokens_and_sdpa_give_the_same_embeddings():
+    torch.manual_seed(0)
+    model = load_clip("ViT-B-32@random")
+    captions = ["a red circle on the left", "一个红色的圆形", "word " * 100]
+    full = torch.nn.functional.normalize(model.model.encode_text(model.tokenizer(captions)).float(), dim=-1)
+    with torch.no_grad():
+        assert torch.allclose(encode_captions(model, captions), full, atol=1e-5)
+        x = torch.randn(2, 3, 224, 224)
+        before = model.model.encode_image(x)
+        assert use_sdpa(model.model) == 24  # 12 image + 12 text blocks
+        assert torch.allclose(model.model.encode_image(x), before, atol=1e-4)
+        assert torch.allclose(encode_captions(model, captions), full, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("bundled:nope", r"no bundled CLIP model 'nope'; bundled: tiny-synth-clip"),
+        ("local-dir:/nonexistent", r"/nonexistent has no open_clip_config.json"),
+        ("ViT-B-32", r"ViT-B-32 needs weights: write ViT-B-32@<tag or checkpoint path>"),
+        ("ViT-B-32@nosuchtag", r"'nosuchtag' is neither a file nor a pretrained tag of ViT-B-32"),
+        ("ViT-Q-99@openai", r"unknown open_clip architecture 'ViT-Q-99'"),
+        ("ViT-B-32@openai", r"not in the local cache and HF_HUB_OFFLINE=1 forbids downloading it"),
+    ],
+)
+def test_a_model_that_cannot_be_had_is_a_clear_error(spec, message, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.monotonic()
+    with pytest.raises(ClipModelError, match=message) as err:
+        resolve(ModelSpec.parse(spec))
+    assert "Pass one of: a bundled model" in str(err.value)
+    assert time.monotonic() - started < 20  # no hub retries
+
+
+def test_a_folder_without_weights_is_refused_not_run_with_random_weights(tmp_path):
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": {}}))
+    with pytest.raises(ClipModelError, match="has no weights"):
+        resolve(ModelSpec.parse(f"local-dir:{tmp_path}"))
+
+
+def test_image_size_comes_from_the_config_without_weights():
+    assert image_size_of(DEFAULT_BUNDLED) == 32
+    assert image_size_of("ViT-L-14@random") == 224
