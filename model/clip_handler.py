@@ -53,6 +53,13 @@ class ClipModelHandler(ModelHandler[ClipInput, PredictionResult, LoadedClip]):
         self.compile, self.precision = compile, precision
 
     def load_model(self) -> LoadedClip:
+        device = pick_device(self.device)
+        if device.startswith("cuda"):
+            import torch
+
+            # The GPU does the math; CPU threads only preprocess. Several local workers each spawning a
+            # thread per core would fight over the cores.
+            torch.set_num_threads(2)
         return load_clip(
             self.spec, pick_device(self.device), compile=self.compile, fp8=self.precision == "fp8"
         )
