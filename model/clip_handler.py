@@ -60,9 +60,7 @@ class ClipModelHandler(ModelHandler[ClipInput, PredictionResult, LoadedClip]):
             # The GPU does the math; CPU threads only preprocess. Several local workers each spawning a
             # thread per core would fight over the cores.
             torch.set_num_threads(2)
-        return load_clip(
-            self.spec, pick_device(self.device), compile=self.compile, fp8=self.precision == "fp8"
-        )
+        return load_clip(self.spec, device, compile=self.compile, fp8=self.precision == "fp8")
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         return {"min_batch_size": 1, "max_batch_size": self.batch_size}
