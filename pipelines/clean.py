@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -12,7 +11,6 @@ from typing import Any
 
 import apache_beam as beam
 
-import vlcurate
 from vlcurate.filters.chain import Chain, build_chain
 from vlcurate.filters.clip_filter import ClipFilter
 from vlcurate.pipelines.clip import ScoreWithClip, keep_fraction_thresholds
@@ -23,6 +21,7 @@ from vlcurate.pipelines.output import (
     join,
     prepare_output_dir,
     read_json,
+    versions,
     write_bytes_atomic,
     write_json,
 )
@@ -32,20 +31,6 @@ from vlcurate.pipelines.steps import REJECTED, STATS, CountFinal, CountRead, Mer
 from vlcurate.pipelines.write import WriteKeptShards, WriteRejects
 from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
 from vlcurate.schemas.stats import RunStats
-
-
-def versions() -> dict[str, str]:
-    import apache_beam
-    import PIL
-    import pyarrow
-
-    return {
-        "vlcurate": vlcurate.__version__,
-        "python": platform.python_version(),
-        "apache_beam": apache_beam.__version__,
-        "pyarrow": pyarrow.__version__,
-        "pillow": PIL.__version__,
-    }
 
 
 def finalize(

@@ -7,6 +7,7 @@ Paths go through Beam's FileSystems, so local folders and gs:// buckets behave t
 from __future__ import annotations
 
 import json
+import platform
 import uuid
 from typing import Any
 
@@ -16,7 +17,7 @@ from vlcurate.schemas.errors import ConfigError
 
 COMPLETED = "COMPLETED"
 # Everything a run writes at the top of its output directory; nothing else is ever deleted.
-OWNED = ("shards", "rejects", "info.json", "stats.json", "report.html", COMPLETED)
+OWNED = ("shards", "rejects", "images", "info.json", "stats.json", "report.html", COMPLETED)
 
 
 def join(*parts: str) -> str:
@@ -81,3 +82,19 @@ def require_completed(directory: str) -> None:
             f"{directory} is not a completed vlcurate output (no {COMPLETED} marker); "
             "its run failed or is still going. Rerun the step that writes it."
         )
+
+
+def versions() -> dict[str, str]:
+    import apache_beam
+    import PIL
+    import pyarrow
+
+    import vlcurate
+
+    return {
+        "vlcurate": vlcurate.__version__,
+        "python": platform.python_version(),
+        "apache_beam": apache_beam.__version__,
+        "pyarrow": pyarrow.__version__,
+        "pillow": PIL.__version__,
+    }

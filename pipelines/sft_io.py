@@ -1,0 +1,403 @@
+"""Files of `vlcurate sft`: reading its inputs, writing shards, images and rejects, its stats, and the
+check of a finished output directory. Plain functions; pipelines/sft.py wraps them in Beam.
+
+Output directory (paths relative to it; training runs with it as the working directory, or with its path
+prepended to every image path):
+
+    shards/sft-00000.json    JSON array of {"id", "conversations"}: finetune.py's --data_path
+    shards/sft-00000.jsonl   the same samples, one per line (streaming loaders)
+    images/ab/ab12...ef.jpg  every image a sample names, named by content hash (<= 40 bytes)
+    rejects/rejects-00000.jsonl   {"id", "input", "kind", "reason", "detail"} per rejected record/sample
+    info.json, stats.json, COMPLETED (last)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import posixpath
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from apache_beam.io.filesystems import FileSystems
+from PIL import Image
+
+from vlcurate.filters.image_probe import DecodeCheck, ProbeImage
+from vlcurate.formatters.sft import (
+    ImageItem,
+    RejectSample,
+    SftReject,
+    SftSample,
+    caption_item,
+    grounding_item,
+    parse_guard,
+    record_id,
+    text_dialogue,
+    vqa_item,
+)
+from vlcurate.formatters.sft_validate import validate_sample
+from vlcurate.formatters.webdataset import EXTENSION_OF_FORMAT
+from vlcurate.pipelines.output import ensure_dir, join, read_json, require_completed, write_bytes_atomic
+from vlcurate.pipelines.read import read_file
+from vlcurate.pipelines.write import shard_name
+from vlcurate.schemas.config import SourceConfig
+from vlcurate.schemas.errors import ConfigError
+from vlcurate.schemas.record import Pair, stable_hash
+from vlcurate.schemas.rows import resolve_image_path
+from vlcurate.schemas.sft_config import SftInputConfig
+from vlcurate.schemas.stats import Histogram
+
+IMAGES = "images"
+EXAMPLES_PER_REASON = 5
+
+
+# --- inputs --------------------------------------------------------------------------------------------
+
+
+def input_files(spec: SftInputConfig) -> list[str]:
+    """The files of one input, matched when the pipeline is built: a glob matching nothing, or a `pairs`
+    directory without COMPLETED, fails before any data is read."""
+    patterns = spec.paths
+    if spec.kind == "pairs":
+        for directory in spec.paths:
+            require_completed(directory)
+        patterns = [join(d, "shards", "*.tar") for d in spec.paths]
+    files: list[str] = []
+    for pattern in patterns:
+        found = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
+        if not found and spec.kind != "pairs":  # a clean run may have kept nothing
+            raise ConfigError(f"input {spec.name!r}: no file matches {pattern!r}; check `paths`.")
+        files.extend(found)
+    return sorted(set(files))
+
+
+def image_file(data: bytes | None) -> tuple[str, tuple[int, int]]:
+    """(output-relative path, stored pixel size) of image bytes, or RejectSample. The image must decode
+    fully (the probe and decode steps of `clean`); the name is a content hash, so equal images are stored
+    once and the path stays short."""
+    if not data:
+        raise RejectSample("image_missing")
+    pair = Pair(uid="", source="", image=data)
+    for step in (ProbeImage(), DecodeCheck()):
+        step.apply(pair)
+        if pair.reject:
+            raise RejectSample(pair.reject)
+    # The trainer opens the file with PIL and no EXIF transpose: boxes refer to the stored pixels.
+    with Image.open(io.BytesIO(data)) as img:
+        size = img.size
+    ext = EXTENSION_OF_FORMAT.get(pair.image_format or "", (pair.image_format or "img").lower())
+    digest = hashlib.blake2b(data, digest_size=10).hexdigest()
+    return f"{IMAGES}/{digest[:2]}/{digest}.{ext}", size
+
+
+def _reject_row(spec: SftInputConfig, item_id: str, exc: RejectSample) -> dict[str, Any]:
+    return {"id": item_id, "input": spec.name, "kind": spec.kind, "reason": exc.reason, "detail": exc.detail}
+
+
+def _read_bytes(path: str) -> bytes | None:
+    try:
+        with FileSystems.open(path) as fh:
+            return fh.read()
+    except (OSError, ValueError):  # Beam raises BeamIOError (an OSError) for a missing file
+        return None
+
+
+def read_input_file(spec: SftInputConfig, path: str) -> Iterator[tuple[str, Any]]:
+    """Every record of one input file as tagged values, in file order:
+    ("item", ImageItem), ("text", Dialogue), ("image", (relative path, bytes)) once per image and file,
+    ("reject", row) for a record that cannot be used. Bad data never raises."""
+    if spec.kind == "pairs":
+        yield from _read_pairs(spec, path)
+        return
+    stem = posixpath.basename(path).split(".", 1)[0]
+    folder = posixpath.dirname(path) if "://" in path else os.path.dirname(path)
+    images: dict[str, tuple[str, tuple[int, int]] | RejectSample] = {}  # resolved path -> result
+    try:
+        with FileSystems.open(path) as fh:
+            # Split on "\n" only: JSON text may hold a raw U+2028, which str.splitlines() breaks on.
+            lines = io.TextIOWrapper(fh, encoding="utf-8", newline="").read().split("\n")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        yield (
+            "reject",
+            _reject_row(spec, f"{spec.name}/{stem}", RejectSample("file_unreadable", str(exc)[:300])),
+        )
+        return
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        item_id = f"{spec.name}/{stem}-{number:09d}"
+        try:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RejectSample("bad_json", str(exc)[:200]) from None
+            if not isinstance(record, dict):
+                raise RejectSample("bad_record", "a JSONL line must be an object")
+            item_id = f"{spec.name}/{record_id(record, item_id[len(spec.name) + 1 :])}"
+            if spec.kind == "text":
+                yield "text", text_dialogue(item_id, record)
+                continue
+            ref = record.get("image")
+            if not isinstance(ref, str) or not ref:
+                raise RejectSample("missing_field", "image")
+            source = resolve_image_path(ref, spec.image_root or folder)
+            if source not in images:
+                try:
+                    data = _read_bytes(source)
+                    images[source] = image_file(data)
+                    yield "image", (images[source][0], data)
+                except RejectSample as exc:
+                    images[source] = exc
+            found = images[source]
+            if isinstance(found, RejectSample):
+                raise found
+            yield "item", _item(spec, item_id, record, *found)
+        except RejectSample as exc:
+            yield "reject", _reject_row(spec, item_id, exc)
+
+
+def _item(spec: SftInputConfig, item_id: str, record: dict, image: str, size: tuple[int, int]) -> ImageItem:
+    if spec.kind == "captions":
+        return caption_item(item_id, record.get("caption"), record.get("lang"), image)
+    if spec.kind == "vqa":
+        return vqa_item(item_id, record, image)
+    return parse_guard(lambda: grounding_item(item_id, record, image, size))
+
+
+def _read_pairs(spec: SftInputConfig, path: str) -> Iterator[tuple[str, Any]]:
+    source = SourceConfig(name=spec.name, format="webdataset", paths=[path])
+    for pair in read_file(source, path):  # the reader `clean` itself uses for its tar shards
+        item_id = f"{spec.name}/{pair.meta.get('uid') or pair.key}"
+        try:
+            if pair.reject is not None:
+                raise RejectSample(pair.reject, str(pair.meta.get("error", "")))
+            image, _ = image_file(pair.image)
+            yield "image", (image, pair.image)
+            yield "item", caption_item(item_id, pair.caption, pair.meta.get("lang"), image)
+        except RejectSample as exc:
+            yield "reject", _reject_row(spec, item_id, exc)
+
+
+# --- outputs -------------------------------------------------------------------------------------------
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def shard_files(samples: Iterable[Mapping[str, Any]]) -> tuple[bytes, bytes]:
+    """(JSON array, JSONL) bytes of one shard; samples sorted by id (then content) for stable bytes. The
+    array holds one sample per line so that it diffs and greps well; json.load reads it as one array."""
+    lines = sorted((s["id"], _dumps(s)) for s in samples)
+    body = ",\n".join(line for _, line in lines)
+    array = f"[\n{body}\n]\n" if lines else "[]\n"
+    jsonl = "".join(line + "\n" for _, line in lines)
+    return array.encode("utf-8"), jsonl.encode("utf-8")
+
+
+def write_shard(
+    directory: str, index: int, count: int, samples: Iterable[Mapping[str, Any]]
+) -> dict[str, Any]:
+    samples = list(samples)
+    array, jsonl = shard_files(samples)
+    name = f"sft-{shard_name(index, count)}"
+    ensure_dir(join(directory, "shards"))
+    write_bytes_atomic(join(directory, "shards", f"{name}.json"), array)
+    write_bytes_atomic(join(directory, "shards", f"{name}.jsonl"), jsonl)
+    return {"json": f"shards/{name}.json", "jsonl": f"shards/{name}.jsonl", "samples": len(samples)}
+
+
+def write_image(directory: str, relative: str, data: bytes) -> str:
+    """One image under the output root; its name is its content hash, so one writer per name suffices."""
+    ensure_dir(join(directory, posixpath.dirname(relative)))
+    write_bytes_atomic(join(directory, relative), data)
+    return relative
+
+
+def write_reject_file(directory: str, index: int, count: int, rows: Iterable[Mapping[str, Any]]) -> dict:
+    lines = sorted(_dumps({k: row[k] for k in ("id", "input", "kind", "reason", "detail")}) for row in rows)
+    name = f"rejects-{shard_name(index, count)}.jsonl"
+    ensure_dir(join(directory, "rejects"))
+    write_bytes_atomic(join(directory, "rejects", name), "".join(f"{line}\n" for line in lines).encode())
+    return {"file": f"rejects/{name}", "rows": len(lines)}
+
+
+def sample_reject_row(reject: SftReject) -> dict[str, Any]:
+    return {
+        "id": reject.id,
+        "input": reject.id.split("/", 1)[0],
+        "kind": reject.kind,
+        "reason": reject.reason,
+        "detail": reject.detail,
+    }
+
+
+# --- stats ---------------------------------------------------------------------------------------------
+
+
+class SftStats:
+    """Mergeable counts of one run; merging partials in any order gives the same stats.json."""
+
+    def __init__(self, max_len: int) -> None:
+        self.max_len = max_len
+        self.records: Counter[tuple[str, str]] = Counter()  # (input, kind) -> records read
+        self.record_rejects: Counter[tuple[str, str]] = Counter()  # (input, reason)
+        self.dialogues: Counter[str] = Counter()  # kind -> dialogues built
+        self.dialogue_records: Counter[str] = Counter()  # kind -> input records those dialogues hold
+        self.sample_rejects: Counter[tuple[str, str]] = Counter()  # (kind, reason): dialogues or pieces
+        self.unused: Counter[str] = Counter()  # reason -> records left out on purpose
+        self.samples: Counter[str] = Counter()  # kind -> samples written
+        self.split: Counter[str] = Counter()  # "dialogues" split, "pieces" they gave
+        self.tokens: Counter[str] = Counter()  # "total", "supervised"
+        self.images: Counter[int] = Counter()  # images per sample -> samples
+        self.turns: Counter[int] = Counter()  # exchanges per sample -> samples
+        self.length = Histogram(0, max_len, max(1, max_len // 64))
+        self.supervised_share = Histogram(0.0, 1.0, 20)
+        self.examples: dict[str, list[str]] = {}  # reason -> a few ids
+
+    def add_dialogue(self, kind: str, records: int) -> None:
+        self.dialogues[kind] += 1
+        self.dialogue_records[kind] += records
+
+    def reject_record(self, row: Mapping[str, Any]) -> None:
+        self.record_rejects[(row["input"], row["reason"])] += 1
+        self._example(row["reason"], row["id"])
+
+    def reject_sample(self, reject: SftReject) -> None:
+        self.sample_rejects[(reject.kind, reject.reason)] += 1
+        self._example(reject.reason, reject.id)
+
+    def add_sample(self, sample: SftSample) -> None:
+        self.samples[sample.kind] += 1
+        self.tokens["total"] += sample.length
+        self.tokens["supervised"] += sample.supervised
+        self.images[len(sample.images)] += 1
+        self.turns[sample.turns] += 1
+        self.length.add(sample.length)
+        self.supervised_share.add(sample.supervised / sample.length)
+        if sample.parts > 1:
+            self.split["pieces"] += 1
+            self.split["dialogues"] += sample.part == 1
+
+    def _example(self, reason: str, item_id: str) -> None:
+        chosen = self.examples.setdefault(reason, [])
+        chosen.append(item_id)
+        chosen.sort()
+        del chosen[EXAMPLES_PER_REASON:]
+
+    def merge(self, other: SftStats) -> SftStats:
+        for name in (
+            "records",
+            "record_rejects",
+            "dialogues",
+            "dialogue_records",
+            "sample_rejects",
+            "unused",
+            "samples",
+            "split",
+            "tokens",
+            "images",
+            "turns",
+        ):
+            getattr(self, name).update(getattr(other, name))
+        self.length.merge(other.length)
+        self.supervised_share.merge(other.supervised_share)
+        for reason, ids in other.examples.items():
+            for item_id in ids:
+                self._example(reason, item_id)
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        def by(counter: Counter, key: int) -> dict[str, dict[str, int]]:
+            out: dict[str, dict[str, int]] = {}
+            for k, n in sorted(counter.items()):
+                out.setdefault(k[key], {})[k[1 - key]] = n
+            return out
+
+        total = self.tokens["total"]
+        return {
+            "totals": {
+                "records_read": sum(self.records.values()),
+                "records_rejected": sum(self.record_rejects.values()),
+                "records_unused": sum(self.unused.values()),
+                "records_in_dialogues": sum(self.dialogue_records.values()),
+                "dialogues_built": sum(self.dialogues.values()),
+                "samples_written": sum(self.samples.values()),
+                "samples_rejected": sum(self.sample_rejects.values()),
+            },
+            "records_by_input": by(self.records, 0),
+            "record_rejects_by_input": by(self.record_rejects, 0),
+            "unused": dict(sorted(self.unused.items())),
+            "dialogues_by_kind": dict(sorted(self.dialogues.items())),
+            "samples_by_kind": dict(sorted(self.samples.items())),
+            "sample_rejects_by_kind": by(self.sample_rejects, 0),
+            "rejects_by_reason": dict(
+                sorted((_by_reason(self.record_rejects) + _by_reason(self.sample_rejects)).items())
+            ),
+            "split": {"dialogues": self.split["dialogues"], "pieces": self.split["pieces"]},
+            "tokens": {
+                "total": total,
+                "supervised": self.tokens["supervised"],
+                "supervised_share": round(self.tokens["supervised"] / total, 6) if total else 0.0,
+            },
+            "images_per_sample": {str(k): n for k, n in sorted(self.images.items())},
+            "turns_per_sample": {str(k): n for k, n in sorted(self.turns.items())},
+            "histograms": {
+                "token_length": self.length.to_json(),
+                "supervised_share": self.supervised_share.to_json(),
+            },
+            "reject_examples": dict(sorted(self.examples.items())),
+        }
+
+
+def _by_reason(counter: Counter[tuple[str, str]]) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for (_, reason), n in counter.items():
+        out[reason] += n
+    return out
+
+
+# --- check a finished directory ------------------------------------------------------------------------
+
+
+def _read_text(path: str) -> str:
+    with FileSystems.open(path) as fh:
+        return fh.read().decode("utf-8")
+
+
+def validate_output_dir(directory: str, max_len: int | None = None) -> dict[str, Any]:
+    """Loads every shard with json.loads (as finetune.py's json.load), checks its JSONL twin holds the
+    same samples, and validates every sample with its images looked up under `directory`. `max_len`
+    defaults to info.json's. Returns {"shards", "samples", "problems": [{shard, id, reason, detail}]}.
+    A directory without COMPLETED raises ConfigError."""
+    require_completed(directory)
+    info = read_json(join(directory, "info.json"))
+    max_len = max_len or info["model_max_length"]
+    known: dict[str, bool] = {}
+
+    def exists(path: str) -> bool:
+        if path not in known:
+            known[path] = FileSystems.exists(join(directory, path))
+        return known[path]
+
+    problems: list[dict[str, Any]] = []
+    samples = 0
+    shards = sorted(s["json"] for s in info["shards"])
+    for shard in shards:
+        array = json.loads(_read_text(join(directory, shard)))
+        twin = shard[: -len(".json")] + ".jsonl"
+        if [json.loads(line) for line in _read_text(join(directory, twin)).split("\n") if line] != array:
+            problems.append({"shard": twin, "id": None, "reason": "twin_differs", "detail": shard})
+        for sample in array if isinstance(array, list) else [array]:
+            samples += 1
+            sample_id = sample.get("id") if isinstance(sample, dict) else None
+            for p in validate_sample(sample, max_len, path_exists=exists).problems:
+                problems.append({"shard": shard, "id": sample_id, "reason": p.reason, "detail": p.detail})
+    return {"shards": len(shards), "samples": samples, "problems": problems}
+
+
+def shard_bucket(sample_id: str, count: int) -> int:
+    return stable_hash(sample_id) % count
