@@ -12,7 +12,7 @@ from typing import Any
 from vlcurate.filters.base import Step
 from vlcurate.filters.registry import build_step, check_params, step_class
 from vlcurate.schemas.config import CleanConfig
-from vlcurate.schemas.errors import unknown_name_error
+from vlcurate.schemas.errors import ConfigError, unknown_name_error
 
 DEFAULT_CHAIN: tuple[str, ...] = (
     # text: clean, then filter; a caption emptied by cleaning is caught by `length` as too_short
@@ -35,6 +35,17 @@ DEFAULT_CHAIN: tuple[str, ...] = (
 
 # Steps with model weights; they run through RunInference on the survivors of DEFAULT_CHAIN.
 MODEL_STEPS: tuple[str, ...] = ("clip_score", "clip_filter")
+
+# Steps that need the image; sources without images (image_column: null) run without them.
+IMAGE_STEPS: tuple[str, ...] = (
+    "probe_image",
+    "max_pixels",
+    "min_side",
+    "aspect_ratio",
+    "decode_check",
+    "clip_score",
+    "clip_filter",
+)
 
 # Steps that compare pairs with each other; the pipeline runs them after the per-pair chain.
 GROUP_STEPS: tuple[str, ...] = ("dedup",)
@@ -76,6 +87,14 @@ def build_chain(config: CleanConfig, chain: tuple[str, ...] = DEFAULT_CHAIN + MO
         if name not in chain and name not in GROUP_STEPS:
             raise unknown_name_error("step to disable", name, (*chain, *GROUP_STEPS), "disable")
     names = [n for n in chain if n not in config.disable]
+    text_only = [s.name for s in config.sources if s.image_column is None]
+    if text_only:
+        if len(text_only) < len(config.sources):
+            raise ConfigError(
+                f"sources {', '.join(text_only)} have no images (image_column: null) but others do; "
+                "clean them in separate runs (the image steps apply to every source of a run)."
+            )
+        names = [n for n in names if n not in IMAGE_STEPS]
     for name, params in config.steps.items():
         if name not in chain:
             raise unknown_name_error("step", name, chain, "steps")

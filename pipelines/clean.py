@@ -12,8 +12,6 @@ from typing import Any
 import apache_beam as beam
 
 from vlcurate.filters.chain import Chain, build_chain
-from vlcurate.filters.clip_filter import ClipFilter
-from vlcurate.pipelines.clip import ScoreWithClip, keep_fraction_thresholds
 from vlcurate.pipelines.dedup import Deduplicate
 from vlcurate.pipelines.options import is_local, pipeline_options
 from vlcurate.pipelines.output import (
@@ -52,6 +50,10 @@ def finalize(
 def _clip_segment(kept, model: dict, after: dict, audit: bool):
     """CLIP scoring through RunInference, then the steps after it (the threshold filter), which receive
     per-source thresholds as a side input when a source keeps a fraction."""
+    # Imported here: the CLIP modules load torch, which text-only runs never need.
+    from vlcurate.filters.clip_filter import ClipFilter
+    from vlcurate.pipelines.clip import ScoreWithClip, keep_fraction_thresholds
+
     scored = kept | "ClipScore" >> ScoreWithClip(model)
     filters = {src: s for src, steps in after.items() for s in steps if isinstance(s, ClipFilter)}
     side = {}

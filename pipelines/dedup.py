@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from vlcurate.filters.dedup import REASON, content_key, mark_duplicates
-from vlcurate.pipelines.steps import REJECTED, STATS, in_global_window
+from vlcurate.pipelines.steps import REJECTED, STATS, in_global_window, publish_counters
 from vlcurate.schemas.record import Pair
 from vlcurate.schemas.stats import RunStats
 
@@ -22,15 +21,14 @@ class _MarkGroup(beam.DoFn):
     def process(self, keyed: tuple[str, list[Pair]]) -> Iterator:
         for pair in mark_duplicates(keyed[1]):
             self._stats.step_seen[(STEP, pair.source)] += 1
-            Metrics.counter(f"vlcurate.{STEP}", "seen").inc()
             if pair.reject == REASON:
                 self._stats.step_dropped[(STEP, pair.source, REASON)] += 1
-                Metrics.counter(f"vlcurate.{STEP}", f"dropped_{REASON}").inc()
                 yield beam.pvalue.TaggedOutput(REJECTED, pair)
             else:
                 yield pair
 
     def finish_bundle(self) -> Iterator:
+        publish_counters(self._stats)
         yield beam.pvalue.TaggedOutput(STATS, in_global_window(self._stats))
 
 

@@ -56,7 +56,7 @@ def check_columns(source: SourceConfig, first_file: str) -> None:
             except (json.JSONDecodeError, TypeError):
                 return  # the first line itself is bad data: it becomes a reject when read
     for role, column in (("caption_column", source.caption_column), ("image_column", source.image_column)):
-        if column not in names:
+        if column is not None and column not in names:
             raise ConfigError(
                 f"source {source.name!r}: {role} {column!r} is not in {first_file} "
                 f"(columns: {', '.join(names)}). Set `{role}` in the source's config."

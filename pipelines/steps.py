@@ -28,7 +28,6 @@ class RunSteps(beam.DoFn):
         self.audit = audit
 
     def setup(self) -> None:
-        self._counters: dict[tuple[str, str], object] = {}
         self._bound: dict[str, list[Step]] = {}
 
     def _steps(self, source: str, computed: dict[str, float] | None) -> list[Step]:
@@ -43,12 +42,6 @@ class RunSteps(beam.DoFn):
             ]
         return cached
 
-    def _count(self, step: str, what: str) -> None:
-        counter = self._counters.get((step, what))
-        if counter is None:
-            counter = self._counters[(step, what)] = Metrics.counter(f"vlcurate.{step}", what)
-        counter.inc()
-
     def start_bundle(self) -> None:
         self._stats = RunStats()
 
@@ -57,23 +50,19 @@ class RunSteps(beam.DoFn):
         for step in self._steps(pair.source, computed_thresholds):
             if pair.reject is not None and not self.audit:
                 break
-            caption, reasons_before = pair.caption, len(_reasons(pair))
+            caption, reasons_before = pair.caption, _reason_count(pair)
             try:
                 step.apply(pair)
             except Exception as exc:  # see module docstring
                 reject(pair, f"step_error_{step.name}")
                 pair.meta["step_error"] = f"{type(exc).__name__}: {exc}"[:300]
             stats.step_seen[(step.name, pair.source)] += 1
-            self._count(step.name, "seen")
-            new_reasons = _reasons(pair)[reasons_before:]
-            for reason in new_reasons:
-                stats.step_dropped[(step.name, pair.source, reason)] += 1
-                self._count(step.name, f"dropped_{reason}")
-            if not new_reasons:
-                self._count(step.name, "kept")
+            if _reason_count(pair) > reasons_before:
+                reasons = [pair.reject, *pair.meta.get("audit_reasons", ())]
+                for reason in reasons[reasons_before:]:
+                    stats.step_dropped[(step.name, pair.source, reason)] += 1
             if pair.caption != caption:
                 stats.step_changed[(step.name, pair.source)] += 1
-                self._count(step.name, "changed")
             for name, bins in step.histograms.items():
                 if name in pair.scores:
                     stats.observe_score(name, pair.source, pair.scores[name], bins)
@@ -83,11 +72,33 @@ class RunSteps(beam.DoFn):
             yield beam.pvalue.TaggedOutput(REJECTED, pair)
 
     def finish_bundle(self) -> Iterator:
+        publish_counters(self._stats)
         yield beam.pvalue.TaggedOutput(STATS, in_global_window(self._stats))
 
 
-def _reasons(pair: Pair) -> list[str]:
-    return ([pair.reject] if pair.reject else []) + list(pair.meta.get("audit_reasons", ()))
+def _reason_count(pair: Pair) -> int:
+    if pair.reject is None:
+        return 0
+    return 1 + len(pair.meta.get("audit_reasons", ()))
+
+
+def publish_counters(stats: RunStats) -> None:
+    """Beam metrics (`vlcurate.<step>`: seen, kept, changed, dropped_<reason>) for live monitoring,
+    from a bundle's counts: once per bundle, not per record, because they cost microseconds each."""
+    dropped: dict[tuple[str, str], int] = {}
+    for (step, _, reason), n in stats.step_dropped.items():
+        dropped[(step, reason)] = dropped.get((step, reason), 0) + n
+    seen: dict[str, int] = {}
+    for (step, _), n in stats.step_seen.items():
+        seen[step] = seen.get(step, 0) + n
+    for step, n in seen.items():
+        Metrics.counter(f"vlcurate.{step}", "seen").inc(n)
+        kept = n - sum(c for (s, _), c in dropped.items() if s == step)
+        Metrics.counter(f"vlcurate.{step}", "kept").inc(kept)
+    for (step, reason), n in dropped.items():
+        Metrics.counter(f"vlcurate.{step}", f"dropped_{reason}").inc(n)
+    for (step, _), n in stats.step_changed.items():
+        Metrics.counter(f"vlcurate.{step}", "changed").inc(n)
 
 
 def in_global_window(value: object) -> WindowedValue:

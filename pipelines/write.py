@@ -63,11 +63,10 @@ def write_kept_shard(directory: str, index: int, count: int, per_shard: int, pai
     tar = io.BytesIO()
     with TarShardWriter(tar) as writer:
         for pair, key in zip(pairs, keys):
-            ext = EXTENSION_OF_FORMAT.get(pair.image_format or "", "img")
-            writer.add(
-                key,
-                {ext: pair.image or b"", "txt": pair.caption.encode("utf-8"), "json": sample_json(pair, key)},
-            )
+            files = {"txt": pair.caption.encode("utf-8"), "json": sample_json(pair, key)}
+            if pair.image is not None:  # text-only sources have none
+                files = {EXTENSION_OF_FORMAT.get(pair.image_format or "", "img"): pair.image, **files}
+            writer.add(key, files)
     folder = join(directory, "shards")
     ensure_dir(folder)
     write_bytes_atomic(join(folder, f"{name}.tar"), tar.getvalue())

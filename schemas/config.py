@@ -27,7 +27,8 @@ class SourceConfig:
     format: str
     paths: list[str]
     caption_column: str = "caption"
-    image_column: str = "image"
+    # None for caption-only data: the image steps are then left out (text-only cleaning).
+    image_column: str | None = "image"
     key_column: str = "key"
     # Folder that relative image paths (Parquet path columns, JSONL/CSV) are resolved against.
     image_root: str | None = None

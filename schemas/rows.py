@@ -73,7 +73,7 @@ def pair_from_row(source: SourceConfig, row: dict[str, Any], fallback_key: str, 
         caption = str(caption)
     image: bytes | None = None
     image_ref: str | None = None
-    value = row.get(source.image_column)
+    value = row.get(source.image_column) if source.image_column is not None else None
     if isinstance(value, dict):  # HF datasets Image feature: {"bytes": ..., "path": ...}
         image = value.get("bytes") or None
         image_ref = value.get("path") or None
@@ -83,7 +83,7 @@ def pair_from_row(source: SourceConfig, row: dict[str, Any], fallback_key: str, 
         image_ref = value
     if image is None and image_ref is not None:
         image_ref = resolve_image_path(image_ref, source.image_root or file_dir)
-    own = {source.key_column, source.caption_column, source.image_column}
+    own = {source.key_column, source.caption_column, source.image_column} - {None}
     meta = {k: _jsonable(v) for k, v in row.items() if k not in own}
     return Pair(
         uid=make_uid(source.name, key),

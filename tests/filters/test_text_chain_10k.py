@@ -21,7 +21,7 @@ TEXT_STEPS = DEFAULT_CHAIN[: DEFAULT_CHAIN.index("probe_image")]
 EXPECTED_REJECTS = {"too_short": 500, "disallowed_script": 215, "too_long": 51, "emoji": 6}
 EXPECTED_CHANGED = {"normalize_caption": 435, "clean_html": 70, "clean_patterns": 557}
 EXPECTED_KEPT = 9228
-EXPECTED_LANGS = {"en": 9217, "zh": 10, "und": 1}
+EXPECTED_LANGS = {"en": 9218, "zh": 10}
 
 
 def run_text_stage(texts: list[str]) -> tuple[list[Pair], Counter, Counter]:
