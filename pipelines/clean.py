@@ -25,7 +25,7 @@ from vlcurate.pipelines.output import (
 )
 from vlcurate.pipelines.progress import ProgressPrinter, ProgressTap, worker_logs_to_file
 from vlcurate.pipelines.read import ReadSource
-from vlcurate.pipelines.steps import REJECTED, STATS, CountFinal, CountRead, MergeStats, RunSteps
+from vlcurate.pipelines.steps import REJECTED, STATS, CountFinal, MergeStats, RunSteps
 from vlcurate.pipelines.write import WriteKeptShards, WriteRejects
 from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
 from vlcurate.schemas.stats import RunStats
@@ -80,12 +80,11 @@ def build_pipeline(
 
     read = [p | reader for reader in readers]
     pairs = read | "AllSources" >> beam.Flatten()
-    counted = pairs | "CountRead" >> beam.ParDo(CountRead()).with_outputs(STATS, main="pairs")
     before, model, after = chain.split()
-    stepped = tap(counted.pairs, "read") | "Steps" >> beam.ParDo(
-        RunSteps(before, audit=config.audit)
+    stepped = tap(pairs, "read") | "Steps" >> beam.ParDo(
+        RunSteps(before, audit=config.audit, count_read=True)
     ).with_outputs(REJECTED, STATS, main="kept")
-    kept, rejects, partials = stepped.kept, [stepped[REJECTED]], [counted[STATS], stepped[STATS]]
+    kept, rejects, partials = stepped.kept, [stepped[REJECTED]], [stepped[STATS]]
     if model:
         kept, more_rejects, more_partials = _clip_segment(kept, model, after, config.audit)
         rejects += more_rejects

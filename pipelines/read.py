@@ -159,10 +159,12 @@ class ReadSource(beam.PTransform):
 
     def expand(self, pbegin):
         source = self.source
-        return (
+        pairs = (
             pbegin
             | "Files" >> beam.Create(self.files)
             | "SpreadFiles" >> beam.Reshuffle()
             | "Parse" >> beam.FlatMap(lambda path: read_file(source, path))
-            | "LoadImages" >> beam.ParDo(LoadImageBytes())
         )
+        if source.image_column is None or source.format == "webdataset":  # no image files to fetch
+            return pairs
+        return pairs | "LoadImages" >> beam.ParDo(LoadImageBytes())

@@ -23,9 +23,10 @@ STATS = "stats"
 
 
 class RunSteps(beam.DoFn):
-    def __init__(self, steps_by_source: dict[str, list[Step]], audit: bool = False) -> None:
+    def __init__(self, steps_by_source: dict[str, list[Step]], audit: bool = False, count_read: bool = False):
         self.steps_by_source = steps_by_source
         self.audit = audit
+        self.count_read = count_read  # the first segment counts every pair read
 
     def setup(self) -> None:
         self._bound: dict[str, list[Step]] = {}
@@ -47,6 +48,8 @@ class RunSteps(beam.DoFn):
 
     def process(self, pair: Pair, computed_thresholds: dict[str, float] | None = None) -> Iterator:
         stats = self._stats
+        if self.count_read:
+            stats.read[pair.source] += 1
         for step in self._steps(pair.source, computed_thresholds):
             if pair.reject is not None and not self.audit:
                 break
@@ -73,6 +76,8 @@ class RunSteps(beam.DoFn):
 
     def finish_bundle(self) -> Iterator:
         publish_counters(self._stats)
+        if self.count_read:
+            Metrics.counter("vlcurate.read", "pairs").inc(sum(self._stats.read.values()))
         yield beam.pvalue.TaggedOutput(STATS, in_global_window(self._stats))
 
 
@@ -136,16 +141,3 @@ class CountFinal(beam.DoFn):
 
     def finish_bundle(self) -> Iterator:
         yield in_global_window(self._stats)
-
-
-class CountRead(beam.DoFn):
-    def start_bundle(self) -> None:
-        self._stats = RunStats()
-
-    def process(self, pair: Pair) -> Iterator[Pair]:
-        self._stats.read[pair.source] += 1
-        Metrics.counter("vlcurate.read", "pairs").inc()
-        yield pair
-
-    def finish_bundle(self) -> Iterator:
-        yield beam.pvalue.TaggedOutput(STATS, in_global_window(self._stats))
