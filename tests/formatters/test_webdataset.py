@@ -8,8 +8,12 @@ from vlcurate.formatters.webdataset import TarShardWriter, iter_samples, split_m
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("000012.jpg", ("000012", "jpg")), ("dir/000012.JPG", ("dir/000012", "jpg")),
-     ("a.seg.json", ("a", "seg.json")), ("noext", ("noext", ""))],
+    [
+        ("000012.jpg", ("000012", "jpg")),
+        ("dir/000012.JPG", ("dir/000012", "jpg")),
+        ("a.seg.json", ("a", "seg.json")),
+        ("noext", ("noext", "")),
+    ],
 )
 def test_split_member_name(name, expected):
     assert split_member_name(name) == expected
@@ -24,15 +28,18 @@ def write(samples):
 
 
 def test_round_trip_keeps_keys_order_and_bytes():
-    samples = [("000000000", {"jpg": b"\xff\xd8abc", "txt": "un café".encode(), "json": b"{}"}),
-               ("000000001", {"png": b"\x89PNG", "txt": b"x"})]
+    samples = [
+        ("000000000", {"jpg": b"\xff\xd8abc", "txt": "un café".encode(), "json": b"{}"}),
+        ("000000001", {"png": b"\x89PNG", "txt": b"x"}),
+    ]
     assert list(iter_samples(io.BytesIO(write(samples)))) == samples
 
 
 def test_writing_is_deterministic_and_owner_free():
     data = write([("k", {"txt": b"hello"})])
     assert data == write([("k", {"txt": b"hello"})])
-    member = tarfile.open(fileobj=io.BytesIO(data)).getmembers()[0]
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = tar.getmembers()[0]
     assert (member.mtime, member.uid, member.gid, member.uname, member.mode) == (0, 0, 0, "", 0o644)
 
 

@@ -23,13 +23,18 @@ def test_unknown_top_level_key_names_valid_keys_and_suggests(tmp_path):
 
 def test_unknown_source_key_is_reported_with_its_place(tmp_path):
     path = write(tmp_path, "sources:\n  - {name: a, format: parquet, paths: [x.parquet], caption_col: t}\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'caption_col' in c.yaml.sources\[0\]\. "
-                                         r"Did you mean 'caption_column'\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown key 'caption_col' in c.yaml.sources\[0\]\. "
+        r"Did you mean 'caption_column'\?",
+    ):
         load_clean_config(path)
 
 
 def test_relative_paths_resolve_against_the_config_folder(tmp_path):
-    path = write(tmp_path, "sources:\n  - {name: a, format: webdataset, paths: [wds/*.tar]}\noutput: {dir: out}\n")
+    path = write(
+        tmp_path, "sources:\n  - {name: a, format: webdataset, paths: [wds/*.tar]}\noutput: {dir: out}\n"
+    )
     config = load_clean_config(path)
     assert config.sources[0].paths == [str(tmp_path / "wds" / "*.tar")]
     assert config.output.dir == str(tmp_path / "out")
@@ -38,10 +43,15 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("sources:\n  - {name: a, format: tar, paths: [x]}\n", r"unknown input format 'tar'.*Valid: csv, jsonl"),
+        (
+            "sources:\n  - {name: a, format: tar, paths: [x]}\n",
+            r"unknown input format 'tar'.*Valid: csv, jsonl",
+        ),
         ("sources:\n  - {name: a, format: csv}\n", r"missing the required key 'paths'"),
-        ("sources:\n  - {name: a, format: csv, paths: [x]}\n  - {name: a, format: csv, paths: [y]}\n",
-         r"source names must be unique; repeated: a"),
+        (
+            "sources:\n  - {name: a, format: csv, paths: [x]}\n  - {name: a, format: csv, paths: [y]}\n",
+            r"source names must be unique; repeated: a",
+        ),
         ("sources:\n  - {name: a, format: csv, paths: [x]}\nworkers: two\n", r"workers must be an integer"),
         ("sources:\n  - {name: a, format: csv, paths: [x]}\naudit: 1\n", r"audit must be true or false"),
         ("sources: []\n", r"no sources"),
@@ -57,12 +67,16 @@ def config_with(**kwargs):
 
 
 def test_unknown_step_name_suggests_the_close_one():
-    with pytest.raises(ConfigError, match=r"unknown step 'probe_imag' in steps\. Did you mean 'probe_image'\?"):
+    with pytest.raises(
+        ConfigError, match=r"unknown step 'probe_imag' in steps\. Did you mean 'probe_image'\?"
+    ):
         build_chain(config_with(steps={"probe_imag": {}}))
 
 
 def test_unknown_step_parameter_lists_valid_ones():
-    with pytest.raises(ConfigError, match=r"unknown parameter of step 'decode_check' 'draft' .*Valid: draft_size"):
+    with pytest.raises(
+        ConfigError, match=r"unknown parameter of step 'decode_check' 'draft' .*Valid: draft_size"
+    ):
         build_chain(config_with(steps={"decode_check": {"draft": 3}}))
 
 
