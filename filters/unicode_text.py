@@ -18,18 +18,21 @@ _INVISIBLE = regex.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u00ad\ufef
 @register
 class NormalizeCaption(Cleaner):
     """ftfy (only on non-ASCII text: pure ASCII has no mojibake to fix), NFC, invisible characters
-    removed, whitespace runs collapsed to one space. An empty result is rejected as `caption_empty`."""
+    removed, whitespace runs collapsed to one space. An empty result is rejected as `caption_empty`.
+
+    `fix_width` (off by default) lets ftfy fold full-width forms to ASCII; that would also turn Chinese
+    punctuation (，（）！) into ASCII, which Chinese captions should keep as written."""
 
     name = "normalize_caption"
     reasons = ("caption_empty",)
 
-    def __init__(self, fix_unicode: bool = True) -> None:
-        self.fix_unicode = fix_unicode
+    def __init__(self, fix_unicode: bool = True, fix_width: bool = False) -> None:
+        self.fix_unicode, self.fix_width = fix_unicode, fix_width
 
     def clean(self, text: str) -> str:
         if not text.isascii():
             if self.fix_unicode:
-                text = ftfy.fix_text(text, normalization="NFC")
+                text = ftfy.fix_text(text, normalization="NFC", fix_character_width=self.fix_width)
             text = unicodedata.normalize("NFC", text)
             text = _INVISIBLE.sub("", text)
         elif not text.isprintable():  # ASCII control characters (tabs and newlines become spaces below)

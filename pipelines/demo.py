@@ -1,19 +1,22 @@
-"""`vlcurate demo`: synthetic data -> clean -> SFT dialogues, offline, on bundled defaults."""
+"""`vlcurate demo`: synthetic data -> clean -> stage-1/2 samples -> SFT dialogues, offline, on bundled
+defaults."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 
 from vlcurate.pipelines.clean import run_clean
+from vlcurate.pipelines.format import run_format
 from vlcurate.pipelines.sft import run_sft, write_demo_sft_inputs
 from vlcurate.pipelines.synth import write_synthetic_dataset
 from vlcurate.schemas.config import load_clean_config
 from vlcurate.schemas.errors import ConfigError
 from vlcurate.schemas.sft_config import load_sft_config
 
-STAGES = 3
+STAGES = 5
 
 
 def _say(step: int, text: str) -> None:
@@ -43,6 +46,12 @@ def run_demo(out: str, n: int = 600, overwrite: bool = False, beam_args: list[st
     _say(3, f"SFT dialogues (captions, VQA, grounding, multi-image, text) -> {sft.output.dir}")
     run_sft(sft, beam_args)
 
+    _say(4, f"stage-1 captioning samples from the cleaned pairs, packed -> {out}/stage1")
+    run_format(1, [config.output.dir], os.path.join(out, "stage1"), overwrite=True, beam_args=beam_args)
+    stage2_input = write_demo_stage2_inputs(sft_inputs)
+    _say(5, f"stage-2 multi-task samples from {stage2_input}, packed -> {out}/stage2")
+    run_format(2, [stage2_input], os.path.join(out, "stage2"), overwrite=True, beam_args=beam_args)
+
     print(
         f"\nDemo outputs in {out}/:\n"
         "  synth/              input: WebDataset tars, Parquet, JSONL + images, ground_truth.jsonl\n"
@@ -50,5 +59,81 @@ def run_demo(out: str, n: int = 600, overwrite: bool = False, beam_args: list[st
         "  clean/rejects/      every dropped pair with its reason\n"
         "  clean/stats.json    counts per step and reason, score histograms, sample rejects\n"
         "  sft/shards/         Qwen-VL finetune.py JSON arrays (+ JSONL twins), sft/images/\n"
+        "  stage1/, stage2/    samples/ (JSONL + Parquet), packed/ (2048-token sequences), images/\n"
         "  each stage also has info.json and COMPLETED"
     )
+
+
+def write_demo_stage2_inputs(sft_inputs: str) -> str:
+    """Stage-2 task records (formatters/stage2.py schemas) from the demo's SFT inputs: captioning, VQA,
+    referring grounding, grounded captioning, caption with grounding, pure text. (OCR needs word quads,
+    which the synthetic scenes do not record; its formatter is covered by tests.) Image paths are
+    relative to `sft_inputs`."""
+
+    def rows(name: str) -> list[dict]:
+        with open(os.path.join(sft_inputs, name), encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+
+    records: list[dict] = []
+    for r in rows("captions.jsonl"):
+        records.append(
+            {
+                "task": "captioning",
+                "id": f"cap/{r['id']}",
+                "image": r["image"],
+                "caption": r["caption"],
+                "lang": r.get("lang", "en"),
+            }
+        )
+    for r in rows("vqa.jsonl"):
+        for i, qa in enumerate(r["qas"][:2]):
+            records.append(
+                {
+                    "task": "vqa",
+                    "id": f"vqa/{r['id']}/{i}",
+                    "image": r["image"],
+                    "question": qa["question"],
+                    "answers": [{"answer": qa["answer"]}],
+                }
+            )
+    for r in rows("grounding.jsonl"):
+        size = {"image": r["image"], "width": r["width"], "height": r["height"]}
+        for i, ph in enumerate(r["phrases"]):
+            phrase, boxes = ph["phrase"], ph["boxes"]
+            records.append(
+                {
+                    "task": "referring_grounding",
+                    "id": f"ref/{r['id']}/{i}",
+                    **size,
+                    "phrase": phrase,
+                    "boxes": boxes,
+                }
+            )
+            noun = phrase.removeprefix("the ")
+            records.append(
+                {
+                    "task": "grounded_captioning",
+                    "id": f"gcap/{r['id']}/{i}",
+                    **size,
+                    "box": boxes[0],
+                    "caption": f"a {noun}",
+                }
+            )
+            caption = f"A picture with {phrase} in it."
+            start = caption.index(phrase)
+            records.append(
+                {
+                    "task": "caption_with_grounding",
+                    "id": f"cwg/{r['id']}/{i}",
+                    **size,
+                    "caption": caption,
+                    "refs": [{"span": [start, start + len(phrase)], "boxes": boxes}],
+                }
+            )
+    for r in rows("text.jsonl"):
+        text = "\n".join(turn["value"] for turn in r["conversations"])
+        records.append({"task": "pure_text", "id": f"text/{r.get('id', len(records))}", "text": text})
+    path = os.path.join(sft_inputs, "stage2.jsonl")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n" for rec in records)
+    return path

@@ -43,6 +43,7 @@ def pair_from_sample(source: SourceConfig, key: str, files: dict[str, bytes]) ->
         if isinstance(scores, dict)
         else {}
     )
+    lang = meta.pop("lang", None)  # present in vlcurate's own shards
     image_ext = next((e for e in IMAGE_EXTENSIONS if e in files), None)
     pair = Pair(
         uid=make_uid(source.name, key),
@@ -50,6 +51,7 @@ def pair_from_sample(source: SourceConfig, key: str, files: dict[str, bytes]) ->
         caption=caption,
         caption_raw=caption,
         image=files[image_ext] if image_ext else None,
+        lang=lang if isinstance(lang, str) else None,
         scores=scores,
         meta=meta,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vlcurate.pipelines.format import add_format_parser, cmd_format
 from vlcurate.pipelines.sft import add_sft_parser, cmd_sft
 from vlcurate.pipelines.synth import add_synth_parser, cmd_synth
 from vlcurate.schemas.errors import ConfigError
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_clean(sub)
     add_synth_parser(sub)
+    add_format_parser(sub)
     add_sft_parser(sub)
     _add_demo(sub)
     args, beam_args = parser.parse_known_args(argv)
@@ -97,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_clean(args, beam_args)
         if args.command == "synth":
             return cmd_synth(args)
+        if args.command == "format":
+            return cmd_format(args, beam_args)
         if args.command == "sft":
             return cmd_sft(args, beam_args)
         if args.command == "demo":

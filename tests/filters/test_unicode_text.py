@@ -19,10 +19,16 @@ from vlcurate.schemas.record import Pair
         ("ctrl\x01char", "ctrlchar"),
         ("  plain ascii  ", "plain ascii"),
         ("北京　天安门", "北京 天安门"),  # ideographic space is whitespace
+        ("背景上，左边（三个）！", "背景上，左边（三个）！"),  # Chinese punctuation stays full-width
+        ("ｆｕｌｌ ｗｉｄｔｈ １２３", "ｆｕｌｌ ｗｉｄｔｈ １２３"),
     ],
 )
 def test_normalize_caption(raw, expected):
     assert NormalizeCaption().clean(raw) == expected
+
+
+def test_fix_width_folds_full_width_forms_when_asked():
+    assert NormalizeCaption(fix_width=True).clean("ｆｕｌｌ １２３，") == "full 123,"
 
 
 def test_empty_after_normalization_is_rejected():

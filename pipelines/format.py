@@ -1,0 +1,297 @@
+"""`vlcurate format --stage 1|2`: training samples from cleaned pairs (stage 1) or task JSONL (stage 2).
+
+Stage 1 reads a completed `clean` output (shards/*.tar), writes each image once under images/ (named by
+content hash, so paths stay short) and makes a captioning sample per pair, with the English or Chinese
+prompt by the caption's language. Stage 2 reads JSONL records of the seven tasks (formatters/stage2.py
+documents their schemas). Both then pack same-task samples into sequences of at most --max-tokens.
+
+Output: samples/samples-NNNNN.{jsonl,parquet} (hash-sharded by id, sorted), packed/packed-NNNNN.jsonl,
+images/ (stage 1), rejects/rejects-NNNNN.jsonl, info.json, stats.json, COMPLETED last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from vlcurate.formatters.packing import DEFAULT_MAX_TOKENS, Pack, Packer, PackReject
+from vlcurate.formatters.samples_io import PACK_SCHEMA, SAMPLE_SCHEMA, write_jsonl, write_parquet
+from vlcurate.formatters.stage1 import RejectSample, format_pair
+from vlcurate.formatters.stage2 import format_stage2_line
+from vlcurate.pipelines.options import is_local, pipeline_options
+from vlcurate.pipelines.output import (
+    COMPLETED,
+    ensure_dir,
+    join,
+    prepare_output_dir,
+    read_json,
+    require_completed,
+    versions,
+    write_bytes_atomic,
+    write_json,
+)
+from vlcurate.pipelines.read import ReadSource
+from vlcurate.pipelines.sft_io import image_file, write_image
+from vlcurate.pipelines.write import shard_count, shard_name
+from vlcurate.schemas.config import SourceConfig
+from vlcurate.schemas.errors import ConfigError
+from vlcurate.schemas.record import Pair, stable_hash
+
+SAMPLES_PER_FILE = 100_000
+
+
+def stage1_sample(pair: Pair, directory: str) -> Iterator[tuple[str, Any]]:
+    """("sample", row) or ("reject", row) for one cleaned pair; writes its image under images/."""
+    try:
+        relative, _ = image_file(pair.image)
+    except RejectSample as exc:
+        yield "reject", {"id": pair.uid, "reason": exc.reason, "detail": exc.detail}
+        return
+    write_image(directory, relative, pair.image)
+    pair.uid = pair.meta.get("uid", pair.uid)  # the uid `clean` read it under, kept in its shards
+    formatted = format_pair(pair, image_path=relative)
+    if formatted.ok:
+        yield "sample", formatted.sample
+    else:
+        yield "reject", {"id": pair.uid, "reason": formatted.reason, "detail": formatted.detail}
+
+
+def stage2_samples(path: str) -> Iterator[tuple[str, Any]]:
+    with FileSystems.open(path) as fh:
+        for number, line in enumerate(io.TextIOWrapper(fh, encoding="utf-8", errors="surrogateescape")):
+            if not line.strip():
+                continue
+            formatted = format_stage2_line(line)
+            where = f"{path}:{number + 1}"
+            if formatted.ok:
+                sample = dict(formatted.sample)
+                sample["id"] = sample["id"] if sample["id"] is not None else where
+                yield "sample", sample
+            else:
+                yield "reject", {"id": where, "reason": formatted.reason, "detail": formatted.detail}
+
+
+def pack_task(task_samples: tuple[str, list[dict]], max_tokens: int) -> Iterator[tuple[str, Any]]:
+    """Packs one task's samples in id order (deterministic); the packer buffers and fills bins."""
+    _, samples = task_samples
+    packer = Packer(max_tokens)
+    results: list[Pack | PackReject] = []
+    for sample in sorted(samples, key=lambda s: s["id"]):
+        results += packer.add(sample)
+    results += packer.flush()
+    for result in results:
+        if isinstance(result, Pack):
+            yield "pack", result.to_row()
+        else:
+            yield "reject", {"id": result.sample.get("id"), "reason": result.reason, "detail": result.detail}
+    yield "pack_stats", packer.stats.to_json()
+
+
+def _write_rows(
+    directory: str,
+    folder: str,
+    prefix: str,
+    index: int,
+    count: int,
+    rows: list[dict],
+    parquet: bool,
+    schema=None,
+) -> dict:
+    """One file of rows in a stable order: with a schema through samples_io, else plain JSON lines."""
+    rows = sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, ensure_ascii=False))
+    name = f"{prefix}-{shard_name(index, count)}"
+    ensure_dir(join(directory, folder))
+    buffer = io.BytesIO()
+    if schema is not None:
+        write_jsonl(rows, buffer, schema)
+    else:
+        buffer.write("".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows).encode())
+    write_bytes_atomic(join(directory, folder, f"{name}.jsonl"), buffer.getvalue())
+    if parquet:
+        buffer = io.BytesIO()
+        write_parquet(rows, buffer)
+        write_bytes_atomic(join(directory, folder, f"{name}.parquet"), buffer.getvalue())
+    return {"file": f"{folder}/{name}.jsonl", "rows": len(rows)}
+
+
+def _sharded(
+    rows, directory: str, folder: str, prefix: str, per_file: int, parquet: bool, label: str, schema=None
+):
+    total = rows | f"Count{label}" >> beam.combiners.Count.Globally()
+
+    def key(row, n):
+        ident = row.get("id") if "id" in row else ",".join(map(str, row.get("ids", [])))
+        return stable_hash(str(ident)) % shard_count(n, per_file), row
+
+    return (
+        rows
+        | f"Key{label}" >> beam.Map(key, beam.pvalue.AsSingleton(total))
+        | f"Group{label}" >> beam.GroupByKey()
+        | f"Write{label}"
+        >> beam.Map(
+            lambda kv, n: _write_rows(
+                directory, folder, prefix, kv[0], shard_count(n, per_file), list(kv[1]), parquet, schema
+            ),
+            beam.pvalue.AsSingleton(total),
+        )
+    )
+
+
+def build_pipeline(p: beam.Pipeline, stage: int, inputs: list[str], out: str, max_tokens: int, info: dict):
+    if stage == 1:
+        source = SourceConfig(
+            name="clean", format="webdataset", paths=[join(d, "shards", "*.tar") for d in inputs]
+        )
+        tagged = p | ReadSource(source) | "Stage1" >> beam.FlatMap(stage1_sample, out)
+    else:
+        files = sorted(
+            {m.path for pattern in inputs for r in FileSystems.match([pattern]) for m in r.metadata_list}
+        )
+        tagged = (
+            p | "Files" >> beam.Create(files) | beam.Reshuffle() | "Stage2" >> beam.FlatMap(stage2_samples)
+        )
+    samples = tagged | "Samples" >> beam.Filter(lambda t: t[0] == "sample") | "S" >> beam.Map(lambda t: t[1])
+    packed = (
+        samples
+        | "ByTask" >> beam.Map(lambda s: (s["task"], s))
+        | "GroupTask" >> beam.GroupByKey()
+        | "Pack" >> beam.FlatMap(pack_task, max_tokens)
+    )
+    packs = packed | "Packs" >> beam.Filter(lambda t: t[0] == "pack") | "P" >> beam.Map(lambda t: t[1])
+    pack_stats = (
+        packed | "PackStats" >> beam.Filter(lambda t: t[0] == "pack_stats") | "PS" >> beam.Map(lambda t: t[1])
+    )
+    rejects = (
+        (tagged, packed)
+        | "AllTagged" >> beam.Flatten()
+        | "Rejects" >> beam.Filter(lambda t: t[0] == "reject")
+        | "R" >> beam.Map(lambda t: t[1])
+    )
+    sample_files = _sharded(
+        samples, out, "samples", "samples", SAMPLES_PER_FILE, True, "Samples", SAMPLE_SCHEMA
+    )
+    pack_files = _sharded(packs, out, "packed", "packed", SAMPLES_PER_FILE, False, "Packs", PACK_SCHEMA)
+    reject_files = _sharded(
+        rejects, out, "rejects", "rejects", SAMPLES_PER_FILE, False, "Rejects", schema=None
+    )
+    reject_reasons = (
+        rejects | "ReasonOf" >> beam.Map(lambda r: r["reason"]) | beam.combiners.Count.PerElement()
+    )
+    task_counts = (
+        samples
+        | "TaskOf" >> beam.Map(lambda s: s["task"])
+        | "CountTasks" >> beam.combiners.Count.PerElement()
+    )
+    _ = (
+        p
+        | "Finalize" >> beam.Create([None])
+        | beam.Map(
+            finalize,
+            beam.pvalue.AsList(sample_files),
+            beam.pvalue.AsList(pack_files),
+            beam.pvalue.AsList(reject_files),
+            beam.pvalue.AsList(pack_stats),
+            beam.pvalue.AsDict(task_counts),
+            beam.pvalue.AsDict(reject_reasons),
+            directory=out,
+            info=info,
+        )
+    )
+
+
+def finalize(_, samples, packs, rejects, pack_stats, tasks, reasons, directory: str, info: dict) -> None:
+    stats = {
+        "samples": sum(f["rows"] for f in samples),
+        "samples_by_task": dict(sorted(tasks.items())),
+        "rejected": sum(reasons.values()),
+        "rejected_by_reason": dict(sorted(reasons.items())),
+        "packing": dict(sorted((task, entry) for s in pack_stats for task, entry in s["tasks"].items())),
+        "packs": sum(f["rows"] for f in packs),
+    }
+    tokens = sum(s["tokens"] for s in pack_stats)
+    bins = sum(s["packs"] for s in pack_stats)
+    stats["fill_ratio"] = round(tokens / (bins * pack_stats[0]["max_tokens"]), 6) if bins else 0.0
+    write_json(join(directory, "stats.json"), stats)
+    files = {
+        "samples": sorted(f["file"] for f in samples),
+        "packed": sorted(f["file"] for f in packs),
+        "rejects": sorted(f["file"] for f in rejects),
+    }
+    write_json(
+        join(directory, "info.json"),
+        {**info, "counts": {k: stats[k] for k in ("samples", "packs", "rejected")}, "files": files},
+    )
+    write_bytes_atomic(join(directory, COMPLETED), b"")
+
+
+def run_format(
+    stage: int,
+    inputs: list[str],
+    out: str,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    overwrite: bool = False,
+    workers: int = 1,
+    beam_args: list[str] | None = None,
+) -> dict:
+    if stage not in (1, 2):
+        raise ConfigError(f"--stage must be 1 or 2, not {stage}.")
+    if stage == 1:
+        for directory in inputs:
+            require_completed(directory)
+    elif not any(r.metadata_list for pattern in inputs for r in FileSystems.match([pattern])):
+        raise ConfigError(f"no stage-2 JSONL file matches {inputs}; see formatters/stage2.py for the schema.")
+    options = pipeline_options(workers, beam_args)
+    prepare_output_dir(out, overwrite)
+    info = {
+        "kind": f"vlcurate.format.stage{stage}",
+        "inputs": inputs,
+        "max_tokens": max_tokens,
+        "image_root": ".",
+        "versions": versions(),
+    }
+    started = time.monotonic()
+    with beam.Pipeline(options=options) as p:
+        build_pipeline(p, stage, inputs, out, max_tokens, info)
+    if not is_local(options):
+        return {}
+    stats = read_json(join(out, "stats.json"))
+    print(
+        f"[vlcurate] format stage {stage} done in {time.monotonic() - started:.1f}s: {stats['samples']:,} "
+        f"samples, {stats['packs']:,} packs (fill {stats['fill_ratio']:.1%}), {stats['rejected']:,} rejected "
+        f"-> {out}",
+        file=sys.stderr,
+    )
+    return stats
+
+
+def add_format_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "format", help="stage-1/2 training samples and packed sequences", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument("--stage", type=int, required=True, choices=[1, 2])
+    p.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        help="stage 1: completed `clean` output directories; stage 2: JSONL files or globs",
+    )
+    p.add_argument("--output", required=True)
+    p.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="packed length (default 2048)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--overwrite", action="store_true")
+
+
+def cmd_format(args: argparse.Namespace, beam_args: list[str]) -> int:
+    run_format(args.stage, args.input, args.output, args.max_tokens, args.overwrite, args.workers, beam_args)
+    return 0
+
+
+__all__ = ["add_format_parser", "cmd_format", "run_format"]
