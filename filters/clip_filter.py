@@ -53,7 +53,7 @@ class ClipScore(Step):
         device: str = "auto",
         gpu_decode: bool = True,
         draft: bool = True,
-        compile: bool = True,
+        compile: bool = False,
         precision: str = "bf16",
     ) -> None:
         self.models = _per_language(models)
@@ -66,7 +66,8 @@ class ClipScore(Step):
         if precision not in ("bf16", "fp8"):
             raise ValueError(f"clip_score.precision must be bf16 or fp8, not {precision!r}.")
         self.batch_size, self.device, self.gpu_decode, self.draft = batch_size, device, gpu_decode, draft
-        # GPU only: torch.compile of the image tower, and fp8 matmuls (Hopper; scores shift slightly).
+        # GPU only. compile: +4% on ViT-L-14 for 20-30 s of start-up per worker (bench/clip_gpu.py), so off
+        # by default; fp8: float8 matmuls on Hopper, scores shift slightly.
         self.compile, self.precision = compile, precision
 
     def specs(self) -> list[str]:

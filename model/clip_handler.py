@@ -45,7 +45,7 @@ class ClipModelHandler(ModelHandler[ClipInput, PredictionResult, LoadedClip]):
         spec: str,
         batch_size: int = 256,
         device: str = "auto",
-        compile: bool = True,
+        compile: bool = False,
         precision: str = "bf16",
     ) -> None:
         super().__init__()
