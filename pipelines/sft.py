@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import math
 import os
 import sys
@@ -59,7 +60,7 @@ from vlcurate.pipelines.sft_io import (
     write_reject_file,
     write_shard,
 )
-from vlcurate.pipelines.steps import in_global_window
+from vlcurate.pipelines.steps import MergeStats, in_global_window
 from vlcurate.pipelines.write import REJECTS_PER_FILE, shard_count
 from vlcurate.schemas.errors import ConfigError
 from vlcurate.schemas.sft_config import SftConfig, SftInputConfig, load_sft_config
@@ -140,27 +141,6 @@ class BuildSamples(beam.DoFn):
 
     def finish_bundle(self) -> Iterator[Any]:
         yield beam.pvalue.TaggedOutput(STATS, in_global_window(self._stats))
-
-
-class MergeSftStats(beam.CombineFn):
-    def __init__(self, max_len: int) -> None:
-        self.max_len = max_len
-
-    def create_accumulator(self) -> SftStats:
-        return SftStats(self.max_len)
-
-    def add_input(self, acc: SftStats, partial: SftStats) -> SftStats:
-        return acc.merge(partial)
-
-    def merge_accumulators(self, accs) -> SftStats:
-        accs = iter(accs)
-        first = next(accs)
-        for acc in accs:
-            first.merge(acc)
-        return first
-
-    def extract_output(self, acc: SftStats) -> SftStats:
-        return acc
 
 
 def text_rank(dialogue_id: str, seed: int) -> tuple[float, str]:
@@ -275,7 +255,7 @@ def build_pipeline(
     stats = (
         (read[STATS], texts[STATS], built[STATS])
         | "StatsPartials" >> beam.Flatten()
-        | "MergeStats" >> beam.CombineGlobally(MergeSftStats(max_len))
+        | "MergeStats" >> beam.CombineGlobally(MergeStats(functools.partial(SftStats, max_len)))
     )
     _ = (
         p

@@ -7,7 +7,8 @@ becomes a reject `step_error_<step>` with the message in meta.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -112,20 +113,26 @@ def in_global_window(value: object) -> WindowedValue:
 
 
 class MergeStats(beam.CombineFn):
-    def create_accumulator(self) -> RunStats:
-        return RunStats()
+    """Merges per-bundle stats partials: any object whose `merge(other)` folds other in and returns it.
+    `empty` makes the zero (RunStats for `clean`; the SFT job passes its own)."""
 
-    def add_input(self, acc: RunStats, partial: RunStats) -> RunStats:
+    def __init__(self, empty: Callable[[], Any] = RunStats) -> None:
+        self.empty = empty
+
+    def create_accumulator(self) -> Any:
+        return self.empty()
+
+    def add_input(self, acc: Any, partial: Any) -> Any:
         return acc.merge(partial)
 
-    def merge_accumulators(self, accs) -> RunStats:
+    def merge_accumulators(self, accs) -> Any:
         it = iter(accs)
         first = next(it)
         for acc in it:
             first.merge(acc)
         return first
 
-    def extract_output(self, acc: RunStats) -> RunStats:
+    def extract_output(self, acc: Any) -> Any:
         return acc
 
 

@@ -38,12 +38,17 @@ class SourceConfig:
     def __post_init__(self) -> None:
         if self.format not in INPUT_FORMATS:
             raise unknown_name_error("input format", self.format, INPUT_FORMATS, f"source {self.name!r}")
-        if isinstance(self.paths, str):
-            self.paths = [self.paths]
-        if not self.paths:
-            raise ConfigError(f"source {self.name!r} has no paths: give `paths: [glob, ...]`.")
-        if not self.name or "/" in self.name:
-            raise ConfigError(f"source name {self.name!r} must be non-empty and contain no '/'.")
+        self.paths = check_name_and_paths("source", self.name, self.paths)
+
+
+def check_name_and_paths(what: str, name: str, paths: list[str] | str) -> list[str]:
+    """A named input needs a name usable in uids (no '/') and at least one path; returns the paths."""
+    paths = [paths] if isinstance(paths, str) else paths
+    if not paths:
+        raise ConfigError(f"{what} {name!r} has no paths: give `paths: [path or glob, ...]`.")
+    if not name or "/" in name:
+        raise ConfigError(f"{what} name {name!r} must be non-empty and contain no '/'.")
+    return paths
 
 
 @dataclasses.dataclass

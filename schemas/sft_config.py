@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from vlcurate.schemas.config import from_dict, resolve_path
+from vlcurate.schemas.config import check_name_and_paths, from_dict, resolve_path
 from vlcurate.schemas.errors import ConfigError, unknown_name_error
 
 # One picture in an SFT turn, `Picture n: <img>...</img>\n` (QWENVL_FORMAT.md section 3), and what a first
@@ -57,12 +57,7 @@ class SftInputConfig:
     def __post_init__(self) -> None:
         if self.kind not in INPUT_KINDS:
             raise unknown_name_error("input kind", self.kind, INPUT_KINDS, f"input {self.name!r}")
-        if isinstance(self.paths, str):
-            self.paths = [self.paths]
-        if not self.paths:
-            raise ConfigError(f"input {self.name!r} has no paths: give `paths: [path or glob, ...]`.")
-        if not self.name or "/" in self.name:
-            raise ConfigError(f"input name {self.name!r} must be non-empty and contain no '/'.")
+        self.paths = check_name_and_paths("input", self.name, self.paths)
 
 
 @dataclasses.dataclass
