@@ -129,12 +129,28 @@ def build_pipeline(
     )
 
 
+def warn_about_bundled_clip(chain: Chain) -> None:
+    """The bundled tiny CLIP only knows the synthetic scenes; on real pairs its scores mean nothing."""
+    _, model, _ = chain.split()
+    bundled = sorted(
+        {spec for step in model.values() for spec in step.specs() if spec.startswith("bundled:")}
+    )
+    if bundled:
+        print(
+            f"[vlcurate] note: CLIP scores come from {', '.join(bundled)}, trained on synthetic scenes only; "
+            "for real data name a model in steps.clip_score.models (e.g. ViT-L-14@openai) or disable "
+            "clip_score,clip_filter.",
+            file=sys.stderr,
+        )
+
+
 def run_clean(config: CleanConfig, beam_args: list[str] | None = None, progress: bool = True) -> dict:
     """Runs the clean pipeline to completion and returns stats.json's content. Config errors raise
     before any data is read."""
     chain = build_chain(config)
     options = pipeline_options(config.workers, beam_args)
     readers = [ReadSource(source) for source in config.sources]  # matches files, checks columns
+    warn_about_bundled_clip(chain)
     prepare_output_dir(config.output.dir, config.output.overwrite)
     local = is_local(options)
     started = time.monotonic()
