@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
-from vlcurate.pipelines.format import add_format_parser, cmd_format
-from vlcurate.pipelines.sft import add_sft_parser, cmd_sft
-from vlcurate.pipelines.synth import add_synth_parser, cmd_synth
-from vlcurate.schemas.errors import ConfigError
+# Beam warns at import that the Google Cloud clients are absent (only gs:// needs them, and Beam says so
+# there), and RunInference that it cannot read memory usage on this platform: noise for every run.
+_NOISE = ("apitools not found", "Resource module is not available")
+logging.getLogger().addFilter(lambda record: not any(n in record.getMessage() for n in _NOISE))
+
+from vlcurate.pipelines.format import add_format_parser, cmd_format  # noqa: E402
+from vlcurate.pipelines.sft import add_sft_parser, cmd_sft  # noqa: E402
+from vlcurate.pipelines.synth import add_synth_parser, cmd_synth  # noqa: E402
+from vlcurate.schemas.errors import ConfigError  # noqa: E402
 
 
 def _add_clean(sub) -> None:
