@@ -102,7 +102,9 @@ def _read_parquet(source: SourceConfig, path: str, fh) -> Iterator[Pair]:
 
 def _read_text_rows(source: SourceConfig, path: str, fh) -> Iterator[Pair]:
     folder = posixpath.dirname(path) if "://" in path else os.path.dirname(path)
-    text = io.TextIOWrapper(fh, encoding="utf-8", errors="strict", newline="")
+    # Invalid UTF-8 must cost one row, not the rest of the file: bytes that do not decode are carried as
+    # surrogates (surrogateescape) and the row becomes a `caption_bad_utf8` reject in pair_from_row.
+    text = io.TextIOWrapper(fh, encoding="utf-8", errors="surrogateescape", newline="")
     rows = enumerate(csv.DictReader(text)) if source.format == "csv" else enumerate(text)
     for number, row in rows:
         fallback = f"{_stem(path)}-{number:09d}"
@@ -111,20 +113,15 @@ def _read_text_rows(source: SourceConfig, path: str, fh) -> Iterator[Pair]:
                 continue  # blank lines are not records
             try:
                 row = json.loads(row)
+                error = None if isinstance(row, dict) else "a JSONL line must be an object"
             except json.JSONDecodeError as exc:
+                error = str(exc)[:200]
+            if error is not None:
                 yield Pair(
                     uid=make_uid(source.name, fallback),
                     source=source.name,
                     reject="row_unparseable",
-                    meta={"file": path, "error": str(exc)[:200]},
-                )
-                continue
-            if not isinstance(row, dict):
-                yield Pair(
-                    uid=make_uid(source.name, fallback),
-                    source=source.name,
-                    reject="row_unparseable",
-                    meta={"file": path, "error": "a JSONL line must be an object"},
+                    meta={"file": path, "error": error},
                 )
                 continue
         yield pair_from_row(source, row, fallback, folder)

@@ -62,7 +62,7 @@ def pair_from_row(source: SourceConfig, row: dict[str, Any], fallback_key: str, 
     """A Parquet/JSONL/CSV row. The image column holds bytes, an HF-datasets {bytes, path} struct, or a
     path (relative paths resolve against `image_root`, else the input file's folder)."""
     key_value = row.get(source.key_column)
-    key = str(key_value) if key_value not in (None, "") else fallback_key
+    key = _replace_bad_bytes(str(key_value)) if key_value not in (None, "") else fallback_key
     caption = row.get(source.caption_column)
     if caption is None:
         caption = ""
@@ -73,6 +73,8 @@ def pair_from_row(source: SourceConfig, row: dict[str, Any], fallback_key: str, 
             return _bad(source.name, key, "caption_bad_utf8")
     elif not isinstance(caption, str):
         caption = str(caption)
+    if not _utf8_clean(caption):  # undecodable bytes a text reader carried through as surrogates
+        return _bad(source.name, key, "caption_bad_utf8")
     image: bytes | None = None
     image_ref: str | None = None
     value = row.get(source.image_column) if source.image_column is not None else None
@@ -98,6 +100,22 @@ def pair_from_row(source: SourceConfig, row: dict[str, Any], fallback_key: str, 
     )
 
 
+def _utf8_clean(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _replace_bad_bytes(text: str) -> str:
+    """Keys and passthrough fields keep their row: undecodable bytes become U+FFFD there (only the caption,
+    which training reads, turns a row into a reject)."""
+    if _utf8_clean(text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def resolve_image_path(ref: str, root: str) -> str:
     if "://" in ref or os.path.isabs(ref):
         return ref
@@ -107,7 +125,9 @@ def resolve_image_path(ref: str, root: str) -> str:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return f"<{len(value)} bytes>"
-    if isinstance(value, (str, int, float, bool)) or value is None:
+    if isinstance(value, str):
+        return _replace_bad_bytes(value)
+    if isinstance(value, (int, float, bool)) or value is None:
         return value
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}

@@ -135,3 +135,35 @@ def test_a_glob_matching_nothing_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="no file matches"):
         run(config)
     assert not (tmp_path / "out").exists()
+
+
+def test_bad_rows_cost_one_record_each_not_the_file(tmp_path):
+    """Invalid UTF-8 and broken JSON lines become rejects; every other line of the file is still read."""
+    from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
+
+    lines = [
+        b'{"key": "a", "caption": "A red circle on a grey wall"}',
+        b'{"key": "b", "caption": "caf\xe9 bad"}',
+        b'{"key": "c", "caption": oops}',
+        b'{"key": "d", "caption": "A blue square on the left side"}',
+    ]
+    (tmp_path / "rows.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (tmp_path / "rows.csv").write_bytes(
+        # a bad caption is a reject; bad bytes in the key or a passthrough column only become U+FFFD
+        b"key,caption,note\na,A red circle on a grey wall,x\nb,caf\xe9 bad,y\nd\xff,A blue square on the left side,n\xe9\n"
+    )
+    for fmt, expected in (
+        ("jsonl", {"caption_bad_utf8": 1, "row_unparseable": 1}),
+        ("csv", {"caption_bad_utf8": 1}),
+    ):
+        config = CleanConfig(
+            sources=[
+                SourceConfig(name="s", format=fmt, paths=[str(tmp_path / f"rows.{fmt}")], image_column=None)
+            ],
+            output=OutputConfig(dir=str(tmp_path / f"out-{fmt}")),
+        )
+        stats = run(config)
+        assert stats["sources"]["s"]["rejected_by_reason"] == expected, fmt
+        assert stats["sources"]["s"]["kept"] == 2, fmt
+    kept = {r["uid"]: json.loads(r["meta"]) for r in kept_rows(str(tmp_path / "out-csv"))}
+    assert kept == {"s/a": {"note": "x"}, "s/d\ufffd": {"note": "n\ufffd"}}
