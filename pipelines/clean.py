@@ -174,7 +174,7 @@ def run_clean(config: CleanConfig, beam_args: list[str] | None = None, progress:
     return stats
 
 
-def default_config(inputs: list[str], output: str, input_format: str, **kwargs: Any) -> CleanConfig:
-    """A config for `--input` without `--config`: one source named after the format."""
-    source = SourceConfig(name=kwargs.pop("source_name", "input"), format=input_format, paths=inputs)
-    return CleanConfig(sources=[source], output=OutputConfig(dir=output), **kwargs)
+def default_config(inputs: list[str], output: str, input_format: str) -> CleanConfig:
+    """A config for `--input` without `--config`: one source named `input`, every default."""
+    source = SourceConfig(name="input", format=input_format, paths=inputs)
+    return CleanConfig(sources=[source], output=OutputConfig(dir=output))
