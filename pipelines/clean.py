@@ -12,6 +12,7 @@ from typing import Any
 import apache_beam as beam
 
 from vlcurate.filters.chain import Chain, build_chain
+from vlcurate.formatters.report import render_report
 from vlcurate.pipelines.dedup import Deduplicate
 from vlcurate.pipelines.options import is_local, pipeline_options
 from vlcurate.pipelines.output import (
@@ -34,7 +35,7 @@ from vlcurate.schemas.stats import RunStats
 def finalize(
     _: Any, shards: list[dict], rejects: list[dict], stats: RunStats, directory: str, info: dict[str, Any]
 ) -> None:
-    """Writes stats.json and info.json, then COMPLETED last."""
+    """Writes stats.json, info.json and report.html, then COMPLETED last."""
     summary = stats.to_json()
     write_bytes_atomic(join(directory, "stats.json"), stats.dumps().encode("utf-8"))
     info = {
@@ -44,6 +45,7 @@ def finalize(
         "rejects": sorted(rejects, key=lambda r: r["file"]),
     }
     write_json(join(directory, "info.json"), info)
+    write_bytes_atomic(join(directory, "report.html"), render_report(summary, info).encode("utf-8"))
     write_bytes_atomic(join(directory, COMPLETED), b"")
 
 

@@ -1,0 +1,130 @@
+"""report.html: stats.json of a `clean` run as one self-contained page (no scripts, no external files).
+
+For whoever must defend the thresholds: per-source totals and reject reasons, each step's own counts,
+score histograms with the threshold region visible, overlaps from --audit runs, and sample rejects per
+reason. Everything from the data is HTML-escaped: captions are untrusted web text.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+_STYLE = """
+body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
+table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f3f3f3}td.l,th.l{text-align:left}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
+.hist{display:inline-block;margin:0 1.5em 1em 0;vertical-align:top}.muted{color:#777}
+"""
+
+
+_LEFT = ' class="l"'
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[Any]], left: int = 1) -> str:
+    """A table whose first `left` columns are text (left-aligned) and the rest numbers."""
+
+    def cells(tag: str, values: Iterable[Any]) -> str:
+        return "".join(f"<{tag}{_LEFT if i < left else ''}>{_e(v)}</{tag}>" for i, v in enumerate(values))
+
+    return (
+        f"<table><tr>{cells('th', header)}</tr>"
+        + "".join(f"<tr>{cells('td', r)}</tr>" for r in rows)
+        + "</table>"
+    )
+
+
+def _histogram_svg(hist: Mapping[str, Any], width: int = 320, height: int = 90) -> str:
+    counts = hist["counts"]
+    top = max(counts) or 1
+    bar = width / len(counts)
+    bars = "".join(
+        f'<rect x="{i * bar:.1f}" y="{height - c / top * height:.1f}" width="{max(bar - 1, 1):.1f}" '
+        f'height="{c / top * height:.1f}" fill="#4a7fb5"><title>{_e(_bin_label(hist, i))}: {c}</title></rect>'
+        for i, c in enumerate(counts)
+    )
+    return (
+        f'<svg width="{width}" height="{height + 14}" role="img">{bars}'
+        f'<text x="0" y="{height + 12}" font-size="10">{_e(hist["low"])}</text>'
+        f'<text x="{width}" y="{height + 12}" font-size="10" text-anchor="end">{_e(hist["high"])}</text></svg>'
+    )
+
+
+def _bin_label(hist: Mapping[str, Any], i: int) -> str:
+    step = (hist["high"] - hist["low"]) / hist["bins"]
+    return f"[{hist['low'] + i * step:.3g}, {hist['low'] + (i + 1) * step:.3g})"
+
+
+def _sources_table(sources: Mapping[str, Any]) -> str:
+    """One column per source, one row per count and reject reason (reasons outnumber sources)."""
+    reasons = sorted({r for s in sources.values() for r in s["rejected_by_reason"]})
+    rows = [
+        ["read", *(s["read"] for s in sources.values())],
+        ["kept", *(s["kept"] for s in sources.values())],
+        ["kept %", *(f"{100 * s['kept'] / s['read']:.1f}" if s["read"] else "-" for s in sources.values())],
+    ]
+    rows += [
+        [f"rejected: {r}", *(s["rejected_by_reason"].get(r, 0) for s in sources.values())] for r in reasons
+    ]
+    return _table(["", *sources], rows)
+
+
+def _steps_table(stats: Mapping[str, Any], info: Mapping[str, Any]) -> str:
+    """Steps in the order they ran."""
+    order = {name: i for i, name in enumerate(info.get("steps", []))}
+    steps = sorted(stats["steps"].items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+    rows = [
+        [
+            name,
+            s["seen"],
+            sum(s["dropped"].values()),
+            s["changed"],
+            ", ".join(f"{r} {n:,}" for r, n in s["dropped"].items()),
+        ]
+        for name, s in steps
+    ]
+    return _table(["step", "seen", "dropped", "changed", "reasons"], rows)
+
+
+def render_report(stats: Mapping[str, Any], info: Mapping[str, Any]) -> str:
+    """The page for one run's stats.json and info.json contents."""
+    totals = stats["totals"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>vlcurate clean report</title>",
+        f"<style>{_STYLE}</style></head><body><h1>vlcurate clean report</h1>",
+        f"<p>read <b>{totals['read']:,}</b>, kept <b>{totals['kept']:,}</b>, rejected "
+        f"<b>{totals['rejected']:,}</b>. Steps: {_e(', '.join(info.get('steps', [])))}.</p>",
+        "<h2>Sources</h2>",
+        _sources_table(stats["sources"]),
+        "<h2>Steps</h2><p class='muted'>seen: pairs that reached the step (all pairs in --audit runs); "
+        "dropped: pairs the step itself rejected; changed: captions a cleaner rewrote.</p>",
+        _steps_table(stats, info),
+    ]
+    params = info.get("step_params", {})
+    if params:
+        rows = [[src, step, p] for src, steps in params.items() for step, p in steps.items() if p]
+        parts += ["<h2>Thresholds in effect</h2>", _table(["source", "step", "parameters"], rows, left=3)]
+    if stats.get("histograms"):
+        parts.append("<h2>Score histograms</h2>")
+        for score, by_source in stats["histograms"].items():
+            for source, hist in by_source.items():
+                parts.append(
+                    f"<div class='hist'><b>{_e(score)}</b> <span class='muted'>{_e(source)}, "
+                    f"{sum(hist['counts']):,} pairs</span><br>{_histogram_svg(hist)}</div>"
+                )
+    if stats.get("overlaps"):
+        parts += ["<h2>Overlaps (--audit)</h2>", _table(["reasons", "pairs"], stats["overlaps"].items())]
+    if stats.get("samples"):
+        parts.append(
+            "<h2>Sample rejects</h2><p class='muted'>The same hash-chosen pairs whatever the number of workers.</p>"
+        )
+        for reason, samples in stats["samples"].items():
+            rows = [[s["uid"], s["caption_raw"]] for s in samples]
+            parts += [f"<h3>{_e(reason)}</h3>", _table(["uid", "caption (raw)"], rows, left=2)]
+    parts.append("</body></html>\n")
+    return "".join(parts)

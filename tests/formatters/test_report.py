@@ -1,0 +1,24 @@
+from vlcurate.formatters.report import render_report
+
+STATS = {
+    "totals": {"read": 3, "kept": 1, "rejected": 2},
+    "sources": {
+        "web": {"read": 3, "kept": 1, "rejected": 2, "rejected_by_reason": {"emoji": 1, "too_small": 1}}
+    },
+    "steps": {"emoji": {"seen": 3, "dropped": {"emoji": 1}, "changed": 0, "by_source": {}}},
+    "histograms": {"clip": {"web": {"low": -0.5, "high": 1.0, "bins": 3, "counts": [0, 2, 1]}}},
+    "overlaps": {"emoji+too_small": 1},
+    "samples": {"emoji": [{"uid": "web/1", "caption_raw": "<script>alert(1)</script> 🙂"}]},
+}
+
+
+def test_report_shows_the_counts_and_escapes_captions():
+    page = render_report(STATS, {"steps": ["emoji"], "step_params": {"web": {"emoji": {"max_emoji": 0}}}})
+    assert "read <b>3</b>, kept <b>1</b>, rejected <b>2</b>" in page
+    assert "<td>33.3</td>" in page and '<td class="l">rejected: too_small</td><td>1</td>' in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; 🙂" in page and "<script>" not in page
+    assert "emoji+too_small" in page and "{&#x27;max_emoji&#x27;: 0}" in page
+    assert page.count("<rect ") == 3
+    assert page == render_report(
+        STATS, {"steps": ["emoji"], "step_params": {"web": {"emoji": {"max_emoji": 0}}}}
+    )
