@@ -58,6 +58,7 @@ def run_demo(out: str, n: int = 600, overwrite: bool = False, beam_args: list[st
         "  clean/shards/       kept pairs: WebDataset tar + Parquet metadata per shard\n"
         "  clean/rejects/      every dropped pair with its reason\n"
         "  clean/stats.json    counts per step and reason, score histograms, sample rejects\n"
+        "  clean/report.html   the same as one page, with the thresholds in effect\n"
         "  sft/shards/         Qwen-VL finetune.py JSON arrays (+ JSONL twins), sft/images/\n"
         "  stage1/, stage2/    samples/ (JSONL + Parquet), packed/ (2048-token sequences), images/\n"
         "  each stage also has info.json and COMPLETED"
