@@ -20,6 +20,7 @@ from vlcurate.pipelines.output import (
     join,
     prepare_output_dir,
     read_json,
+    run_last,
     versions,
     write_bytes_atomic,
     write_json,
@@ -117,17 +118,14 @@ def build_pipeline(
         "step_params": chain.params(),
         "versions": versions(),
     }
-    _ = (
-        p
-        | "Finalize" >> beam.Create([None])
-        | beam.Map(
-            finalize,
-            beam.pvalue.AsList(shards),
-            beam.pvalue.AsList(reject_files),
-            beam.pvalue.AsSingleton(stats),
-            directory=out,
-            info=info,
-        )
+    run_last(
+        p,
+        finalize,
+        beam.pvalue.AsList(shards),
+        beam.pvalue.AsList(reject_files),
+        beam.pvalue.AsSingleton(stats),
+        directory=out,
+        info=info,
     )
 
 

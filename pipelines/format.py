@@ -34,6 +34,7 @@ from vlcurate.pipelines.output import (
     prepare_output_dir,
     read_json,
     require_completed,
+    run_last,
     versions,
     write_bytes_atomic,
     write_json,
@@ -190,20 +191,17 @@ def build_pipeline(p: beam.Pipeline, stage: int, inputs: list[str], out: str, ma
         | "TaskOf" >> beam.Map(lambda s: s["task"])
         | "CountTasks" >> beam.combiners.Count.PerElement()
     )
-    _ = (
-        p
-        | "Finalize" >> beam.Create([None])
-        | beam.Map(
-            finalize,
-            beam.pvalue.AsList(sample_files),
-            beam.pvalue.AsList(pack_files),
-            beam.pvalue.AsList(reject_files),
-            beam.pvalue.AsList(pack_stats),
-            beam.pvalue.AsDict(task_counts),
-            beam.pvalue.AsDict(reject_reasons),
-            directory=out,
-            info=info,
-        )
+    run_last(
+        p,
+        finalize,
+        beam.pvalue.AsList(sample_files),
+        beam.pvalue.AsList(pack_files),
+        beam.pvalue.AsList(reject_files),
+        beam.pvalue.AsList(pack_stats),
+        beam.pvalue.AsDict(task_counts),
+        beam.pvalue.AsDict(reject_reasons),
+        directory=out,
+        info=info,
     )
 
 

@@ -98,3 +98,11 @@ def versions() -> dict[str, str]:
         "pyarrow": pyarrow.__version__,
         "pillow": PIL.__version__,
     }
+
+
+def run_last(p, fn, *side_inputs, **kwargs):
+    """Runs `fn(None, *side_inputs, **kwargs)` once, after every side input is complete (a runner
+    materializes side inputs first): how each job writes stats.json, info.json and COMPLETED last."""
+    import apache_beam as beam
+
+    return p | "Finalize" >> beam.Create([None]) | "FinalizeRun" >> beam.Map(fn, *side_inputs, **kwargs)

@@ -43,6 +43,7 @@ from vlcurate.pipelines.output import (
     join,
     prepare_output_dir,
     read_json,
+    run_last,
     versions,
     write_bytes_atomic,
     write_json,
@@ -257,18 +258,15 @@ def build_pipeline(
         | "StatsPartials" >> beam.Flatten()
         | "MergeStats" >> beam.CombineGlobally(MergeStats(functools.partial(SftStats, max_len)))
     )
-    _ = (
-        p
-        | "Finalize" >> beam.Create([None])
-        | beam.Map(
-            finalize,
-            beam.pvalue.AsList(shards),
-            beam.pvalue.AsSingleton(images),
-            beam.pvalue.AsList(reject_files),
-            beam.pvalue.AsSingleton(stats),
-            directory=out,
-            info=info,
-        )
+    run_last(
+        p,
+        finalize,
+        beam.pvalue.AsList(shards),
+        beam.pvalue.AsSingleton(images),
+        beam.pvalue.AsList(reject_files),
+        beam.pvalue.AsSingleton(stats),
+        directory=out,
+        info=info,
     )
 
 
