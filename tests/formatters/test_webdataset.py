@@ -50,3 +50,24 @@ def test_a_truncated_archive_yields_what_came_before_then_raises():
         for key, _ in iter_samples(io.BytesIO(data[:2600])):
             seen.append(key)
     assert seen[:1] == ["000"]
+
+
+def test_the_hand_written_headers_equal_tarfiles_own_ustar_output():
+    samples = [
+        ("000000001", {"jpg": b"x" * 1000, "txt": "un café".encode(), "json": b"{}"}),
+        ("000000002", {"txt": b""}),
+        ("dir/k", {"txt": b"y" * 512}),
+    ]
+    reference = io.BytesIO()
+    with tarfile.open(fileobj=reference, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+        for key, files in samples:
+            for ext, data in files.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o644, "", ""
+                tar.addfile(info, io.BytesIO(data))
+    assert write(samples) == reference.getvalue()
+
+
+def test_member_names_over_100_bytes_are_refused():
+    with pytest.raises(ValueError, match="longer than 100 bytes"):
+        write([("k" * 100, {"txt": b""})])
