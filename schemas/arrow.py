@@ -51,40 +51,38 @@ def _scores(pair: Pair) -> list[tuple[str, float]]:
     return sorted(pair.scores.items())
 
 
+# Columns built straight from the records: several times faster than a list of row dicts.
+_FIELDS = {
+    "uid": lambda p: p.uid,
+    "source": lambda p: p.source,
+    "reason": lambda p: p.reject,
+    "caption": lambda p: p.caption,
+    "caption_raw": lambda p: p.caption_raw,
+    "image_ref": lambda p: p.image_ref,
+    "image_format": lambda p: p.image_format,
+    "width": lambda p: p.width,
+    "height": lambda p: p.height,
+    "lang": lambda p: p.lang,
+    "scores": _scores,
+    "meta": meta_json,
+}
+
+
+def _table(pairs: Sequence[Pair], schema: pa.Schema, extra: dict[str, Sequence] | None = None) -> pa.Table:
+    columns = {
+        field.name: (
+            extra[field.name] if extra and field.name in extra else [_FIELDS[field.name](p) for p in pairs]
+        )
+        for field in schema
+    }
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
 def kept_table(pairs: Sequence[Pair], keys: Sequence[str]) -> pa.Table:
-    rows = [
-        {
-            "key": key,
-            "uid": p.uid,
-            "source": p.source,
-            "caption": p.caption,
-            "caption_raw": p.caption_raw,
-            "image_format": p.image_format,
-            "width": p.width,
-            "height": p.height,
-            "lang": p.lang,
-            "scores": _scores(p),
-            "meta": meta_json(p),
-        }
-        for p, key in zip(pairs, keys, strict=True)
-    ]
-    return pa.Table.from_pylist(rows, schema=KEPT_SCHEMA)
+    if len(keys) != len(pairs):
+        raise ValueError("one key per pair")
+    return _table(pairs, KEPT_SCHEMA, {"key": list(keys)})
 
 
 def reject_table(pairs: Sequence[Pair]) -> pa.Table:
-    rows = [
-        {
-            "uid": p.uid,
-            "source": p.source,
-            "reason": p.reject,
-            "caption_raw": p.caption_raw,
-            "caption": p.caption,
-            "image_ref": p.image_ref,
-            "width": p.width,
-            "height": p.height,
-            "scores": _scores(p),
-            "meta": meta_json(p),
-        }
-        for p in pairs
-    ]
-    return pa.Table.from_pylist(rows, schema=REJECT_SCHEMA)
+    return _table(pairs, REJECT_SCHEMA)

@@ -10,6 +10,8 @@ import json
 from collections import Counter
 from typing import Any
 
+import numpy as np
+
 from vlcurate.schemas.record import Pair, stable_hash
 
 SAMPLES_PER_REASON = 8
@@ -27,6 +29,14 @@ class Histogram:
             return
         position = int((value - self.low) / (self.high - self.low) * self.bins)
         self.counts[min(self.bins - 1, max(0, position))] += 1
+
+    def add_many(self, values: list[float]) -> None:
+        """`add` for a batch: the same bins, computed with numpy."""
+        x = np.asarray(values, dtype=np.float64)
+        x = x[~np.isnan(x)]
+        positions = ((x - self.low) / (self.high - self.low) * self.bins).astype(np.int64)
+        counts = np.bincount(np.clip(positions, 0, self.bins - 1), minlength=self.bins)
+        self.counts = [a + int(b) for a, b in zip(self.counts, counts)]
 
     def merge(self, other: Histogram) -> None:
         self.counts = [a + b for a, b in zip(self.counts, other.counts)]
@@ -47,14 +57,24 @@ class RunStats:
         self.step_changed: Counter[tuple[str, str]] = Counter()  # (step, source): captions rewritten
         self.overlaps: Counter[str] = Counter()  # audit mode: "reason+reason" -> pairs
         self.histograms: dict[tuple[str, str], Histogram] = {}  # (score, source)
+        # Scores waiting to be binned, in batches (binning one value at a time is a hot path).
+        self._pending: dict[tuple[str, str], tuple[tuple[float, float, int], list[float]]] = {}
         self.samples: dict[str, list[tuple[int, str, str]]] = {}  # reason -> [(hash, uid, caption)]
 
     # --- recording -------------------------------------------------------------------------------
     def observe_score(self, name: str, source: str, value: float, bins: tuple[float, float, int]) -> None:
-        hist = self.histograms.get((name, source))
-        if hist is None:
-            hist = self.histograms[(name, source)] = Histogram(*bins)
-        hist.add(value)
+        pending = self._pending.get((name, source))
+        if pending is None:
+            pending = self._pending[(name, source)] = (bins, [])
+        pending[1].append(value)
+
+    def _bin_pending(self) -> None:
+        for key, (bins, values) in self._pending.items():
+            hist = self.histograms.get(key)
+            if hist is None:
+                hist = self.histograms[key] = Histogram(*bins)
+            hist.add_many(values)
+        self._pending = {}
 
     def observe_final(self, pair: Pair) -> None:
         """Counts a pair at the end of the pipeline, kept or rejected."""
@@ -75,6 +95,8 @@ class RunStats:
 
     # --- merging ---------------------------------------------------------------------------------
     def merge(self, other: RunStats) -> RunStats:
+        self._bin_pending()
+        other._bin_pending()
         for name in ("read", "kept", "rejected", "step_seen", "step_dropped", "step_changed", "overlaps"):
             getattr(self, name).update(getattr(other, name))
         for key, hist in other.histograms.items():
@@ -95,6 +117,7 @@ class RunStats:
         return sorted(set(self.read) | set(self.kept) | {s for s, _ in self.rejected})
 
     def to_json(self) -> dict[str, Any]:
+        self._bin_pending()
         by_source = {}
         for source in self.sources():
             rejects = {r: n for (s, r), n in sorted(self.rejected.items()) if s == source}
