@@ -25,11 +25,21 @@ def content_key(pair: Pair) -> str:
     return digest.hexdigest()
 
 
-def mark_duplicates(group: Iterable[Pair]) -> list[Pair]:
-    """Keeps the smallest uid of a group of identical pairs; the others become `duplicate` rejects
-    that name the survivor in meta["duplicate_of"]."""
-    pairs = sorted(group, key=lambda p: p.uid)
-    for pair in pairs[1:]:
-        reject(pair, REASON)
-        pair.meta["duplicate_of"] = pairs[0].uid
-    return pairs
+def survivors(keyed_uids: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """{content key: the smallest uid with that key} from (content key, uid) pairs."""
+    best: dict[str, str] = {}
+    for key, uid in keyed_uids:
+        current = best.get(key)
+        if current is None or uid < current:
+            best[key] = uid
+    return best
+
+
+def mark_if_duplicate(pair: Pair, survivor: str) -> bool:
+    """Makes `pair` a `duplicate` reject naming the survivor in meta["duplicate_of"], unless it is the
+    survivor; returns whether it was marked."""
+    if pair.uid == survivor:
+        return False
+    reject(pair, REASON)
+    pair.meta["duplicate_of"] = survivor
+    return True

@@ -27,10 +27,14 @@ the arrays are not where expected.
 
 from __future__ import annotations
 
+import array
+import importlib.metadata
 import math
+import os
 import threading
 import unicodedata
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import regex
@@ -46,20 +50,92 @@ UNDETERMINED = "und"
 _KANA_HANGUL = regex.compile(r"[\p{Hiragana}\p{Katakana}\p{Hangul}]")
 
 
+# py3langid unpacks its model (an xz-compressed npz) and we re-lay its feature table on every start,
+# ~0.8 s; the laid-out arrays are kept in a cache folder and load in a few tens of ms. Bump when the
+# layout changes.
+_LAYOUT_VERSION = 1
+
+
+def _cache_file() -> Path:
+    from py3langid import langid
+
+    model = Path(langid.MODEL_DIR, langid.MODEL_FILE)
+    root = os.environ.get("VLCURATE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "vlcurate"
+    )
+    tag = f"{importlib.metadata.version('py3langid')}-{model.stat().st_size}-{_LAYOUT_VERSION}"
+    return Path(root, f"py3langid-{tag}.npz")
+
+
+def _label_order(columns: list[str], label_index: dict[str, int]) -> list[int]:
+    """Feature-table columns reordered so that those of one label are adjacent (one np.add.reduceat)."""
+    return sorted(range(len(columns)), key=lambda c: (label_index[columns[c]], c))
+
+
+def _arrays_from_py3langid() -> dict[str, np.ndarray] | None:
+    from py3langid import langid
+
+    ident = langid.LanguageIdentifier.from_model_file(langid.MODEL_FILE, norm_probs=True)
+    try:
+        columns = list(ident.nb_classes)
+        order = _label_order(columns, {lab: i for i, lab in enumerate(dict.fromkeys(columns))})
+        ptc = np.asarray(ident.nb_ptc)
+        table = np.empty((ptc.shape[0] + 1, len(columns)), dtype=np.float32)
+        table[:-1] = ptc[:, order]
+        table[-1] = np.asarray(ident.nb_pc)[order]
+        arrays = {
+            "classes": np.array(columns),
+            "nextmove": np.asarray(ident.tk_nextmove, dtype=np.uint32),
+            "rowbase": np.asarray(ident.tk_row, dtype=np.int64) << 8,
+            "output": np.asarray(ident.tk_output, dtype=np.int64),
+        }
+        arrays["ptc"] = table
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    if len(arrays["rowbase"]) != len(arrays["output"]) or ptc.shape[1] != len(columns):
+        return None
+    return arrays
+
+
+def _cached_arrays() -> dict[str, np.ndarray] | None:
+    """The laid-out model arrays, from the cache when it holds them (else built and saved, best effort);
+    None when py3langid's arrays are not where expected."""
+    path = _cache_file()
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            return {name: cached[name] for name in cached.files}
+    except (OSError, ValueError, KeyError):
+        pass
+    arrays = _arrays_from_py3langid()
+    if arrays is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
+            np.savez(tmp, **arrays)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # an unwritable cache only costs start-up time
+    return arrays
+
+
 class _Model:
     """py3langid's model, with arrays laid out for fast single-caption inference."""
 
     def __init__(self) -> None:
-        from py3langid import langid
+        arrays = _cached_arrays()
+        self.identifier = None
+        if arrays is None:  # a py3langid without the expected arrays: its public API instead
+            from py3langid import langid
 
-        self.identifier = langid.LanguageIdentifier.from_model_file(langid.MODEL_FILE, norm_probs=True)
-        ident = self.identifier
-        columns = list(ident.nb_classes)
+            self.identifier = langid.LanguageIdentifier.from_model_file(langid.MODEL_FILE, norm_probs=True)
+            arrays = {"classes": list(self.identifier.nb_classes)}
+        self.fast = self.identifier is None
+        columns = [str(c) for c in arrays["classes"]]
+        self.classes = columns
         # py3langid's labels (it lists some twice, e.g. Serbian in two scripts, and sums those).
         self.labels = list(dict.fromkeys(columns))
         self.label_index = {lab: i for i, lab in enumerate(self.labels)}
-        # Columns reordered so that those of one label are adjacent: one np.add.reduceat sums them.
-        order = sorted(range(len(columns)), key=lambda c: (self.label_index[columns[c]], c))
+        order = _label_order(columns, self.label_index)
         self.starts = np.array(
             [i for i, c in enumerate(order) if i == 0 or columns[c] != columns[order[i - 1]]]
         )
@@ -71,20 +147,15 @@ class _Model:
             name: [self.label_index[lab] for lab in self.labels if LABEL_GROUPS.get(lab, lab) == name]
             for name in {LABEL_GROUPS.get(lab, lab) for lab in self.labels}
         }
-        try:
-            self.nextmove = ident.tk_nextmove
-            self.rowbase = [row << 8 for row in ident.tk_row]
-            self.output = list(ident.tk_output)
-            ptc = np.asarray(ident.nb_ptc)[:, order]
-            pc = np.asarray(ident.nb_pc)[order]
-            self.fast = len(self.rowbase) == len(self.output) and ptc.shape[1] == len(columns)
-        except (AttributeError, IndexError):  # a py3langid without these arrays: use its public API
-            self.fast = False
         if self.fast:
-            # Feature table in float32 with the class priors appended as one more row, so that one
-            # matrix product gives the scores.
-            self.ptc = np.ascontiguousarray(np.vstack([ptc, pc[None, :]]), dtype=np.float32)
-            self.prior_row = len(ptc)
+            self.nextmove = array.array("I")
+            self.nextmove.frombytes(arrays["nextmove"].astype(np.uint32).tobytes())
+            self.rowbase = arrays["rowbase"].tolist()
+            self.output = arrays["output"].tolist()
+            # Feature table (columns in `order`) in float32 with the class priors as its last row, so that
+            # one matrix product gives the scores.
+            self.ptc = arrays["ptc"]
+            self.prior_row = len(self.ptc) - 1
             self.log1p = [math.log1p(n) for n in range(256)]
 
     def reported_labels(self) -> set[str]:
@@ -97,7 +168,7 @@ class _Model:
             return None
         excluded = self._excluded.get(candidates)
         if excluded is None:
-            columns = [self.identifier.nb_classes[c] for c in self.order]
+            columns = [self.classes[c] for c in self.order]
             excluded = np.array(
                 [i for i, c in enumerate(columns) if LABEL_GROUPS.get(c, c) not in candidates]
             )

@@ -1,8 +1,9 @@
 """CLIP scoring behind Beam's RunInference: one model per worker process, batched, GPU when present.
 
-Examples are `ClipInput`s: the pair plus its prepared image, either uint8 pixels decoded on the CPU or
-raw JPEG bytes left for nvjpeg on the GPU. The prediction is the cosine similarity of the normalized
-image and caption embeddings.
+Examples are groups (lists) of `ClipInput`s, one group per batch of pairs, so that Beam's per-element
+costs are paid per group. A ClipInput is the pair plus its prepared image, either uint8 pixels decoded
+on the CPU or raw JPEG bytes left for nvjpeg on the GPU. The prediction for a group is the list of its
+cosine similarities of the normalized image and caption embeddings.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def pick_device(requested: str = "auto") -> str:
     return "cpu"
 
 
-class ClipModelHandler(ModelHandler[ClipInput, PredictionResult, LoadedClip]):
+class ClipModelHandler(ModelHandler[list[ClipInput], PredictionResult, LoadedClip]):
     def __init__(
         self,
         spec: str,
@@ -63,19 +64,36 @@ class ClipModelHandler(ModelHandler[ClipInput, PredictionResult, LoadedClip]):
         return load_clip(self.spec, device, compile=self.compile, fp8=self.precision == "fp8")
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
-        return {"min_batch_size": 1, "max_batch_size": self.batch_size}
+        # Sizes count pairs, not groups: small groups (a file's tail, a rare language) are pooled.
+        return {"min_batch_size": 1, "max_batch_size": self.batch_size, "element_size_fn": len}
 
     def get_metrics_namespace(self) -> str:
         return "vlcurate.clip_score"
 
-    def get_num_bytes(self, batch: Sequence[ClipInput]) -> int:
-        return sum((e.pixels.nbytes if e.pixels is not None else len(e.jpeg or b"")) for e in batch)
+    def get_num_bytes(self, batch: Sequence[list[ClipInput]]) -> int:
+        return sum(
+            (e.pixels.nbytes if e.pixels is not None else len(e.jpeg or b""))
+            for group in batch
+            for e in group
+        )
 
     def run_inference(
-        self, batch: Sequence[ClipInput], model: LoadedClip, inference_args: dict[str, Any] | None = None
+        self,
+        batch: Sequence[list[ClipInput]],
+        model: LoadedClip,
+        inference_args: dict[str, Any] | None = None,
     ) -> Iterable[PredictionResult]:
-        scores = score_batch(model, batch)
-        return [PredictionResult(example, score) for example, score in zip(batch, scores)]
+        inputs = [e for group in batch for e in group]
+        # Equal chunks of at most batch_size (300 inputs -> 150 + 150, not 256 + 44).
+        chunk = max(1, -(-len(inputs) // max(1, -(-len(inputs) // self.batch_size))))
+        scores: list[float] = []
+        for start in range(0, len(inputs), chunk):
+            scores.extend(score_batch(model, inputs[start : start + chunk]))
+        results, start = [], 0
+        for group in batch:
+            results.append(PredictionResult(group, scores[start : start + len(group)]))
+            start += len(group)
+        return results
 
 
 def score_batch(model: LoadedClip, batch: Sequence[ClipInput]) -> list[float]:

@@ -14,7 +14,7 @@ import apache_beam as beam
 from vlcurate.filters.chain import Chain, build_chain
 from vlcurate.formatters.report import render_report
 from vlcurate.pipelines.dedup import Deduplicate
-from vlcurate.pipelines.options import is_local, pipeline_options
+from vlcurate.pipelines.options import fewer_gc_passes, is_local, pipeline_options
 from vlcurate.pipelines.output import (
     COMPLETED,
     join,
@@ -28,7 +28,7 @@ from vlcurate.pipelines.output import (
 from vlcurate.pipelines.progress import ProgressPrinter, ProgressTap, worker_logs_to_file
 from vlcurate.pipelines.read import ReadSource
 from vlcurate.pipelines.steps import REJECTED, STATS, CountFinal, MergeStats, RunSteps
-from vlcurate.pipelines.write import WriteKeptShards, WriteRejects
+from vlcurate.pipelines.write import WriteKeptShards, WriteRejects, buckets_for_input
 from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
 from vlcurate.schemas.stats import RunStats
 
@@ -84,6 +84,7 @@ def build_pipeline(
     read = [p | reader for reader in readers]
     pairs = read | "AllSources" >> beam.Flatten()
     before, model, after = chain.split()
+    buckets = buckets_for_input(sum(reader.input_bytes for reader in readers))
     stepped = tap(pairs, "read") | "Steps" >> beam.ParDo(
         RunSteps(before, audit=config.audit, count_read=True)
     ).with_outputs(REJECTED, STATS, main="kept")
@@ -93,7 +94,7 @@ def build_pipeline(
         rejects += more_rejects
         partials += more_partials
     if "dedup" in chain.group_steps:
-        deduped = kept | "Dedup" >> Deduplicate()
+        deduped = kept | "Dedup" >> Deduplicate(buckets)
         kept = deduped.kept
         rejects.append(deduped[REJECTED])
         partials.append(deduped[STATS])
@@ -110,7 +111,7 @@ def build_pipeline(
     )
     out = config.output.dir
     shards = kept | "WriteShards" >> WriteKeptShards(out, config.output.pairs_per_shard)
-    reject_files = rejected | "WriteRejects" >> WriteRejects(out)
+    reject_files = rejected | "WriteRejects" >> WriteRejects(out, buckets)
     info = {
         "kind": "vlcurate.clean",
         "config": config.to_dict(),
@@ -160,7 +161,7 @@ def run_clean(config: CleanConfig, beam_args: list[str] | None = None, progress:
             log = os.path.join(tempfile.gettempdir(), f"vlcurate-workers-{os.getpid()}.log")
             stream = stack.enter_context(worker_logs_to_file(log))
         printer = stack.enter_context(ProgressPrinter(stream=stream)) if (progress and local) else None
-        with beam.Pipeline(options=options) as p:
+        with fewer_gc_passes(), beam.Pipeline(options=options) as p:
             build_pipeline(p, config, chain, readers, printer.folder if printer else None)
     if not local:
         return {}

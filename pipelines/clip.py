@@ -18,6 +18,7 @@ from vlcurate.model.clip_handler import ClipInput, ClipModelHandler
 from vlcurate.model.clip_models import image_size_of
 from vlcurate.model.clip_preprocess import pil_pixels
 from vlcurate.pipelines.steps import REJECTED
+from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.record import Pair
 
 # ApproximateQuantiles' resolution for keep_fraction: exact for small sources, rank error ~1/N_QUANTILES.
@@ -25,8 +26,9 @@ N_QUANTILES = 10_001
 
 
 class PrepareClipInput(beam.DoFn):
-    """Pair -> ClipInput. JPEGs stay encoded for nvjpeg when the model runs on a GPU; the rest is decoded
-    and resized here with PIL. An image PIL cannot decode becomes an `image_undecodable` reject."""
+    """A batch of pairs -> one group of ClipInputs per model (tagged with the model's spec). JPEGs stay
+    encoded for nvjpeg when the model runs on a GPU; the rest is decoded and resized here with PIL. An
+    image PIL cannot decode becomes an `image_undecodable` reject (a batch on REJECTED)."""
 
     def __init__(self, steps: dict[str, ClipScore], image_sizes: dict[str, int]) -> None:
         self.steps, self.image_sizes = steps, image_sizes
@@ -36,29 +38,43 @@ class PrepareClipInput(beam.DoFn):
 
         self.gpu = torch.cuda.is_available()
 
-    def process(self, pair: Pair) -> Iterator:
+    def process(self, batch: PairBatch) -> Iterator:
+        groups: dict[str, list[ClipInput]] = {}
+        rejected = PairBatch()
+        for pair in batch:
+            prepared = self._prepare(pair)
+            if prepared is None:
+                rejected.append(pair)
+            else:
+                groups.setdefault(prepared[0], []).append(prepared[1])
+        for spec, group in groups.items():
+            yield beam.pvalue.TaggedOutput(spec, group)
+        if rejected:
+            yield beam.pvalue.TaggedOutput(REJECTED, rejected)
+
+    def _prepare(self, pair: Pair) -> tuple[str, ClipInput] | None:
         step = self.steps[pair.source]
         spec = step.model_for(pair)
         if self.gpu and step.device != "cpu" and step.gpu_decode and pair.image_format == "JPEG":
-            yield beam.pvalue.TaggedOutput(spec, ClipInput(pair, jpeg=pair.image))
-            return
+            return spec, ClipInput(pair, jpeg=pair.image)
         try:
             pixels = pil_pixels(pair.image, self.image_sizes[spec], draft=step.draft)
         except Exception:  # undecodable data is a property of the record
             reject(pair, "image_undecodable")
-            yield beam.pvalue.TaggedOutput(REJECTED, pair)
-            return
-        yield beam.pvalue.TaggedOutput(spec, ClipInput(pair, pixels=pixels))
+            return None
+        return spec, ClipInput(pair, pixels=pixels)
 
 
-def _attach_score(result: PredictionResult) -> Pair:
-    pair = result.example.pair
-    pair.scores["clip"] = float(result.inference)
-    return pair
+def _attach_scores(result: PredictionResult) -> PairBatch:
+    batch = PairBatch()
+    for example, score in zip(result.example, result.inference):
+        example.pair.scores["clip"] = float(score)
+        batch.append(example.pair)
+    return batch
 
 
 class ScoreWithClip(beam.PTransform):
-    """Pairs in; pairs with scores["clip"] out (main), undecodable images on REJECTED."""
+    """Batches of pairs in; batches with scores["clip"] out (main), undecodable images on REJECTED."""
 
     def __init__(self, steps: dict[str, ClipScore]) -> None:
         super().__init__()
@@ -87,7 +103,7 @@ class ScoreWithClip(beam.PTransform):
             scored.append(
                 prepared[spec]
                 | f"RunInference[{spec}]" >> RunInference(handler)
-                | f"Attach[{spec}]" >> beam.Map(_attach_score)
+                | f"Attach[{spec}]" >> beam.Map(_attach_scores)
             )
         return {
             "kept": scored | "AllScored" >> beam.Flatten(pipeline=pairs.pipeline),
@@ -110,8 +126,12 @@ def keep_fraction_thresholds(scored, filters: dict[str, ClipFilter]):
 
     return (
         scored
-        | "FractionSources" >> beam.Filter(lambda p: p.source in fractions and "clip" in p.scores)
-        | "ScoreBySource" >> beam.Map(lambda p: (p.source, p.scores["clip"]))
+        | "ScoreBySource"
+        >> beam.FlatMap(
+            lambda batch: [
+                (p.source, p.scores["clip"]) for p in batch if p.source in fractions and "clip" in p.scores
+            ]
+        )
         | "Quantiles" >> beam.ApproximateQuantiles.PerKey(N_QUANTILES)
         | "Threshold" >> beam.Map(to_threshold)
         | "AsDict" >> beam.combiners.ToDict()

@@ -1,31 +1,61 @@
-"""Beam wrapper of filters.dedup: one shuffle keyed by content digest."""
+"""Beam wrapper of filters.dedup: one shuffle of batches into content-hash buckets.
+
+Identical pairs share a content key, so they share a bucket, and each bucket is deduplicated on its own.
+A bucket is read twice: once for (content key, uid) to find the survivors, once to mark and emit, so only
+the keys of a bucket need to fit in memory where the runner streams grouped values (Dataflow).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 
-from vlcurate.filters.dedup import REASON, content_key, mark_duplicates
+from vlcurate.filters.dedup import REASON, content_key, mark_if_duplicate, survivors
 from vlcurate.pipelines.steps import REJECTED, STATS, in_global_window, publish_counters
-from vlcurate.schemas.record import Pair
+from vlcurate.schemas.batch import BATCH_SIZE, PairBatch
 from vlcurate.schemas.stats import RunStats
 
 STEP = "dedup"
 
 
-class _MarkGroup(beam.DoFn):
+def _split_by_bucket(batch: PairBatch, buckets: int) -> Iterator[tuple[int, tuple[list[str], PairBatch]]]:
+    parts: dict[int, tuple[list[str], PairBatch]] = {}
+    for pair in batch:
+        key = content_key(pair)
+        keys, pairs = parts.setdefault(int(key[:15], 16) % buckets, ([], PairBatch()))
+        keys.append(key)
+        pairs.append(pair)
+    yield from parts.items()
+
+
+class _MarkBucket(beam.DoFn):
     def start_bundle(self) -> None:
         self._stats = RunStats()
 
-    def process(self, keyed: tuple[str, list[Pair]]) -> Iterator:
-        for pair in mark_duplicates(keyed[1]):
-            self._stats.step_seen[(STEP, pair.source)] += 1
-            if pair.reject == REASON:
-                self._stats.step_dropped[(STEP, pair.source, REASON)] += 1
-                yield beam.pvalue.TaggedOutput(REJECTED, pair)
-            else:
-                yield pair
+    def process(self, bucket: tuple[int, Iterable[tuple[list[str], PairBatch]]]) -> Iterator:
+        parts = bucket[1]
+        best = survivors((key, pair.uid) for keys, pairs in parts for key, pair in zip(keys, pairs))
+        kept, rejected = PairBatch(), PairBatch()
+        for keys, pairs in parts:
+            for key, pair in zip(keys, pairs):
+                self._stats.step_seen[(STEP, pair.source)] += 1
+                if mark_if_duplicate(pair, best[key]):
+                    self._stats.step_dropped[(STEP, pair.source, REASON)] += 1
+                    rejected.append(pair)
+                else:
+                    kept.append(pair)
+            # Re-batched to BATCH_SIZE: with many buckets the incoming parts are small.
+            if len(kept) >= BATCH_SIZE:
+                yield kept
+                kept = PairBatch()
+            if len(rejected) >= BATCH_SIZE:
+                yield beam.pvalue.TaggedOutput(REJECTED, rejected)
+                rejected = PairBatch()
+        if kept:
+            yield kept
+        if rejected:
+            yield beam.pvalue.TaggedOutput(REJECTED, rejected)
 
     def finish_bundle(self) -> Iterator:
         publish_counters(self._stats)
@@ -33,12 +63,17 @@ class _MarkGroup(beam.DoFn):
 
 
 class Deduplicate(beam.PTransform):
-    """Kept pairs in; outputs main (unique), REJECTED (duplicates) and STATS partials."""
+    """Batches of kept pairs in; outputs main (unique), REJECTED (duplicates) and STATS partials.
+    `buckets` is fixed when the pipeline is built (write.buckets_for_input)."""
 
-    def expand(self, pairs):
+    def __init__(self, buckets: int) -> None:
+        super().__init__()
+        self.buckets = buckets
+
+    def expand(self, batches):
         return (
-            pairs
-            | "ByContent" >> beam.Map(lambda p: (content_key(p), p))
+            batches
+            | "ByContent" >> beam.FlatMap(_split_by_bucket, self.buckets)
             | "Group" >> beam.GroupByKey()
-            | "Mark" >> beam.ParDo(_MarkGroup()).with_outputs(REJECTED, STATS, main="kept")
+            | "Mark" >> beam.ParDo(_MarkBucket()).with_outputs(REJECTED, STATS, main="kept")
         )

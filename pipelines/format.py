@@ -26,7 +26,7 @@ from vlcurate.formatters.packing import DEFAULT_MAX_TOKENS, Pack, Packer, PackRe
 from vlcurate.formatters.samples_io import PACK_SCHEMA, SAMPLE_SCHEMA, write_jsonl, write_parquet
 from vlcurate.formatters.stage1 import RejectSample, format_pair
 from vlcurate.formatters.stage2 import format_stage2_line
-from vlcurate.pipelines.options import is_local, pipeline_options
+from vlcurate.pipelines.options import fewer_gc_passes, is_local, pipeline_options
 from vlcurate.pipelines.output import (
     COMPLETED,
     ensure_dir,
@@ -151,7 +151,8 @@ def build_pipeline(p: beam.Pipeline, stage: int, inputs: list[str], out: str, ma
         source = SourceConfig(
             name="clean", format="webdataset", paths=[join(d, "shards", "*.tar") for d in inputs]
         )
-        tagged = p | ReadSource(source) | "Stage1" >> beam.FlatMap(stage1_sample, out)
+        pairs = p | ReadSource(source) | "Unbatch" >> beam.FlatMap(iter)
+        tagged = pairs | "Stage1" >> beam.FlatMap(stage1_sample, out)
     else:
         files = sorted(
             {m.path for pattern in inputs for r in FileSystems.match([pattern]) for m in r.metadata_list}
@@ -256,7 +257,7 @@ def run_format(
         "versions": versions(),
     }
     started = time.monotonic()
-    with beam.Pipeline(options=options) as p:
+    with fewer_gc_passes(), beam.Pipeline(options=options) as p:
         build_pipeline(p, stage, inputs, out, max_tokens, info)
     if not is_local(options):
         return {}

@@ -25,7 +25,8 @@ STAGES = ("read", "kept", "rejected")
 
 
 class ProgressTap(beam.DoFn):
-    """Counts elements passing through and flushes the count to its own file at most once a second."""
+    """Counts the pairs of the batches passing through and flushes the count to its own file at most once
+    a second."""
 
     def __init__(self, folder: str, stage: str) -> None:
         self.folder, self.stage = folder, stage
@@ -35,12 +36,12 @@ class ProgressTap(beam.DoFn):
         self._path = os.path.join(self.folder, f"{self.stage}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json")
         self._flushed = 0.0
 
-    def process(self, element: object) -> Iterator[object]:
-        self._count += 1
+    def process(self, batch: list) -> Iterator[list]:
+        self._count += len(batch)
         now = time.monotonic()
         if now - self._flushed > 1.0:
             self._flush(now)
-        yield element
+        yield batch
 
     def finish_bundle(self) -> None:
         self._flush(time.monotonic())

@@ -1,4 +1,4 @@
-"""Readers: one PTransform per source that yields Pair records (parsing lives in schemas.rows).
+"""Readers: one PTransform per source that yields batches of Pair records (parsing lives in schemas.rows).
 
 Files are matched when the pipeline is built, so a glob that matches nothing fails before any work.
 A broken file never fails the job: what could be read is kept and the break becomes a reject.
@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from vlcurate.formatters.webdataset import iter_samples
+from vlcurate.schemas.batch import PairBatch, batched
 from vlcurate.schemas.config import SourceConfig
 from vlcurate.schemas.errors import ConfigError
 from vlcurate.schemas.record import Pair, make_uid
@@ -28,14 +29,15 @@ from vlcurate.schemas.rows import pair_from_row, pair_from_sample
 _BATCH_ROWS = 1024
 
 
-def match_files(source: SourceConfig) -> list[str]:
-    paths: list[str] = []
+def match_files(source: SourceConfig) -> dict[str, int]:
+    """{path: size in bytes} of every file the source's patterns match, sorted by path."""
+    sizes: dict[str, int] = {}
     for pattern in source.paths:
-        found = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
+        found = [m for r in FileSystems.match([pattern]) for m in r.metadata_list]
         if not found:
             raise ConfigError(f"source {source.name!r}: no file matches {pattern!r}; check `paths`.")
-        paths.extend(found)
-    return sorted(set(paths))
+        sizes.update((m.path, m.size_in_bytes) for m in found)
+    return dict(sorted(sizes.items()))
 
 
 def check_columns(source: SourceConfig, first_file: str) -> None:
@@ -127,31 +129,30 @@ def _read_text_rows(source: SourceConfig, path: str, fh) -> Iterator[Pair]:
         yield pair_from_row(source, row, fallback, folder)
 
 
-class LoadImageBytes(beam.DoFn):
-    """Fetches `image_ref` files through Beam's filesystems; a missing file is a reject."""
-
-    def process(self, pair: Pair) -> Iterator[Pair]:
-        if pair.image is None and pair.image_ref is not None and pair.reject is None:
-            if pair.image_ref.startswith(("http://", "https://")):
+def load_image_bytes(pair: Pair) -> None:
+    """Fetches the pair's `image_ref` file through Beam's filesystems; a missing file is a reject."""
+    if pair.image is None and pair.image_ref is not None and pair.reject is None:
+        if pair.image_ref.startswith(("http://", "https://")):
+            pair.reject = "image_missing"
+            pair.meta["error"] = "remote URLs are not downloaded; fetch images first (img2dataset)"
+        else:
+            try:
+                with FileSystems.open(pair.image_ref) as fh:
+                    pair.image = fh.read()
+            except (OSError, ValueError) as exc:
                 pair.reject = "image_missing"
-                pair.meta["error"] = "remote URLs are not downloaded; fetch images first (img2dataset)"
-            else:
-                try:
-                    with FileSystems.open(pair.image_ref) as fh:
-                        pair.image = fh.read()
-                except (OSError, ValueError) as exc:
-                    pair.reject = "image_missing"
-                    pair.meta["error"] = f"{type(exc).__name__}: {exc}"[:300]
-        yield pair
+                pair.meta["error"] = f"{type(exc).__name__}: {exc}"[:300]
 
 
 class ReadSource(beam.PTransform):
-    """All records of one configured source."""
+    """All records of one configured source, as PairBatch elements (a batch never spans two files)."""
 
     def __init__(self, source: SourceConfig) -> None:
         super().__init__(label=f"Read[{source.name}]")
         self.source = source
-        self.files = match_files(source)
+        sizes = match_files(source)
+        self.files = list(sizes)
+        self.input_bytes = sum(sizes.values())
         check_columns(source, self.files[0])
 
     def expand(self, pbegin):
@@ -160,8 +161,14 @@ class ReadSource(beam.PTransform):
             pbegin
             | "Files" >> beam.Create(self.files)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "Parse" >> beam.FlatMap(lambda path: read_file(source, path))
+            | "Parse" >> beam.FlatMap(lambda path: batched(read_file(source, path)))
         )
         if source.image_column is None or source.format == "webdataset":  # no image files to fetch
             return pairs
-        return pairs | "LoadImages" >> beam.ParDo(LoadImageBytes())
+        return pairs | "LoadImages" >> beam.Map(_load_images)
+
+
+def _load_images(batch: PairBatch) -> PairBatch:
+    for pair in batch:
+        load_image_bytes(pair)
+    return batch

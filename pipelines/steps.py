@@ -1,6 +1,8 @@
-"""Runs a segment of the step chain on each record, with Beam metrics and mergeable stats.
+"""Runs a segment of the step chain on batches of records, with Beam metrics and mergeable stats.
 
-Kept pairs leave on the main output, rejects on `REJECTED`, and per-bundle RunStats partials on `STATS`.
+Elements are PairBatch lists (schemas/batch.py). Each step runs over the batch's live records before the
+next step starts, so the per-step bookkeeping is paid per batch, not per record. Kept pairs leave on the
+main output, rejects on `REJECTED` (both as batches), and per-bundle RunStats partials on `STATS`.
 A step that raises on a record is a bug, but it still must not fail the job or lose the record: the record
 becomes a reject `step_error_<step>` with the message in meta.
 """
@@ -16,6 +18,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from vlcurate.filters.base import Step, reject
+from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.record import Pair
 from vlcurate.schemas.stats import RunStats
 
@@ -47,33 +50,49 @@ class RunSteps(beam.DoFn):
     def start_bundle(self) -> None:
         self._stats = RunStats()
 
-    def process(self, pair: Pair, computed_thresholds: dict[str, float] | None = None) -> Iterator:
+    def process(self, batch: PairBatch, computed_thresholds: dict[str, float] | None = None) -> Iterator:
+        by_source: dict[str, list[Pair]] = {}
+        for pair in batch:
+            by_source.setdefault(pair.source, []).append(pair)
+        for source, pairs in by_source.items():
+            if self.count_read:
+                self._stats.read[source] += len(pairs)
+            for step in self._steps(source, computed_thresholds):
+                if not self.audit:
+                    pairs = [p for p in pairs if p.reject is None]
+                if not pairs:
+                    break
+                self._run_step(step, source, pairs)
+        kept = PairBatch(p for p in batch if p.reject is None)
+        if kept:
+            yield kept
+        if len(kept) < len(batch):
+            yield beam.pvalue.TaggedOutput(REJECTED, PairBatch(p for p in batch if p.reject is not None))
+
+    def _run_step(self, step: Step, source: str, pairs: list[Pair]) -> None:
         stats = self._stats
-        if self.count_read:
-            stats.read[pair.source] += 1
-        for step in self._steps(pair.source, computed_thresholds):
-            if pair.reject is not None and not self.audit:
-                break
+        changed = 0
+        dropped: list[str] = []
+        for pair in pairs:
             caption, reasons_before = pair.caption, _reason_count(pair)
             try:
                 step.apply(pair)
             except Exception as exc:  # see module docstring
                 reject(pair, f"step_error_{step.name}")
                 pair.meta["step_error"] = f"{type(exc).__name__}: {exc}"[:300]
-            stats.step_seen[(step.name, pair.source)] += 1
-            if _reason_count(pair) > reasons_before:
-                reasons = [pair.reject, *pair.meta.get("audit_reasons", ())]
-                for reason in reasons[reasons_before:]:
-                    stats.step_dropped[(step.name, pair.source, reason)] += 1
+            if pair.reject is not None and _reason_count(pair) > reasons_before:
+                dropped.extend([pair.reject, *pair.meta.get("audit_reasons", ())][reasons_before:])
             if pair.caption != caption:
-                stats.step_changed[(step.name, pair.source)] += 1
-            for name, bins in step.histograms.items():
-                if name in pair.scores:
-                    stats.observe_score(name, pair.source, pair.scores[name], bins)
-        if pair.reject is None:
-            yield pair
-        else:
-            yield beam.pvalue.TaggedOutput(REJECTED, pair)
+                changed += 1
+        stats.step_seen[(step.name, source)] += len(pairs)
+        for reason in dropped:
+            stats.step_dropped[(step.name, source, reason)] += 1
+        if changed:
+            stats.step_changed[(step.name, source)] += changed
+        for name, bins in step.histograms.items():
+            values = [p.scores[name] for p in pairs if name in p.scores]
+            if values:
+                stats.observe_scores(name, source, values, bins)
 
     def finish_bundle(self) -> Iterator:
         publish_counters(self._stats)
@@ -137,13 +156,14 @@ class MergeStats(beam.CombineFn):
 
 
 class CountFinal(beam.DoFn):
-    """Final per-source tally of kept pairs and rejects by reason, as a stats partial per bundle."""
+    """Final per-source tally of kept pairs and rejects by reason (batches in), as a stats partial per bundle."""
 
     def start_bundle(self) -> None:
         self._stats = RunStats()
 
-    def process(self, pair: Pair) -> Iterator:
-        self._stats.observe_final(pair)
+    def process(self, batch: PairBatch) -> Iterator:
+        for pair in batch:
+            self._stats.observe_final(pair)
         return iter(())
 
     def finish_bundle(self) -> Iterator:

@@ -4,11 +4,16 @@ A pair goes to shard `hash(uid) mod n`, with n = ceil(kept / pairs_per_shard) fr
 and each shard is sorted by uid: byte-identical output for any number of workers, with one shuffle of the
 records. Shards therefore hold pairs_per_shard on average, not exactly (hash buckets vary by about
 sqrt(pairs_per_shard)).
+
+Rejects go to `hash(uid) mod n` files too, but n comes from the input's size (one file per
+BYTES_PER_BUCKET of input), known when the pipeline is built: counting the rejects first would hold every
+reject back until all were counted.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 from collections.abc import Iterable, Iterator
@@ -19,9 +24,18 @@ import pyarrow.parquet as pq
 from vlcurate.formatters.webdataset import EXTENSION_OF_FORMAT, TarShardWriter
 from vlcurate.pipelines.output import ensure_dir, join, write_bytes_atomic
 from vlcurate.schemas.arrow import kept_table, reject_table
+from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.record import Pair, stable_hash
 
-REJECTS_PER_FILE = 50_000
+REJECTS_PER_FILE = 50_000  # the SFT job's reject files (counted; rejects there are few)
+# Input bytes per hash bucket (reject files, dedup buckets): a bucket stays far below a worker's memory,
+# and a caption-only job of a few hundred MB is one bucket (no tiny elements to shuffle).
+BYTES_PER_BUCKET = 256 * 2**20
+MAX_BUCKETS = 65_536
+
+
+def buckets_for_input(input_bytes: int) -> int:
+    return max(1, min(MAX_BUCKETS, math.ceil(input_bytes / BYTES_PER_BUCKET)))
 
 
 def shard_count(total: int, per_shard: int) -> int:
@@ -84,22 +98,43 @@ def write_reject_file(directory: str, index: int, count: int, pairs: Iterable[Pa
 
 
 class _Bucket(beam.DoFn):
+    """A batch -> (shard index, the batch's pairs in that shard)."""
+
     def __init__(self, per_shard: int) -> None:
         self.per_shard = per_shard
 
-    def process(self, pair: Pair, total: int) -> Iterator[tuple[int, Pair]]:
-        yield stable_hash(pair.uid) % shard_count(total, self.per_shard), pair
+    def process(self, batch: PairBatch, total: int) -> Iterator[tuple[int, PairBatch]]:
+        yield from split_by_uid(batch, shard_count(total, self.per_shard))
+
+
+def split_by_uid(batch: PairBatch, count: int) -> Iterator[tuple[int, PairBatch]]:
+    """(hash(uid) mod count, the batch's pairs in that bucket) for every non-empty bucket."""
+    parts: dict[int, PairBatch] = {}
+    for pair in batch:
+        parts.setdefault(stable_hash(pair.uid) % count, PairBatch()).append(pair)
+    yield from parts.items()
+
+
+@beam.ptransform_fn
+def CountPairs(batches):
+    """The number of pairs in a PCollection of batches, as a singleton."""
+    return batches | "Len" >> beam.Map(len) | "Sum" >> beam.CombineGlobally(sum)
+
+
+def _pairs(parts: Iterable[PairBatch]) -> Iterator[Pair]:
+    return itertools.chain.from_iterable(parts)
 
 
 class WriteKeptShards(beam.PTransform):
-    """Kept pairs -> shards/NNNNN.tar + shards/NNNNN.parquet; outputs one manifest row per shard."""
+    """Batches of kept pairs -> shards/NNNNN.tar + shards/NNNNN.parquet; outputs one manifest row per
+    shard."""
 
     def __init__(self, directory: str, per_shard: int) -> None:
         super().__init__()
         self.directory, self.per_shard = directory, per_shard
 
     def expand(self, pairs):
-        total = pairs | "Count" >> beam.combiners.Count.Globally()
+        total = pairs | "Count" >> CountPairs()
         directory, per_shard = self.directory, self.per_shard
         return (
             pairs
@@ -107,29 +142,26 @@ class WriteKeptShards(beam.PTransform):
             | "Group" >> beam.GroupByKey()
             | "Write"
             >> beam.Map(
-                lambda kv, n: write_kept_shard(directory, kv[0], shard_count(n, per_shard), per_shard, kv[1]),
+                lambda kv, n: write_kept_shard(
+                    directory, kv[0], shard_count(n, per_shard), per_shard, _pairs(kv[1])
+                ),
                 beam.pvalue.AsSingleton(total),
             )
         )
 
 
 class WriteRejects(beam.PTransform):
-    """Rejected pairs -> rejects/rejects-NNNNN.parquet; outputs one manifest row per file."""
+    """Batches of rejected pairs -> rejects/rejects-NNNNN.parquet; outputs one manifest row per file."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, files: int) -> None:
         super().__init__()
-        self.directory = directory
+        self.directory, self.files = directory, files
 
     def expand(self, pairs):
-        total = pairs | "Count" >> beam.combiners.Count.Globally()
-        directory = self.directory
+        directory, files = self.directory, self.files
         return (
             pairs
-            | "Bucket" >> beam.ParDo(_Bucket(REJECTS_PER_FILE), beam.pvalue.AsSingleton(total))
+            | "Bucket" >> beam.FlatMap(split_by_uid, files)
             | "Group" >> beam.GroupByKey()
-            | "Write"
-            >> beam.Map(
-                lambda kv, n: write_reject_file(directory, kv[0], shard_count(n, REJECTS_PER_FILE), kv[1]),
-                beam.pvalue.AsSingleton(total),
-            )
+            | "Write" >> beam.Map(lambda kv: write_reject_file(directory, kv[0], files, _pairs(kv[1])))
         )

@@ -43,12 +43,24 @@ REJECT_SCHEMA = pa.schema(
 )
 
 
+_META_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str)
+
+
 def meta_json(pair: Pair) -> str:
-    return json.dumps(pair.meta, sort_keys=True, ensure_ascii=False, default=str)
+    return _META_ENCODER.encode(pair.meta) if pair.meta else "{}"
 
 
-def _scores(pair: Pair) -> list[tuple[str, float]]:
-    return sorted(pair.scores.items())
+def _scores_array(pairs: Sequence[Pair]) -> pa.MapArray:
+    """The scores column. Entries keep the order the steps wrote them in, which is the same for every
+    run and worker count (the chain's order), so no per-row sort is needed."""
+    offsets, keys, values = [0], [], []
+    for pair in pairs:
+        keys.extend(pair.scores)
+        values.extend(pair.scores.values())
+        offsets.append(len(keys))
+    return pa.MapArray.from_arrays(
+        pa.array(offsets, pa.int32()), pa.array(keys, pa.string()), pa.array(values, pa.float64())
+    )
 
 
 # Columns built straight from the records: several times faster than a list of row dicts.
@@ -63,16 +75,14 @@ _FIELDS = {
     "width": lambda p: p.width,
     "height": lambda p: p.height,
     "lang": lambda p: p.lang,
-    "scores": _scores,
     "meta": meta_json,
 }
 
 
 def _table(pairs: Sequence[Pair], schema: pa.Schema, extra: dict[str, Sequence] | None = None) -> pa.Table:
+    extra = {**(extra or {}), "scores": _scores_array(pairs)}
     columns = {
-        field.name: (
-            extra[field.name] if extra and field.name in extra else [_FIELDS[field.name](p) for p in pairs]
-        )
+        field.name: extra[field.name] if field.name in extra else [_FIELDS[field.name](p) for p in pairs]
         for field in schema
     }
     return pa.Table.from_pydict(columns, schema=schema)

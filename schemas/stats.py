@@ -63,10 +63,15 @@ class RunStats:
 
     # --- recording -------------------------------------------------------------------------------
     def observe_score(self, name: str, source: str, value: float, bins: tuple[float, float, int]) -> None:
+        self.observe_scores(name, source, [value], bins)
+
+    def observe_scores(
+        self, name: str, source: str, values: list[float], bins: tuple[float, float, int]
+    ) -> None:
         pending = self._pending.get((name, source))
         if pending is None:
             pending = self._pending[(name, source)] = (bins, [])
-        pending[1].append(value)
+        pending[1].extend(values)
 
     def _bin_pending(self) -> None:
         for key, (bins, values) in self._pending.items():
@@ -89,7 +94,10 @@ class RunStats:
 
     def _sample(self, reason: str, pair: Pair) -> None:
         chosen = self.samples.setdefault(reason, [])
-        chosen.append((stable_hash(pair.uid), pair.uid, pair.caption_raw[:300]))
+        digest = stable_hash(pair.uid)
+        if len(chosen) >= SAMPLES_PER_REASON and (digest, pair.uid) >= chosen[-1][:2]:
+            return  # would be cut below anyway
+        chosen.append((digest, pair.uid, pair.caption_raw[:300]))
         chosen.sort()
         del chosen[SAMPLES_PER_REASON:]
 

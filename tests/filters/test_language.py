@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from py3langid import langid
 
 from vlcurate.filters import language
 from vlcurate.filters.language import LanguageTag, identify_language
@@ -98,9 +99,24 @@ def test_fast_path_matches_py3langid():
     assert model.fast
     texts = pq.read_table(WEB_CAPTIONS, columns=["TEXT"]).column("TEXT").to_pylist()[:1500]
     texts += ["北京天安门广场", "Собака на пляже", "Oʻzbek tili", "Srpski jezik", "THE QUICK BROWN FOX"]
+    identifier = langid.LanguageIdentifier.from_model_file(langid.MODEL_FILE, norm_probs=True)
     for text in texts:
         ours = model.label_probs(text)
         if ours is None:
             continue
-        theirs = dict(model.identifier.rank(text))
+        theirs = dict(identifier.rank(text))
         assert np.abs(ours - np.array([theirs[lab] for lab in model.labels])).max() < 1e-4, text
+
+
+def test_laid_out_model_is_cached_and_a_broken_cache_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLCURATE_CACHE", str(tmp_path))
+    built = language._cached_arrays()
+    (cached_file,) = tmp_path.iterdir()
+    loaded = language._cached_arrays()  # now from the file
+    assert sorted(built) == sorted(loaded) == ["classes", "nextmove", "output", "ptc", "rowbase"]
+    for name in built:
+        assert np.array_equal(built[name], loaded[name]), name
+    cached_file.write_bytes(b"not an npz")
+    rebuilt = language._cached_arrays()
+    assert np.array_equal(rebuilt["ptc"], built["ptc"])
+    assert np.load(cached_file)["ptc"].shape == built["ptc"].shape  # rewritten

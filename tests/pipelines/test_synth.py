@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from vlcurate.filters.image_probe import DecodeCheck, ProbeImage, header_size
 from vlcurate.model.scenes import COLORS_ZH, KINDS_ZH, render
 from vlcurate.pipelines import synth
-from vlcurate.pipelines.read import LoadImageBytes, read_file
+from vlcurate.pipelines.read import load_image_bytes, read_file
 from vlcurate.schemas.config import SourceConfig, load_clean_config
 from vlcurate.schemas.errors import ConfigError
 from vlcurate.schemas.record import Pair
@@ -278,7 +278,8 @@ def read_all(synth_dir, fmt) -> dict[str, Pair]:
     for path in sorted(folder.iterdir()):
         if path.is_file():
             for pair in read_file(source, str(path)):
-                pairs[pair.uid] = next(iter(LoadImageBytes().process(pair)))
+                load_image_bytes(pair)
+                pairs[pair.uid] = pair
     return pairs
 
 

@@ -1,0 +1,19 @@
+from vlcurate.pipelines.write import BYTES_PER_BUCKET, MAX_BUCKETS, buckets_for_input, split_by_uid
+from vlcurate.schemas.batch import PairBatch
+from vlcurate.schemas.record import Pair, stable_hash
+
+
+def test_buckets_follow_the_input_size():
+    assert buckets_for_input(0) == 1
+    assert buckets_for_input(BYTES_PER_BUCKET) == 1
+    assert buckets_for_input(BYTES_PER_BUCKET + 1) == 2
+    assert buckets_for_input(10**18) == MAX_BUCKETS
+
+
+def test_split_by_uid_puts_each_pair_in_its_hash_bucket_in_order():
+    batch = PairBatch(Pair(uid=f"s/{i}", source="s") for i in range(100))
+    parts = dict(split_by_uid(batch, 3))
+    assert sorted(parts) == [0, 1, 2]
+    for index, part in parts.items():
+        assert type(part) is PairBatch
+        assert [p.uid for p in part] == [p.uid for p in batch if stable_hash(p.uid) % 3 == index]
