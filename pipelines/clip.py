@@ -17,7 +17,7 @@ from vlcurate.filters.clip_filter import ClipFilter, ClipScore
 from vlcurate.model.clip_handler import ClipInput, ClipModelHandler
 from vlcurate.model.clip_models import image_size_of
 from vlcurate.model.clip_preprocess import pil_pixels
-from vlcurate.pipelines.steps import REJECTED
+from vlcurate.pipelines.steps import REJECTED, as_rejects
 from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.record import Pair
 
@@ -50,7 +50,7 @@ class PrepareClipInput(beam.DoFn):
         for spec, group in groups.items():
             yield beam.pvalue.TaggedOutput(spec, group)
         if rejected:
-            yield beam.pvalue.TaggedOutput(REJECTED, rejected)
+            yield beam.pvalue.TaggedOutput(REJECTED, as_rejects(rejected))
 
     def _prepare(self, pair: Pair) -> tuple[str, ClipInput] | None:
         step = self.steps[pair.source]

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 import apache_beam as beam
 
 from vlcurate.filters.dedup import REASON, content_key, mark_if_duplicate, survivors
-from vlcurate.pipelines.steps import REJECTED, STATS, in_global_window, publish_counters
+from vlcurate.pipelines.steps import REJECTED, STATS, as_rejects, in_global_window, publish_counters
 from vlcurate.schemas.batch import BATCH_SIZE, PairBatch
 from vlcurate.schemas.stats import RunStats
 
@@ -50,12 +50,12 @@ class _MarkBucket(beam.DoFn):
                 yield kept
                 kept = PairBatch()
             if len(rejected) >= BATCH_SIZE:
-                yield beam.pvalue.TaggedOutput(REJECTED, rejected)
+                yield beam.pvalue.TaggedOutput(REJECTED, as_rejects(rejected))
                 rejected = PairBatch()
         if kept:
             yield kept
         if rejected:
-            yield beam.pvalue.TaggedOutput(REJECTED, rejected)
+            yield beam.pvalue.TaggedOutput(REJECTED, as_rejects(rejected))
 
     def finish_bundle(self) -> Iterator:
         publish_counters(self._stats)

@@ -9,7 +9,7 @@ becomes a reject `step_error_<step>` with the message in meta.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -67,7 +67,7 @@ class RunSteps(beam.DoFn):
         if kept:
             yield kept
         if len(kept) < len(batch):
-            yield beam.pvalue.TaggedOutput(REJECTED, PairBatch(p for p in batch if p.reject is not None))
+            yield beam.pvalue.TaggedOutput(REJECTED, as_rejects(p for p in batch if p.reject is not None))
 
     def _run_step(self, step: Step, source: str, pairs: list[Pair]) -> None:
         stats = self._stats
@@ -99,6 +99,15 @@ class RunSteps(beam.DoFn):
         if self.count_read:
             Metrics.counter("vlcurate.read", "pairs").inc(sum(self._stats.read.values()))
         yield beam.pvalue.TaggedOutput(STATS, in_global_window(self._stats))
+
+
+def as_rejects(pairs: Iterable[Pair]) -> PairBatch:
+    """A batch of rejected pairs without their image bytes: reject files hold no images, so the bytes
+    are dropped before they would travel through the rejects' shuffle."""
+    batch = PairBatch(pairs)
+    for pair in batch:
+        pair.image = None
+    return batch
 
 
 def _reason_count(pair: Pair) -> int:
