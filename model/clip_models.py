@@ -18,6 +18,7 @@ import functools
 import os
 from typing import Any
 
+from vlcurate.model.clip_tokens import FastClipTokenizer
 from vlcurate.schemas.errors import ConfigError
 from vlcurate.schemas.model_spec import ModelSpec
 
@@ -141,7 +142,7 @@ def load_clip(
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=pretrained, device=device
         )
-        tokenizer = open_clip.get_tokenizer(name)
+        tokenizer = FastClipTokenizer(open_clip.get_tokenizer(name))
     except ClipModelError:
         raise
     except Exception as exc:  # hub errors come in many types; all mean "cannot have this model"
