@@ -58,12 +58,15 @@ def time_call(fn, warmup: int, iters: int) -> float:
     return (time.perf_counter() - start) / iters
 
 
-VARIANTS = {  # name: (SDPA, fp8, compile mode)
-    "eager": (False, False, None),
-    "sdpa": (True, False, None),
-    "compile": (True, False, "default"),
-    "autotune": (True, False, "max-autotune-no-cudagraphs"),
-    "fp8": (True, True, "default"),
+VARIANTS = {  # name: (SDPA, fp8 scaling or None, compile mode)
+    "eager": (False, None, None),
+    "sdpa": (True, None, None),
+    "compile": (True, None, "default"),
+    "autotune": (True, None, "max-autotune-no-cudagraphs"),
+    "graphs": (True, None, "max-autotune"),  # autotuned kernels replayed as CUDA graphs
+    "fp8": (True, "row", "default"),
+    "fp8t": (True, "tensor", "default"),
+    "fp8t-graphs": (True, "tensor", "max-autotune"),
 }
 
 
@@ -93,7 +96,11 @@ def model_only(name: str, batch: int, iters: int, variants: list[str]) -> list[d
         torch.compiler.reset()
         sdpa, fp8, mode = VARIANTS[variant]
         model = fresh()
-        encode = speed_up(model, fp8=fp8, compile_mode=mode) if sdpa else model.encode_image
+        encode = (
+            speed_up(model, fp8=fp8 is not None, compile_mode=mode, fp8_scaling=fp8 or "row")
+            if sdpa
+            else model.encode_image
+        )
         started = time.perf_counter()
         with torch.inference_mode():
             emb = torch.nn.functional.normalize(encode(x)[:64].float(), dim=-1)  # compile happens here

@@ -50,13 +50,15 @@ def use_sdpa(module: nn.Module) -> int:
     return replaced
 
 
-def speed_up(model: nn.Module, fp8: bool = False, compile_mode: str | None = "default"):
+def speed_up(
+    model: nn.Module, fp8: bool = False, compile_mode: str | None = "default", fp8_scaling: str = "row"
+):
     """Applies SDPA attention (always: same math), fp8 linears in the image tower (opt-in), and returns
     the image encoder to call: compiled unless `compile_mode` is None. Shapes stay static per batch size;
     callers pad batches to a few sizes (padded_size)."""
     use_sdpa(model)
     if fp8:
-        use_fp8(model.visual)
+        use_fp8(model.visual, scaling=fp8_scaling)
     if compile_mode is None:
         return model.encode_image
     return torch.compile(
@@ -70,25 +72,32 @@ def padded_size(n: int, step: int = 64) -> int:
 
 
 class Fp8Linear(nn.Module):
-    """nn.Linear with float8 (e4m3) weights and activations on Hopper: per-output-channel weight scales,
-    per-token activation scales, bf16 output, through torch._scaled_mm. About twice the matmul rate of
-    bf16; scores move by a small measured amount (bench/clip_gpu.py), so it is opt-in (`precision: fp8`)."""
+    """nn.Linear with float8 (e4m3) weights and activations on Hopper, bf16 output, through
+    torch._scaled_mm. `scaling="row"`: per-output-channel weight scales and per-token activation scales;
+    `"tensor"`: one scale per weight and per activation tensor (cuBLAS's fastest fp8 path, coarser).
+    About twice the matmul rate of bf16; scores move by a small measured amount (bench/clip_gpu.py), so it
+    is opt-in (`precision: fp8`)."""
 
     E4M3_MAX = 448.0
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, scaling: str = "row") -> None:
         super().__init__()
+        if scaling not in ("row", "tensor"):
+            raise ValueError(f"fp8 scaling must be row or tensor, not {scaling!r}")
+        self.rowwise = scaling == "row"
         weight = linear.weight.detach().float()  # out x in
-        scale = weight.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / self.E4M3_MAX
+        amax = weight.abs().amax(dim=1, keepdim=True) if self.rowwise else weight.abs().amax()
+        scale = amax.clamp(min=1e-12) / self.E4M3_MAX
         self.register_buffer("weight_fp8", (weight / scale).to(torch.float8_e4m3fn))
-        self.register_buffer("weight_scale", scale.t().contiguous())  # 1 x out
+        self.register_buffer("weight_scale", scale.t().contiguous() if self.rowwise else scale)  # 1 x out
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(torch.bfloat16))
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
-        x_scale = flat.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / self.E4M3_MAX  # M x 1
+        amax = flat.abs().amax(dim=1, keepdim=True) if self.rowwise else flat.abs().amax()  # M x 1 or scalar
+        x_scale = amax.float().clamp(min=1e-12) / self.E4M3_MAX
         x_fp8 = (flat / x_scale).to(torch.float8_e4m3fn)
         out = torch._scaled_mm(
             x_fp8, self.weight_fp8.t(), scale_a=x_scale, scale_b=self.weight_scale, out_dtype=torch.bfloat16
@@ -98,7 +107,7 @@ class Fp8Linear(nn.Module):
         return out.reshape(*shape[:-1], self.out_features)
 
 
-def use_fp8(module: nn.Module) -> int:
+def use_fp8(module: nn.Module, scaling: str = "row") -> int:
     """Replaces the big nn.Linear layers (attention in/out projections' outputs and MLPs) under `module`.
 
     Run use_sdpa first so attention in-projections are nn.Linear too. Dimensions must be multiples of 16
@@ -107,6 +116,6 @@ def use_fp8(module: nn.Module) -> int:
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear) and child.in_features % 16 == 0 and child.out_features % 16 == 0:
-                setattr(parent, name, Fp8Linear(child))
+                setattr(parent, name, Fp8Linear(child, scaling))
                 replaced += 1
     return replaced

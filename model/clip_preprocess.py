@@ -88,12 +88,20 @@ def gpu_decode_resize(jpegs: Sequence[bytes], size: int, device: str):
             except RuntimeError:
                 failed.append(i)
     out = torch.empty((len(decoded), 3, size, size), dtype=torch.uint8, device=device)
+    # Images of one size are resized as one batch: a handful of kernel launches per size, not per image
+    # (web images repeat a few common sizes; launches were the CPU cost of this path).
+    by_shape: dict[tuple[int, int], list[int]] = {}
     for i, img in enumerate(decoded):
-        _, h, w = img.shape
+        by_shape.setdefault((img.shape[1], img.shape[2]), []).append(i)
+    for (h, w), indices in by_shape.items():
         tw, th = resized_size(w, h, size)
-        x = img.unsqueeze(0).float()
+        x = torch.stack([decoded[i] for i in indices]).float()
         if (tw, th) != (w, h):
             x = F.interpolate(x, size=(th, tw), mode="bicubic", antialias=True, align_corners=False)
         left, top, _, _ = crop_box(tw, th, size)
-        out[i] = x[0, :, top : top + size, left : left + size].round_().clamp_(0, 255).to(torch.uint8)
+        pixels = x[:, :, top : top + size, left : left + size].round_().clamp_(0, 255).to(torch.uint8)
+        if len(indices) == len(decoded):
+            out = pixels.contiguous()
+        else:
+            out[torch.tensor(indices, device=device)] = pixels
     return out, failed
