@@ -13,6 +13,7 @@ Results go to bench/results/clip_gpu_<mode>.json; the README quotes them with th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import multiprocessing
@@ -169,7 +170,7 @@ def make_jpeg_tars(folder: str, n: int, per_tar: int = 1000) -> None:
 
 
 def run_clean_timed(
-    tars: str, model: str, workers: int, batch: int, out: str, compile: bool
+    tars: str, model: str, workers: int, batch: int, out: str, clip_params: dict
 ) -> tuple[float, int]:
     from vlcurate.filters.chain import DEFAULT_CHAIN, GROUP_STEPS, MODEL_STEPS
     from vlcurate.pipelines.clean import run_clean
@@ -180,7 +181,7 @@ def run_clean_timed(
         sources=[SourceConfig(name="bench", format="webdataset", paths=[os.path.join(tars, "*.tar")])],
         output=OutputConfig(dir=out, overwrite=True, pairs_per_shard=5000),
         steps={
-            "clip_score": {"models": f"{model}@random", "batch_size": batch, "compile": compile},
+            "clip_score": {"models": f"{model}@random", "batch_size": batch, **clip_params},
             "clip_filter": {"threshold": -2.0},
         },
         disable=[s for s in (*DEFAULT_CHAIN, *MODEL_STEPS, *GROUP_STEPS) if s not in keep],
@@ -224,7 +225,27 @@ def report_loss(out: str, tars: str, totals: dict, written: int) -> None:
     )
 
 
-def e2e(models: list[str], sizes: dict[str, int], workers: int, batch: int, compile: bool) -> list[dict]:
+@contextlib.contextmanager
+def profiled(enabled: bool):
+    """Prints the 30 functions with the most own time in this process (the in-process runner's work)."""
+    if not enabled:
+        yield
+        return
+    import cProfile
+    import pstats
+
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        pstats.Stats(profile).sort_stats("tottime").print_stats(30)
+
+
+def e2e(
+    models: list[str], sizes: dict[str, int], workers: int, batch: int, clip_params: dict, profile: bool
+) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
@@ -234,18 +255,21 @@ def e2e(models: list[str], sizes: dict[str, int], workers: int, batch: int, comp
             make_jpeg_tars(small, n // 4)
             make_jpeg_tars(large, n)
             print(f"{name}: made {n + n // 4} JPEGs in {time.perf_counter() - started:.0f}s", flush=True)
-            run_clean_timed(small, name, workers, batch, os.path.join(tmp, "out-w"), compile)  # warm caches
+            run_clean_timed(
+                small, name, workers, batch, os.path.join(tmp, "out-w"), clip_params
+            )  # warm caches
             t_small, k_small = run_clean_timed(
-                small, name, workers, batch, os.path.join(tmp, "out-s"), compile
+                small, name, workers, batch, os.path.join(tmp, "out-s"), clip_params
             )
-            t_large, k_large = run_clean_timed(
-                large, name, workers, batch, os.path.join(tmp, "out-l"), compile
-            )
+            with profiled(profile):
+                t_large, k_large = run_clean_timed(
+                    large, name, workers, batch, os.path.join(tmp, "out-l"), clip_params
+                )
             rows.append(
                 {
                     "model": name,
                     "workers": workers,
-                    "compile": compile,
+                    **clip_params,
                     "batch": batch,
                     "pairs": k_large,
                     "wall_s": round(t_large, 1),
@@ -301,17 +325,64 @@ def path_agreement(models: list[str], n: int = 512) -> list[dict]:
     return rows
 
 
+def decode_speed(n: int = 2048, size: int = 224) -> list[dict]:
+    """Images/s from JPEG bytes to size x size uint8 pixels: nvjpeg + torch resize on the GPU (batches of
+    256) vs PIL (draft mode) on 1 and on all CPU threads; 512x384 scenes like the e2e data."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from vlcurate.model.clip_preprocess import gpu_decode_resize, pil_pixels
+    from vlcurate.model.scenes import random_scene, render
+
+    rng = random.Random(2)
+    jpegs = []
+    for _ in range(256):
+        buffer = io.BytesIO()
+        render(random_scene(rng), 512, 384).save(buffer, "JPEG", quality=90)
+        jpegs.append(buffer.getvalue())
+    jpegs = (jpegs * (n // len(jpegs) + 1))[:n]
+
+    def gpu() -> None:
+        for start in range(0, n, 256):
+            gpu_decode_resize(jpegs[start : start + 256], size, "cuda")
+        torch.cuda.synchronize()
+
+    def pil(threads: int):
+        def run() -> None:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(lambda b: pil_pixels(b, size), jpegs))
+
+        return run
+
+    rows = []
+    threads = min(16, os.cpu_count() or 1)
+    for label, fn in (
+        ("gpu_nvjpeg", gpu),
+        ("pil_1_thread", pil(1)),
+        (f"pil_{threads}_threads", pil(threads)),
+    ):
+        fn()  # warm-up
+        start = time.perf_counter()
+        fn()
+        rows.append({"path": label, "images": n, "img_s": round(n / (time.perf_counter() - start), 1)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", choices=["model", "e2e", "paths"])
+    parser.add_argument("mode", choices=["model", "e2e", "paths", "decode"])
     parser.add_argument("--models", nargs="+", default=["ViT-B-32", "ViT-L-14", "ViT-bigG-14"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--compile", action="store_true", help="e2e: torch.compile the image tower")
+    parser.add_argument("--cpu-decode", action="store_true", help="e2e: decode JPEGs with PIL threads")
+    parser.add_argument("--profile", action="store_true", help="e2e: print where the large run spends time")
     parser.add_argument(
         "--pairs", type=json.loads, default={"ViT-B-32": 80000, "ViT-L-14": 24000, "ViT-bigG-14": 8000}
     )
@@ -320,8 +391,11 @@ def main() -> None:
         rows = [r for m in args.models for r in model_only(m, args.batch, args.iters, args.variants)]
     elif args.mode == "paths":
         rows = path_agreement(args.models)
+    elif args.mode == "decode":
+        rows = decode_speed()
     else:
-        rows = e2e(args.models, args.pairs, args.workers, args.batch, args.compile)
+        clip_params = {"compile": args.compile, "gpu_decode": not args.cpu_decode}
+        rows = e2e(args.models, args.pairs, args.workers, args.batch, clip_params, args.profile)
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, f"clip_gpu_{args.mode}.json")
     with open(path, "w") as fh:

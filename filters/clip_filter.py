@@ -12,6 +12,7 @@ by ViT-L/14 score) to turn a kept share into a per-source threshold from the sco
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, ClassVar
 
 from vlcurate.filters.base import Step, reject
@@ -55,6 +56,7 @@ class ClipScore(Step):
         draft: bool = True,
         compile: bool = False,
         precision: str = "bf16",
+        decode_threads: int | None = None,
     ) -> None:
         self.models = _per_language(models)
         if "default" not in self.models:
@@ -69,6 +71,13 @@ class ClipScore(Step):
         # GPU only. compile: +4% on ViT-L-14 for 20-30 s of start-up per worker (bench/clip_gpu.py), so off
         # by default; fp8: float8 matmuls on Hopper, scores shift slightly.
         self.compile, self.precision = compile, precision
+        if decode_threads is not None and decode_threads < 1:
+            raise ValueError("clip_score.decode_threads must be >= 1 (or null: one per core, at most 16).")
+        self.decode_threads = decode_threads
+
+    def threads(self) -> int:
+        """Threads that decode images on the CPU in each worker (PIL releases the GIL while decoding)."""
+        return self.decode_threads or min(16, os.cpu_count() or 1)
 
     def specs(self) -> list[str]:
         return [str(ModelSpec.parse(spec)) for spec in self.models.values()]

@@ -33,10 +33,29 @@ from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
 from vlcurate.schemas.stats import RunStats
 
 
+class PairsLostError(RuntimeError):
+    """The written output does not account for every pair read."""
+
+
+def check_accounting(totals: dict[str, int], shards: list[dict], rejects: list[dict]) -> None:
+    """input == kept + rejects, and the files hold exactly the pairs counted; raises PairsLostError."""
+    in_shards = sum(s["pairs"] for s in shards)
+    in_rejects = sum(r["pairs"] for r in rejects)
+    read, kept, rejected = totals["read"], totals["kept"], totals["rejected"]
+    if read == kept + rejected == in_shards + in_rejects and kept == in_shards:
+        return
+    raise PairsLostError(
+        f"pairs unaccounted for: read {read:,}, counted kept {kept:,} + rejected {rejected:,}, "
+        f"written {in_shards:,} to shards + {in_rejects:,} to rejects. The output is incomplete (no "
+        "COMPLETED); rerun it, and please report this with the runner and worker count."
+    )
+
+
 def finalize(
     _: Any, shards: list[dict], rejects: list[dict], stats: RunStats, directory: str, info: dict[str, Any]
 ) -> None:
-    """Writes stats.json, info.json and report.html, then COMPLETED last."""
+    """Writes stats.json, info.json and report.html, checks that every pair read is accounted for, then
+    writes COMPLETED last."""
     summary = stats.to_json()
     write_bytes_atomic(join(directory, "stats.json"), stats.dumps().encode("utf-8"))
     info = {
@@ -47,6 +66,7 @@ def finalize(
     }
     write_json(join(directory, "info.json"), info)
     write_bytes_atomic(join(directory, "report.html"), render_report(summary, info).encode("utf-8"))
+    check_accounting(summary["totals"], shards, rejects)
     write_bytes_atomic(join(directory, COMPLETED), b"")
 
 

@@ -8,8 +8,10 @@ a failed batch. `keep_fraction` thresholds come from a second pass over the scor
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from vlcurate.filters.base import reject
@@ -37,32 +39,47 @@ class PrepareClipInput(beam.DoFn):
         import torch
 
         self.gpu = torch.cuda.is_available()
+        threads = max(step.threads() for step in self.steps.values())
+        # PIL decodes and resizes without holding the GIL, so threads use the cores of one worker.
+        self._pool = ThreadPoolExecutor(threads) if threads > 1 else None
+
+    def teardown(self) -> None:
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown()
 
     def process(self, batch: PairBatch) -> Iterator:
+        specs = [self.steps[pair.source].model_for(pair) for pair in batch]
+        decode = [i for i, pair in enumerate(batch) if not self._to_gpu(pair)]
+        jobs = [(batch[i], specs[i]) for i in decode]
+        decoded = dict(
+            zip(decode, self._pool.map(self._decode, jobs) if self._pool else map(self._decode, jobs))
+        )
         groups: dict[str, list[ClipInput]] = {}
         rejected = PairBatch()
-        for pair in batch:
-            prepared = self._prepare(pair)
-            if prepared is None:
+        for i, (pair, spec) in enumerate(zip(batch, specs)):
+            if i not in decoded:
+                groups.setdefault(spec, []).append(ClipInput(pair, jpeg=pair.image))
+            elif decoded[i] is None:  # undecodable data is a property of the record
+                reject(pair, "image_undecodable")
                 rejected.append(pair)
             else:
-                groups.setdefault(prepared[0], []).append(prepared[1])
+                groups.setdefault(spec, []).append(ClipInput(pair, pixels=decoded[i]))
         for spec, group in groups.items():
             yield beam.pvalue.TaggedOutput(spec, group)
         if rejected:
             yield beam.pvalue.TaggedOutput(REJECTED, as_rejects(rejected))
 
-    def _prepare(self, pair: Pair) -> tuple[str, ClipInput] | None:
+    def _to_gpu(self, pair: Pair) -> bool:
+        """JPEGs stay encoded for nvjpeg when the pair's model runs on the GPU with gpu_decode on."""
         step = self.steps[pair.source]
-        spec = step.model_for(pair)
-        if self.gpu and step.device != "cpu" and step.gpu_decode and pair.image_format == "JPEG":
-            return spec, ClipInput(pair, jpeg=pair.image)
+        return self.gpu and step.device != "cpu" and step.gpu_decode and pair.image_format == "JPEG"
+
+    def _decode(self, job: tuple[Pair, str]) -> np.ndarray | None:
+        pair, spec = job
         try:
-            pixels = pil_pixels(pair.image, self.image_sizes[spec], draft=step.draft)
-        except Exception:  # undecodable data is a property of the record
-            reject(pair, "image_undecodable")
+            return pil_pixels(pair.image, self.image_sizes[spec], draft=self.steps[pair.source].draft)
+        except Exception:
             return None
-        return spec, ClipInput(pair, pixels=pixels)
 
 
 def _attach_scores(result: PredictionResult) -> PairBatch:

@@ -167,3 +167,22 @@ def test_bad_rows_cost_one_record_each_not_the_file(tmp_path):
         assert stats["sources"]["s"]["kept"] == 2, fmt
     kept = {r["uid"]: json.loads(r["meta"]) for r in kept_rows(str(tmp_path / "out-csv"))}
     assert kept == {"s/a": {"note": "x"}, "s/d\ufffd": {"note": "n\ufffd"}}
+
+
+def test_a_run_that_lost_pairs_is_refused_without_completed(tmp_path):
+    from vlcurate.pipelines.clean import PairsLostError, finalize
+    from vlcurate.schemas.record import Pair
+    from vlcurate.schemas.stats import RunStats
+
+    stats = RunStats()
+    stats.read["s"] = 3
+    for pair in (Pair(uid="s/1", source="s"), Pair(uid="s/2", source="s", reject="too_short")):
+        stats.observe_final(pair)
+    shards = [{"shard": "shards/00000.tar", "metadata": "shards/00000.parquet", "pairs": 1}]
+    rejects = [{"file": "rejects/rejects-00000.parquet", "pairs": 1}]
+    with pytest.raises(PairsLostError, match="read 3, counted kept 1 \\+ rejected 1"):
+        finalize(None, shards, rejects, stats, str(tmp_path), {})
+    assert (tmp_path / "stats.json").exists() and not (tmp_path / "COMPLETED").exists()
+    stats.read["s"] = 2  # now every pair is accounted for
+    finalize(None, shards, rejects, stats, str(tmp_path), {})
+    assert (tmp_path / "COMPLETED").exists()
