@@ -68,6 +68,7 @@ VARIANTS = {  # name: (SDPA, fp8 scaling or None, compile mode)
     "fp8": (True, "row", "default"),
     "fp8t": (True, "tensor", "default"),
     "fp8t-graphs": (True, "tensor", "max-autotune"),
+    "fp8t-eager": (True, "tensor", None),
 }
 
 
