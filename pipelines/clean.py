@@ -13,6 +13,7 @@ import apache_beam as beam
 
 from vlcurate.filters.chain import Chain, build_chain
 from vlcurate.formatters.report import render_report
+from vlcurate.pipelines.batch_coder import of_batches
 from vlcurate.pipelines.dedup import Deduplicate
 from vlcurate.pipelines.options import fewer_gc_passes, is_local, pipeline_options
 from vlcurate.pipelines.output import (
@@ -86,6 +87,7 @@ def _clip_segment(kept, model: dict, after: dict, audit: bool):
     post = scored["kept"] | "StepsAfterClip" >> beam.ParDo(RunSteps(after, audit=audit), **side).with_outputs(
         REJECTED, STATS, main="kept"
     )
+    of_batches(post.kept, post[REJECTED])
     return post.kept, [scored[REJECTED], post[REJECTED]], [post[STATS]]
 
 
@@ -99,7 +101,7 @@ def build_pipeline(
     def tap(pcoll, stage: str):
         if progress_folder is None:
             return pcoll
-        return pcoll | f"Progress[{stage}]" >> beam.ParDo(ProgressTap(progress_folder, stage))
+        return of_batches(pcoll | f"Progress[{stage}]" >> beam.ParDo(ProgressTap(progress_folder, stage)))
 
     read = [p | reader for reader in readers]
     pairs = read | "AllSources" >> beam.Flatten()
@@ -108,7 +110,11 @@ def build_pipeline(
     stepped = tap(pairs, "read") | "Steps" >> beam.ParDo(
         RunSteps(before, audit=config.audit, count_read=True)
     ).with_outputs(REJECTED, STATS, main="kept")
-    kept, rejects, partials = stepped.kept, [stepped[REJECTED]], [stepped[STATS]]
+    kept, rejects, partials = (
+        of_batches(stepped.kept, stepped[REJECTED]),
+        [stepped[REJECTED]],
+        [stepped[STATS]],
+    )
     if model:
         kept, more_rejects, more_partials = _clip_segment(kept, model, after, config.audit)
         rejects += more_rejects

@@ -19,6 +19,7 @@ from vlcurate.filters.clip_filter import ClipFilter, ClipScore
 from vlcurate.model.clip_handler import ClipInput, ClipModelHandler
 from vlcurate.model.clip_models import image_size_of
 from vlcurate.model.clip_preprocess import pil_pixels
+from vlcurate.pipelines.batch_coder import of_batches
 from vlcurate.pipelines.steps import REJECTED, as_rejects
 from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.record import Pair
@@ -120,11 +121,11 @@ class ScoreWithClip(beam.PTransform):
             scored.append(
                 prepared[spec]
                 | f"RunInference[{spec}]" >> RunInference(handler)
-                | f"Attach[{spec}]" >> beam.Map(_attach_scores)
+                | f"Attach[{spec}]" >> beam.Map(_attach_scores).with_output_types(PairBatch)
             )
         return {
-            "kept": scored | "AllScored" >> beam.Flatten(pipeline=pairs.pipeline),
-            REJECTED: prepared[REJECTED],
+            "kept": of_batches(scored | "AllScored" >> beam.Flatten(pipeline=pairs.pipeline)),
+            REJECTED: of_batches(prepared[REJECTED]),
         }
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
+from apache_beam.typehints import KV, List, Tuple
 
 from vlcurate.filters.dedup import REASON, content_key, mark_if_duplicate, survivors
+from vlcurate.pipelines.batch_coder import of_batches
 from vlcurate.pipelines.steps import REJECTED, STATS, as_rejects, in_global_window, publish_counters
 from vlcurate.schemas.batch import BATCH_SIZE, PairBatch
 from vlcurate.schemas.stats import RunStats
@@ -71,9 +73,14 @@ class Deduplicate(beam.PTransform):
         self.buckets = buckets
 
     def expand(self, batches):
-        return (
+        marked = (
             batches
-            | "ByContent" >> beam.FlatMap(_split_by_bucket, self.buckets)
+            | "ByContent"
+            >> beam.FlatMap(_split_by_bucket, self.buckets).with_output_types(
+                KV[int, Tuple[List[str], PairBatch]]
+            )
             | "Group" >> beam.GroupByKey()
             | "Mark" >> beam.ParDo(_MarkBucket()).with_outputs(REJECTED, STATS, main="kept")
         )
+        of_batches(marked.kept, marked[REJECTED])
+        return marked

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from vlcurate.formatters.webdataset import iter_samples
+from vlcurate.pipelines import batch_coder  # noqa: F401  (registers PairBatch's coder)
 from vlcurate.schemas.batch import PairBatch, batched
 from vlcurate.schemas.config import SourceConfig
 from vlcurate.schemas.errors import ConfigError
@@ -161,11 +162,12 @@ class ReadSource(beam.PTransform):
             pbegin
             | "Files" >> beam.Create(self.files)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "Parse" >> beam.FlatMap(lambda path: batched(read_file(source, path)))
+            | "Parse"
+            >> beam.FlatMap(lambda path: batched(read_file(source, path))).with_output_types(PairBatch)
         )
         if source.image_column is None or source.format == "webdataset":  # no image files to fetch
             return pairs
-        return pairs | "LoadImages" >> beam.Map(_load_images)
+        return pairs | "LoadImages" >> beam.Map(_load_images).with_output_types(PairBatch)
 
 
 def _load_images(batch: PairBatch) -> PairBatch:

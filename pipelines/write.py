@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 import pyarrow.parquet as pq
+from apache_beam.typehints import KV
 
 from vlcurate.formatters.webdataset import EXTENSION_OF_FORMAT, TarShardWriter
 from vlcurate.pipelines.output import ensure_dir, join, write_bytes_atomic
@@ -138,7 +139,10 @@ class WriteKeptShards(beam.PTransform):
         directory, per_shard = self.directory, self.per_shard
         return (
             pairs
-            | "Bucket" >> beam.ParDo(_Bucket(per_shard), beam.pvalue.AsSingleton(total))
+            | "Bucket"
+            >> beam.ParDo(_Bucket(per_shard), beam.pvalue.AsSingleton(total)).with_output_types(
+                KV[int, PairBatch]
+            )
             | "Group" >> beam.GroupByKey()
             | "Write"
             >> beam.Map(
@@ -161,7 +165,7 @@ class WriteRejects(beam.PTransform):
         directory, files = self.directory, self.files
         return (
             pairs
-            | "Bucket" >> beam.FlatMap(split_by_uid, files)
+            | "Bucket" >> beam.FlatMap(split_by_uid, files).with_output_types(KV[int, PairBatch])
             | "Group" >> beam.GroupByKey()
             | "Write" >> beam.Map(lambda kv: write_reject_file(directory, kv[0], files, _pairs(kv[1])))
         )
