@@ -6,6 +6,7 @@ basename). Writing is deterministic: fixed mtime, owner and mode, so equal input
 
 from __future__ import annotations
 
+import io
 import tarfile
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -27,19 +28,176 @@ def iter_samples(fileobj: BinaryIO) -> Iterator[tuple[str, dict[str, bytes]]]:
     after yielding every sample before the break."""
     key: str | None = None
     files: dict[str, bytes] = {}
-    with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            member_key, ext = split_member_name(member.name)
+    try:
+        for name, data in iter_members(fileobj):
+            member_key, ext = split_member_name(name)
             if member_key != key:
                 if key is not None:
                     yield key, files
                 key, files = member_key, {}
-            handle = tar.extractfile(member)
-            files[ext] = handle.read() if handle else b""
+            files[ext] = data
+    except TruncatedMember as exc:
+        # The sample before a truncated member of another sample is whole.
+        if key is not None and split_member_name(exc.name)[0] != key:
+            yield key, files
+        raise
     if key is not None:
         yield key, files
+
+
+class TruncatedMember(tarfile.ReadError):
+    """A member whose header was read but whose data the archive cuts short."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+def iter_members(fileobj: BinaryIO) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of every regular file in a tar stream, in order.
+
+    Uncompressed tars (what img2dataset writes) are parsed here: tarfile builds a TarInfo per member at
+    ~30 us each, several times the cost of the rest of reading a sample. Handled: ustar names with
+    prefix, GNU long names (`L`), pax `path`/`size` records, base-256 sizes; other member types are
+    skipped like tarfile's isfile() skips them. A compressed stream goes to tarfile. A bad header or a
+    truncated member raises tarfile.ReadError, also mid-archive (tarfile would stop there silently).
+    """
+    first = _read_exact(fileobj, BLOCK)
+    if first[:2] == b"\x1f\x8b" or first[:3] == b"BZh" or first[:6] == b"\xfd7zXZ\x00":
+        yield from _tarfile_members(_Prefixed(first, fileobj))
+        return
+    if not first:
+        raise tarfile.ReadError("empty file")
+    header: bytes | None = first
+    long_name: str | None = None
+    pax: dict[str, str] = {}
+    while True:
+        if header is None:
+            header = _read_exact(fileobj, BLOCK)
+        if len(header) < BLOCK:
+            if not header:
+                return  # no end-of-archive blocks: tarfile accepts that too
+            raise tarfile.ReadError("unexpected end of data in a tar header")
+        if header == _ZERO_BLOCK:
+            return
+        _check_header(header)
+        kind = header[156:157]
+        size = int(pax["size"]) if "size" in pax else _number(header[124:136])
+        data = _read_exact(fileobj, size)
+        padding = -size % BLOCK
+        if len(data) < size or (padding and len(_read_exact(fileobj, padding)) < padding):
+            name = pax.get("path") or long_name or _ustar_name(header)
+            raise TruncatedMember(name, f"unexpected end of data in member {name!r}")
+        current, header = header, None
+        if kind == b"L":  # GNU long name of the next member
+            long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            continue
+        if kind == b"x":  # pax extended header of the next member
+            pax = _pax_records(data)
+            continue
+        if kind == b"g" or kind == b"K":  # global pax header, GNU long link name: nothing to yield
+            continue
+        name = pax.get("path") or long_name or _ustar_name(current)
+        long_name, pax = None, {}
+        if kind in _REGULAR:
+            yield name, data
+
+
+def _read_exact(fileobj: BinaryIO, size: int) -> bytes:
+    """Up to `size` bytes; fewer only at the end of the stream (file-likes may return short reads)."""
+    data = fileobj.read(size)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    missing = size - len(data)
+    while missing:
+        more = fileobj.read(missing)
+        if not more:
+            break
+        parts.append(more)
+        missing -= len(more)
+    return b"".join(parts)
+
+
+_ZERO_BLOCK = bytes(512)
+_REGULAR = (b"0", b"\0", b"7")
+
+
+def _check_header(header: bytes) -> None:
+    try:
+        stored = _number(header[148:156])
+    except ValueError:
+        raise tarfile.ReadError("bad tar header (checksum field)") from None
+    unsigned = sum(header) - sum(header[148:156]) + 8 * 32
+    if stored != unsigned:
+        signed = unsigned - 2 * sum(b for b in header[:148] + header[156:] if b > 127)
+        if stored != signed:
+            raise tarfile.ReadError("bad tar header (checksum mismatch)")
+
+
+def _number(field: bytes) -> int:
+    """A numeric header field: octal ASCII, or base-256 when the first byte has its high bit set."""
+    if field[0] & 0x80:
+        value = int.from_bytes(field[1:], "big")
+        return value - (1 << (8 * len(field) - 8)) if field[0] & 0x40 else value
+    text = field.split(b"\0", 1)[0].strip()
+    return int(text, 8) if text else 0
+
+
+def _ustar_name(header: bytes) -> str:
+    name = header[:100].split(b"\0", 1)[0]
+    if header[257:262] == b"ustar":
+        prefix = header[345:500].split(b"\0", 1)[0]
+        if prefix:
+            name = prefix + b"/" + name
+    return name.decode("utf-8", "surrogateescape")
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    """`<length> <key>=<value>\\n` records."""
+    records: dict[str, str] = {}
+    position = 0
+    while position < len(data):
+        space = data.find(b" ", position)
+        if space < 0:
+            break
+        try:
+            length = int(data[position:space])
+        except ValueError:
+            raise tarfile.ReadError("bad pax header") from None
+        if length <= 0:
+            raise tarfile.ReadError("bad pax header")
+        key, _, value = data[space + 1 : position + length - 1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        position += length
+    return records
+
+
+def _tarfile_members(fileobj) -> Iterator[tuple[str, bytes]]:
+    with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
+        for member in tar:
+            if member.isfile():
+                handle = tar.extractfile(member)
+                yield member.name, handle.read() if handle else b""
+
+
+class _Prefixed(io.RawIOBase):
+    """A read-only stream: `prefix`, then the rest of `fileobj` (bytes already read to sniff the format)."""
+
+    def __init__(self, prefix: bytes, fileobj: BinaryIO) -> None:
+        self._prefix, self._fileobj = prefix, fileobj
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._prefix:
+            if size < 0:
+                data, self._prefix = self._prefix + self._fileobj.read(), b""
+                return data
+            data, self._prefix = self._prefix[:size], self._prefix[size:]
+            return data
+        return self._fileobj.read(size)
 
 
 BLOCK = 512

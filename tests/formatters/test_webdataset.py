@@ -3,7 +3,13 @@ import tarfile
 
 import pytest
 
-from vlcurate.formatters.webdataset import TarShardWriter, iter_samples, split_member_name
+from vlcurate.formatters.webdataset import (
+    TarShardWriter,
+    _number,
+    iter_members,
+    iter_samples,
+    split_member_name,
+)
 
 
 @pytest.mark.parametrize(
@@ -71,3 +77,76 @@ def test_the_hand_written_headers_equal_tarfiles_own_ustar_output():
 def test_member_names_over_100_bytes_are_refused():
     with pytest.raises(ValueError, match="longer than 100 bytes"):
         write([("k" * 100, {"txt": b""})])
+
+
+def tarfile_archive(fmt: int, compress: str = "") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=f"w:{compress}" if compress else "w", format=fmt) as tar:
+        directory = tarfile.TarInfo("shard")
+        directory.type = tarfile.DIRTYPE
+        tar.addfile(directory)
+        members = [
+            ("shard/000001.jpg", b"\xff\xd8jpeg bytes"),
+            ("shard/000001.txt", "a caption, café".encode()),
+            ("shard/" + "k" * 120 + ".json", b'{"long": "name"}'),  # over 100 bytes: prefix/L/pax
+            ("shard/über-000002.txt", b""),  # non-ASCII name, empty file
+            ("shard/000003.bin", bytes(range(256)) * 40),
+        ]
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("shard/link.txt")
+        link.type, link.linkname = tarfile.SYMTYPE, "000001.txt"
+        tar.addfile(link)
+    return buffer.getvalue()
+
+
+def tarfile_members(data: bytes) -> list[tuple[str, bytes]]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_members_read_as_tarfile_reads_them(fmt):
+    # GNU writes the long name as an `L` member, pax as a `path` record; the directory and the symlink
+    # are not files.
+    data = tarfile_archive(fmt)
+    expected = tarfile_members(data)
+    assert len(expected) == 5
+    assert list(iter_members(io.BytesIO(data))) == expected
+
+
+def test_compressed_archives_go_through_tarfile():
+    data = tarfile_archive(tarfile.PAX_FORMAT, "gz")
+    assert list(iter_members(io.BytesIO(data))) == tarfile_members(data)
+
+
+def test_ustar_prefix_names_and_a_missing_end_of_archive():
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo("d" * 90 + "/" + "e" * 30 + "/000001.txt")  # split into prefix + name
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    data = buffer.getvalue()
+    names = [name for name, _ in iter_members(io.BytesIO(data))]
+    assert names == ["d" * 90 + "/" + "e" * 30 + "/000001.txt"]
+    without_end = data[: 512 + 512]  # header + one data block, no zero blocks after
+    assert list(iter_members(io.BytesIO(without_end))) == [(names[0], b"abc")]
+
+
+def test_a_bad_header_mid_archive_raises_after_the_members_before_it():
+    data = bytearray(write([(f"{i:03d}", {"txt": b"x" * 10}) for i in range(3)]))
+    data[1024 + 20] ^= 0xFF  # the second member's header: checksum no longer matches
+    seen = []
+    with pytest.raises(tarfile.TarError, match="checksum"):
+        for name, _ in iter_members(io.BytesIO(bytes(data))):
+            seen.append(name)
+    assert seen == ["000.txt"]
+
+
+def test_empty_input_and_numeric_fields():
+    with pytest.raises(tarfile.TarError):
+        list(iter_members(io.BytesIO(b"")))
+    assert _number(b"00000001750\0") == 1000
+    assert _number(bytes([0x80]) + (8 * 2**30).to_bytes(11, "big")) == 8 * 2**30  # base-256, over 8 GiB
