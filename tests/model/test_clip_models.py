@@ -112,3 +112,44 @@ def test_a_folder_without_weights_is_refused_not_run_with_random_weights(tmp_pat
 def test_image_size_comes_from_the_config_without_weights():
     assert image_size_of(DEFAULT_BUNDLED) == 32
     assert image_size_of("ViT-L-14@random") == 224
+
+
+def test_the_handler_serves_runinference_and_the_overlapped_step_alike(tiny):
+    """ClipModelHandler is a ModelHandler: RunInference gives the same scores as the pipeline's own
+    overlapped step (ScoreOnDevice) and as score_batch."""
+    import apache_beam as beam
+    from apache_beam.ml.inference.base import RunInference
+    from apache_beam.testing.util import assert_that
+
+    from vlcurate.model.clip_handler import ClipModelHandler
+    from vlcurate.pipelines.clip import ScoreOnDevice
+    from vlcurate.pipelines.options import pipeline_options
+
+    images, captions, _ = make_examples(24, seed=7, zh_share=0.25)
+    pairs = [Pair(uid=f"s/{i:02d}", source="s", caption=c) for i, c in enumerate(captions)]
+    groups = [
+        [ClipInput(p, pixels=x) for p, x in zip(pairs[i : i + 5], images[i : i + 5])] for i in range(0, 24, 5)
+    ]
+    expected = score_batch(tiny, [e for g in groups for e in g])
+    expected = {p.uid: s for p, s in zip(pairs, expected)}
+
+    def close_to_expected(actual):
+        assert sorted(uid for uid, _ in actual) == sorted(expected)
+        assert all(abs(score - expected[uid]) < 1e-4 for uid, score in actual)
+
+    handler = ClipModelHandler(DEFAULT_BUNDLED, batch_size=8, device="cpu")
+    with beam.Pipeline(options=pipeline_options()) as p:
+        inputs = p | beam.Create(groups)
+        via_runinference = (
+            inputs
+            | RunInference(handler)
+            | "Flat"
+            >> beam.FlatMap(lambda r: [(e.pair.uid, round(s, 4)) for e, s in zip(r.example, r.inference)])
+        )
+        overlapped = (
+            inputs
+            | beam.ParDo(ScoreOnDevice(handler))
+            | "FlatBatches" >> beam.FlatMap(lambda b: [(x.uid, x.scores["clip"]) for x in b])
+        )
+        assert_that(via_runinference, close_to_expected, label="runinference")
+        assert_that(overlapped, close_to_expected, label="overlapped")
