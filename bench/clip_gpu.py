@@ -194,6 +194,8 @@ def run_clean_timed(
     with open(os.path.join(out, "info.json")) as fh:
         written = sum(s["pairs"] for s in json.load(fh)["shards"])
     totals = stats["totals"]
+    if totals["rejected"]:  # the threshold keeps every real score: a reject means a NaN score
+        print(f"UNEXPECTED REJECTS (NaN scores?): {stats['sources']}", flush=True)
     if not totals["read"] == totals["kept"] + totals["rejected"] == written + totals["rejected"]:
         report_loss(out, tars, totals, written)
     return seconds, totals["kept"]

@@ -113,6 +113,11 @@ def launch_scores(model: LoadedClip, batch: Sequence[ClipInput]) -> PendingScore
     can prepare the next batch meanwhile. Captions are tokenized while the image tower runs."""
     import torch
 
+    if model.device.startswith("cuda"):
+        # nvjpeg decodes outside the current stream's order: memory the previous batch's kernels still
+        # use must not be handed to it (scores came back NaN without this). Host-side work since the
+        # last launch has overlapped the GPU already; only device work is serialized here.
+        torch.cuda.synchronize(model.device)
     with torch.inference_mode():
         pixels, ok = _pixels_on_device(model, batch)
         if not ok:
