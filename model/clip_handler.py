@@ -84,72 +84,34 @@ class ClipModelHandler(ModelHandler[list[ClipInput], PredictionResult, LoadedCli
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[PredictionResult]:
         inputs = [e for group in batch for e in group]
-        scores = [s for part in self.launch(model, inputs) for s in collect_scores(part)]
+        # Equal chunks of at most batch_size (300 inputs -> 150 + 150, not 256 + 44).
+        chunk = max(1, -(-len(inputs) // max(1, -(-len(inputs) // self.batch_size))))
+        scores: list[float] = []
+        for start in range(0, len(inputs), chunk):
+            scores.extend(score_batch(model, inputs[start : start + chunk]))
         results, start = [], 0
         for group in batch:
             results.append(PredictionResult(group, scores[start : start + len(group)]))
             start += len(group)
         return results
 
-    def launch(self, model: LoadedClip, inputs: Sequence[ClipInput]) -> list[PendingScores]:
-        """Queues the scoring of `inputs` in equal chunks of at most batch_size (300 inputs -> 150 + 150,
-        not 256 + 44); collect_scores() waits for each."""
-        chunk = max(1, -(-len(inputs) // max(1, -(-len(inputs) // self.batch_size))))
-        return [launch_scores(model, inputs[start : start + chunk]) for start in range(0, len(inputs), chunk)]
-
-
-@dataclasses.dataclass
-class PendingScores:
-    """Scores of a batch whose GPU work may still be running; collect_scores() waits for them."""
-
-    count: int
-    ok: list[int]  # indices of the inputs that were scored (the others failed GPU decoding)
-    values: Any = None  # float32 CPU tensor, filled by an asynchronous copy until `done` fires
-    done: Any = None  # CUDA event recorded after the copy, or None when the values are ready
-
-
-def launch_scores(model: LoadedClip, batch: Sequence[ClipInput]) -> PendingScores:
-    """Queues the work of scoring a batch: on a GPU this returns while the kernels run, so the caller
-    can prepare the next batch meanwhile. Captions are tokenized while the image tower runs."""
-    import torch
-
-    if model.device.startswith("cuda"):
-        # nvjpeg decodes outside the current stream's order: memory the previous batch's kernels still
-        # use must not be handed to it (scores came back NaN without this). Host-side work since the
-        # last launch has overlapped the GPU already; only device work is serialized here.
-        torch.cuda.synchronize(model.device)
-    with torch.inference_mode():
-        pixels, ok = _pixels_on_device(model, batch)
-        if not ok:
-            return PendingScores(len(batch), [])
-        images = _encode_images(model, normalize(pixels, model.mean, model.std, model.dtype))
-        texts = encode_captions(model, [batch[i].pair.caption for i in ok])
-        images = torch.nn.functional.normalize(images.float(), dim=-1)
-        cosine = (images * texts).sum(dim=-1)
-        if cosine.device.type != "cuda":
-            return PendingScores(len(batch), ok, cosine)
-        values = torch.empty(cosine.shape, dtype=cosine.dtype, pin_memory=True)
-        values.copy_(cosine, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record()
-        return PendingScores(len(batch), ok, values, done)
-
-
-def collect_scores(pending: PendingScores) -> list[float]:
-    """Cosine similarities of a launched batch, in input order; NaN for an image that failed GPU
-    decoding."""
-    if pending.done is not None:
-        pending.done.synchronize()
-    scores = [float("nan")] * pending.count
-    if pending.ok:
-        for i, value in zip(pending.ok, pending.values.tolist()):
-            scores[i] = value
-    return scores
-
 
 def score_batch(model: LoadedClip, batch: Sequence[ClipInput]) -> list[float]:
     """Cosine similarities for a batch; NaN for an image that failed GPU decoding."""
-    return collect_scores(launch_scores(model, batch))
+    import torch
+
+    with torch.inference_mode():
+        pixels, ok = _pixels_on_device(model, batch)
+        scores = [float("nan")] * len(batch)
+        if not ok:
+            return scores
+        images = _encode_images(model, normalize(pixels, model.mean, model.std, model.dtype))
+        texts = encode_captions(model, [batch[i].pair.caption for i in ok])
+        images = torch.nn.functional.normalize(images.float(), dim=-1)
+        cosine = (images * texts).sum(dim=-1).tolist()
+    for i, value in zip(ok, cosine):
+        scores[i] = value
+    return scores
 
 
 def _encode_images(model: LoadedClip, pixels):

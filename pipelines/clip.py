@@ -1,35 +1,26 @@
-"""CLIP scoring in the pipeline: prepare images, score per model, thresholds per source.
+"""CLIP scoring in the pipeline: prepare images, RunInference per model, thresholds per source.
 
 Pairs are partitioned by the model their source and caption language call for; each model gets its own
-scoring step (ScoreOnDevice, the model loaded once per worker process through ClipModelHandler).
-Decoding happens before batching, so a bad image is a reject, not a failed batch. `keep_fraction`
-thresholds come from a second pass over the scores (a side input).
-
-Why not RunInference: it returns each batch's results before the next batch is read, so the GPU idles
-while the worker reads, probes and prepares the next batch, and the CPU idles while the GPU computes.
-ScoreOnDevice keeps one batch in flight: it queues batch k on the GPU, then collects batch k-1, whose
-kernels ran while the worker prepared batch k (bench/clip_gpu.py e2e measures the difference).
-ClipModelHandler remains a ModelHandler, usable with RunInference (a test runs it that way).
+RunInference (loaded once per worker). Decoding happens before batching, so a bad image is a reject, not
+a failed batch. `keep_fraction` thresholds come from a second pass over the scores (a side input).
 """
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
-from apache_beam.utils import shared
+from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from vlcurate.filters.base import reject
 from vlcurate.filters.clip_filter import ClipFilter, ClipScore
-from vlcurate.model.clip_handler import ClipInput, ClipModelHandler, collect_scores
+from vlcurate.model.clip_handler import ClipInput, ClipModelHandler
 from vlcurate.model.clip_models import image_size_of
 from vlcurate.model.clip_preprocess import pil_pixels
 from vlcurate.pipelines.batch_coder import of_batches
-from vlcurate.pipelines.steps import REJECTED, as_rejects, in_global_window
+from vlcurate.pipelines.steps import REJECTED, as_rejects
 from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.record import Pair
 
@@ -92,45 +83,12 @@ class PrepareClipInput(beam.DoFn):
             return None
 
 
-class ScoreOnDevice(beam.DoFn):
-    """Groups of ClipInputs in; the scored pairs out, one PairBatch per model batch, with one batch in
-    flight on the device while the next is prepared (see the module docstring)."""
-
-    def __init__(self, handler: ClipModelHandler) -> None:
-        self.handler = handler
-        self._shared = shared.Shared()  # one model per worker process, whatever the number of threads
-
-    def setup(self) -> None:
-        self._model = self._shared.acquire(self.handler.load_model, tag=f"vlcurate-clip-{self.handler.spec}")
-        self._scored = Metrics.counter("vlcurate.clip_score", "pairs_scored")
-
-    def start_bundle(self) -> None:
-        self._waiting: list[ClipInput] = []
-        self._in_flight: collections.deque = collections.deque()
-
-    def process(self, group: list[ClipInput]) -> Iterator[PairBatch]:
-        self._waiting.extend(group)
-        if len(self._waiting) >= self.handler.batch_size:
-            yield from self._launch_and_collect(keep=1)
-
-    def finish_bundle(self) -> Iterator:
-        for batch in self._launch_and_collect(keep=0):
-            yield in_global_window(batch)
-
-    def _launch_and_collect(self, keep: int) -> Iterator[PairBatch]:
-        """Queues what is waiting, then collects launched batches until `keep` remain in flight."""
-        if self._waiting:
-            inputs, self._waiting = self._waiting, []
-            self._in_flight.append((inputs, self.handler.launch(self._model, inputs)))
-        while len(self._in_flight) > keep:
-            inputs, parts = self._in_flight.popleft()
-            scores = [s for part in parts for s in collect_scores(part)]
-            batch = PairBatch()
-            for example, score in zip(inputs, scores, strict=True):
-                example.pair.scores["clip"] = score
-                batch.append(example.pair)
-            self._scored.inc(len(batch))
-            yield batch
+def _attach_scores(result: PredictionResult) -> PairBatch:
+    batch = PairBatch()
+    for example, score in zip(result.example, result.inference, strict=True):  # never drop a pair
+        example.pair.scores["clip"] = float(score)
+        batch.append(example.pair)
+    return batch
 
 
 class ScoreWithClip(beam.PTransform):
@@ -162,7 +120,8 @@ class ScoreWithClip(beam.PTransform):
             )
             scored.append(
                 prepared[spec]
-                | f"Score[{spec}]" >> beam.ParDo(ScoreOnDevice(handler)).with_output_types(PairBatch)
+                | f"RunInference[{spec}]" >> RunInference(handler)
+                | f"Attach[{spec}]" >> beam.Map(_attach_scores).with_output_types(PairBatch)
             )
         return {
             "kept": of_batches(scored | "AllScored" >> beam.Flatten(pipeline=pairs.pipeline)),

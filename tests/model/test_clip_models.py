@@ -114,15 +114,14 @@ def test_image_size_comes_from_the_config_without_weights():
     assert image_size_of("ViT-L-14@random") == 224
 
 
-def test_the_handler_serves_runinference_and_the_overlapped_step_alike(tiny):
-    """ClipModelHandler is a ModelHandler: RunInference gives the same scores as the pipeline's own
-    overlapped step (ScoreOnDevice) and as score_batch."""
+def test_the_handler_in_runinference_gives_score_batch_scores(tiny):
+    """ClipModelHandler behind RunInference (groups of ClipInputs, pooled into model batches of 8) scores
+    like one score_batch call on all inputs."""
     import apache_beam as beam
     from apache_beam.ml.inference.base import RunInference
     from apache_beam.testing.util import assert_that
 
     from vlcurate.model.clip_handler import ClipModelHandler
-    from vlcurate.pipelines.clip import ScoreOnDevice
     from vlcurate.pipelines.options import pipeline_options
 
     images, captions, _ = make_examples(24, seed=7, zh_share=0.25)
@@ -130,8 +129,7 @@ def test_the_handler_serves_runinference_and_the_overlapped_step_alike(tiny):
     groups = [
         [ClipInput(p, pixels=x) for p, x in zip(pairs[i : i + 5], images[i : i + 5])] for i in range(0, 24, 5)
     ]
-    expected = score_batch(tiny, [e for g in groups for e in g])
-    expected = {p.uid: s for p, s in zip(pairs, expected)}
+    expected = {p.uid: s for p, s in zip(pairs, score_batch(tiny, [e for g in groups for e in g]))}
 
     def close_to_expected(actual):
         assert sorted(uid for uid, _ in actual) == sorted(expected)
@@ -139,17 +137,10 @@ def test_the_handler_serves_runinference_and_the_overlapped_step_alike(tiny):
 
     handler = ClipModelHandler(DEFAULT_BUNDLED, batch_size=8, device="cpu")
     with beam.Pipeline(options=pipeline_options()) as p:
-        inputs = p | beam.Create(groups)
-        via_runinference = (
-            inputs
+        scored = (
+            p
+            | beam.Create(groups)
             | RunInference(handler)
-            | "Flat"
-            >> beam.FlatMap(lambda r: [(e.pair.uid, round(s, 4)) for e, s in zip(r.example, r.inference)])
+            | beam.FlatMap(lambda r: [(e.pair.uid, s) for e, s in zip(r.example, r.inference, strict=True)])
         )
-        overlapped = (
-            inputs
-            | beam.ParDo(ScoreOnDevice(handler))
-            | "FlatBatches" >> beam.FlatMap(lambda b: [(x.uid, x.scores["clip"]) for x in b])
-        )
-        assert_that(via_runinference, close_to_expected, label="runinference")
-        assert_that(overlapped, close_to_expected, label="overlapped")
+        assert_that(scored, close_to_expected)
