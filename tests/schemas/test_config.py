@@ -98,3 +98,10 @@ def test_per_source_parameters_override_global_ones():
     params = build_chain(config).params()
     assert params["a"]["decode_check"] == {"draft_size": 32}
     assert params["b"]["decode_check"] == {"draft_size": 128}
+
+
+def test_clip_decode_threads_must_be_positive():
+    with pytest.raises(ConfigError, match="decode_threads must be >= 1"):
+        build_chain(config_with(steps={"clip_score": {"decode_threads": 0}}))
+    chain = build_chain(config_with(steps={"clip_score": {"decode_threads": 3}}))
+    assert chain.params()["a"]["clip_score"]["decode_threads"] == 3
