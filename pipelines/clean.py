@@ -178,6 +178,13 @@ def run_clean(config: CleanConfig, beam_args: list[str] | None = None, progress:
     options = pipeline_options(config.workers, beam_args)
     readers = [ReadSource(source) for source in config.sources]  # matches files, checks columns
     warn_about_bundled_clip(chain)
+    if config.workers > 1 and is_local(options):
+        print(
+            "[vlcurate] note: local multi-process runs have occasionally lost one batch (README, 'Known "
+            "issue'); this job checks its counts at the end and fails rather than mark incomplete output "
+            "complete.",
+            file=sys.stderr,
+        )
     prepare_output_dir(config.output.dir, config.output.overwrite)
     local = is_local(options)
     started = time.monotonic()
