@@ -98,10 +98,11 @@ def build_pipeline(
     readers: list[ReadSource],
     progress_folder: str | None,
 ) -> None:
-    def tap(pcoll, stage: str):
+    def tap(pcoll, stage: str, label: str = ""):
         if progress_folder is None:
             return pcoll
-        return of_batches(pcoll | f"Progress[{stage}]" >> beam.ParDo(ProgressTap(progress_folder, stage)))
+        tapped = pcoll | f"Progress[{stage}{label}]" >> beam.ParDo(ProgressTap(progress_folder, stage))
+        return of_batches(tapped)
 
     read = [p | reader for reader in readers]
     pairs = read | "AllSources" >> beam.Flatten()
@@ -124,20 +125,16 @@ def build_pipeline(
         kept = deduped.kept
         rejects.append(deduped[REJECTED])
         partials.append(deduped[STATS])
+    # Rejects leave several steps; each part is tapped, counted and bucketed where it is made, so the
+    # parts meet only in the rejects' shuffle (a Flatten first would store and re-read them all).
     kept = tap(kept, "kept")
-    rejected = tap(rejects | "AllRejects" >> beam.Flatten(), "rejected")
-
-    final_counts = (
-        (kept, rejected) | "FinalPairs" >> beam.Flatten() | "CountFinal" >> beam.ParDo(CountFinal())
-    )
-    stats = (
-        (*partials, final_counts)
-        | "StatsPartials" >> beam.Flatten()
-        | "MergeStats" >> beam.CombineGlobally(MergeStats())
-    )
+    rejects = [tap(part, "rejected", f"/{i}") for i, part in enumerate(rejects)]
+    for i, part in enumerate([kept, *rejects]):
+        partials.append(part | f"CountFinal/{i}" >> beam.ParDo(CountFinal()))
+    stats = partials | "StatsPartials" >> beam.Flatten() | "MergeStats" >> beam.CombineGlobally(MergeStats())
     out = config.output.dir
     shards = kept | "WriteShards" >> WriteKeptShards(out, config.output.pairs_per_shard)
-    reject_files = rejected | "WriteRejects" >> WriteRejects(out, buckets)
+    reject_files = tuple(rejects) | "WriteRejects" >> WriteRejects(out, buckets)
     info = {
         "kind": "vlcurate.clean",
         "config": config.to_dict(),

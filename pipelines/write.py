@@ -161,11 +161,17 @@ class WriteRejects(beam.PTransform):
         super().__init__()
         self.directory, self.files = directory, files
 
-    def expand(self, pairs):
+    def expand(self, parts):
+        """`parts`: one PCollection of batches, or several (bucketed each before they meet)."""
         directory, files = self.directory, self.files
+        parts = parts if isinstance(parts, tuple) else (parts,)
+        keyed = [
+            part | f"Bucket/{i}" >> beam.FlatMap(split_by_uid, files).with_output_types(KV[int, PairBatch])
+            for i, part in enumerate(parts)
+        ]
         return (
-            pairs
-            | "Bucket" >> beam.FlatMap(split_by_uid, files).with_output_types(KV[int, PairBatch])
+            keyed
+            | "Parts" >> beam.Flatten(pipeline=parts[0].pipeline)
             | "Group" >> beam.GroupByKey()
             | "Write" >> beam.Map(lambda kv: write_reject_file(directory, kv[0], files, _pairs(kv[1])))
         )
