@@ -24,6 +24,17 @@ _EXIF_ORIENTATION = 0x0112
 
 def header_size(data: bytes) -> tuple[str, int, int]:
     """Returns (format, width, height) after EXIF orientation, reading the header only."""
+    fast = _jpeg_header(data) if data[:3] == b"\xff\xd8\xff" else None
+    if fast is not None:
+        width, height, orientation = fast
+        if orientation in _ROTATED_ORIENTATIONS:
+            width, height = height, width
+        return "JPEG", width, height
+    return pil_header_size(data)
+
+
+def pil_header_size(data: bytes) -> tuple[str, int, int]:
+    """header_size through PIL, for every format."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PIL's bomb warning: the max_pixels filter decides instead
         saved = Image.MAX_IMAGE_PIXELS
@@ -38,6 +49,84 @@ def header_size(data: bytes) -> tuple[str, int, int]:
     if orientation in _ROTATED_ORIENTATIONS:
         width, height = height, width
     return fmt, width, height
+
+
+# Start-of-frame markers (they carry the size); C4, C8 and CC share the range but are not frames.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xD8)])
+
+
+def _jpeg_header(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, EXIF orientation) of a plain JPEG from its markers, or None to let PIL decide.
+
+    Most web images are JPEGs, and PIL's header parse costs ~40 us; this walk costs a few. Anything
+    unusual (no frame before the scan, a height given later by DNL, a component count PIL refuses,
+    several EXIF blocks, an MPO's MPF block, an odd EXIF layout) returns None and takes PIL's path, so
+    on well-formed headers the answer is PIL's (tests compare the two). Unlike PIL it does not parse the
+    quantization and Huffman tables; damage there is left to `decode_check`, which decodes the image.
+    """
+    position, end = 2, len(data)
+    orientation, exif_blocks = 1, 0
+    while position + 4 <= end:
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in _STANDALONE_MARKERS:
+            position += 2
+            continue
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        segment = data[position + 4 : position + 2 + length]
+        if length < 2 or len(segment) != length - 2:
+            return None
+        if marker in _SOF_MARKERS:
+            if len(segment) < 6 or segment[5] not in (1, 3, 4):  # PIL reads 1, 3 or 4 components
+                return None
+            height = int.from_bytes(segment[1:3], "big")
+            width = int.from_bytes(segment[3:5], "big")
+            if height == 0 or width == 0:
+                return None
+            return width, height, orientation
+        if marker == 0xDA:  # start of scan before any frame
+            return None
+        if marker == 0xE1 and segment[:6] == b"Exif\x00\x00":
+            exif_blocks += 1
+            found = _exif_orientation(segment[6:])
+            if found is None or exif_blocks > 1:
+                return None
+            orientation = found
+        elif marker == 0xE2 and segment[:4] == b"MPF\x00":
+            return None  # PIL opens these as MPO
+        position += 2 + length
+    return None
+
+
+def _exif_orientation(tiff: bytes) -> int | None:
+    """The orientation tag of IFD0 (1 when absent), or None when the block is not plainly readable."""
+    if tiff[:4] == b"II*\x00":
+        order = "little"
+    elif tiff[:4] == b"MM\x00*":
+        order = "big"
+    else:
+        return None
+    offset = int.from_bytes(tiff[4:8], order)
+    count_end = offset + 2
+    if count_end > len(tiff):
+        return None
+    count = int.from_bytes(tiff[offset:count_end], order)
+    if count_end + 12 * count > len(tiff):
+        return None
+    for i in range(count):
+        entry = tiff[count_end + 12 * i : count_end + 12 * (i + 1)]
+        if int.from_bytes(entry[0:2], order) != _EXIF_ORIENTATION:
+            continue
+        kind, values = int.from_bytes(entry[2:4], order), int.from_bytes(entry[4:8], order)
+        if values != 1 or kind not in (3, 4):  # one SHORT or LONG, as cameras write it
+            return None
+        return int.from_bytes(entry[8:10] if kind == 3 else entry[8:12], order)
+    return 1
 
 
 def _orientation(img: Image.Image) -> int:

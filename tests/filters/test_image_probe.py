@@ -76,3 +76,57 @@ def test_decode_check_catches_truncated_pixels_that_the_header_probe_misses():
     whole = probe(buffer.getvalue())
     DecodeCheck().apply(whole)
     assert whole.reject is None
+
+
+def big_endian_exif(orientation: int) -> bytes:
+    """An EXIF block in Motorola byte order (PIL writes Intel order) holding one orientation entry."""
+    ifd = struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0)
+    return b"Exif\x00\x00" + b"MM\x00*" + struct.pack(">I", 8) + ifd
+
+
+def with_app1(jpeg: bytes, body: bytes) -> bytes:
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body + jpeg[2:]
+
+
+def jpeg_variants():
+    rng_sizes = [(1, 1), (17, 9), (640, 480), (481, 1023), (1600, 1200)]
+    out = []
+    for i, (w, h) in enumerate(rng_sizes):
+        for mode in ("RGB", "L", "CMYK"):
+            image = Image.new(mode, (w, h))
+            for orientation in (None, 1, 5, 6, 7, 8, 2):
+                for progressive in (False, True):
+                    buffer = io.BytesIO()
+                    kwargs = {"progressive": progressive, "quality": 80}
+                    if orientation is not None:
+                        exif = Image.Exif()
+                        exif[0x0112] = orientation
+                        exif[0x010F] = "maker"  # another tag before/after, as cameras write several
+                        kwargs["exif"] = exif.tobytes()
+                    image.save(buffer, "JPEG", **kwargs)
+                    out.append(buffer.getvalue())
+        out.append(with_app1(encode(w, h), big_endian_exif(6 if i % 2 else 8)))
+    return out
+
+
+def test_the_fast_jpeg_path_answers_as_pil_does():
+    from vlcurate.filters.image_probe import _jpeg_header, pil_header_size
+
+    variants = jpeg_variants()
+    fast_taken = 0
+    for data in variants:
+        fast_taken += _jpeg_header(data) is not None
+        assert header_size(data) == pil_header_size(data)
+    assert fast_taken == len(variants)  # the fast path answered every one of these plain JPEGs
+
+
+def test_unusual_jpegs_go_to_pil():
+    from vlcurate.filters.image_probe import _jpeg_header
+
+    plain = encode(64, 48)
+    two_exif = with_app1(with_app1(plain, big_endian_exif(6)), big_endian_exif(8))
+    mpo_like = plain[:2] + b"\xff\xe2" + struct.pack(">H", 10) + b"MPF\x00" + b"\x00" * 4 + plain[2:]
+    truncated = plain[:30]
+    for data in (two_exif, mpo_like, truncated):
+        assert _jpeg_header(data) is None
+    assert probe(truncated).reject == "image_undecodable"
