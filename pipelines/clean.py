@@ -177,9 +177,9 @@ def run_clean(config: CleanConfig, beam_args: list[str] | None = None, progress:
     warn_about_bundled_clip(chain)
     if config.workers > 1 and is_local(options):
         print(
-            "[vlcurate] note: local multi-process runs have occasionally lost one batch (README, 'Known "
-            "issue'); this job checks its counts at the end and fails rather than mark incomplete output "
-            "complete.",
+            "[vlcurate] note: Beam's local multi-process runner has occasionally lost batches (README, "
+            "'Known issue'; bench/beam_local_loss.py); this job checks its counts at the end and fails "
+            "rather than mark incomplete output complete.",
             file=sys.stderr,
         )
     prepare_output_dir(config.output.dir, config.output.overwrite)
