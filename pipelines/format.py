@@ -41,10 +41,10 @@ from vlcurate.pipelines.output import (
 )
 from vlcurate.pipelines.read import ReadSource
 from vlcurate.pipelines.sft_io import image_file, write_image
-from vlcurate.pipelines.write import shard_count, shard_name
+from vlcurate.pipelines.write import shard_name, write_hash_buckets
 from vlcurate.schemas.config import SourceConfig
 from vlcurate.schemas.errors import ConfigError
-from vlcurate.schemas.record import Pair, stable_hash
+from vlcurate.schemas.record import Pair
 
 SAMPLES_PER_FILE = 100_000
 
@@ -126,23 +126,19 @@ def _write_rows(
 def _sharded(
     rows, directory: str, folder: str, prefix: str, per_file: int, parquet: bool, label: str, schema=None
 ):
-    total = rows | f"Count{label}" >> beam.combiners.Count.Globally()
+    """Rows -> `<folder>/<prefix>-NNNNN.jsonl` (+ .parquet) files, bucketed by sample id (or pack ids)."""
 
-    def key(row, n):
-        ident = row.get("id") if "id" in row else ",".join(map(str, row.get("ids", [])))
-        return stable_hash(str(ident)) % shard_count(n, per_file), row
+    def key(row) -> str:
+        return str(row.get("id") if "id" in row else ",".join(map(str, row.get("ids", []))))
 
-    return (
-        rows
-        | f"Key{label}" >> beam.Map(key, beam.pvalue.AsSingleton(total))
-        | f"Group{label}" >> beam.GroupByKey()
-        | f"Write{label}"
-        >> beam.Map(
-            lambda kv, n: _write_rows(
-                directory, folder, prefix, kv[0], shard_count(n, per_file), list(kv[1]), parquet, schema
-            ),
-            beam.pvalue.AsSingleton(total),
-        )
+    return write_hash_buckets(
+        rows,
+        per_file,
+        key,
+        lambda index, count, part: _write_rows(
+            directory, folder, prefix, index, count, list(part), parquet, schema
+        ),
+        label,
     )
 
 

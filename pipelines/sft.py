@@ -55,14 +55,13 @@ from vlcurate.pipelines.sft_io import (
     input_files,
     read_input_file,
     sample_reject_row,
-    shard_bucket,
     validate_output_dir,
     write_image,
     write_reject_file,
     write_shard,
 )
 from vlcurate.pipelines.steps import MergeStats, in_global_window
-from vlcurate.pipelines.write import REJECTS_PER_FILE, shard_count
+from vlcurate.pipelines.write import REJECTS_PER_FILE, write_hash_buckets
 from vlcurate.schemas.errors import ConfigError
 from vlcurate.schemas.sft_config import SftConfig, SftInputConfig, load_sft_config
 
@@ -167,24 +166,6 @@ def _write_images(element: tuple[str, dict[str, list]], directory: str) -> Itera
         yield write_image(directory, path, groups["data"][0])
 
 
-def _bucketed_write(rows, per_file: int, key, write, label: str):
-    """Rows -> hash buckets (count from a side input) -> one write per bucket; outputs manifest rows."""
-    total = rows | f"Count{label}" >> beam.combiners.Count.Globally()
-    return (
-        rows
-        | f"Bucket{label}"
-        >> beam.Map(
-            lambda row, n: (shard_bucket(key(row), shard_count(n, per_file)), row),
-            beam.pvalue.AsSingleton(total),
-        )
-        | f"Group{label}" >> beam.GroupByKey()
-        | f"Write{label}"
-        >> beam.Map(
-            lambda kv, n: write(kv[0], shard_count(n, per_file), kv[1]), beam.pvalue.AsSingleton(total)
-        )
-    )
-
-
 def build_pipeline(
     p: beam.Pipeline, config: SftConfig, files: list[tuple[int, str]], info: dict[str, Any]
 ) -> None:
@@ -231,7 +212,7 @@ def build_pipeline(
     )
     samples = built.samples
     per_shard = config.output.samples_per_shard
-    shards = _bucketed_write(
+    shards = write_hash_buckets(
         samples,
         per_shard,
         lambda s: s.id,
@@ -246,7 +227,7 @@ def build_pipeline(
         | "CountImages" >> beam.combiners.Count.Globally()
     )
     rejects = (read[REJECT], built[REJECT]) | "AllRejects" >> beam.Flatten()
-    reject_files = _bucketed_write(
+    reject_files = write_hash_buckets(
         rejects,
         REJECTS_PER_FILE,
         lambda r: r["id"],

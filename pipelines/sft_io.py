@@ -45,7 +45,7 @@ from vlcurate.pipelines.read import read_file
 from vlcurate.pipelines.write import shard_name
 from vlcurate.schemas.config import SourceConfig
 from vlcurate.schemas.errors import ConfigError
-from vlcurate.schemas.record import Pair, stable_hash
+from vlcurate.schemas.record import Pair
 from vlcurate.schemas.rows import resolve_image_path
 from vlcurate.schemas.sft_config import SftInputConfig
 from vlcurate.schemas.stats import Histogram
@@ -397,7 +397,3 @@ def validate_output_dir(directory: str, max_len: int | None = None) -> dict[str,
             for p in validate_sample(sample, max_len, path_exists=exists).problems:
                 problems.append({"shard": shard, "id": sample_id, "reason": p.reason, "detail": p.detail})
     return {"shards": len(shards), "samples": samples, "problems": problems}
-
-
-def shard_bucket(sample_id: str, count: int) -> int:
-    return stable_hash(sample_id) % count

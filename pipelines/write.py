@@ -116,6 +116,26 @@ def split_by_uid(batch: PairBatch, count: int) -> Iterator[tuple[int, PairBatch]
     yield from parts.items()
 
 
+def write_hash_buckets(rows, per_file: int, key, write, label: str):
+    """Rows -> file `stable_hash(key(row)) mod n`, n = ceil(rows / per_file) from a count side input ->
+    one `write(index, n, rows)` per file; outputs what `write` returns (manifest rows). The SFT and format
+    jobs write their samples, packs and rejects this way."""
+    total = rows | f"Count{label}" >> beam.combiners.Count.Globally()
+    return (
+        rows
+        | f"Bucket{label}"
+        >> beam.Map(
+            lambda row, n: (stable_hash(key(row)) % shard_count(n, per_file), row),
+            beam.pvalue.AsSingleton(total),
+        )
+        | f"Group{label}" >> beam.GroupByKey()
+        | f"Write{label}"
+        >> beam.Map(
+            lambda kv, n: write(kv[0], shard_count(n, per_file), kv[1]), beam.pvalue.AsSingleton(total)
+        )
+    )
+
+
 @beam.ptransform_fn
 def CountPairs(batches):
     """The number of pairs in a PCollection of batches, as a singleton."""
