@@ -98,18 +98,17 @@ def write_jsonl(
     rows: Iterable[Mapping[str, Any]], fileobj: BinaryIO, schema: pa.Schema = SAMPLE_SCHEMA
 ) -> int:
     """Writes `rows` as JSONL; returns the number of rows."""
-    writer = JsonlWriter(fileobj, schema)
-    for row in rows:
-        writer.write(row)
-    writer.close()
-    return writer.rows
+    return _write_all(JsonlWriter(fileobj, schema), rows)
 
 
 def write_parquet(
     rows: Iterable[Mapping[str, Any]], fileobj: BinaryIO, schema: pa.Schema = SAMPLE_SCHEMA
 ) -> int:
     """Writes `rows` as one Parquet file; returns the number of rows."""
-    writer = ParquetWriter(fileobj, schema)
+    return _write_all(ParquetWriter(fileobj, schema), rows)
+
+
+def _write_all(writer: JsonlWriter | ParquetWriter, rows: Iterable[Mapping[str, Any]]) -> int:
     for row in rows:
         writer.write(row)
     writer.close()

@@ -62,9 +62,6 @@ class RunStats:
         self.samples: dict[str, list[tuple[int, str, str]]] = {}  # reason -> [(hash, uid, caption)]
 
     # --- recording -------------------------------------------------------------------------------
-    def observe_score(self, name: str, source: str, value: float, bins: tuple[float, float, int]) -> None:
-        self.observe_scores(name, source, [value], bins)
-
     def observe_scores(
         self, name: str, source: str, values: list[float], bins: tuple[float, float, int]
     ) -> None:
