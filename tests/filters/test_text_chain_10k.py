@@ -1,8 +1,9 @@
 """The whole text stage over 10,000 real web alt texts, with every count pinned.
 
 Any change in what a step removes, rewrites or rejects shows up here as a diff in these numbers; update
-them deliberately, after looking at what changed. The counts follow pipelines/steps.py: a pair stops at
-its first reject, and a cleaner counts as `changed` when the caption differs after it.
+them deliberately, after looking at what changed. The records go through the pipeline's own segment
+runner (RunSteps, outside Beam): a pair stops at its first reject, and a cleaner counts as `changed` when
+the caption differs after it.
 """
 
 from collections import Counter
@@ -12,6 +13,8 @@ import pyarrow.parquet as pq
 
 from vlcurate.filters.chain import DEFAULT_CHAIN
 from vlcurate.filters.registry import build_step
+from vlcurate.pipelines.steps import RunSteps
+from vlcurate.schemas.batch import batched
 from vlcurate.schemas.record import Pair
 
 # shared/ sits beside the repository (ENVIRONMENT.md, "Data here").
@@ -25,21 +28,17 @@ EXPECTED_LANGS = {"en": 9218, "zh": 10}
 
 
 def run_text_stage(texts: list[str]) -> tuple[list[Pair], Counter, Counter]:
-    steps = [build_step(name) for name in TEXT_STEPS]
+    runner = RunSteps({"web": [build_step(name) for name in TEXT_STEPS]})
+    runner.setup()
+    runner.start_bundle()
+    pairs = [Pair(uid=f"web/{i}", source="web", caption=t, caption_raw=t) for i, t in enumerate(texts)]
+    for batch in batched(pairs):
+        list(runner.process(batch))
+    stats = runner._stats
     rejects: Counter[str] = Counter()
-    changed: Counter[str] = Counter()
-    pairs = []
-    for i, text in enumerate(texts):
-        pair = Pair(uid=f"web/{i}", source="web", caption=text, caption_raw=text)
-        for step in steps:
-            before = pair.caption
-            step.apply(pair)
-            if pair.caption != before:
-                changed[step.name] += 1
-            if pair.reject is not None:
-                rejects[pair.reject] += 1
-                break
-        pairs.append(pair)
+    for (_, _, reason), n in stats.step_dropped.items():
+        rejects[reason] += n
+    changed = Counter({step: n for (step, _), n in stats.step_changed.items()})
     return pairs, rejects, changed
 
 
