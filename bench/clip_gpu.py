@@ -1,12 +1,18 @@
 """CLIP scoring speed on the GPU: model-only forward and end-to-end through the Beam pipeline.
 
-    python bench/clip_gpu.py model --models ViT-B-32 ViT-L-14 ViT-bigG-14
-    python bench/clip_gpu.py e2e --models ViT-B-32 ViT-L-14 --workers 4
+    python bench/clip_gpu.py model --models ViT-L-14 [--variants compile fp8 ...]
+    python bench/clip_gpu.py e2e --models ViT-B-32 ViT-L-14 --workers 1 [--cpu-decode] [--profile]
+    python bench/clip_gpu.py paths --models ViT-B-32@random
+    python bench/clip_gpu.py decode
 
-`model`: image-tower img/s for several implementations (open_clip eager; SDPA attention; SDPA + compile),
-plus full scoring (image + ~16-token captions), random weights in bf16, with MFU against PEAK_TFLOPS.
+`model`: image-tower img/s for the VARIANTS below (open_clip eager; SDPA attention; compile, autotune,
+CUDA graphs; fp8 row- or tensor-scaled), plus full scoring (image + ~16-token captions), random weights in
+bf16, with MFU against PEAK_TFLOPS.
 `e2e`: encoded JPEGs in WebDataset tars -> `vlcurate clean` (probe_image, clip_score, clip_filter) ->
-shards, timed at two input sizes so start-up (workers, model loads) cancels out of the steady rate.
+shards, timed at two input sizes so start-up (workers, model loads) cancels out of the steady rate; any
+reject is reported (the threshold keeps every real score, so a reject means a NaN score).
+`paths`: score differences of the nvjpeg path and PIL draft decoding against a full PIL decode.
+`decode`: img/s from JPEG bytes to model pixels, nvjpeg vs PIL on one and on all threads.
 Results go to bench/results/clip_gpu_<mode>.json; the README quotes them with the machine.
 """
 
