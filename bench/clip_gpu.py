@@ -6,12 +6,13 @@
     python bench/clip_gpu.py decode
 
 `model`: image-tower img/s for the VARIANTS below (open_clip eager; SDPA attention; compile, autotune,
-CUDA graphs; fp8 row- or tensor-scaled), plus full scoring (image + ~16-token captions), random weights in
+CUDA graphs; fp8 with dynamic row or tensor scales, or static calibrated scales as `precision: fp8` uses), plus full scoring (image + ~16-token captions), random weights in
 bf16, with MFU against PEAK_TFLOPS.
 `e2e`: encoded JPEGs in WebDataset tars -> `vlcurate clean` (probe_image, clip_score, clip_filter) ->
 shards, timed at two input sizes so start-up (workers, model loads) cancels out of the steady rate; any
 reject is reported (the threshold keeps every real score, so a reject means a NaN score).
-`paths`: score differences of the nvjpeg path and PIL draft decoding against a full PIL decode.
+`paths`: score differences of the nvjpeg path and PIL draft decoding against a full PIL decode, and of
+`precision: fp8` against bf16.
 `decode`: img/s from JPEG bytes to model pixels, nvjpeg vs PIL on one and on all threads.
 Results go to bench/results/clip_gpu_<mode>.json; the README quotes them with the machine.
 """
@@ -75,6 +76,8 @@ VARIANTS = {  # name: (SDPA, fp8 scaling or None, compile mode)
     "fp8t": (True, "tensor", "default"),
     "fp8t-graphs": (True, "tensor", "max-autotune"),
     "fp8t-eager": (True, "tensor", None),
+    "fp8s": (True, "static", "default"),  # activation scales calibrated once (calibrate_fp8)
+    "fp8s-graphs": (True, "static", "max-autotune"),
 }
 
 
@@ -82,7 +85,7 @@ def model_only(name: str, batch: int, iters: int, variants: list[str]) -> list[d
     import open_clip
     import torch
 
-    from vlcurate.model.clip_fast import speed_up, use_sdpa
+    from vlcurate.model.clip_fast import calibrate_fp8, speed_up, use_sdpa
     from vlcurate.model.clip_handler import encode_captions
     from vlcurate.model.clip_models import LoadedClip
 
@@ -109,6 +112,9 @@ def model_only(name: str, batch: int, iters: int, variants: list[str]) -> list[d
             if sdpa
             else model.encode_image
         )
+        if fp8 == "static":
+            with torch.inference_mode():  # eager, on the timed inputs' distribution (random pixels)
+                calibrate_fp8(model.visual, lambda m=model: m.encode_image(x[:64]))
         started = time.perf_counter()
         with torch.inference_mode():
             emb = torch.nn.functional.normalize(encode(x)[:64].float(), dim=-1)  # compile happens here
@@ -253,8 +259,9 @@ def profiled(enabled: bool):
 
 
 def e2e(
-    models: list[str], sizes: dict[str, int], workers: int, batch: int, clip_params: dict, profile: bool
+    models: list[str], sizes: dict[str, int], workers: int, batch: int, settings: list[dict], profile: bool
 ) -> list[dict]:
+    """Steady pairs/s per model and per clip_score settings (each a dict of its params), on the same tars."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
@@ -264,31 +271,32 @@ def e2e(
             make_jpeg_tars(small, n // 4)
             make_jpeg_tars(large, n)
             print(f"{name}: made {n + n // 4} JPEGs in {time.perf_counter() - started:.0f}s", flush=True)
-            run_clean_timed(
-                small, name, workers, batch, os.path.join(tmp, "out-w"), clip_params
-            )  # warm caches
-            t_small, k_small = run_clean_timed(
-                small, name, workers, batch, os.path.join(tmp, "out-s"), clip_params
-            )
-            with profiled(profile):
-                t_large, k_large = run_clean_timed(
-                    large, name, workers, batch, os.path.join(tmp, "out-l"), clip_params
-                )
-            rows.append(
-                {
-                    "model": name,
-                    "workers": workers,
-                    **clip_params,
-                    "batch": batch,
-                    "pairs": k_large,
-                    "wall_s": round(t_large, 1),
-                    "wall_pairs_s": round(k_large / t_large, 1),
-                    "steady_pairs_s": round((k_large - k_small) / (t_large - t_small), 1),
-                    "startup_s": round(t_small - (t_large - t_small) * k_small / (k_large - k_small), 1),
-                }
-            )
-            print(json.dumps(rows[-1]), flush=True)
+            for clip_params in settings:
+                rows.append(_e2e_row(name, small, large, tmp, workers, batch, clip_params, profile))
+                print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def _e2e_row(
+    name: str, small: str, large: str, tmp: str, workers: int, batch: int, clip_params: dict, profile: bool
+) -> dict:
+    run_clean_timed(small, name, workers, batch, os.path.join(tmp, "out-w"), clip_params)  # warm caches
+    t_small, k_small = run_clean_timed(small, name, workers, batch, os.path.join(tmp, "out-s"), clip_params)
+    with profiled(profile):
+        t_large, k_large = run_clean_timed(
+            large, name, workers, batch, os.path.join(tmp, "out-l"), clip_params
+        )
+    return {
+        "model": name,
+        "workers": workers,
+        **clip_params,
+        "batch": batch,
+        "pairs": k_large,
+        "wall_s": round(t_large, 1),
+        "wall_pairs_s": round(k_large / t_large, 1),
+        "steady_pairs_s": round((k_large - k_small) / (t_large - t_small), 1),
+        "startup_s": round(t_small - (t_large - t_small) * k_small / (k_large - k_small), 1),
+    }
 
 
 def path_agreement(models: list[str], n: int = 512) -> list[dict]:
@@ -331,6 +339,22 @@ def path_agreement(models: list[str], n: int = 512) -> list[dict]:
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
+        # precision: fp8 as clip_score runs it (static scales calibrated on synthetic scenes), same inputs.
+        gpu_inputs = [ClipInput(p, jpeg=p.image) for p in pairs]
+        bf16 = np.array(score_batch(model, gpu_inputs))
+        fp8 = np.array(score_batch(load_clip(spec, "cuda", compile=False, fp8=True), gpu_inputs))
+        diff = np.abs(fp8 - bf16)
+        rows.append(
+            {
+                "model": spec,
+                "path": "gpu_nvjpeg_fp8",
+                "vs": "gpu_nvjpeg_bf16",
+                "max_abs_diff": round(float(diff.max()), 4),
+                "mean_abs_diff": round(float(diff.mean()), 5),
+                "images": n,
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -391,6 +415,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--compile", action="store_true", help="e2e: torch.compile the image tower")
     parser.add_argument("--cpu-decode", action="store_true", help="e2e: decode JPEGs with PIL threads")
+    parser.add_argument(
+        "--precision", default="bf16", choices=["bf16", "fp8"], help="e2e: clip_score.precision"
+    )
     parser.add_argument("--profile", action="store_true", help="e2e: print where the large run spends time")
     parser.add_argument(
         "--pairs", type=json.loads, default={"ViT-B-32": 80000, "ViT-L-14": 24000, "ViT-bigG-14": 8000}
@@ -403,8 +430,14 @@ def main() -> None:
     elif args.mode == "decode":
         rows = decode_speed()
     else:
-        clip_params = {"compile": args.compile, "gpu_decode": not args.cpu_decode}
-        rows = e2e(args.models, args.pairs, args.workers, args.batch, clip_params, args.profile)
+        settings = [
+            {
+                "compile": args.compile,
+                "gpu_decode": not args.cpu_decode,
+                "precision": args.precision,
+            }
+        ]
+        rows = e2e(args.models, args.pairs, args.workers, args.batch, settings, args.profile)
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, f"clip_gpu_{args.mode}.json")
     with open(path, "w") as fh:

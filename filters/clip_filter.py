@@ -69,7 +69,8 @@ class ClipScore(Step):
             raise ValueError(f"clip_score.precision must be bf16 or fp8, not {precision!r}.")
         self.batch_size, self.device, self.gpu_decode, self.draft = batch_size, device, gpu_decode, draft
         # GPU only. compile: +4% on ViT-L-14 for 20-30 s of start-up per worker (bench/clip_gpu.py), so off
-        # by default; fp8: float8 matmuls on Hopper, scores shift slightly.
+        # by default; fp8: float8 matmuls on Hopper with calibrated static scales (clip_models.py), scores
+        # shift by <0.01 (bench/clip_gpu.py paths); fastest with compile.
         self.compile, self.precision = compile, precision
         if decode_threads is not None and decode_threads < 1:
             raise ValueError("clip_score.decode_threads must be >= 1 (or null: one per core, at most 16).")

@@ -55,7 +55,8 @@ def speed_up(
 ):
     """Applies SDPA attention (always: same math), fp8 linears in the image tower (opt-in), and returns
     the image encoder to call: compiled unless `compile_mode` is None. Shapes stay static per batch size;
-    callers pad batches to a few sizes (padded_size)."""
+    callers pad batches to a few sizes (padded_size). Static fp8 layers need calibrate_fp8() before the
+    first call."""
     use_sdpa(model)
     if fp8:
         use_fp8(model.visual, scaling=fp8_scaling)
@@ -74,7 +75,9 @@ def padded_size(n: int, step: int = 64) -> int:
 class Fp8Linear(nn.Module):
     """nn.Linear with float8 (e4m3) weights and activations on Hopper, bf16 output, through
     torch._scaled_mm. `scaling="row"`: per-output-channel weight scales and per-token activation scales;
-    `"tensor"`: one scale per weight and per activation tensor (cuBLAS's fastest fp8 path, coarser).
+    `"tensor"`: one scale per weight and per activation tensor (cuBLAS's fastest fp8 path, coarser);
+    `"static"`: tensor scales, the activation's fixed by calibrate_fp8() on sample inputs, so no reduction
+    over the activations runs before each matmul and the cast fuses into the op that made them.
     About twice the matmul rate of bf16; scores move by a small measured amount (bench/clip_gpu.py), so it
     is opt-in (`precision: fp8`)."""
 
@@ -82,9 +85,11 @@ class Fp8Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear, scaling: str = "row") -> None:
         super().__init__()
-        if scaling not in ("row", "tensor"):
-            raise ValueError(f"fp8 scaling must be row or tensor, not {scaling!r}")
-        self.rowwise = scaling == "row"
+        if scaling not in ("row", "tensor", "static"):
+            raise ValueError(f"fp8 scaling must be row, tensor or static, not {scaling!r}")
+        self.rowwise, self.static = scaling == "row", scaling == "static"
+        self.calibrating = self.calibrated = False  # Python flags: no device sync in forward
+        self.register_buffer("x_scale", torch.zeros((), dtype=torch.float32))  # static: set by calibration
         weight = linear.weight.detach().float()  # out x in
         amax = weight.abs().amax(dim=1, keepdim=True) if self.rowwise else weight.abs().amax()
         scale = amax.clamp(min=1e-12) / self.E4M3_MAX
@@ -96,9 +101,18 @@ class Fp8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
-        amax = flat.abs().amax(dim=1, keepdim=True) if self.rowwise else flat.abs().amax()  # M x 1 or scalar
-        x_scale = amax.float().clamp(min=1e-12) / self.E4M3_MAX
-        x_fp8 = (flat / x_scale).to(torch.float8_e4m3fn)
+        if self.static and not self.calibrating:
+            if not self.calibrated:
+                raise RuntimeError("static fp8 layers need calibrate_fp8() before use")
+            x_scale = self.x_scale
+            # Saturate: inputs beyond the calibrated range would otherwise become NaN in e4m3.
+            x_fp8 = (flat / x_scale).clamp(-self.E4M3_MAX, self.E4M3_MAX).to(torch.float8_e4m3fn)
+        else:
+            amax = flat.abs().amax(dim=1, keepdim=True) if self.rowwise else flat.abs().amax()  # M x 1 or 1
+            x_scale = amax.float().clamp(min=1e-12) / self.E4M3_MAX
+            if self.calibrating:
+                self.x_scale = torch.maximum(self.x_scale, x_scale)
+            x_fp8 = (flat / x_scale).to(torch.float8_e4m3fn)
         out = torch._scaled_mm(
             x_fp8, self.weight_fp8.t(), scale_a=x_scale, scale_b=self.weight_scale, out_dtype=torch.bfloat16
         )
@@ -119,3 +133,22 @@ def use_fp8(module: nn.Module, scaling: str = "row") -> int:
                 setattr(parent, name, Fp8Linear(child, scaling))
                 replaced += 1
     return replaced
+
+
+def calibrate_fp8(module: nn.Module, run, headroom: float = 1.0) -> int:
+    """Fixes the activation scale of every static Fp8Linear under `module` to `headroom` times the largest
+    seen while `run()` executes (call it eagerly, before a compiled forward, on representative inputs);
+    returns how many layers were calibrated. e4m3 keeps its 3 mantissa bits over 17 binades, so headroom
+    for unseen inputs costs precision only in the smallest values."""
+    layers = [m for m in module.modules() if isinstance(m, Fp8Linear) and m.static]
+    for layer in layers:
+        layer.calibrating = True
+        layer.x_scale = torch.zeros_like(layer.x_scale)
+    try:
+        run()
+    finally:
+        for layer in layers:
+            layer.calibrating = False
+            layer.x_scale = layer.x_scale * headroom
+            layer.calibrated = bool(layer.x_scale > 0)
+    return len(layers)

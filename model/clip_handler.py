@@ -138,18 +138,26 @@ def encode_captions(model: LoadedClip, captions: Sequence[str]):
     import torch
     from open_clip.transformer import text_global_pool
 
-    tokens = model.tokenizer(list(captions)).to(model.device)
+    tokens = model.tokenizer(list(captions))  # on the CPU
     m = model.model
     if not (isinstance(m, open_clip.CLIP) and getattr(m, "text_pool_type", "") == "argmax"):
-        return torch.nn.functional.normalize(m.encode_text(tokens).float(), dim=-1)
-    length = int((tokens != 0).sum(dim=1).max().item())
-    tokens = tokens[:, :length]
+        return torch.nn.functional.normalize(m.encode_text(_to_device(tokens, model.device)).float(), dim=-1)
+    length = int((tokens != 0).sum(dim=1).max())  # read on the CPU: no wait for the image tower
+    tokens = _to_device(tokens[:, :length], model.device)
     cast = m.transformer.get_cast_dtype()
     x = m.token_embedding(tokens).to(cast) + m.positional_embedding[:length].to(cast)
     x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
     x = text_global_pool(m.ln_final(x), tokens, m.text_pool_type)
     x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
     return torch.nn.functional.normalize(x.float(), dim=-1)
+
+
+def _to_device(tensor, device: str):
+    """Copies through pinned memory: a copy from pageable memory would first wait for every kernel queued
+    before it (this batch's image tower)."""
+    if device.startswith("cuda"):
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
 
 
 def _pixels_on_device(model: LoadedClip, batch: Sequence[ClipInput]):
@@ -159,9 +167,7 @@ def _pixels_on_device(model: LoadedClip, batch: Sequence[ClipInput]):
     gpu = [i for i, e in enumerate(batch) if e.pixels is None and e.jpeg is not None]
     parts, order = [], []
     if cpu:
-        stacked = torch.from_numpy(np.stack([batch[i].pixels for i in cpu]))
-        if model.device.startswith("cuda"):
-            stacked = stacked.pin_memory().to(model.device, non_blocking=True)
+        stacked = _to_device(torch.from_numpy(np.stack([batch[i].pixels for i in cpu])), model.device)
         parts.append(stacked.permute(0, 3, 1, 2))
         order.extend(cpu)
     if gpu:

@@ -6,7 +6,7 @@ A model spec is `name` or `name@pretrained`:
 - `hf-hub:org/repo`: a Hugging Face Hub repo in open_clip's layout (downloads unless cached);
 - `ViT-L-14@openai`: an open_clip architecture and pretrained tag (downloads unless cached);
 - `ViT-L-14@/path/to/checkpoint.pt`: an architecture with a local checkpoint;
-- `ViT-L-14@random`: random weights, for speed benchmarks only.
+- `ViT-L-14@random`: random weights (seeded: the same on every load), for speed benchmarks only.
 A model that cannot be had is a ClipModelError that says what to pass instead; with HF_HUB_OFFLINE=1
 nothing is retried against the hub.
 """
@@ -139,9 +139,12 @@ def load_clip(
     spec = ModelSpec.parse(spec) if isinstance(spec, str) else spec
     name, pretrained = resolve(spec)
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained, device=device
-        )
+        # Random weights are seeded: every load of `@random` is the same model (comparable runs).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained, device=device
+            )
         tokenizer = FastClipTokenizer(open_clip.get_tokenizer(name))
     except ClipModelError:
         raise
@@ -161,9 +164,39 @@ def load_clip(
     if device.startswith("cuda"):
         from vlcurate.model.clip_fast import speed_up
 
-        loaded.encode_image = speed_up(model, fp8=fp8, compile_mode="default" if compile else None)
+        loaded.encode_image = speed_up(
+            model, fp8=fp8, compile_mode="default" if compile else None, fp8_scaling="static"
+        )
         loaded.pad_to = 64 if compile else 0
+        if fp8:
+            calibrate_image_tower(loaded)
     return loaded
+
+
+# Static fp8 activation scales: the largest activations of these images, times this headroom. Fixed
+# images make every worker's scales (and so every score) identical.
+FP8_CALIBRATION_IMAGES, FP8_HEADROOM = 64, 4.0
+
+
+def calibrate_image_tower(loaded: LoadedClip) -> None:
+    """Calibrates the image tower's static fp8 layers on deterministic synthetic scenes (eagerly, so a
+    compiled encoder traces the calibrated model)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from vlcurate.model.clip_fast import calibrate_fp8
+    from vlcurate.model.clip_preprocess import normalize
+    from vlcurate.model.scenes import random_scene, render
+
+    rng = random.Random(0)
+    size = loaded.image_size
+    images = [np.asarray(render(random_scene(rng), size, size)) for _ in range(FP8_CALIBRATION_IMAGES)]
+    pixels = torch.from_numpy(np.stack(images)).to(loaded.device).permute(0, 3, 1, 2)
+    x = normalize(pixels, loaded.mean, loaded.std, loaded.dtype)
+    with torch.inference_mode():
+        calibrate_fp8(loaded.model.visual, lambda: loaded.model.encode_image(x), headroom=FP8_HEADROOM)
 
 
 @functools.lru_cache(maxsize=8)
