@@ -15,7 +15,7 @@ from vlcurate.filters.chain import Chain, build_chain
 from vlcurate.formatters.report import render_report
 from vlcurate.pipelines.batch_coder import of_batches
 from vlcurate.pipelines.dedup import Deduplicate
-from vlcurate.pipelines.options import fewer_gc_passes, is_local, pipeline_options
+from vlcurate.pipelines.options import in_process_tuning, is_local, pipeline_options
 from vlcurate.pipelines.output import (
     COMPLETED,
     join,
@@ -191,7 +191,7 @@ def run_clean(config: CleanConfig, beam_args: list[str] | None = None, progress:
             log = os.path.join(tempfile.gettempdir(), f"vlcurate-workers-{os.getpid()}.log")
             stream = stack.enter_context(worker_logs_to_file(log))
         printer = stack.enter_context(ProgressPrinter(stream=stream)) if (progress and local) else None
-        with fewer_gc_passes(), beam.Pipeline(options=options) as p:
+        with in_process_tuning(), beam.Pipeline(options=options) as p:
             build_pipeline(p, config, chain, readers, printer.folder if printer else None)
     if not local:
         return {}

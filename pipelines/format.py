@@ -26,7 +26,7 @@ from vlcurate.formatters.packing import DEFAULT_MAX_TOKENS, Pack, Packer, PackRe
 from vlcurate.formatters.samples_io import PACK_SCHEMA, SAMPLE_SCHEMA, write_jsonl, write_parquet
 from vlcurate.formatters.stage1 import RejectSample, format_pair
 from vlcurate.formatters.stage2 import format_stage2_line
-from vlcurate.pipelines.options import fewer_gc_passes, is_local, pipeline_options
+from vlcurate.pipelines.options import in_process_tuning, is_local, pipeline_options
 from vlcurate.pipelines.output import (
     COMPLETED,
     ensure_dir,
@@ -253,7 +253,7 @@ def run_format(
         "versions": versions(),
     }
     started = time.monotonic()
-    with fewer_gc_passes(), beam.Pipeline(options=options) as p:
+    with in_process_tuning(), beam.Pipeline(options=options) as p:
         build_pipeline(p, stage, inputs, out, max_tokens, info)
     if not is_local(options):
         return {}

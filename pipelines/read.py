@@ -96,10 +96,10 @@ def read_file(source: SourceConfig, path: str) -> Iterator[Pair]:
 
 def _read_parquet(source: SourceConfig, path: str, fh) -> Iterator[Pair]:
     folder = posixpath.dirname(path) if "://" in path else os.path.dirname(path)
-    row_number = 0
+    row_number, stem = 0, _stem(path)
     for batch in pq.ParquetFile(fh).iter_batches(batch_size=_BATCH_ROWS):
         for row in batch.to_pylist():
-            yield pair_from_row(source, row, f"{_stem(path)}-{row_number:09d}", folder)
+            yield pair_from_row(source, row, f"{stem}-{row_number:09d}", folder)
             row_number += 1
 
 
@@ -109,8 +109,9 @@ def _read_text_rows(source: SourceConfig, path: str, fh) -> Iterator[Pair]:
     # surrogates (surrogateescape) and the row becomes a `caption_bad_utf8` reject in pair_from_row.
     text = io.TextIOWrapper(fh, encoding="utf-8", errors="surrogateescape", newline="")
     rows = enumerate(csv.DictReader(text)) if source.format == "csv" else enumerate(text)
+    stem = _stem(path)
     for number, row in rows:
-        fallback = f"{_stem(path)}-{number:09d}"
+        fallback = f"{stem}-{number:09d}"
         if source.format == "jsonl":
             if not row.strip():
                 continue  # blank lines are not records

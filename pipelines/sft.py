@@ -37,7 +37,7 @@ from vlcurate.formatters.sft import (
     unit_hash,
 )
 from vlcurate.model.qwen_tokenizer import MAX_IMAGE_PATH_BYTES, SYSTEM_MESSAGE, get_tokenizer
-from vlcurate.pipelines.options import fewer_gc_passes, is_local, pipeline_options
+from vlcurate.pipelines.options import in_process_tuning, is_local, pipeline_options
 from vlcurate.pipelines.output import (
     COMPLETED,
     join,
@@ -292,7 +292,7 @@ def run_sft(config: SftConfig, beam_args: list[str] | None = None) -> dict[str, 
         if is_local(options) and config.workers > 1:  # worker processes log at INFO on the shared stderr
             log = os.path.join(tempfile.gettempdir(), f"vlcurate-sft-workers-{os.getpid()}.log")
             stack.enter_context(worker_logs_to_file(log))
-        with fewer_gc_passes(), beam.Pipeline(options=options) as p:
+        with in_process_tuning(), beam.Pipeline(options=options) as p:
             build_pipeline(p, config, files, info)
     if not is_local(options):
         return {}
