@@ -23,12 +23,11 @@ import os
 import platform
 import random
 import shutil
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 
 import pyarrow.parquet as pq
+from timing import timed, warm_tokenizer
 
 from vlcurate.formatters.sft import (
     RejectSample,
@@ -110,19 +109,6 @@ def build_chunk(units: list[tuple]) -> tuple[int, int, int, int]:
     return dialogues, samples, tokens, rejects
 
 
-def _warm(_: object = None) -> None:
-    get_tokenizer()
-
-
-def timed(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
-
-
 def _sum(parts: list[tuple[int, ...]]) -> tuple[int, ...]:
     return tuple(sum(p[i] for p in parts) for i in range(4))
 
@@ -169,7 +155,7 @@ def main() -> None:
     ]
     random.Random(1).shuffle(work["mixed"])
     load_start = time.perf_counter()
-    _warm()
+    warm_tokenizer()
     load_seconds = time.perf_counter() - load_start
 
     rows = []
@@ -190,7 +176,7 @@ def main() -> None:
             }
         )
 
-    with multiprocessing.Pool(2, initializer=_warm) as pool:
+    with multiprocessing.Pool(2, initializer=warm_tokenizer) as pool:
         for name, units in work.items():
             size = min(CHUNK, max(25, -(-len(units) // 8)))  # >= 8 chunks keep both workers busy
             chunks = [units[i : i + size] for i in range(0, len(units), size)]

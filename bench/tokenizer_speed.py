@@ -1,6 +1,6 @@
 """Formatting + exact Qwen-VL tokenization speed, one process vs a 2-process pool.
 
-    python bench/tokenize.py [--data /work/shared/data/web_captions_10k.parquet] [--repeat 3]
+    python bench/tokenizer_speed.py [--data /work/shared/data/web_captions_10k.parquet] [--repeat 3]
 
 Captions: the TEXT column of the web captions file, --copies times over (enough work to amortize the
 pool's start of a run), with fake image paths `images/00000042.jpg`.
@@ -14,29 +14,20 @@ bench/results/tokenize.json.
 
 from __future__ import annotations
 
-import os
-import sys
-
-# This file shares its name with the stdlib module `tokenize`, which pyarrow and traceback import. Run as
-# a script, its folder is sys.path[0] and would shadow the stdlib module: drop that entry first.
-if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
-
 import argparse
 import json
 import multiprocessing
+import os
 import platform
-import statistics
 import time
-from collections.abc import Callable
 
 import pyarrow.parquet as pq
 import tiktoken
+from timing import timed, warm_tokenizer
 
 from vlcurate.formatters.packing import pack_samples
 from vlcurate.formatters.stage1 import format_caption
 from vlcurate.formatters.stage2 import format_stage2_line
-from vlcurate.model.qwen_tokenizer import get_tokenizer
 
 DEFAULT_DATA = "/work/shared/data/web_captions_10k.parquet"
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "tokenize.json")
@@ -63,19 +54,6 @@ def stage2_chunk(lines: list[str]) -> tuple[int, int]:
     return ok, tokens
 
 
-def _warm(_: object = None) -> None:
-    get_tokenizer()
-
-
-def timed(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -93,7 +71,7 @@ def main() -> None:
         for i, (c, p) in enumerate(items)
     ]
     load_start = time.perf_counter()
-    _warm()
+    warm_tokenizer()
     load_seconds = time.perf_counter() - load_start
 
     def chunks(seq: list) -> list[list]:
@@ -118,8 +96,8 @@ def main() -> None:
     for name, fn, data in (("stage1", stage1_chunk, items), ("stage2", stage2_chunk, lines)):
         seconds, (ok, tokens) = timed(lambda fn=fn, data=data: fn(data), args.repeat)
         record(name, 1, seconds, ok, tokens)
-        with multiprocessing.Pool(2, initializer=_warm) as pool:
-            pool.map(_warm, range(4))  # both workers up and warm before timing
+        with multiprocessing.Pool(2, initializer=warm_tokenizer) as pool:
+            pool.map(warm_tokenizer, range(4))  # both workers up and warm before timing
 
             def run(fn=fn, data=data, pool=pool) -> tuple[int, int]:
                 parts = pool.map(fn, chunks(data))

@@ -175,13 +175,6 @@ def run_clean(config: CleanConfig, beam_args: list[str] | None = None, progress:
     options = pipeline_options(config.workers, beam_args)
     readers = [ReadSource(source) for source in config.sources]  # matches files, checks columns
     warn_about_bundled_clip(chain)
-    if config.workers > 1 and is_local(options):
-        print(
-            "[vlcurate] note: Beam's local multi-process runner has occasionally lost batches (README, "
-            "'Known issue'; bench/beam_local_loss.py); this job checks its counts at the end and fails "
-            "rather than mark incomplete output complete.",
-            file=sys.stderr,
-        )
     prepare_output_dir(config.output.dir, config.output.overwrite)
     local = is_local(options)
     started = time.monotonic()

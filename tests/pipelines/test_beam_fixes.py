@@ -1,0 +1,64 @@
+"""The fix for Beam's local multi-process runner losing elements (pipelines/beam_fixes.py)."""
+
+import subprocess
+import sys
+import threading
+
+from apache_beam.runners.worker import data_plane
+
+from vlcurate.pipelines.beam_fixes import guard_timed_flush
+
+
+class _UnguardedStream(data_plane.TimeBasedBufferingClosableOutputStream):
+    write = data_plane.SizeBasedBufferingClosableOutputStream.write  # Beam's own write, without the fix
+
+
+def _write_during_a_timed_flush(stream_class: type) -> bytes:
+    """Writes b"first", flushes, and while the flush hands its copy to the send queue another thread
+    writes b"second" (what the runner's writing thread does while the timer thread flushes). Returns
+    everything the stream sent, flushes and close together."""
+    sent: list[bytes] = []
+    writers: list[threading.Thread] = []
+
+    def send(data: bytes) -> None:
+        sent.append(data)
+        if not writers:
+            writers.append(threading.Thread(target=stream.write, args=(b"second",)))
+            writers[0].start()
+            writers[0].join(timeout=0.5)  # unguarded, the write lands here, before the flush clears
+
+    stream = stream_class(close_callback=sent.append, flush_callback=send, time_flush_threshold_ms=60_000)
+    stream.write(b"first")
+    stream.flush()
+    writers[0].join()
+    stream.close()
+    return b"".join(sent)
+
+
+def test_beams_timed_flush_clears_an_element_written_during_the_send():
+    # If this fails, Beam has fixed the race and beam_fixes.py can go.
+    assert _write_during_a_timed_flush(_UnguardedStream) == b"first"
+
+
+def test_guarded_stream_sends_every_element_once_in_order():
+    guard_timed_flush()
+    guard_timed_flush()  # idempotent: a second call must not wrap the lock twice (it would deadlock)
+    assert _write_during_a_timed_flush(data_plane.TimeBasedBufferingClosableOutputStream) == b"firstsecond"
+
+
+def test_only_multi_process_options_install_the_guard():
+    # A fresh process: the tests above installed the guard in this one.
+    script = (
+        "from apache_beam.runners.worker import data_plane\n"
+        "from vlcurate.pipelines.options import pipeline_options\n"
+        "stream = data_plane.TimeBasedBufferingClosableOutputStream\n"
+        "guarded = lambda: stream.write is not data_plane.SizeBasedBufferingClosableOutputStream.write\n"
+        "seen = [guarded()]\n"
+        "pipeline_options(workers=1)\n"
+        "seen.append(guarded())\n"
+        "pipeline_options(workers=2)\n"
+        "seen.append(guarded())\n"
+        "print(seen)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[False, False, True]"
