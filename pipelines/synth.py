@@ -646,6 +646,7 @@ def write_synthetic_dataset(
     files.append(truth_path)
 
     reasons = Counter(DEFECT_BY_NAME[r.defect].expected_reason for r in records)
+    reasons_with_clip = Counter(DEFECT_BY_NAME[r.defect].expected_reason_with_clip for r in records)
     return {
         "out_dir": out_dir,
         "n": n,
@@ -655,6 +656,7 @@ def write_synthetic_dataset(
         "formats": dict(Counter(r.image_format for r in records if r.image_format)),
         "expected_kept": reasons.pop(None, 0),
         "expected_rejected": dict(sorted(reasons.items())),
+        "expected_kept_with_clip": reasons_with_clip[None],
         "files": [os.path.relpath(f, out_dir) for f in files],
         "seconds": round(time.monotonic() - started, 3),
     }
@@ -684,7 +686,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
     rejected = sum(summary["expected_rejected"].values())
     print(
         f"[vlcurate] wrote {summary['n']:,} synthetic pairs in {summary['seconds']:.1f}s to {args.out} "
-        f"(expected: kept {summary['expected_kept']:,}, rejected {rejected:,}; see ground_truth.jsonl)",
+        f"(expected without CLIP: kept {summary['expected_kept']:,}, rejected {rejected:,}; clean.yaml's CLIP "
+        f"filter also targets the planted mismatched captions: kept {summary['expected_kept_with_clip']:,} if "
+        "it catches all of them; see ground_truth.jsonl)",
         file=sys.stderr,
     )
     return 0

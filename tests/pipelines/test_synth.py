@@ -353,3 +353,12 @@ def test_cli_entry_point(tmp_path, capsys):
     assert "wrote 4 synthetic pairs" in capsys.readouterr().err
     assert synth.main(["--out", str(tmp_path / "x"), "--n", "4"]) == 2  # exists: refused, not a traceback
     assert len((tmp_path / "x" / "ground_truth.jsonl").read_text().splitlines()) == 4
+
+
+def test_summary_gives_the_expected_kept_count_with_and_without_clip(tmp_path):
+    # At n=100 each defect's count is its percent: 62 clean pairs, plus 4 clip mismatches that only the
+    # CLIP filter rejects (clean.yaml enables it).
+    summary = synth.write_synthetic_dataset(str(tmp_path), n=100, seed=0)
+    assert summary["expected_kept"] == 62
+    assert summary["expected_kept_with_clip"] == 58
+    assert summary["expected_kept"] + sum(summary["expected_rejected"].values()) == 100
