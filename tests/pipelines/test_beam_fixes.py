@@ -46,6 +46,21 @@ def test_guarded_stream_sends_every_element_once_in_order():
     assert _write_during_a_timed_flush(data_plane.TimeBasedBufferingClosableOutputStream) == b"firstsecond"
 
 
+def test_a_beam_whose_stream_has_its_own_write_is_left_alone(monkeypatch):
+    # A Beam that fixed the race in write() may take the flush lock there; wrapping it would deadlock.
+    class FixedUpstream(data_plane.TimeBasedBufferingClosableOutputStream):
+        def write(self, b: bytes, nested: bool = False) -> None:
+            with self._flush_lock:
+                data_plane.SizeBasedBufferingClosableOutputStream.write(self, b, nested)
+
+    FixedUpstream.__module__ = data_plane.__name__
+    monkeypatch.setattr(data_plane, "TimeBasedBufferingClosableOutputStream", FixedUpstream)
+    own_write = FixedUpstream.write
+    guard_timed_flush()
+    assert FixedUpstream.write is own_write
+    assert _write_during_a_timed_flush(FixedUpstream) == b"firstsecond"
+
+
 def test_only_multi_process_options_install_the_guard():
     # A fresh process: the tests above installed the guard in this one.
     script = (
