@@ -2,11 +2,13 @@
 
 For whoever must defend the thresholds: per-source totals and reject reasons, each step's own counts,
 score histograms with the threshold region visible, overlaps from --audit runs, and sample rejects per
-reason. Everything from the data is HTML-escaped: captions are untrusted web text.
+reason with a thumbnail of their image (inline JPEG). Everything from the data is HTML-escaped: captions
+are untrusted web text.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -91,8 +93,31 @@ def _steps_table(stats: Mapping[str, Any], info: Mapping[str, Any]) -> str:
     return _table(["step", "seen", "dropped", "changed", "reasons"], rows)
 
 
-def render_report(stats: Mapping[str, Any], info: Mapping[str, Any]) -> str:
-    """The page for one run's stats.json and info.json contents."""
+def _samples_table(samples: Iterable[Mapping[str, str]], thumbnails: Mapping[str, bytes]) -> str:
+    """uid, caption and, where the reject still had a decodable image, its thumbnail inline."""
+    rows = []
+    for sample in samples:
+        jpeg = thumbnails.get(sample["uid"])
+        picture = (
+            f"<img alt='' src='data:image/jpeg;base64,{base64.b64encode(jpeg).decode('ascii')}'>"
+            if jpeg
+            else "<span class='muted'>no image</span>"
+        )
+        rows.append(
+            f"<tr><td>{picture}</td><td{_LEFT}>{_e(sample['uid'])}</td><td{_LEFT}>{_e(sample['caption_raw'])}</td></tr>"
+        )
+    return (
+        "<table><tr><th>image</th><th class='l'>uid</th><th class='l'>caption (raw)</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
+def render_report(
+    stats: Mapping[str, Any], info: Mapping[str, Any], thumbnails: Mapping[str, bytes] | None = None
+) -> str:
+    """The page for one run's stats.json and info.json contents; `thumbnails` (uid -> JPEG bytes) puts
+    pictures beside the sample rejects."""
     totals = stats["totals"]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>vlcurate clean report</title>",
@@ -121,10 +146,11 @@ def render_report(stats: Mapping[str, Any], info: Mapping[str, Any]) -> str:
         parts += ["<h2>Overlaps (--audit)</h2>", _table(["reasons", "pairs"], stats["overlaps"].items())]
     if stats.get("samples"):
         parts.append(
-            "<h2>Sample rejects</h2><p class='muted'>The same hash-chosen pairs whatever the number of workers.</p>"
+            "<h2>Sample rejects</h2><p class='muted'>The same hash-chosen pairs whatever the number of workers; "
+            "pictures are thumbnails of the image each reject carried ('no image' where it had none that "
+            "decodes).</p>"
         )
         for reason, samples in stats["samples"].items():
-            rows = [[s["uid"], s["caption_raw"]] for s in samples]
-            parts += [f"<h3>{_e(reason)}</h3>", _table(["uid", "caption (raw)"], rows, left=2)]
+            parts += [f"<h3>{_e(reason)}</h3>", _samples_table(samples, thumbnails or {})]
     parts.append("</body></html>\n")
     return "".join(parts)

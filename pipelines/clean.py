@@ -66,7 +66,10 @@ def finalize(
         "rejects": sorted(rejects, key=lambda r: r["file"]),
     }
     write_json(join(directory, "info.json"), info)
-    write_bytes_atomic(join(directory, "report.html"), render_report(summary, info).encode("utf-8"))
+    write_bytes_atomic(
+        join(directory, "report.html"),
+        render_report(summary, info, stats.sample_thumbnails()).encode("utf-8"),
+    )
     check_accounting(summary["totals"], shards, rejects)
     write_bytes_atomic(join(directory, COMPLETED), b"")
 

@@ -52,12 +52,12 @@ class _MarkBucket(beam.DoFn):
                 yield kept
                 kept = PairBatch()
             if len(rejected) >= BATCH_SIZE:
-                yield beam.pvalue.TaggedOutput(REJECTED, as_rejects(rejected))
+                yield beam.pvalue.TaggedOutput(REJECTED, as_rejects(rejected, self._stats))
                 rejected = PairBatch()
         if kept:
             yield kept
         if rejected:
-            yield beam.pvalue.TaggedOutput(REJECTED, as_rejects(rejected))
+            yield beam.pvalue.TaggedOutput(REJECTED, as_rejects(rejected, self._stats))
 
     def finish_bundle(self) -> Iterator:
         publish_counters(self._stats)

@@ -10,6 +10,7 @@ becomes a reject `step_error_<step>` with the message in meta.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 import apache_beam as beam
@@ -18,6 +19,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from vlcurate.filters.base import Step, reject
+from vlcurate.formatters.thumbnails import thumbnail_jpeg
 from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.record import Pair
 from vlcurate.schemas.stats import RunStats
@@ -67,7 +69,9 @@ class RunSteps(beam.DoFn):
         if kept:
             yield kept
         if len(kept) < len(batch):
-            yield beam.pvalue.TaggedOutput(REJECTED, as_rejects(p for p in batch if p.reject is not None))
+            yield beam.pvalue.TaggedOutput(
+                REJECTED, as_rejects((p for p in batch if p.reject is not None), self._stats)
+            )
 
     def _run_step(self, step: Step, source: str, pairs: list[Pair]) -> None:
         stats = self._stats
@@ -101,11 +105,14 @@ class RunSteps(beam.DoFn):
         yield beam.pvalue.TaggedOutput(STATS, in_global_window(self._stats))
 
 
-def as_rejects(pairs: Iterable[Pair]) -> PairBatch:
+def as_rejects(pairs: Iterable[Pair], stats: RunStats | None = None) -> PairBatch:
     """A batch of rejected pairs without their image bytes: reject files hold no images, so the bytes
-    are dropped before they would travel through the rejects' shuffle."""
+    are dropped before they would travel through the rejects' shuffle. With `stats`, rejects that could
+    be report samples leave a thumbnail there first."""
     batch = PairBatch(pairs)
     for pair in batch:
+        if stats is not None and pair.image:
+            stats.offer_thumbnail(pair.reject, pair.uid, partial(thumbnail_jpeg, pair.image))
         pair.image = None
     return batch
 

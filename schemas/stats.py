@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,18 @@ class Histogram:
         return {"low": self.low, "high": self.high, "bins": self.bins, "counts": self.counts}
 
 
+def _would_keep(chosen: list[tuple], digest: int, uid: str) -> bool:
+    return len(chosen) < SAMPLES_PER_REASON or (digest, uid) < chosen[-1][:2]
+
+
+def _keep_lowest(chosen: list[tuple], entries: list[tuple]) -> None:
+    """Adds entries to a (hash, uid, ...) list and keeps the SAMPLES_PER_REASON lowest: the same choice in
+    any order of adding and merging."""
+    chosen.extend(entries)
+    chosen.sort(key=lambda entry: entry[:2])
+    del chosen[SAMPLES_PER_REASON:]
+
+
 class RunStats:
     """Counts per source and per step, score histograms, and a few sample rejects per reason."""
 
@@ -60,6 +73,10 @@ class RunStats:
         # Scores waiting to be binned, in batches (binning one value at a time is a hot path).
         self._pending: dict[tuple[str, str], tuple[tuple[float, float, int], list[float]]] = {}
         self.samples: dict[str, list[tuple[int, str, str]]] = {}  # reason -> [(hash, uid, caption)]
+        # Thumbnails chosen by the same rule among the rejects that had an image where they were rejected
+        # (images are dropped before the final count), so every sample with an image finds its own here.
+        # Until made (merge, pickling, output), an entry holds the function that makes its JPEG.
+        self.thumbnails: dict[str, list[tuple[int, str, Any]]] = {}  # reason -> [(hash, uid, jpeg)]
 
     # --- recording -------------------------------------------------------------------------------
     def observe_scores(
@@ -92,16 +109,41 @@ class RunStats:
     def _sample(self, reason: str, pair: Pair) -> None:
         chosen = self.samples.setdefault(reason, [])
         digest = stable_hash(pair.uid)
-        if len(chosen) >= SAMPLES_PER_REASON and (digest, pair.uid) >= chosen[-1][:2]:
-            return  # would be cut below anyway
-        chosen.append((digest, pair.uid, pair.caption_raw[:300]))
-        chosen.sort()
-        del chosen[SAMPLES_PER_REASON:]
+        if _would_keep(chosen, digest, pair.uid):
+            _keep_lowest(chosen, [(digest, pair.uid, pair.caption_raw[:300])])
+
+    def offer_thumbnail(self, reason: str, uid: str, make: Callable[[], bytes | None]) -> None:
+        """Keeps `make` (which returns a reject's thumbnail, or None) if the uid could be one of the
+        reason's samples. Only the candidates still standing are made, when this partial is merged or
+        pickled: decoding every rejected image would cost more than the run. A candidate pushed out by
+        lower hashes cannot be a sample (those are all rejects of the same reason), so making late, and
+        dropping entries whose image does not decode, loses no sample's thumbnail."""
+        chosen = self.thumbnails.setdefault(reason, [])
+        digest = stable_hash(uid)
+        if _would_keep(chosen, digest, uid):
+            _keep_lowest(chosen, [(digest, uid, make)])
+
+    def _make_thumbnails(self) -> None:
+        for reason, chosen in self.thumbnails.items():
+            made = [(d, uid, t if isinstance(t, bytes) else t()) for d, uid, t in chosen]
+            self.thumbnails[reason] = [entry for entry in made if entry[2] is not None]
+
+    def sample_thumbnails(self) -> dict[str, bytes]:
+        """uid -> thumbnail JPEG for the samples that have one."""
+        self._make_thumbnails()
+        sampled = {uid for chosen in self.samples.values() for _, uid, _ in chosen}
+        return {uid: jpeg for chosen in self.thumbnails.values() for _, uid, jpeg in chosen if uid in sampled}
+
+    def __getstate__(self) -> dict[str, Any]:
+        self._make_thumbnails()  # partials travel with JPEGs, never with the images themselves
+        return self.__dict__
 
     # --- merging ---------------------------------------------------------------------------------
     def merge(self, other: RunStats) -> RunStats:
         self._bin_pending()
         other._bin_pending()
+        self._make_thumbnails()
+        other._make_thumbnails()
         for name in ("read", "kept", "rejected", "step_seen", "step_dropped", "step_changed", "overlaps"):
             getattr(self, name).update(getattr(other, name))
         for key, hist in other.histograms.items():
@@ -110,11 +152,9 @@ class RunStats:
             else:
                 self.histograms[key] = Histogram(hist.low, hist.high, hist.bins)
                 self.histograms[key].merge(hist)
-        for reason, chosen in other.samples.items():
-            mine = self.samples.setdefault(reason, [])
-            mine.extend(chosen)
-            mine.sort()
-            del mine[SAMPLES_PER_REASON:]
+        for mine, theirs in ((self.samples, other.samples), (self.thumbnails, other.thumbnails)):
+            for reason, chosen in theirs.items():
+                _keep_lowest(mine.setdefault(reason, []), chosen)
         return self
 
     # --- output ----------------------------------------------------------------------------------

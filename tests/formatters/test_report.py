@@ -22,3 +22,13 @@ def test_report_shows_the_counts_and_escapes_captions():
     assert page == render_report(
         STATS, {"steps": ["emoji"], "step_params": {"web": {"emoji": {"max_emoji": 0}}}}
     )
+
+
+def test_sample_rejects_show_their_thumbnail_or_say_there_is_none():
+    stats = {
+        **STATS,
+        "samples": {"emoji": [{"uid": "web/1", "caption_raw": "a"}, {"uid": "web/2", "caption_raw": "b"}]},
+    }
+    page = render_report(stats, {"steps": ["emoji"]}, {"web/1": b"\xff\xd8jpeg", "web/9": b"unused"})
+    assert page.count("<img ") == 1 and "src='data:image/jpeg;base64,/9hqcGVn'" in page
+    assert "<td><span class='muted'>no image</span></td><td class=\"l\">web/2</td>" in page

@@ -186,3 +186,15 @@ def test_a_run_that_lost_pairs_is_refused_without_completed(tmp_path):
     stats.read["s"] = 2  # now every pair is accounted for
     finalize(None, shards, rejects, stats, str(tmp_path), {})
     assert (tmp_path / "COMPLETED").exists()
+
+
+def test_report_pictures_every_sample_reject_whose_image_decodes(wds_run):
+    out, _ = wds_run
+    with open(os.path.join(out, "report.html"), encoding="utf-8") as fh:
+        page = fh.read()
+    samples = page[page.index("<h2>Sample rejects") :].split("<h3>")[1:]
+    pictured = {s[: s.index("</h3>")]: (s.count("<img "), s.count("no image")) for s in samples}
+    no_image = {"image_missing", "image_undecodable", "image_truncated"}  # planted: nothing decodes
+    assert {reason for reason, (_, missing) in pictured.items() if missing} == no_image
+    assert all(shown == 0 for reason, (shown, _) in pictured.items() if reason in no_image)
+    assert all(shown > 0 for reason, (shown, _) in pictured.items() if reason not in no_image)
