@@ -17,7 +17,7 @@ _STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
 table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
-.hist{display:inline-block;margin:0 1.5em 1em 0;vertical-align:top}.muted{color:#777}
+td.img{text-align:center}.hist{display:inline-block;margin:0 1.5em 1em 0;vertical-align:top}.muted{color:#777}
 """
 
 
@@ -104,7 +104,7 @@ def _samples_table(samples: Iterable[Mapping[str, str]], thumbnails: Mapping[str
             else "<span class='muted'>no image</span>"
         )
         rows.append(
-            f"<tr><td>{picture}</td><td{_LEFT}>{_e(sample['uid'])}</td><td{_LEFT}>{_e(sample['caption_raw'])}</td></tr>"
+            f"<tr><td class='img'>{picture}</td><td{_LEFT}>{_e(sample['uid'])}</td><td{_LEFT}>{_e(sample['caption_raw'])}</td></tr>"
         )
     return (
         "<table><tr><th>image</th><th class='l'>uid</th><th class='l'>caption (raw)</th></tr>"

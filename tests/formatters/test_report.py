@@ -31,4 +31,4 @@ def test_sample_rejects_show_their_thumbnail_or_say_there_is_none():
     }
     page = render_report(stats, {"steps": ["emoji"]}, {"web/1": b"\xff\xd8jpeg", "web/9": b"unused"})
     assert page.count("<img ") == 1 and "src='data:image/jpeg;base64,/9hqcGVn'" in page
-    assert "<td><span class='muted'>no image</span></td><td class=\"l\">web/2</td>" in page
+    assert "<td class='img'><span class='muted'>no image</span></td><td class=\"l\">web/2</td>" in page
