@@ -46,8 +46,12 @@ class Histogram:
         return {"low": self.low, "high": self.high, "bins": self.bins, "counts": self.counts}
 
 
-def _would_keep(chosen: list[tuple], digest: int, uid: str) -> bool:
-    return len(chosen) < SAMPLES_PER_REASON or (digest, uid) < chosen[-1][:2]
+def _offer(table: dict[str, list[tuple]], reason: str, uid: str, value: Any) -> None:
+    """Adds (hash, uid, value) to the reason's list if it would be among the SAMPLES_PER_REASON lowest."""
+    chosen = table.setdefault(reason, [])
+    digest = stable_hash(uid)
+    if len(chosen) < SAMPLES_PER_REASON or (digest, uid) < chosen[-1][:2]:
+        _keep_lowest(chosen, [(digest, uid, value)])
 
 
 def _keep_lowest(chosen: list[tuple], entries: list[tuple]) -> None:
@@ -104,13 +108,7 @@ class RunStats:
         extra = pair.meta.get("audit_reasons")
         if extra:
             self.overlaps["+".join(sorted({pair.reject, *extra}))] += 1
-        self._sample(pair.reject, pair)
-
-    def _sample(self, reason: str, pair: Pair) -> None:
-        chosen = self.samples.setdefault(reason, [])
-        digest = stable_hash(pair.uid)
-        if _would_keep(chosen, digest, pair.uid):
-            _keep_lowest(chosen, [(digest, pair.uid, pair.caption_raw[:300])])
+        _offer(self.samples, pair.reject, pair.uid, pair.caption_raw[:300])
 
     def offer_thumbnail(self, reason: str, uid: str, make: Callable[[], bytes | None]) -> None:
         """Keeps `make` (which returns a reject's thumbnail, or None) if the uid could be one of the
@@ -118,10 +116,7 @@ class RunStats:
         pickled: decoding every rejected image would cost more than the run. A candidate pushed out by
         lower hashes cannot be a sample (those are all rejects of the same reason), so making late, and
         dropping entries whose image does not decode, loses no sample's thumbnail."""
-        chosen = self.thumbnails.setdefault(reason, [])
-        digest = stable_hash(uid)
-        if _would_keep(chosen, digest, uid):
-            _keep_lowest(chosen, [(digest, uid, make)])
+        _offer(self.thumbnails, reason, uid, make)
 
     def _make_thumbnails(self) -> None:
         for reason, chosen in self.thumbnails.items():
