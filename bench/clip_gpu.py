@@ -190,9 +190,11 @@ def run_clean_timed(
     from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
 
     keep = {"probe_image", "clip_score", "clip_filter"}
+    clip_params = dict(clip_params)
+    reread = clip_params.pop("reread_images")
     config = CleanConfig(
         sources=[SourceConfig(name="bench", format="webdataset", paths=[os.path.join(tars, "*.tar")])],
-        output=OutputConfig(dir=out, overwrite=True, pairs_per_shard=5000),
+        output=OutputConfig(dir=out, overwrite=True, pairs_per_shard=5000, reread_images=reread),
         steps={
             "clip_score": {"models": f"{model}@random", "batch_size": batch, **clip_params},
             "clip_filter": {"threshold": -2.0},
@@ -420,6 +422,11 @@ def main() -> None:
     )
     parser.add_argument("--profile", action="store_true", help="e2e: print where the large run spends time")
     parser.add_argument(
+        "--carry-too",
+        action="store_true",
+        help="e2e: also run with output.reread_images false (kept images carried through the shuffle)",
+    )
+    parser.add_argument(
         "--pairs", type=json.loads, default={"ViT-B-32": 80000, "ViT-L-14": 24000, "ViT-bigG-14": 8000}
     )
     args = parser.parse_args()
@@ -435,7 +442,9 @@ def main() -> None:
                 "compile": args.compile,
                 "gpu_decode": not args.cpu_decode,
                 "precision": args.precision,
+                "reread_images": reread,
             }
+            for reread in ([True, False] if args.carry_too else [True])
         ]
         rows = e2e(args.models, args.pairs, args.workers, args.batch, settings, args.profile)
     os.makedirs(RESULTS, exist_ok=True)

@@ -11,15 +11,21 @@ import hashlib
 from collections.abc import Iterable
 
 from vlcurate.filters.base import reject
-from vlcurate.schemas.record import Pair
+from vlcurate.schemas.record import Pair, image_digest
 
 REASON = "duplicate"
 
 
 def content_key(pair: Pair) -> str:
-    """Digest of the image bytes (or the reference when bytes are absent) and the cleaned caption."""
+    """Digest of the image (its bytes' digest, or the reference when bytes are absent) and the cleaned
+    caption. The image digest is the one kept in the pair's ImageSpan when its bytes were detached."""
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(pair.image if pair.image is not None else (pair.image_ref or "").encode("utf-8"))
+    if pair.image is not None:
+        digest.update(b"image:" + image_digest(pair.image).encode())
+    elif pair.image_span is not None and pair.image_span.digest:
+        digest.update(b"image:" + pair.image_span.digest.encode())
+    else:
+        digest.update(b"ref:" + (pair.image_ref or "").encode("utf-8"))
     digest.update(b"\x00")
     digest.update(pair.caption.encode("utf-8"))
     return digest.hexdigest()

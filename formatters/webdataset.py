@@ -26,23 +26,33 @@ def split_member_name(name: str) -> tuple[str, str]:
 def iter_samples(fileobj: BinaryIO) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Yields (key, {extension: bytes}) in tar order. Raises tarfile.TarError on a broken archive
     after yielding every sample before the break."""
+    for key, files, _ in iter_samples_at(fileobj):
+        yield key, files
+
+
+def iter_samples_at(fileobj: BinaryIO) -> Iterator[tuple[str, dict[str, bytes], dict[str, int]]]:
+    """iter_samples, plus {extension: offset of the member's data in the stream} for the members of an
+    uncompressed tar (empty for a compressed one, whose offsets point nowhere in the file)."""
     key: str | None = None
     files: dict[str, bytes] = {}
+    offsets: dict[str, int] = {}
     try:
-        for name, data in iter_members(fileobj):
+        for name, data, offset in iter_members_at(fileobj):
             member_key, ext = split_member_name(name)
             if member_key != key:
                 if key is not None:
-                    yield key, files
-                key, files = member_key, {}
+                    yield key, files, offsets
+                key, files, offsets = member_key, {}, {}
             files[ext] = data
+            if offset is not None:
+                offsets[ext] = offset
     except TruncatedMember as exc:
         # The sample before a truncated member of another sample is whole.
         if key is not None and split_member_name(exc.name)[0] != key:
-            yield key, files
+            yield key, files, offsets
         raise
     if key is not None:
-        yield key, files
+        yield key, files, offsets
 
 
 class TruncatedMember(tarfile.ReadError):
@@ -54,7 +64,14 @@ class TruncatedMember(tarfile.ReadError):
 
 
 def iter_members(fileobj: BinaryIO) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of every regular file in a tar stream, in order.
+    """(name, bytes) of every regular file in a tar stream, in order (see iter_members_at)."""
+    for name, data, _ in iter_members_at(fileobj):
+        yield name, data
+
+
+def iter_members_at(fileobj: BinaryIO) -> Iterator[tuple[str, bytes, int | None]]:
+    """(name, bytes, offset of the bytes in the stream) of every regular file in a tar stream, in order;
+    the offset is None in a compressed stream.
 
     Uncompressed tars (what img2dataset writes) are parsed here: tarfile builds a TarInfo per member at
     ~30 us each, several times the cost of the rest of reading a sample. Handled: ustar names with
@@ -64,16 +81,19 @@ def iter_members(fileobj: BinaryIO) -> Iterator[tuple[str, bytes]]:
     """
     first = _read_exact(fileobj, BLOCK)
     if first[:2] == b"\x1f\x8b" or first[:3] == b"BZh" or first[:6] == b"\xfd7zXZ\x00":
-        yield from _tarfile_members(_Prefixed(first, fileobj))
+        for name, data in _tarfile_members(_Prefixed(first, fileobj)):
+            yield name, data, None
         return
     if not first:
         raise tarfile.ReadError("empty file")
     header: bytes | None = first
+    position = BLOCK  # bytes of the stream consumed so far
     long_name: str | None = None
     pax: dict[str, str] = {}
     while True:
         if header is None:
             header = _read_exact(fileobj, BLOCK)
+            position += BLOCK
         if len(header) < BLOCK:
             if not header:
                 return  # no end-of-archive blocks: tarfile accepts that too
@@ -88,6 +108,7 @@ def iter_members(fileobj: BinaryIO) -> Iterator[tuple[str, bytes]]:
         if len(data) < size or (padding and len(_read_exact(fileobj, padding)) < padding):
             name = pax.get("path") or long_name or _ustar_name(header)
             raise TruncatedMember(name, f"unexpected end of data in member {name!r}")
+        offset, position = position, position + size + padding
         current, header = header, None
         if kind == b"L":  # GNU long name of the next member
             long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
@@ -100,7 +121,7 @@ def iter_members(fileobj: BinaryIO) -> Iterator[tuple[str, bytes]]:
         name = pax.get("path") or long_name or _ustar_name(current)
         long_name, pax = None, {}
         if kind in _REGULAR:
-            yield name, data
+            yield name, data, offset
 
 
 def _read_exact(fileobj: BinaryIO, size: int) -> bytes:

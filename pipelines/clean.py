@@ -15,6 +15,7 @@ from vlcurate.filters.chain import Chain, build_chain
 from vlcurate.formatters.report import render_report
 from vlcurate.pipelines.batch_coder import of_batches
 from vlcurate.pipelines.dedup import Deduplicate
+from vlcurate.pipelines.image_spans import detach_images
 from vlcurate.pipelines.options import in_process_tuning, is_local, pipeline_options
 from vlcurate.pipelines.output import (
     COMPLETED,
@@ -30,6 +31,7 @@ from vlcurate.pipelines.progress import ProgressPrinter, ProgressTap, worker_log
 from vlcurate.pipelines.read import ReadSource
 from vlcurate.pipelines.steps import REJECTED, STATS, CountFinal, MergeStats, RunSteps
 from vlcurate.pipelines.write import WriteKeptShards, WriteRejects, buckets_for_input
+from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
 from vlcurate.schemas.stats import RunStats
 
@@ -123,6 +125,9 @@ def build_pipeline(
         kept, more_rejects, more_partials = _clip_segment(kept, model, after, config.audit)
         rejects += more_rejects
         partials += more_partials
+    if config.output.reread_images:  # every step that looks at pixels has run: see image_spans.py
+        with_digest = "dedup" in chain.group_steps  # dedup compares image digests
+        kept = kept | "DetachImages" >> beam.Map(detach_images, with_digest).with_output_types(PairBatch)
     if "dedup" in chain.group_steps:
         deduped = kept | "Dedup" >> Deduplicate(buckets)
         kept = deduped.kept

@@ -19,12 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from vlcurate.formatters.webdataset import iter_samples
+from vlcurate.formatters.webdataset import iter_samples_at
 from vlcurate.pipelines import batch_coder  # noqa: F401  (registers PairBatch's coder)
+from vlcurate.pipelines.image_spans import rereadable_path
 from vlcurate.schemas.batch import PairBatch, batched
 from vlcurate.schemas.config import SourceConfig
 from vlcurate.schemas.errors import ConfigError
-from vlcurate.schemas.record import Pair, make_uid
+from vlcurate.schemas.record import ImageSpan, Pair, make_uid
 from vlcurate.schemas.rows import pair_from_row, pair_from_sample
 
 _BATCH_ROWS = 1024
@@ -84,8 +85,9 @@ def read_file(source: SourceConfig, path: str) -> Iterator[Pair]:
     try:
         with FileSystems.open(path) as fh:
             if source.format == "webdataset":
-                for key, files in iter_samples(fh):
-                    yield pair_from_sample(source, key, files)
+                at = rereadable_path(path)
+                for key, files, offsets in iter_samples_at(fh):
+                    yield pair_from_sample(source, key, files, at, offsets)
             elif source.format == "parquet":
                 yield from _read_parquet(source, path, fh)
             else:
@@ -141,6 +143,9 @@ def load_image_bytes(pair: Pair) -> None:
             try:
                 with FileSystems.open(pair.image_ref) as fh:
                     pair.image = fh.read()
+                at = rereadable_path(pair.image_ref)
+                if at is not None:
+                    pair.image_span = ImageSpan(at, 0, len(pair.image))
             except (OSError, ValueError) as exc:
                 pair.reject = "image_missing"
                 pair.meta["error"] = f"{type(exc).__name__}: {exc}"[:300]

@@ -20,8 +20,9 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from vlcurate.filters.base import Step, reject
 from vlcurate.formatters.thumbnails import thumbnail_jpeg
+from vlcurate.pipelines.image_spans import ImageChangedError, read_span
 from vlcurate.schemas.batch import PairBatch
-from vlcurate.schemas.record import Pair
+from vlcurate.schemas.record import ImageSpan, Pair
 from vlcurate.schemas.stats import RunStats
 
 REJECTED = "rejected"
@@ -111,10 +112,20 @@ def as_rejects(pairs: Iterable[Pair], stats: RunStats | None = None) -> PairBatc
     be report samples leave a thumbnail there first."""
     batch = PairBatch(pairs)
     for pair in batch:
-        if stats is not None and pair.image:
-            stats.offer_thumbnail(pair.reject, pair.uid, partial(thumbnail_jpeg, pair.image))
+        if stats is not None and (pair.image or pair.image_span is not None):
+            stats.offer_thumbnail(pair.reject, pair.uid, partial(_thumbnail, pair.image, pair.image_span))
         pair.image = None
     return batch
+
+
+def _thumbnail(image: bytes | None, span: ImageSpan | None) -> bytes | None:
+    """A sample reject's thumbnail, from its bytes or, once they were detached, from its input file."""
+    if image is None:
+        try:
+            image = read_span(span)
+        except ImageChangedError:
+            return None  # the run's writer reports a changed input; a report picture is not worth more
+    return thumbnail_jpeg(image)
 
 
 def _reason_count(pair: Pair) -> int:

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from apache_beam.typehints import KV
 
 from vlcurate.formatters.webdataset import EXTENSION_OF_FORMAT, TarShardWriter
+from vlcurate.pipelines.image_spans import attach_images
 from vlcurate.pipelines.output import ensure_dir, join, write_bytes_atomic
 from vlcurate.schemas.arrow import kept_table, reject_table
 from vlcurate.schemas.batch import PairBatch
@@ -72,6 +73,7 @@ def sample_json(pair: Pair, key: str) -> bytes:
 
 def write_kept_shard(directory: str, index: int, count: int, per_shard: int, pairs: Iterable[Pair]) -> dict:
     pairs = sorted(pairs, key=lambda p: p.uid)
+    attach_images(pairs)
     name = shard_name(index, count)
     width = max(4, len(str(per_shard)) + 1)
     keys = [f"{name}{i:0{width}d}" for i in range(len(pairs))]

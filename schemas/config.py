@@ -56,6 +56,9 @@ class OutputConfig:
     dir: str = "out"
     pairs_per_shard: int = 1000
     overwrite: bool = False
+    # Kept images in local uncompressed input files are read back by the shard writer rather than
+    # carried through its shuffle (pipelines/image_spans.py); false carries them (input may change).
+    reread_images: bool = True
 
     def __post_init__(self) -> None:
         if self.pairs_per_shard < 1:

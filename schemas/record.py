@@ -10,6 +10,23 @@ from typing import Any
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageSpan:
+    """Where a pair's image bytes lie in a local input file (`length` bytes from `offset`).
+
+    Kept pairs travel to the shard writer without their bytes when a span says where to read them back:
+    carrying every image through the writer's shuffle cost most of a local run's time. When the bytes
+    are dropped, `crc32` (checked when they are read back) and, if dedup will compare images, `digest`
+    (image_digest of the bytes) are set.
+    """
+
+    path: str
+    offset: int
+    length: int
+    crc32: int | None = None
+    digest: str = ""
+
+
 @dataclasses.dataclass
 class Pair:
     """An image-text pair and everything the steps learned about it.
@@ -25,6 +42,7 @@ class Pair:
     caption_raw: str = ""
     image: bytes | None = None
     image_ref: str | None = None
+    image_span: ImageSpan | None = None
     width: int | None = None
     height: int | None = None
     image_format: str | None = None
@@ -44,6 +62,11 @@ class Pair:
 
 def make_uid(source: str, key: str) -> str:
     return f"{source}/{key}"
+
+
+def image_digest(data: bytes) -> str:
+    """The identity of image bytes: dedup compares it, and the shard writer checks bytes read back."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def stable_hash(text: str) -> int:

@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from vlcurate.schemas.config import SourceConfig
-from vlcurate.schemas.record import IMAGE_EXTENSIONS, Pair, make_uid
+from vlcurate.schemas.record import IMAGE_EXTENSIONS, ImageSpan, Pair, make_uid
 
 # JSON metadata keys img2dataset writes that vlcurate tracks itself; everything else passes through.
 _WDS_OWN_KEYS = ("key", "caption")
@@ -21,8 +21,15 @@ def _bad(source: str, key: str, reason: str, **meta: Any) -> Pair:
     return Pair(uid=make_uid(source, key), source=source, reject=reason, meta=meta)
 
 
-def pair_from_sample(source: SourceConfig, key: str, files: dict[str, bytes]) -> Pair:
-    """A WebDataset sample (`key.jpg` + `key.txt` + `key.json`) as img2dataset writes it."""
+def pair_from_sample(
+    source: SourceConfig,
+    key: str,
+    files: dict[str, bytes],
+    path: str | None = None,
+    offsets: dict[str, int] | None = None,
+) -> Pair:
+    """A WebDataset sample (`key.jpg` + `key.txt` + `key.json`) as img2dataset writes it. With the tar's
+    `path` and the members' `offsets` in it, the image's ImageSpan is recorded."""
     key = key.rsplit("/", 1)[-1]
     meta: dict[str, Any] = {}
     if "json" in files:
@@ -45,12 +52,16 @@ def pair_from_sample(source: SourceConfig, key: str, files: dict[str, bytes]) ->
     )
     lang = meta.pop("lang", None)  # present in vlcurate's own shards
     image_ext = next((e for e in IMAGE_EXTENSIONS if e in files), None)
+    span = None
+    if image_ext and path is not None and offsets and image_ext in offsets:
+        span = ImageSpan(path, offsets[image_ext], len(files[image_ext]))
     pair = Pair(
         uid=make_uid(source.name, key),
         source=source.name,
         caption=caption,
         caption_raw=caption,
         image=files[image_ext] if image_ext else None,
+        image_span=span,
         lang=lang if isinstance(lang, str) else None,
         scores=scores,
         meta=meta,

@@ -7,7 +7,9 @@ from vlcurate.formatters.webdataset import (
     TarShardWriter,
     _number,
     iter_members,
+    iter_members_at,
     iter_samples,
+    iter_samples_at,
     split_member_name,
 )
 
@@ -115,6 +117,24 @@ def test_members_read_as_tarfile_reads_them(fmt):
     expected = tarfile_members(data)
     assert len(expected) == 5
     assert list(iter_members(io.BytesIO(data))) == expected
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_member_offsets_address_the_bytes_in_the_file(fmt):
+    # Long names (GNU `L` members, pax records) shift the data: the offsets must still point at it.
+    data = tarfile_archive(fmt)
+    members = list(iter_members_at(io.BytesIO(data)))
+    assert [(name, member) for name, member, _ in members] == tarfile_members(data)
+    for _, member, offset in members:
+        assert data[offset : offset + len(member)] == member
+    samples = list(iter_samples_at(io.BytesIO(write([("a", {"jpg": b"\xff\xd8" * 300, "txt": b"x"})]))))
+    assert samples == [("a", {"jpg": b"\xff\xd8" * 300, "txt": b"x"}, {"jpg": 512, "txt": 512 + 1024 + 512})]
+
+
+def test_compressed_archives_have_no_offsets():
+    data = tarfile_archive(tarfile.PAX_FORMAT, "gz")
+    assert [offset for _, _, offset in iter_members_at(io.BytesIO(data))] == [None] * 5
+    assert all(offsets == {} for _, _, offsets in iter_samples_at(io.BytesIO(data)))
 
 
 def test_compressed_archives_go_through_tarfile():

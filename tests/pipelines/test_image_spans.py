@@ -1,0 +1,110 @@
+"""Kept images dropped from records and read back by the shard writer (pipelines/image_spans.py)."""
+
+import os
+import zlib
+
+import pytest
+
+from vlcurate.filters.dedup import content_key
+from vlcurate.pipelines import write
+from vlcurate.pipelines.image_spans import (
+    ImageChangedError,
+    attach_images,
+    detach_images,
+    read_span,
+    rereadable_path,
+)
+from vlcurate.schemas.batch import PairBatch
+from vlcurate.schemas.record import ImageSpan, Pair, image_digest
+from vlcurate.tests.pipelines.helpers import output_files, run, synth_config
+
+IMAGES = [b"\xff\xd8first", b"\xff\xd8the second image", b"\x89PNG third"]
+
+
+@pytest.fixture
+def stored(tmp_path):
+    """IMAGES at known offsets of one file, and one pair per image carrying its bytes and span."""
+    path = str(tmp_path / "images.bin")
+    pairs, offset = PairBatch(), 0
+    with open(path, "wb") as fh:
+        for i, image in enumerate(IMAGES):
+            fh.write(b"-" * 7)  # other bytes between images
+            offset += 7
+            fh.write(image)
+            pairs.append(
+                Pair(uid=f"s/{i}", source="s", image=image, image_span=ImageSpan(path, offset, len(image)))
+            )
+            offset += len(image)
+    return path, pairs
+
+
+def test_rereadable_paths_are_local_and_uncompressed(tmp_path):
+    assert rereadable_path("gs://bucket/shard.tar") is None
+    assert rereadable_path(str(tmp_path / "shard.tar.gz")) is None
+    assert rereadable_path("relative/shard.tar") == os.path.abspath("relative/shard.tar")
+
+
+def test_detached_images_are_read_back_byte_for_byte(stored):
+    _, pairs = stored
+    unspanned = Pair(uid="s/x", source="s", image=b"parquet bytes")  # no span: carried as is
+    detach_images(PairBatch([*pairs, unspanned]))
+    assert [p.image for p in pairs] == [None, None, None]
+    assert [p.image_span.crc32 for p in pairs] == [zlib.crc32(i) for i in IMAGES]
+    assert [p.image_span.digest for p in pairs] == ["", "", ""]  # only computed for dedup
+    assert unspanned.image == b"parquet bytes"
+    attach_images(reversed([*pairs, unspanned]))
+    assert [p.image for p in pairs] == IMAGES
+    assert read_span(pairs[1].image_span) == IMAGES[1]
+
+
+def test_dedup_sees_the_same_image_with_or_without_its_bytes(stored):
+    _, pairs = stored
+    carried = Pair(uid="t/0", source="t", image=IMAGES[0])
+    detach_images(pairs[:1], with_digest=True)
+    assert pairs[0].image_span.digest == image_digest(IMAGES[0])
+    assert content_key(pairs[0]) == content_key(carried)
+    carried.caption = "another caption"
+    assert content_key(pairs[0]) != content_key(carried)
+
+
+def test_an_input_changed_during_the_run_fails_the_write_loudly(stored):
+    path, pairs = stored
+    detach_images(pairs)
+    with open(path, "r+b") as fh:
+        fh.seek(pairs[1].image_span.offset + 3)
+        fh.write(b"X")
+    with pytest.raises(ImageChangedError, match=r"images\.bin changed while the run was going.*s/1"):
+        attach_images(pairs)
+    os.remove(path)
+    with pytest.raises(ImageChangedError, match=r"cannot reopen input file .*images\.bin"):
+        attach_images(pairs)
+
+
+@pytest.mark.parametrize("fmt", ["webdataset", "jsonl", "parquet"])
+def test_rereading_kept_images_changes_no_output_byte(synth_dir, tmp_path, monkeypatch, fmt):
+    # WebDataset tars and image folders are read back; Parquet bytes have no span and are carried.
+    read_back = []
+
+    def counting_attach(pairs):
+        pairs = list(pairs)
+        read_back.extend(p.uid for p in pairs if p.image is None and p.image_span is not None)
+        attach_images(pairs)
+
+    monkeypatch.setattr(write, "attach_images", counting_attach)
+    outs = {}
+    for reread in (True, False):
+        config = synth_config(
+            synth_dir, fmt, str(tmp_path / f"out-{reread}"), disable=["clip_score", "clip_filter"]
+        )
+        config.output.reread_images = reread
+        stats = run(config)
+        outs[reread] = output_files(config.output.dir)
+        if reread:
+            assert (
+                len(set(read_back)) == len(read_back) == (0 if fmt == "parquet" else stats["totals"]["kept"])
+            )
+            read_back.clear()
+        else:
+            assert read_back == []
+    assert sorted(outs[True]) == sorted(outs[False])
+    assert [name for name in outs[True] if outs[True][name] != outs[False][name]] == []
