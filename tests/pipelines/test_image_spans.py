@@ -1,11 +1,13 @@
 """Kept images dropped from records and read back by the shard writer (pipelines/image_spans.py)."""
 
+import gzip
 import os
 import zlib
 
 import pytest
 
 from vlcurate.filters.dedup import content_key
+from vlcurate.formatters.webdataset import TarShardWriter
 from vlcurate.pipelines import write
 from vlcurate.pipelines.image_spans import (
     ImageChangedError,
@@ -14,7 +16,9 @@ from vlcurate.pipelines.image_spans import (
     read_span,
     rereadable_path,
 )
+from vlcurate.pipelines.read import read_file
 from vlcurate.schemas.batch import PairBatch
+from vlcurate.schemas.config import SourceConfig
 from vlcurate.schemas.record import ImageSpan, Pair, image_digest
 from vlcurate.tests.pipelines.helpers import output_files, run, synth_config
 
@@ -108,3 +112,20 @@ def test_rereading_kept_images_changes_no_output_byte(synth_dir, tmp_path, monke
             assert read_back == []
     assert sorted(outs[True]) == sorted(outs[False])
     assert [name for name in outs[True] if outs[True][name] != outs[False][name]] == []
+
+
+def test_readers_record_spans_only_where_offsets_address_the_file(tmp_path):
+    plain, packed = tmp_path / "a.tar", tmp_path / "b.tar.gz"
+    with open(plain, "wb") as fh, TarShardWriter(fh) as writer:
+        for i, image in enumerate(IMAGES):
+            writer.add(f"{i:03d}", {"txt": b"a caption", "jpg": image})
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    source = SourceConfig(name="w", format="webdataset", paths=[str(plain)])
+    pairs = list(read_file(source, str(plain)))
+    assert [p.image for p in pairs] == IMAGES
+    data = plain.read_bytes()
+    assert [data[p.image_span.offset : p.image_span.offset + p.image_span.length] for p in pairs] == IMAGES
+    assert {p.image_span.path for p in pairs} == {str(plain)}
+    compressed = list(read_file(source, str(packed)))
+    assert [p.image for p in compressed] == IMAGES
+    assert [p.image_span for p in compressed] == [None, None, None]
