@@ -1,10 +1,11 @@
 """Whole-process text cleaning: `vlcurate clean` (caption-only source) vs Data-Juicer's `dj-process`.
 
-    python bench/text_process.py --dj-process /work/djvenv/bin/dj-process [--n 100000]
+    python bench/text_process.py --dj-process /work/djvenv/bin/dj-process [--n 100000] [--repeats 3]
 
 Both read the same JSONL of web captions (shared/data/web_captions_10k.parquet repeated to --n) and write
 their cleaned output; wall time and peak resident memory of each whole process (start-up included) are
-measured in the same run. Data-Juicer runs its equivalent five operators with np=1; vlcurate runs its
+measured in the same run; with --repeats the two commands alternate and each row reports its median run
+(every run is kept in the JSON). Data-Juicer runs its equivalent five operators with np=1; vlcurate runs its
 text chain (normalize, HTML, patterns, tags, script, emoji, length, language, dedup) in-process.
 Writes bench/results/text_process.json.
 """
@@ -45,12 +46,19 @@ def measure(cmd: list[str]) -> dict:
     return {"seconds": round(float(seconds), 2), "peak_rss_mb": round(int(rss_kb) / 1024, 1)}
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median wall time, plus every run's seconds."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    return {**ordered[(len(ordered) - 1) // 2], "runs_seconds": [r["seconds"] for r in runs]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--dj-process", required=True, help="path of Data-Juicer's dj-process executable")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each command, alternating")
     args = parser.parse_args()
     import pyarrow.parquet as pq
 
@@ -90,10 +98,15 @@ def main() -> None:
             )
         )
         vlcurate = str(Path(sys.executable).with_name("vlcurate"))
-        rows = {
-            "data-juicer dj-process": measure([args.dj_process, "--config", str(dj_cfg)]),
-            "vlcurate clean": measure([vlcurate, "clean", "--config", str(ours_cfg), "--no-progress"]),
+        commands = {
+            "data-juicer dj-process": [args.dj_process, "--config", str(dj_cfg)],
+            "vlcurate clean": [vlcurate, "clean", "--config", str(ours_cfg), "--no-progress", "--overwrite"],
         }
+        runs: dict[str, list[dict]] = {name: [] for name in commands}
+        for _ in range(args.repeats):
+            for name, cmd in commands.items():
+                runs[name].append(measure(cmd))
+        rows = {name: median_run(found) for name, found in runs.items()}
     base = rows["data-juicer dj-process"]
     print(f"{args.n:,} captions, whole process, {os.cpu_count()} cores\n")
     print(f"{'command':<24} {'seconds':>8} {'captions/s':>11} {'peak RSS MB':>12} {'speed vs DJ':>12}")
