@@ -65,7 +65,7 @@ def make_uid(source: str, key: str) -> str:
 
 
 def image_digest(data: bytes) -> str:
-    """The identity of image bytes: dedup compares it, and the shard writer checks bytes read back."""
+    """The identity of image bytes that dedup compares (kept in ImageSpan.digest once they are dropped)."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
