@@ -2,7 +2,7 @@
 
 Readers record an ImageSpan (file, offset, length) for images stored whole in local, uncompressed files
 (WebDataset tars, image folders). After the last step that looks at pixels, `detach_images` drops the
-bytes and keeps their CRC-32; the shard writer reads them back with `attach_images`, which checks it.
+bytes and keeps their CRC-32; the shard writer reads them back through a SpanReader, which checks it.
 Carrying every kept image through the writer's shuffle cost most of a local run's time outside the
 model (bench/e2e_cpu.py). On remote filesystems (gs://, Dataflow) the bytes
 travel with the record: a ranged read per image would cost more than the shuffle does there.
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Iterable
+from collections import OrderedDict
+from typing import BinaryIO
 
 from apache_beam.io.filesystem import CompressionTypes
 
@@ -46,24 +47,51 @@ def detach_images(batch: PairBatch, with_digest: bool = False) -> PairBatch:
     return batch
 
 
-def attach_images(pairs: Iterable[Pair]) -> None:
-    """Reads back the bytes of every detached image, one pass per file in offset order; raises
-    ImageChangedError if a file no longer holds them."""
-    by_path: dict[str, list[Pair]] = {}
-    for pair in pairs:
-        if pair.image is None and pair.image_span is not None and pair.image_span.crc32 is not None:
-            by_path.setdefault(pair.image_span.path, []).append(pair)
-    for path, group in by_path.items():
-        group.sort(key=lambda p: p.image_span.offset)
-        with _open(path) as fh:
-            for pair in group:
-                pair.image = _read_checked(fh, pair.image_span, pair.uid)
+class SpanReader:
+    """Gives each pair's image bytes to the shard writer, reading detached ones back (CRC checked) as they
+    are written, so a shard's images are never all in memory. The last MAX_OPEN input files stay open: in
+    uid order, a shard's pairs come in runs from one input file."""
+
+    MAX_OPEN = 32
+
+    def __init__(self) -> None:
+        self._files: OrderedDict[str, BinaryIO] = OrderedDict()
+
+    def image(self, pair: Pair) -> bytes | None:
+        """The pair's own bytes, or, once detached, the bytes read back; None for a pair without image."""
+        span = pair.image_span
+        if pair.image is not None or span is None or span.crc32 is None:
+            return pair.image
+        return self.read(span, pair.uid)
+
+    def read(self, span: ImageSpan, uid: str = "") -> bytes:
+        """The bytes one span addresses (checked against its CRC-32 when it has one); raises
+        ImageChangedError if its file no longer holds them."""
+        fh = self._files.get(span.path)
+        if fh is None:
+            fh = self._files[span.path] = _open(span.path)
+            if len(self._files) > self.MAX_OPEN:
+                self._files.popitem(last=False)[1].close()
+        else:
+            self._files.move_to_end(span.path)
+        return _read_checked(fh, span, uid)
+
+    def close(self) -> None:
+        for fh in self._files.values():
+            fh.close()
+        self._files.clear()
+
+    def __enter__(self) -> SpanReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def read_span(span: ImageSpan, uid: str = "") -> bytes:
-    """The bytes one span addresses (checked against its CRC-32 when it has one)."""
-    with _open(span.path) as fh:
-        return _read_checked(fh, span, uid)
+    """The bytes one span addresses (see SpanReader.read)."""
+    with SpanReader() as reader:
+        return reader.read(span, uid)
 
 
 def _open(path: str):

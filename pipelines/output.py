@@ -6,10 +6,12 @@ Paths go through Beam's FileSystems, so local folders and gs:// buckets behave t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import uuid
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -46,14 +48,29 @@ def prepare_output_dir(directory: str, overwrite: bool) -> None:
         FileSystems.mkdirs(directory)
 
 
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Writes to a temporary name and renames, so a reader never sees half a file."""
+@contextlib.contextmanager
+def atomic_writer(path: str) -> Iterator[BinaryIO]:
+    """A file to write `path` through: it is written under a temporary name and renamed once whole, so a
+    reader never sees half a file. On an error the temporary file is removed."""
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with FileSystems.create(tmp) as fh:
-        fh.write(data)
+    fh = FileSystems.create(tmp)
+    try:
+        yield fh
+    except BaseException:
+        fh.close()
+        with contextlib.suppress(Exception):
+            FileSystems.delete([tmp])
+        raise
+    fh.close()
     if FileSystems.exists(path):
         FileSystems.delete([path])
     FileSystems.rename([tmp], [path])
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Writes to a temporary name and renames, so a reader never sees half a file."""
+    with atomic_writer(path) as fh:
+        fh.write(data)
 
 
 def write_json(path: str, value: Any) -> None:

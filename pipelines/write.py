@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 from apache_beam.typehints import KV
 
 from vlcurate.formatters.webdataset import EXTENSION_OF_FORMAT, TarShardWriter
-from vlcurate.pipelines.image_spans import attach_images
-from vlcurate.pipelines.output import ensure_dir, join, write_bytes_atomic
+from vlcurate.pipelines.image_spans import SpanReader
+from vlcurate.pipelines.output import atomic_writer, ensure_dir, join, write_bytes_atomic
 from vlcurate.schemas.arrow import kept_table, reject_table
 from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.record import Pair, stable_hash
@@ -72,21 +72,24 @@ def sample_json(pair: Pair, key: str) -> bytes:
 
 
 def write_kept_shard(directory: str, index: int, count: int, per_shard: int, pairs: Iterable[Pair]) -> dict:
+    """Streams the tar to its file: images read back from their input files pass through one at a time."""
     pairs = sorted(pairs, key=lambda p: p.uid)
-    attach_images(pairs)
     name = shard_name(index, count)
     width = max(4, len(str(per_shard)) + 1)
     keys = [f"{name}{i:0{width}d}" for i in range(len(pairs))]
-    tar = io.BytesIO()
-    with TarShardWriter(tar) as writer:
-        for pair, key in zip(pairs, keys):
-            files = {"txt": pair.caption.encode("utf-8"), "json": sample_json(pair, key)}
-            if pair.image is not None:  # text-only sources have none
-                files = {EXTENSION_OF_FORMAT.get(pair.image_format or "", "img"): pair.image, **files}
-            writer.add(key, files)
     folder = join(directory, "shards")
     ensure_dir(folder)
-    write_bytes_atomic(join(folder, f"{name}.tar"), tar.getvalue())
+    with (
+        atomic_writer(join(folder, f"{name}.tar")) as fh,
+        TarShardWriter(fh) as writer,
+        SpanReader() as images,
+    ):
+        for pair, key in zip(pairs, keys):
+            files = {"txt": pair.caption.encode("utf-8"), "json": sample_json(pair, key)}
+            image = images.image(pair)
+            if image is not None:  # text-only sources have none
+                files = {EXTENSION_OF_FORMAT.get(pair.image_format or "", "img"): image, **files}
+            writer.add(key, files)
     write_bytes_atomic(join(folder, f"{name}.parquet"), parquet_bytes(kept_table(pairs, keys)))
     return {"shard": f"shards/{name}.tar", "metadata": f"shards/{name}.parquet", "pairs": len(pairs)}
 

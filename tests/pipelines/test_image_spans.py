@@ -11,7 +11,7 @@ from vlcurate.formatters.webdataset import TarShardWriter
 from vlcurate.pipelines import write
 from vlcurate.pipelines.image_spans import (
     ImageChangedError,
-    attach_images,
+    SpanReader,
     detach_images,
     read_span,
     rereadable_path,
@@ -56,9 +56,31 @@ def test_detached_images_are_read_back_byte_for_byte(stored):
     assert [p.image_span.crc32 for p in pairs] == [zlib.crc32(i) for i in IMAGES]
     assert [p.image_span.digest for p in pairs] == ["", "", ""]  # only computed for dedup
     assert unspanned.image == b"parquet bytes"
-    attach_images(reversed([*pairs, unspanned]))
-    assert [p.image for p in pairs] == IMAGES
+    with SpanReader() as reader:
+        assert [reader.image(p) for p in reversed([*pairs, unspanned])] == [b"parquet bytes", *IMAGES[::-1]]
+        assert reader.image(Pair(uid="s/t", source="s")) is None  # caption-only
     assert read_span(pairs[1].image_span) == IMAGES[1]
+
+
+def test_the_reader_keeps_a_bounded_number_of_files_open(tmp_path, monkeypatch):
+    monkeypatch.setattr(SpanReader, "MAX_OPEN", 2)
+    pairs = []
+    for i in range(5):
+        path = tmp_path / f"{i}.bin"
+        path.write_bytes(b"xx" + IMAGES[i % 3])
+        pairs.append(
+            Pair(
+                uid=f"s/{i}",
+                source="s",
+                image=IMAGES[i % 3],
+                image_span=ImageSpan(str(path), 2, len(IMAGES[i % 3])),
+            )
+        )
+    detach_images(pairs)
+    with SpanReader() as reader:
+        for _ in range(2):  # files evicted on the first pass are opened again on the second
+            assert [reader.image(p) for p in pairs] == [IMAGES[i % 3] for i in range(5)]
+            assert len(reader._files) == 2
 
 
 def test_dedup_sees_the_same_image_with_or_without_its_bytes(stored):
@@ -71,17 +93,18 @@ def test_dedup_sees_the_same_image_with_or_without_its_bytes(stored):
     assert content_key(pairs[0]) != content_key(carried)
 
 
-def test_an_input_changed_during_the_run_fails_the_write_loudly(stored):
+def test_an_input_changed_during_the_run_fails_the_write_loudly(stored, tmp_path):
     path, pairs = stored
     detach_images(pairs)
     with open(path, "r+b") as fh:
         fh.seek(pairs[1].image_span.offset + 3)
         fh.write(b"X")
     with pytest.raises(ImageChangedError, match=r"images\.bin changed while the run was going.*s/1"):
-        attach_images(pairs)
+        write.write_kept_shard(str(tmp_path / "out"), 0, 1, 10, pairs)
+    assert os.listdir(tmp_path / "out" / "shards") == []  # no shard, not even a partial one
     os.remove(path)
     with pytest.raises(ImageChangedError, match=r"cannot reopen input file .*images\.bin"):
-        attach_images(pairs)
+        read_span(pairs[0].image_span)
 
 
 @pytest.mark.parametrize("fmt", ["webdataset", "jsonl", "parquet"])
@@ -89,12 +112,13 @@ def test_rereading_kept_images_changes_no_output_byte(synth_dir, tmp_path, monke
     # WebDataset tars and image folders are read back; Parquet bytes have no span and are carried.
     read_back = []
 
-    def counting_attach(pairs):
-        pairs = list(pairs)
-        read_back.extend(p.uid for p in pairs if p.image is None and p.image_span is not None)
-        attach_images(pairs)
+    def counting_image(reader, pair):
+        if pair.image is None and pair.image_span is not None:
+            read_back.append(pair.uid)
+        return original_image(reader, pair)
 
-    monkeypatch.setattr(write, "attach_images", counting_attach)
+    original_image = SpanReader.image
+    monkeypatch.setattr(SpanReader, "image", counting_image)
     outs = {}
     for reread in (True, False):
         config = synth_config(
