@@ -27,10 +27,10 @@ the arrays are not where expected.
 
 from __future__ import annotations
 
-import array
 import importlib.metadata
 import math
 import os
+import shutil
 import threading
 import unicodedata
 from collections import Counter
@@ -51,12 +51,13 @@ _KANA_HANGUL = regex.compile(r"[\p{Hiragana}\p{Katakana}\p{Hangul}]")
 
 
 # py3langid unpacks its model (an xz-compressed npz) and we re-lay its feature table on every start,
-# ~0.8 s; the laid-out arrays are kept in a cache folder and load in a few tens of ms. Bump when the
-# layout changes.
-_LAYOUT_VERSION = 1
+# ~0.8 s; the laid-out arrays are kept in a cache folder as .npy files and memory-mapped: no copy at
+# start, and worker processes share one copy in the page cache. Bump when the layout changes.
+_LAYOUT_VERSION = 2
+_ARRAYS = ("classes", "nextmove", "rowbase", "output", "ptc")
 
 
-def _cache_file() -> Path:
+def _cache_dir() -> Path:
     from py3langid import langid
 
     model = Path(langid.MODEL_DIR, langid.MODEL_FILE)
@@ -64,7 +65,7 @@ def _cache_file() -> Path:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "vlcurate"
     )
     tag = f"{importlib.metadata.version('py3langid')}-{model.stat().st_size}-{_LAYOUT_VERSION}"
-    return Path(root, f"py3langid-{tag}.npz")
+    return Path(root, f"py3langid-{tag}")
 
 
 def _label_order(columns: list[str], label_index: dict[str, int]) -> list[int]:
@@ -100,21 +101,22 @@ def _arrays_from_py3langid() -> dict[str, np.ndarray] | None:
 def _cached_arrays() -> dict[str, np.ndarray] | None:
     """The laid-out model arrays, from the cache when it holds them (else built and saved, best effort);
     None when py3langid's arrays are not where expected."""
-    path = _cache_file()
+    folder = _cache_dir()
     try:
-        with np.load(path, allow_pickle=False) as cached:
-            return {name: cached[name] for name in cached.files}
-    except (OSError, ValueError, KeyError):
+        return {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in _ARRAYS}
+    except (OSError, ValueError):
         pass
     arrays = _arrays_from_py3langid()
     if arrays is not None:
+        tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
-            np.savez(tmp, **arrays)
-            os.replace(tmp, path)
+            tmp.mkdir(parents=True, exist_ok=True)
+            for name in _ARRAYS:
+                np.save(tmp / f"{name}.npy", arrays[name], allow_pickle=False)
+            shutil.rmtree(folder, ignore_errors=True)  # a broken cache
+            os.replace(tmp, folder)
         except OSError:
-            pass  # an unwritable cache only costs start-up time
+            shutil.rmtree(tmp, ignore_errors=True)  # an unwritable cache only costs start-up time
     return arrays
 
 
@@ -148,8 +150,7 @@ class _Model:
             for name in {LABEL_GROUPS.get(lab, lab) for lab in self.labels}
         }
         if self.fast:
-            self.nextmove = array.array("I")
-            self.nextmove.frombytes(arrays["nextmove"].astype(np.uint32).tobytes())
+            self.nextmove = memoryview(np.ascontiguousarray(arrays["nextmove"], dtype=np.uint32))
             self.rowbase = arrays["rowbase"].tolist()
             self.output = arrays["output"].tolist()
             # Feature table (columns in `order`) in float32 with the class priors as its last row, so that

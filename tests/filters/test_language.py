@@ -111,12 +111,14 @@ def test_fast_path_matches_py3langid():
 def test_laid_out_model_is_cached_and_a_broken_cache_is_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setenv("VLCURATE_CACHE", str(tmp_path))
     built = language._cached_arrays()
-    (cached_file,) = tmp_path.iterdir()
-    loaded = language._cached_arrays()  # now from the file
+    (cached,) = tmp_path.iterdir()  # the temporary folder is gone
+    loaded = language._cached_arrays()  # now memory-mapped from the folder
     assert sorted(built) == sorted(loaded) == ["classes", "nextmove", "output", "ptc", "rowbase"]
+    assert isinstance(loaded["ptc"], np.memmap)
     for name in built:
         assert np.array_equal(built[name], loaded[name]), name
-    cached_file.write_bytes(b"not an npz")
+    (cached / "ptc.npy").write_bytes(b"not an npy")
     rebuilt = language._cached_arrays()
     assert np.array_equal(rebuilt["ptc"], built["ptc"])
-    assert np.load(cached_file)["ptc"].shape == built["ptc"].shape  # rewritten
+    assert [p.name for p in tmp_path.iterdir()] == [cached.name]
+    assert np.load(cached / "ptc.npy").shape == built["ptc"].shape  # rewritten
