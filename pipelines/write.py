@@ -115,6 +115,10 @@ class _Bucket(beam.DoFn):
 
 def split_by_uid(batch: PairBatch, count: int) -> Iterator[tuple[int, PairBatch]]:
     """(hash(uid) mod count, the batch's pairs in that bucket) for every non-empty bucket."""
+    if count == 1:  # no hashing: a small job's kept pairs and rejects each go to one file
+        if batch:
+            yield 0, batch
+        return
     parts: dict[int, PairBatch] = {}
     for pair in batch:
         parts.setdefault(stable_hash(pair.uid) % count, PairBatch()).append(pair)

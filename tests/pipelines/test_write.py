@@ -17,3 +17,9 @@ def test_split_by_uid_puts_each_pair_in_its_hash_bucket_in_order():
     for index, part in parts.items():
         assert type(part) is PairBatch
         assert [p.uid for p in part] == [p.uid for p in batch if stable_hash(p.uid) % 3 == index]
+
+
+def test_one_bucket_takes_the_whole_batch_and_an_empty_batch_gives_nothing():
+    batch = PairBatch(Pair(uid=f"s/{i}", source="s") for i in range(5))
+    assert list(split_by_uid(batch, 1)) == [(0, batch)]
+    assert list(split_by_uid(PairBatch(), 1)) == list(split_by_uid(PairBatch(), 3)) == []
