@@ -1,7 +1,7 @@
 """CLIP scoring speed on the GPU: model-only forward and end-to-end through the Beam pipeline.
 
     python bench/clip_gpu.py model --models ViT-L-14 [--variants compile fp8 ...]
-    python bench/clip_gpu.py e2e --models ViT-B-32 ViT-L-14 --workers 1 [--cpu-decode] [--profile]
+    python bench/clip_gpu.py e2e --models ViT-B-32 ViT-L-14 --workers 1 [--carry-too] [--cpu-decode] [--profile]
     python bench/clip_gpu.py paths --models ViT-B-32@random
     python bench/clip_gpu.py decode
 
