@@ -270,5 +270,6 @@ class TarShardWriter:
     def __enter__(self) -> TarShardWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:  # a failed write is not marked as a whole archive
+            self.close()

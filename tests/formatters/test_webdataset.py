@@ -43,6 +43,14 @@ def test_round_trip_keeps_keys_order_and_bytes():
     assert list(iter_samples(io.BytesIO(write(samples)))) == samples
 
 
+def test_a_failed_write_gets_no_end_of_archive():
+    buffer = io.BytesIO()
+    with pytest.raises(RuntimeError), TarShardWriter(buffer) as writer:
+        writer.add("k", {"txt": b"hello"})
+        raise RuntimeError("disk full")
+    assert len(buffer.getvalue()) == 2 * 512  # the member only: no zero blocks, no record padding
+
+
 def test_writing_is_deterministic_and_owner_free():
     data = write([("k", {"txt": b"hello"})])
     assert data == write([("k", {"txt": b"hello"})])
