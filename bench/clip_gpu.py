@@ -1,7 +1,7 @@
 """CLIP scoring speed on the GPU: model-only forward and end-to-end through the Beam pipeline.
 
     python bench/clip_gpu.py model --models ViT-L-14 [--variants compile fp8 ...]
-    python bench/clip_gpu.py e2e --models ViT-B-32 ViT-L-14 --workers 1 [--carry-too] [--cpu-decode] [--profile]
+    python bench/clip_gpu.py e2e --models ViT-B-32 ViT-L-14 --workers 1 [--carry-too] [--serial-too] [--cpu-decode] [--profile]
     python bench/clip_gpu.py paths --models ViT-B-32@random
     python bench/clip_gpu.py decode
 
@@ -466,6 +466,11 @@ def main() -> None:
         help="e2e: also run with output.reread_images false (kept images carried through the shuffle)",
     )
     parser.add_argument(
+        "--serial-too",
+        action="store_true",
+        help="e2e: also run with clip_score.overlap false (scores read as each batch is scored)",
+    )
+    parser.add_argument(
         "--pairs", type=json.loads, default={"ViT-B-32": 80000, "ViT-L-14": 24000, "ViT-bigG-14": 8000}
     )
     args = parser.parse_args()
@@ -481,9 +486,11 @@ def main() -> None:
                 "compile": args.compile,
                 "gpu_decode": not args.cpu_decode,
                 "precision": args.precision,
+                "overlap": overlap,
                 "reread_images": reread,
             }
             for reread in ([True, False] if args.carry_too else [True])
+            for overlap in ([True, False] if args.serial_too else [True])
         ]
         rows = e2e(args.models, args.pairs, args.workers, args.batch, settings, args.profile)
     os.makedirs(RESULTS, exist_ok=True)

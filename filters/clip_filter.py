@@ -57,6 +57,7 @@ class ClipScore(Step):
         compile: bool = False,
         precision: str = "bf16",
         decode_threads: int | None = None,
+        overlap: bool = True,
     ) -> None:
         self.models = _per_language(models)
         if "default" not in self.models:
@@ -75,6 +76,8 @@ class ClipScore(Step):
         if decode_threads is not None and decode_threads < 1:
             raise ValueError("clip_score.decode_threads must be >= 1 (or null: one per core, at most 16).")
         self.decode_threads = decode_threads
+        # GPU: keep one batch computing while the worker's CPU moves the last one on (pipelines/clip.py).
+        self.overlap = overlap
 
     def threads(self) -> int:
         """Threads that decode images on the CPU in each worker (PIL releases the GIL while decoding)."""

@@ -2,15 +2,21 @@
 
 Examples are groups (lists) of `ClipInput`s, one group per batch of pairs, so that Beam's per-element
 costs are paid per group. A ClipInput is the pair plus its prepared image, either uint8 pixels decoded
-on the CPU or raw JPEG bytes left for nvjpeg on the GPU. The prediction for a group is the list of its
+on the CPU or raw JPEG bytes left for nvjpeg on the GPU. The prediction for a group is the sequence of its
 cosine similarities of the normalized image and caption embeddings.
+
+run_inference only queues the work on a GPU: its scores are `ScoreSlice`s of a `PendingScores`, copied to
+the host as the GPU gets to them, and reading one waits for its own batch only. So the CPU can go on
+(read, probe, write) while the GPU computes; pipelines/clip.py's AttachScores holds a batch back until the
+next is queued. (Beam's inference-latency metric therefore times the queueing on a GPU.)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +24,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from vlcurate.model.clip_fast import padded_size
 from vlcurate.model.clip_models import LoadedClip, load_clip
-from vlcurate.model.clip_preprocess import gpu_decode_resize, normalize
+from vlcurate.model.clip_preprocess import gpu_decode_resize, normalize, to_device
 from vlcurate.schemas.record import Pair
 
 
@@ -86,32 +92,84 @@ class ClipModelHandler(ModelHandler[list[ClipInput], PredictionResult, LoadedCli
         inputs = [e for group in batch for e in group]
         # Equal chunks of at most batch_size (300 inputs -> 150 + 150, not 256 + 44).
         chunk = max(1, -(-len(inputs) // max(1, -(-len(inputs) // self.batch_size))))
-        scores: list[float] = []
+        pending = PendingScores()
         for start in range(0, len(inputs), chunk):
-            scores.extend(score_batch(model, inputs[start : start + chunk]))
+            pending.queue(model, inputs[start : start + chunk])
         results, start = [], 0
         for group in batch:
-            results.append(PredictionResult(group, scores[start : start + len(group)]))
+            results.append(PredictionResult(group, ScoreSlice(pending, start, start + len(group))))
             start += len(group)
         return results
 
 
-def score_batch(model: LoadedClip, batch: Sequence[ClipInput]) -> list[float]:
-    """Cosine similarities for a batch; NaN for an image that failed GPU decoding."""
-    import torch
+class PendingScores:
+    """The scores of one or more queued batches, in order; `result()` waits for the GPU to finish them."""
 
-    with torch.inference_mode():
-        pixels, ok = _pixels_on_device(model, batch)
-        scores = [float("nan")] * len(batch)
-        if not ok:
-            return scores
-        images = _encode_images(model, normalize(pixels, model.mean, model.std, model.dtype))
-        texts = encode_captions(model, [batch[i].pair.caption for i in ok])
-        images = torch.nn.functional.normalize(images.float(), dim=-1)
-        cosine = (images * texts).sum(dim=-1).tolist()
-    for i, value in zip(ok, cosine):
-        scores[i] = value
-    return scores
+    def __init__(self) -> None:
+        self._parts: list[tuple[Any, Any, list[int], int]] = []  # (host scores, CUDA event, ok, size)
+        self._scores: list[float] | None = None
+
+    def queue(self, model: LoadedClip, batch: Sequence[ClipInput]) -> None:
+        """Queues a batch's scoring; on a GPU this returns before the scores exist."""
+        import torch
+
+        with torch.inference_mode():
+            pixels, ok = _pixels_on_device(model, batch)
+            if not ok:
+                self._parts.append((None, None, [], len(batch)))
+                return
+            images = _encode_images(model, normalize(pixels, model.mean, model.std, model.dtype))
+            texts = encode_captions(model, [batch[i].pair.caption for i in ok])
+            images = torch.nn.functional.normalize(images.float(), dim=-1)
+            cosine = (images * texts).sum(dim=-1)
+            event = None
+            if cosine.is_cuda:  # copied into pinned memory as soon as the GPU gets there
+                host = torch.empty(cosine.shape, dtype=cosine.dtype, pin_memory=True)
+                host.copy_(cosine, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record()
+                cosine = host
+        self._parts.append((cosine, event, ok, len(batch)))
+
+    def result(self) -> list[float]:
+        """The scores; NaN for an image that failed GPU decoding."""
+        if self._scores is None:
+            scores: list[float] = []
+            for host, event, ok, size in self._parts:
+                if event is not None:
+                    event.synchronize()
+                part = [math.nan] * size
+                for i, value in zip(ok, host.tolist() if host is not None else []):
+                    part[i] = value
+                scores.extend(part)
+            self._scores, self._parts = scores, []
+        return self._scores
+
+    def __getstate__(self) -> dict:  # a runner that does not fuse the next step pickles plain floats
+        return {"_parts": [], "_scores": self.result()}
+
+
+class ScoreSlice(Sequence[float]):
+    """The scores of one group: a slice of its model batch's PendingScores, read when first used."""
+
+    def __init__(self, pending: PendingScores, start: int, stop: int) -> None:
+        self.pending, self.start, self.stop = pending, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, index):
+        return self.pending.result()[self.start : self.stop][index]
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self.pending.result()[self.start : self.stop])
+
+
+def score_batch(model: LoadedClip, batch: Sequence[ClipInput]) -> list[float]:
+    """Cosine similarities for a batch, waiting for them; NaN for an image that failed GPU decoding."""
+    pending = PendingScores()
+    pending.queue(model, batch)
+    return pending.result()
 
 
 def _encode_images(model: LoadedClip, pixels):
@@ -141,23 +199,15 @@ def encode_captions(model: LoadedClip, captions: Sequence[str]):
     tokens = model.tokenizer(list(captions))  # on the CPU
     m = model.model
     if not (isinstance(m, open_clip.CLIP) and getattr(m, "text_pool_type", "") == "argmax"):
-        return torch.nn.functional.normalize(m.encode_text(_to_device(tokens, model.device)).float(), dim=-1)
+        return torch.nn.functional.normalize(m.encode_text(to_device(tokens, model.device)).float(), dim=-1)
     length = int((tokens != 0).sum(dim=1).max())  # read on the CPU: no wait for the image tower
-    tokens = _to_device(tokens[:, :length], model.device)
+    tokens = to_device(tokens[:, :length], model.device)
     cast = m.transformer.get_cast_dtype()
     x = m.token_embedding(tokens).to(cast) + m.positional_embedding[:length].to(cast)
     x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
     x = text_global_pool(m.ln_final(x), tokens, m.text_pool_type)
     x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
     return torch.nn.functional.normalize(x.float(), dim=-1)
-
-
-def _to_device(tensor, device: str):
-    """Copies through pinned memory: a copy from pageable memory would first wait for every kernel queued
-    before it (this batch's image tower)."""
-    if device.startswith("cuda"):
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor
 
 
 def _pixels_on_device(model: LoadedClip, batch: Sequence[ClipInput]):
@@ -167,7 +217,7 @@ def _pixels_on_device(model: LoadedClip, batch: Sequence[ClipInput]):
     gpu = [i for i, e in enumerate(batch) if e.pixels is None and e.jpeg is not None]
     parts, order = [], []
     if cpu:
-        stacked = _to_device(torch.from_numpy(np.stack([batch[i].pixels for i in cpu])), model.device)
+        stacked = to_device(torch.from_numpy(np.stack([batch[i].pixels for i in cpu])), model.device)
         parts.append(stacked.permute(0, 3, 1, 2))
         order.extend(cpu)
     if gpu:

@@ -9,6 +9,7 @@ with nvjpeg and resizes with torch (bicubic, antialiased); its scores differ sli
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from collections.abc import Sequence
@@ -61,9 +62,28 @@ def normalize(pixels, mean: Sequence[float], std: Sequence[float], dtype):
     if pixels.shape[-1] == 3 and pixels.shape[1] != 3:
         pixels = pixels.permute(0, 3, 1, 2)
     x = pixels.float().div_(255.0)
-    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    m, s = _channel_stats(tuple(mean), tuple(std), x.device)
     return x.sub_(m).div_(s).to(dtype).contiguous(memory_format=torch.channels_last)
+
+
+@functools.lru_cache(maxsize=16)
+def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...], device):
+    """Mean and std as 1x3x1x1 tensors on `device`, made once: a fresh copy per batch from pageable memory
+    would wait for the GPU work queued before it."""
+    import torch
+
+    def on_device(values: tuple[float, ...]):
+        return to_device(torch.tensor(values, dtype=torch.float32).view(1, 3, 1, 1), str(device))
+
+    return on_device(mean), on_device(std)
+
+
+def to_device(tensor, device: str):
+    """Copies a CPU tensor to `device` through pinned memory: a copy from pageable memory would first wait
+    for every kernel queued before it (the previous batch's model), and the CPU could not work ahead."""
+    if device.startswith("cuda"):
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def gpu_decode_resize(jpegs: Sequence[bytes], size: int, device: str):
@@ -103,5 +123,5 @@ def gpu_decode_resize(jpegs: Sequence[bytes], size: int, device: str):
         if len(indices) == len(decoded):
             out = pixels.contiguous()
         else:
-            out[torch.tensor(indices, device=device)] = pixels
+            out[to_device(torch.tensor(indices), device)] = pixels
     return out, failed

@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import PredictionResult, RunInference
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.windowed_value import WindowedValue
 
 from vlcurate.filters.base import reject
 from vlcurate.filters.clip_filter import ClipFilter, ClipScore
@@ -91,6 +93,43 @@ def _attach_scores(result: PredictionResult) -> PairBatch:
     return batch
 
 
+class AttachScores(beam.DoFn):
+    """PredictionResults -> batches of pairs with scores["clip"].
+
+    With `hold` (clip_score.overlap), the groups of one model batch wait here until the next model batch
+    has been queued on the GPU (or the bundle ends), so the GPU computes while this worker's CPU moves the
+    previous batch on and reads the next: Beam runs a worker's fused steps one element at a time, and
+    reading the scores at once would leave the GPU idle whenever the CPU works.
+    """
+
+    def __init__(self, hold: bool = True) -> None:
+        self.hold = hold
+
+    def start_bundle(self) -> None:
+        self._held: list[PredictionResult] = []
+
+    def process(self, result: PredictionResult) -> Iterator[PairBatch]:
+        if not self.hold:
+            yield _attach_scores(result)
+            return
+        if self._held and not _same_model_batch(self._held[-1], result):
+            yield from self._release()
+        self._held.append(result)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for batch in self._release():
+            yield GlobalWindows.windowed_value(batch)
+
+    def _release(self) -> list[PairBatch]:
+        held, self._held = self._held, []
+        return [_attach_scores(result) for result in held]
+
+
+def _same_model_batch(a: PredictionResult, b: PredictionResult) -> bool:
+    pending = getattr(a.inference, "pending", None)
+    return pending is not None and pending is getattr(b.inference, "pending", None)
+
+
 class ScoreWithClip(beam.PTransform):
     """Batches of pairs in; batches with scores["clip"] out (main), undecodable images on REJECTED."""
 
@@ -121,7 +160,7 @@ class ScoreWithClip(beam.PTransform):
             scored.append(
                 prepared[spec]
                 | f"RunInference[{spec}]" >> RunInference(handler)
-                | f"Attach[{spec}]" >> beam.Map(_attach_scores).with_output_types(PairBatch)
+                | f"Attach[{spec}]" >> beam.ParDo(AttachScores(step.overlap)).with_output_types(PairBatch)
             )
         return {
             "kept": of_batches(scored | "AllScored" >> beam.Flatten(pipeline=pairs.pipeline)),
