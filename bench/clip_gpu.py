@@ -417,10 +417,13 @@ def decode_speed(n: int = 2048, size: int = 224) -> list[dict]:
         jpegs.append(buffer.getvalue())
     jpegs = (jpegs * (n // len(jpegs) + 1))[:n]
 
-    def gpu() -> None:
-        for start in range(0, n, 256):
-            gpu_decode_resize(jpegs[start : start + 256], size, "cuda")
-        torch.cuda.synchronize()
+    def gpu(decoder: str):
+        def run() -> None:
+            for start in range(0, n, 256):
+                gpu_decode_resize(jpegs[start : start + 256], size, "cuda", decoder)
+            torch.cuda.synchronize()
+
+        return run
 
     def pil(threads: int):
         def run() -> None:
@@ -431,15 +434,32 @@ def decode_speed(n: int = 2048, size: int = 224) -> list[dict]:
 
     rows = []
     threads = min(16, os.cpu_count() or 1)
-    for label, fn in (
-        ("gpu_nvjpeg", gpu),
-        ("pil_1_thread", pil(1)),
-        (f"pil_{threads}_threads", pil(threads)),
-    ):
+    paths = [("gpu_nvjpeg", gpu("torchvision"))]
+    try:
+        from vlcurate.model.clip_preprocess import nvimgcodec_decoder
+
+        nvimgcodec_decoder("cuda")
+        paths.append(("gpu_nvimgcodec", gpu("nvimgcodec")))
+    except ImportError as exc:
+        print(f"nvImageCodec not available ({exc}): its row is skipped", flush=True)
+    paths += [("pil_1_thread", pil(1)), (f"pil_{threads}_threads", pil(threads))]
+    for label, fn in paths:
         fn()  # warm-up
         start = time.perf_counter()
         fn()
         rows.append({"path": label, "images": n, "img_s": round(n / (time.perf_counter() - start), 1)})
+        print(json.dumps(rows[-1]), flush=True)
+    if len(paths) > 3:  # how far the two GPU decoders' pixels differ (IDCT and upsampling details)
+        a, _ = gpu_decode_resize(jpegs[:256], size, "cuda", "torchvision")
+        b, _ = gpu_decode_resize(jpegs[:256], size, "cuda", "nvimgcodec")
+        diff = (a.int() - b.int()).abs().float()
+        rows.append(
+            {
+                "path": "nvimgcodec_vs_nvjpeg_pixels",
+                "max_abs": diff.max().item(),
+                "mean_abs": diff.mean().item(),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -471,6 +491,13 @@ def main() -> None:
         help="e2e: also run with clip_score.overlap false (scores read as each batch is scored)",
     )
     parser.add_argument(
+        "--jpeg-decoders",
+        nargs="+",
+        default=["torchvision"],
+        choices=["torchvision", "nvimgcodec"],
+        help="e2e: clip_score.jpeg_decoder values to run",
+    )
+    parser.add_argument(
         "--pairs", type=json.loads, default={"ViT-B-32": 80000, "ViT-L-14": 24000, "ViT-bigG-14": 8000}
     )
     args = parser.parse_args()
@@ -487,10 +514,12 @@ def main() -> None:
                 "gpu_decode": not args.cpu_decode,
                 "precision": args.precision,
                 "overlap": overlap,
+                "jpeg_decoder": decoder,
                 "reread_images": reread,
             }
             for reread in ([True, False] if args.carry_too else [True])
             for overlap in ([True, False] if args.serial_too else [True])
+            for decoder in args.jpeg_decoders
         ]
         rows = e2e(args.models, args.pairs, args.workers, args.batch, settings, args.profile)
     os.makedirs(RESULTS, exist_ok=True)

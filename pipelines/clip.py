@@ -156,6 +156,7 @@ class ScoreWithClip(beam.PTransform):
                 device=step.device,
                 compile=step.compile,
                 precision=step.precision,
+                jpeg_decoder=step.jpeg_decoder,
             )
             scored.append(
                 prepared[spec]
