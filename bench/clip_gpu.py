@@ -4,6 +4,7 @@
     python bench/clip_gpu.py e2e --models ViT-B-32 ViT-L-14 --workers 1 [--carry-too] [--serial-too] [--cpu-decode] [--profile]
     python bench/clip_gpu.py paths --models ViT-B-32@random
     python bench/clip_gpu.py decode
+    python bench/clip_gpu.py queue --models ViT-L-14
 
 `model`: image-tower img/s for the VARIANTS below (open_clip eager; SDPA attention; compile, autotune,
 CUDA graphs; fp8 with dynamic row or tensor scales, or static calibrated scales as `precision: fp8` uses), plus full scoring (image + ~16-token captions), random weights in
@@ -15,7 +16,9 @@ first kept pairs appeared, shard writing included; any reject is reported (the t
 score, so a reject means a NaN score).
 `paths`: score differences of the nvjpeg path and PIL draft decoding against a full PIL decode, and of
 `precision: fp8` against bf16.
-`decode`: img/s from JPEG bytes to model pixels, nvjpeg vs PIL on one and on all threads.
+`decode`: img/s from JPEG bytes to model pixels, nvjpeg (and nvImageCodec when installed) vs PIL on one
+and on all threads.
+`queue`: whether queueing a batch's scoring waits for the GPU (it must not, for clip_score.overlap).
 Results go to bench/results/clip_gpu_<mode>.json; the README quotes them with the machine.
 """
 
@@ -340,34 +343,53 @@ def _e2e_row(
     }
 
 
-def path_agreement(models: list[str], n: int = 512) -> list[dict]:
-    """Scores of the same JPEGs through the CPU path (PIL, draft on and off) and the GPU path (nvjpeg +
-    torch resize): the largest and mean absolute differences of the cosine scores."""
-    import numpy as np
-
-    from vlcurate.model.clip_handler import ClipInput, score_batch
-    from vlcurate.model.clip_models import load_clip
-    from vlcurate.model.clip_preprocess import pil_pixels
+def scene_pairs(n: int, seed: int = 1) -> list:
+    """Pairs of synthetic scenes (JPEG, 300-640 px sides) and their English captions."""
     from vlcurate.model.scenes import caption_en, random_scene, render
     from vlcurate.schemas.record import Pair
 
-    rng = random.Random(1)
+    rng = random.Random(seed)
     pairs = []
     for i in range(n):
         scene = random_scene(rng)
         buffer = io.BytesIO()
         render(scene, rng.randint(300, 640), rng.randint(300, 640)).save(buffer, "JPEG", quality=90)
         pairs.append(Pair(uid=f"b/{i}", source="b", caption=caption_en(scene, rng), image=buffer.getvalue()))
+    return pairs
+
+
+def nvimgcodec_available() -> bool:
+    try:
+        from vlcurate.model.clip_preprocess import nvimgcodec_decoder
+
+        nvimgcodec_decoder("cuda")
+        return True
+    except ImportError as exc:
+        print(f"nvImageCodec not available ({exc}): its rows are skipped", flush=True)
+        return False
+
+
+def path_agreement(models: list[str], n: int = 512) -> list[dict]:
+    """Scores of the same JPEGs through the CPU path (PIL, draft on and off) and the GPU paths (nvjpeg or
+    nvImageCodec, then torch resize): the largest and mean absolute differences of the cosine scores."""
+    import numpy as np
+
+    from vlcurate.model.clip_handler import ClipInput, score_batch
+    from vlcurate.model.clip_models import load_clip
+    from vlcurate.model.clip_preprocess import pil_pixels
+
+    pairs = scene_pairs(n)
+    decoders = ["torchvision", *(["nvimgcodec"] if nvimgcodec_available() else [])]
     rows = []
     for spec in models:
         model = load_clip(spec, "cuda", compile=False)
         ref = score_batch(
             model, [ClipInput(p, pixels=pil_pixels(p.image, model.image_size, draft=False)) for p in pairs]
         )
-        for label, inputs in (
-            ("pil_draft", [ClipInput(p, pixels=pil_pixels(p.image, model.image_size)) for p in pairs]),
-            ("gpu_nvjpeg", [ClipInput(p, jpeg=p.image) for p in pairs]),
-        ):
+        paths = [("pil_draft", [ClipInput(p, pixels=pil_pixels(p.image, model.image_size)) for p in pairs])]
+        paths += [(f"gpu_{d}", [ClipInput(p, jpeg=p.image) for p in pairs], d) for d in decoders]
+        for label, inputs, *decoder in paths:
+            model.jpeg_decoder = decoder[0] if decoder else "torchvision"
             diff = np.abs(np.array(score_batch(model, inputs)) - np.array(ref))
             rows.append(
                 {
@@ -381,6 +403,7 @@ def path_agreement(models: list[str], n: int = 512) -> list[dict]:
             )
             print(json.dumps(rows[-1]), flush=True)
         # precision: fp8 as clip_score runs it (static scales calibrated on synthetic scenes), same inputs.
+        model.jpeg_decoder = "torchvision"
         gpu_inputs = [ClipInput(p, jpeg=p.image) for p in pairs]
         bf16 = np.array(score_batch(model, gpu_inputs))
         fp8 = np.array(score_batch(load_clip(spec, "cuda", compile=False, fp8=True), gpu_inputs))
@@ -435,13 +458,8 @@ def decode_speed(n: int = 2048, size: int = 224) -> list[dict]:
     rows = []
     threads = min(16, os.cpu_count() or 1)
     paths = [("gpu_nvjpeg", gpu("torchvision"))]
-    try:
-        from vlcurate.model.clip_preprocess import nvimgcodec_decoder
-
-        nvimgcodec_decoder("cuda")
+    if nvimgcodec_available():
         paths.append(("gpu_nvimgcodec", gpu("nvimgcodec")))
-    except ImportError as exc:
-        print(f"nvImageCodec not available ({exc}): its row is skipped", flush=True)
     paths += [("pil_1_thread", pil(1)), (f"pil_{threads}_threads", pil(threads))]
     for label, fn in paths:
         fn()  # warm-up
@@ -464,11 +482,72 @@ def decode_speed(n: int = 2048, size: int = 224) -> list[dict]:
     return rows
 
 
+def queue_timing(models: list[str], batch: int, iters: int = 8) -> list[dict]:
+    """Does queueing a batch's scoring wait for the GPU? Seconds to queue `iters` batches of JPEGs back to
+    back (scores read only at the end), against the time until all scores are read; torch-level syncs
+    inside queueing are printed once each with their stack."""
+    import traceback
+    import warnings
+
+    import torch
+
+    from vlcurate.model.clip_handler import ClipInput, PendingScores
+    from vlcurate.model.clip_models import load_clip
+
+    pairs = scene_pairs(batch, seed=4)
+    inputs = [ClipInput(p, jpeg=p.image) for p in pairs]
+    seen: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if str(message) not in seen:
+            seen.add(str(message))
+            print(f"SYNC: {message}\n" + "".join(traceback.format_stack(limit=9)[:-1]), flush=True)
+
+    decoders = ["torchvision", *(["nvimgcodec"] if nvimgcodec_available() else [])]
+    rows = []
+    for spec in models:
+        model = load_clip(f"{spec}@random", "cuda", compile=False)
+        for decoder in decoders:
+            model.jpeg_decoder = decoder
+            for _ in range(2):  # warm-up: kernels, pinned-memory cache
+                PendingScores().queue(model, inputs)
+            torch.cuda.synchronize()
+            pending = [PendingScores() for _ in range(iters)]
+            warnings.showwarning, saved = show, warnings.showwarning
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            start = time.perf_counter()
+            queue_s = []
+            for p in pending:
+                p.queue(model, inputs)
+                queue_s.append(time.perf_counter() - start - sum(queue_s))
+            queued = time.perf_counter() - start
+            torch.cuda.set_sync_debug_mode("default")
+            warnings.showwarning = saved
+            for p in pending:
+                p.result()
+            done = time.perf_counter() - start
+            rows.append(
+                {
+                    "model": spec,
+                    "jpeg_decoder": decoder,
+                    "batch": batch,
+                    "batches": iters,
+                    "queue_ms_each": [round(1000 * s, 1) for s in queue_s],
+                    "all_queued_s": round(queued, 3),
+                    "all_scored_s": round(done, 3),
+                    "pairs_s": round(iters * batch / done, 1),
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", choices=["model", "e2e", "paths", "decode"])
+    parser.add_argument("mode", choices=["model", "e2e", "paths", "decode", "queue"])
     parser.add_argument("--models", nargs="+", default=["ViT-B-32", "ViT-L-14", "ViT-bigG-14"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--batch", type=int, default=512)
@@ -507,6 +586,8 @@ def main() -> None:
         rows = path_agreement(args.models)
     elif args.mode == "decode":
         rows = decode_speed()
+    elif args.mode == "queue":
+        rows = queue_timing(args.models, args.batch)
     else:
         settings = [
             {

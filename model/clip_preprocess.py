@@ -169,5 +169,5 @@ def nvimgcodec_decoder(device: str):
     backends = [nvimgcodec.Backend(k) for k in (kinds.HW_GPU_ONLY, kinds.HYBRID_CPU_GPU, kinds.GPU_ONLY)]
     decoder = nvimgcodec.Decoder(device_id=torch.device(device).index or 0, backends=backends)
     # Like open_clip's PIL transform and torchvision: EXIF orientation is not applied.
-    params = nvimgcodec.DecodeParams(color_spec=nvimgcodec.ColorSpec.RGB, apply_exif_orientation=False)
+    params = nvimgcodec.DecodeParams(color_spec=nvimgcodec.ColorSpec.SRGB, apply_exif_orientation=False)
     return decoder, params
