@@ -343,8 +343,8 @@ def _e2e_row(
     }
 
 
-def scene_pairs(n: int, seed: int = 1) -> list:
-    """Pairs of synthetic scenes (JPEG, 300-640 px sides) and their English captions."""
+def scene_pairs(n: int, seed: int = 1, size: tuple[int, int] | None = None) -> list:
+    """Pairs of synthetic scenes (JPEG, 300-640 px sides, or `size`) and their English captions."""
     from vlcurate.model.scenes import caption_en, random_scene, render
     from vlcurate.schemas.record import Pair
 
@@ -353,7 +353,8 @@ def scene_pairs(n: int, seed: int = 1) -> list:
     for i in range(n):
         scene = random_scene(rng)
         buffer = io.BytesIO()
-        render(scene, rng.randint(300, 640), rng.randint(300, 640)).save(buffer, "JPEG", quality=90)
+        width, height = size or (rng.randint(300, 640), rng.randint(300, 640))
+        render(scene, width, height).save(buffer, "JPEG", quality=90)
         pairs.append(Pair(uid=f"b/{i}", source="b", caption=caption_en(scene, rng), image=buffer.getvalue()))
     return pairs
 
@@ -491,12 +492,33 @@ def queue_timing(models: list[str], batch: int, iters: int = 8) -> list[dict]:
 
     import torch
 
+    from vlcurate.model import clip_handler, clip_preprocess
     from vlcurate.model.clip_handler import ClipInput, PendingScores
     from vlcurate.model.clip_models import load_clip
 
-    pairs = scene_pairs(batch, seed=4)
-    inputs = [ClipInput(p, jpeg=p.image) for p in pairs]
+    inputs_of = {  # web images come in many sizes (resized per size); the e2e data in one
+        "mixed": [ClipInput(p, jpeg=p.image) for p in scene_pairs(batch, seed=4)],
+        "512x384": [ClipInput(p, jpeg=p.image) for p in scene_pairs(batch, seed=4, size=(512, 384))],
+    }
     seen: set[str] = set()
+    spent: dict[str, float] = {}
+
+    def timed(module, name: str) -> None:  # wall time inside `name`, to find a step that waits
+        inner = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+
+        setattr(module, name, wrapper)
+
+    for name in ("gpu_decode_resize", "to_device", "normalize", "_encode_images", "encode_captions"):
+        timed(clip_handler, name)
+    for name in ("_decode_torchvision", "_decode_nvimgcodec"):
+        timed(clip_preprocess, name)
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         if str(message) not in seen:
@@ -507,11 +529,12 @@ def queue_timing(models: list[str], batch: int, iters: int = 8) -> list[dict]:
     rows = []
     for spec in models:
         model = load_clip(f"{spec}@random", "cuda", compile=False)
-        for decoder in decoders:
-            model.jpeg_decoder = decoder
+        for decoder, sizes in [(d, s) for d in decoders for s in inputs_of]:
+            model.jpeg_decoder, inputs = decoder, inputs_of[sizes]
             for _ in range(2):  # warm-up: kernels, pinned-memory cache
                 PendingScores().queue(model, inputs)
             torch.cuda.synchronize()
+            spent.clear()
             pending = [PendingScores() for _ in range(iters)]
             warnings.showwarning, saved = show, warnings.showwarning
             warnings.simplefilter("always")
@@ -531,10 +554,12 @@ def queue_timing(models: list[str], batch: int, iters: int = 8) -> list[dict]:
                 {
                     "model": spec,
                     "jpeg_decoder": decoder,
+                    "image_sizes": sizes,
                     "batch": batch,
                     "batches": iters,
                     "queue_ms_each": [round(1000 * s, 1) for s in queue_s],
                     "all_queued_s": round(queued, 3),
+                    "ms_per_batch_in": {k: round(1000 * v / iters, 1) for k, v in sorted(spent.items())},
                     "all_scored_s": round(done, 3),
                     "pairs_s": round(iters * batch / done, 1),
                 }
