@@ -35,6 +35,17 @@ class ClipInput:
     jpeg: bytes | None = None  # left for GPU decoding
 
 
+class ClipGroup(list):
+    """The ClipInputs of one batch of pairs for one model: RunInference's example (a list, typed so that
+    the pipeline can give it a coder)."""
+
+
+class ClipPrediction(PredictionResult):
+    """A group and its ScoreSlice, as run_inference returns them."""
+
+    __slots__ = ()
+
+
 def pick_device(requested: str = "auto") -> str:
     """`auto`: a CUDA device when present, spread over GPUs by process id (one model copy per GPU)."""
     import torch
@@ -100,7 +111,7 @@ class ClipModelHandler(ModelHandler[list[ClipInput], PredictionResult, LoadedCli
             pending.queue(model, inputs[start : start + chunk])
         results, start = [], 0
         for group in batch:
-            results.append(PredictionResult(group, ScoreSlice(pending, start, start + len(group))))
+            results.append(ClipPrediction(group, ScoreSlice(pending, start, start + len(group))))
             start += len(group)
         return results
 

@@ -7,6 +7,7 @@ a failed batch. `keep_fraction` thresholds come from a second pass over the scor
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,7 +19,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from vlcurate.filters.base import reject
 from vlcurate.filters.clip_filter import ClipFilter, ClipScore
-from vlcurate.model.clip_handler import ClipInput, ClipModelHandler
+from vlcurate.model.clip_handler import ClipGroup, ClipInput, ClipModelHandler, ClipPrediction
 from vlcurate.model.clip_models import image_size_of
 from vlcurate.model.clip_preprocess import pil_pixels
 from vlcurate.pipelines.batch_coder import of_batches
@@ -57,16 +58,16 @@ class PrepareClipInput(beam.DoFn):
         decoded = dict(
             zip(decode, self._pool.map(self._decode, jobs) if self._pool else map(self._decode, jobs))
         )
-        groups: dict[str, list[ClipInput]] = {}
+        groups: dict[str, ClipGroup] = {}
         rejected = PairBatch()
         for i, (pair, spec) in enumerate(zip(batch, specs)):
             if i not in decoded:
-                groups.setdefault(spec, []).append(ClipInput(pair, jpeg=pair.image))
+                groups.setdefault(spec, ClipGroup()).append(ClipInput(pair, jpeg=pair.image))
             elif decoded[i] is None:  # undecodable data is a property of the record
                 reject(pair, "image_undecodable")
                 rejected.append(pair)
             else:
-                groups.setdefault(spec, []).append(ClipInput(pair, pixels=decoded[i]))
+                groups.setdefault(spec, ClipGroup()).append(ClipInput(pair, pixels=decoded[i]))
         for spec, group in groups.items():
             yield beam.pvalue.TaggedOutput(spec, group)
         if rejected:
@@ -83,6 +84,60 @@ class PrepareClipInput(beam.DoFn):
             return pil_pixels(pair.image, self.image_sizes[spec], draft=self.steps[pair.source].draft)
         except Exception:
             return None
+
+
+_PER_INPUT = 300  # a ClipInput's fixed fields and pickle framing: an estimate, used only for metrics
+_SAMPLE = 8
+
+
+def _group_bytes(group: list[ClipInput]) -> int:
+    sample = group[:_SAMPLE]
+    if not sample:
+        return 0
+    size = sum(
+        _PER_INPUT
+        + len(e.jpeg or b"")
+        + (e.pixels.nbytes if e.pixels is not None else 0)
+        + len(e.pair.caption)
+        for e in sample
+    )
+    return size * len(group) // len(sample)
+
+
+class _SizedPickleCoder(beam.coders.Coder):
+    """Pickles like Beam's default coder, but estimates sizes from byte lengths. Beam estimates the size
+    of sampled elements of every PCollection, for its metrics, by encoding them: that would copy a
+    group's images once more, and for a prediction wait for the GPU to finish its scores (undoing
+    clip_score.overlap)."""
+
+    def encode(self, value) -> bytes:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def decode(self, encoded: bytes):
+        return pickle.loads(encoded)
+
+    def is_deterministic(self) -> bool:
+        return False
+
+
+class ClipGroupCoder(_SizedPickleCoder):
+    def estimate_size(self, group: ClipGroup) -> int:
+        return _group_bytes(group)
+
+    def to_type_hint(self):
+        return ClipGroup
+
+
+class ClipPredictionCoder(_SizedPickleCoder):
+    def estimate_size(self, prediction: ClipPrediction) -> int:
+        return _group_bytes(prediction.example) + 8 * len(prediction.example)
+
+    def to_type_hint(self):
+        return ClipPrediction
+
+
+beam.coders.registry.register_coder(ClipGroup, ClipGroupCoder)
+beam.coders.registry.register_coder(ClipPrediction, ClipPredictionCoder)
 
 
 def _attach_scores(result: PredictionResult) -> PairBatch:
@@ -149,6 +204,7 @@ class ScoreWithClip(beam.PTransform):
         ).with_outputs(REJECTED, *specs)
         scored = []
         for spec in specs:
+            prepared[spec].element_type = ClipGroup  # tagged outputs: Beam cannot infer their type
             step = next(s for s in self.steps.values() if spec in s.specs())
             handler = ClipModelHandler(
                 spec,
@@ -158,9 +214,10 @@ class ScoreWithClip(beam.PTransform):
                 precision=step.precision,
                 jpeg_decoder=step.jpeg_decoder,
             )
+            predictions = prepared[spec] | f"RunInference[{spec}]" >> RunInference(handler)
+            predictions.element_type = ClipPrediction
             scored.append(
-                prepared[spec]
-                | f"RunInference[{spec}]" >> RunInference(handler)
+                predictions
                 | f"Attach[{spec}]" >> beam.ParDo(AttachScores(step.overlap)).with_output_types(PairBatch)
             )
         return {

@@ -77,3 +77,24 @@ def test_per_source_thresholds_apply_to_their_source(synth_dir, tmp_path):
     assert collections.Counter(stats["sources"]["lenient"]["rejected_by_reason"]) == collections.Counter(
         {k: v for k, v in stats["sources"]["strict"]["rejected_by_reason"].items() if k != "clip_low_score"}
     )
+
+
+def test_scores_are_not_encoded_between_runinference_and_attach(synth_dir, tmp_path, monkeypatch):
+    """Beam samples elements of every PCollection to estimate sizes; estimating a prediction by pickling
+    it would wait for the GPU to finish its scores (no overlap left). The clip coders estimate without
+    encoding, so in a fused run no PendingScores is ever pickled, and no group of images either."""
+    from vlcurate.model.clip_handler import ClipInput, PendingScores
+
+    pickled = collections.Counter()
+    real = PendingScores.__getstate__
+    monkeypatch.setattr(PendingScores, "__getstate__", lambda self: pickled.update(["scores"]) or real(self))
+    monkeypatch.setattr(
+        ClipInput,
+        "__reduce__",
+        lambda self: pickled.update(["input"]) or object.__reduce__(self),
+        raising=False,
+    )
+    config = synth_config(synth_dir, "webdataset", str(tmp_path / "out"), disable=["dedup"])
+    stats = run_clean(config, progress=False)
+    assert stats["steps"]["clip_filter"]["seen"] > 0
+    assert pickled == {}
