@@ -13,7 +13,6 @@ next is queued. (Beam's inference-latency metric therefore times the queueing on
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
@@ -133,23 +132,17 @@ class PendingScores:
             if not ok:
                 self._parts.append((None, None, [], len(batch)))
                 return
-            with on_model_stream(model, pixels):
-                self._queue_model(model, batch, pixels, ok)
-
-    def _queue_model(self, model: LoadedClip, batch: Sequence[ClipInput], pixels, ok: list[int]) -> None:
-        import torch
-
-        images = _encode_images(model, normalize(pixels, model.mean, model.std, model.dtype))
-        texts = encode_captions(model, [batch[i].pair.caption for i in ok])
-        images = torch.nn.functional.normalize(images.float(), dim=-1)
-        cosine = (images * texts).sum(dim=-1)
-        event = None
-        if cosine.is_cuda:  # copied into pinned memory as soon as the GPU gets there
-            host = torch.empty(cosine.shape, dtype=cosine.dtype, pin_memory=True)
-            host.copy_(cosine, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-            cosine = host
+            images = _encode_images(model, normalize(pixels, model.mean, model.std, model.dtype))
+            texts = encode_captions(model, [batch[i].pair.caption for i in ok])
+            images = torch.nn.functional.normalize(images.float(), dim=-1)
+            cosine = (images * texts).sum(dim=-1)
+            event = None
+            if cosine.is_cuda:  # copied into pinned memory as soon as the GPU gets there
+                host = torch.empty(cosine.shape, dtype=cosine.dtype, pin_memory=True)
+                host.copy_(cosine, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record()
+                cosine = host
         self._parts.append((cosine, event, ok, len(batch)))
 
     def result(self) -> list[float]:
@@ -184,22 +177,6 @@ class ScoreSlice(Sequence[float]):
 
     def __iter__(self) -> Iterator[float]:
         return iter(self.pending.result()[self.start : self.stop])
-
-
-@contextlib.contextmanager
-def on_model_stream(model: LoadedClip, pixels) -> Iterator[None]:
-    """Runs the model on its own CUDA stream, after the decoding queued on the current one. The JPEG
-    decoders wait for the work queued on their stream; with the model elsewhere, decoding the next batch
-    does not wait for this one's model."""
-    if model.stream is None:
-        yield
-        return
-    import torch
-
-    model.stream.wait_stream(torch.cuda.current_stream(model.stream.device))
-    pixels.record_stream(model.stream)  # the allocator must not reuse them before the model is done
-    with torch.cuda.stream(model.stream):
-        yield
 
 
 def score_batch(model: LoadedClip, batch: Sequence[ClipInput]) -> list[float]:

@@ -122,7 +122,6 @@ class LoadedClip:
     encode_image: Any = None  # the image encoder to call (compiled on GPU); model.encode_image if None
     pad_to: int = 0  # a compiled encoder gets batches padded to a multiple of this (few static shapes)
     jpeg_decoder: str = "torchvision"  # GPU JPEG decoding: see clip_preprocess.gpu_decode_resize
-    stream: Any = None  # on CUDA, the model's own stream (clip_handler.on_model_stream)
 
     def __post_init__(self) -> None:
         if self.encode_image is None:
@@ -170,7 +169,6 @@ def load_clip(
             model, fp8=fp8, compile_mode="default" if compile else None, fp8_scaling="static"
         )
         loaded.pad_to = 64 if compile else 0
-        loaded.stream = torch.cuda.Stream(device)
         if fp8:
             calibrate_image_tower(loaded)
     return loaded
