@@ -16,8 +16,7 @@ first kept pairs appeared, shard writing included; any reject is reported (the t
 score, so a reject means a NaN score).
 `paths`: score differences of the nvjpeg path and PIL draft decoding against a full PIL decode, and of
 `precision: fp8` against bf16.
-`decode`: img/s from JPEG bytes to model pixels, nvjpeg (and nvImageCodec when installed) vs PIL on one
-and on all threads.
+`decode`: img/s from JPEG bytes to model pixels, nvjpeg vs PIL on one and on all threads.
 `queue`: whether queueing a batch's scoring waits for the GPU (it must not, for clip_score.overlap).
 Results go to bench/results/clip_gpu_<mode>.json; the README quotes them with the machine.
 """
@@ -359,20 +358,9 @@ def scene_pairs(n: int, seed: int = 1, size: tuple[int, int] | None = None) -> l
     return pairs
 
 
-def nvimgcodec_available() -> bool:
-    try:
-        from vlcurate.model.clip_preprocess import nvimgcodec_decoder
-
-        nvimgcodec_decoder("cuda")
-        return True
-    except ImportError as exc:
-        print(f"nvImageCodec not available ({exc}): its rows are skipped", flush=True)
-        return False
-
-
 def path_agreement(models: list[str], n: int = 512) -> list[dict]:
-    """Scores of the same JPEGs through the CPU path (PIL, draft on and off) and the GPU paths (nvjpeg or
-    nvImageCodec, then torch resize): the largest and mean absolute differences of the cosine scores."""
+    """Scores of the same JPEGs through the CPU path (PIL, draft on and off) and the GPU path (nvjpeg +
+    torch resize): the largest and mean absolute differences of the cosine scores."""
     import numpy as np
 
     from vlcurate.model.clip_handler import ClipInput, score_batch
@@ -380,17 +368,16 @@ def path_agreement(models: list[str], n: int = 512) -> list[dict]:
     from vlcurate.model.clip_preprocess import pil_pixels
 
     pairs = scene_pairs(n)
-    decoders = ["torchvision", *(["nvimgcodec"] if nvimgcodec_available() else [])]
     rows = []
     for spec in models:
         model = load_clip(spec, "cuda", compile=False)
         ref = score_batch(
             model, [ClipInput(p, pixels=pil_pixels(p.image, model.image_size, draft=False)) for p in pairs]
         )
-        paths = [("pil_draft", [ClipInput(p, pixels=pil_pixels(p.image, model.image_size)) for p in pairs])]
-        paths += [(f"gpu_{d}", [ClipInput(p, jpeg=p.image) for p in pairs], d) for d in decoders]
-        for label, inputs, *decoder in paths:
-            model.jpeg_decoder = decoder[0] if decoder else "torchvision"
+        for label, inputs in (
+            ("pil_draft", [ClipInput(p, pixels=pil_pixels(p.image, model.image_size)) for p in pairs]),
+            ("gpu_nvjpeg", [ClipInput(p, jpeg=p.image) for p in pairs]),
+        ):
             diff = np.abs(np.array(score_batch(model, inputs)) - np.array(ref))
             rows.append(
                 {
@@ -404,7 +391,6 @@ def path_agreement(models: list[str], n: int = 512) -> list[dict]:
             )
             print(json.dumps(rows[-1]), flush=True)
         # precision: fp8 as clip_score runs it (static scales calibrated on synthetic scenes), same inputs.
-        model.jpeg_decoder = "torchvision"
         gpu_inputs = [ClipInput(p, jpeg=p.image) for p in pairs]
         bf16 = np.array(score_batch(model, gpu_inputs))
         fp8 = np.array(score_batch(load_clip(spec, "cuda", compile=False, fp8=True), gpu_inputs))
@@ -441,13 +427,10 @@ def decode_speed(n: int = 2048, size: int = 224) -> list[dict]:
         jpegs.append(buffer.getvalue())
     jpegs = (jpegs * (n // len(jpegs) + 1))[:n]
 
-    def gpu(decoder: str):
-        def run() -> None:
-            for start in range(0, n, 256):
-                gpu_decode_resize(jpegs[start : start + 256], size, "cuda", decoder)
-            torch.cuda.synchronize()
-
-        return run
+    def gpu() -> None:
+        for start in range(0, n, 256):
+            gpu_decode_resize(jpegs[start : start + 256], size, "cuda")
+        torch.cuda.synchronize()
 
     def pil(threads: int):
         def run() -> None:
@@ -458,27 +441,15 @@ def decode_speed(n: int = 2048, size: int = 224) -> list[dict]:
 
     rows = []
     threads = min(16, os.cpu_count() or 1)
-    paths = [("gpu_nvjpeg", gpu("torchvision"))]
-    if nvimgcodec_available():
-        paths.append(("gpu_nvimgcodec", gpu("nvimgcodec")))
-    paths += [("pil_1_thread", pil(1)), (f"pil_{threads}_threads", pil(threads))]
-    for label, fn in paths:
+    for label, fn in (
+        ("gpu_nvjpeg", gpu),
+        ("pil_1_thread", pil(1)),
+        (f"pil_{threads}_threads", pil(threads)),
+    ):
         fn()  # warm-up
         start = time.perf_counter()
         fn()
         rows.append({"path": label, "images": n, "img_s": round(n / (time.perf_counter() - start), 1)})
-        print(json.dumps(rows[-1]), flush=True)
-    if len(paths) > 3:  # how far the two GPU decoders' pixels differ (IDCT and upsampling details)
-        a, _ = gpu_decode_resize(jpegs[:256], size, "cuda", "torchvision")
-        b, _ = gpu_decode_resize(jpegs[:256], size, "cuda", "nvimgcodec")
-        diff = (a.int() - b.int()).abs().float()
-        rows.append(
-            {
-                "path": "nvimgcodec_vs_nvjpeg_pixels",
-                "max_abs": diff.max().item(),
-                "mean_abs": diff.mean().item(),
-            }
-        )
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -517,20 +488,17 @@ def queue_timing(models: list[str], batch: int, iters: int = 8) -> list[dict]:
 
     for name in ("gpu_decode_resize", "to_device", "normalize", "_encode_images", "encode_captions"):
         timed(clip_handler, name)
-    for name in ("_decode_torchvision", "_decode_nvimgcodec"):
-        timed(clip_preprocess, name)
+    timed(clip_preprocess, "_decode_torchvision")
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         if str(message) not in seen:
             seen.add(str(message))
             print(f"SYNC: {message}\n" + "".join(traceback.format_stack(limit=9)[:-1]), flush=True)
 
-    decoders = ["torchvision", *(["nvimgcodec"] if nvimgcodec_available() else [])]
     rows = []
     for spec in models:
         model = load_clip(f"{spec}@random", "cuda", compile=False)
-        for decoder, sizes in [(d, s) for d in decoders for s in inputs_of]:
-            model.jpeg_decoder, inputs = decoder, inputs_of[sizes]
+        for sizes, inputs in inputs_of.items():
             for _ in range(2):  # warm-up: kernels, pinned-memory cache
                 PendingScores().queue(model, inputs)
             torch.cuda.synchronize()
@@ -553,7 +521,6 @@ def queue_timing(models: list[str], batch: int, iters: int = 8) -> list[dict]:
             rows.append(
                 {
                     "model": spec,
-                    "jpeg_decoder": decoder,
                     "image_sizes": sizes,
                     "batch": batch,
                     "batches": iters,
@@ -595,13 +562,6 @@ def main() -> None:
         help="e2e: also run with clip_score.overlap false (scores read as each batch is scored)",
     )
     parser.add_argument(
-        "--jpeg-decoders",
-        nargs="+",
-        default=["torchvision"],
-        choices=["torchvision", "nvimgcodec"],
-        help="e2e: clip_score.jpeg_decoder values to run",
-    )
-    parser.add_argument(
         "--pairs", type=json.loads, default={"ViT-B-32": 80000, "ViT-L-14": 24000, "ViT-bigG-14": 8000}
     )
     args = parser.parse_args()
@@ -620,12 +580,10 @@ def main() -> None:
                 "gpu_decode": not args.cpu_decode,
                 "precision": args.precision,
                 "overlap": overlap,
-                "jpeg_decoder": decoder,
                 "reread_images": reread,
             }
             for reread in ([True, False] if args.carry_too else [True])
             for overlap in ([True, False] if args.serial_too else [True])
-            for decoder in args.jpeg_decoders
         ]
         rows = e2e(args.models, args.pairs, args.workers, args.batch, settings, args.profile)
     os.makedirs(RESULTS, exist_ok=True)

@@ -11,25 +11,16 @@ by ViT-L/14 score) to turn a kept share into a per-source threshold from the sco
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 from typing import Any, ClassVar
 
 from vlcurate.filters.base import Step, reject
 from vlcurate.filters.registry import register
-from vlcurate.model.clip_preprocess import JPEG_DECODERS
 from vlcurate.schemas.model_spec import DEFAULT_BUNDLED, ModelSpec
 from vlcurate.schemas.record import Pair
 
 LAION_THRESHOLDS = {"en": 0.28, "default": 0.26}
-
-
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # its parent package is missing
-        return False
 
 
 def _per_language(value: Any) -> dict[str, Any]:
@@ -67,7 +58,6 @@ class ClipScore(Step):
         precision: str = "bf16",
         decode_threads: int | None = None,
         overlap: bool = True,
-        jpeg_decoder: str = "torchvision",
     ) -> None:
         self.models = _per_language(models)
         if "default" not in self.models:
@@ -86,14 +76,6 @@ class ClipScore(Step):
         if decode_threads is not None and decode_threads < 1:
             raise ValueError("clip_score.decode_threads must be >= 1 (or null: one per core, at most 16).")
         self.decode_threads = decode_threads
-        if jpeg_decoder not in JPEG_DECODERS:
-            raise ValueError(f"clip_score.jpeg_decoder must be one of {', '.join(JPEG_DECODERS)}.")
-        if jpeg_decoder == "nvimgcodec" and not _installed("nvidia.nvimgcodec"):
-            raise ValueError(
-                "clip_score.jpeg_decoder nvimgcodec needs NVIDIA's nvImageCodec: "
-                "pip install 'nvidia-nvimgcodec-cu13[nvjpeg]' (cu12 for CUDA 12), or use torchvision."
-            )
-        self.jpeg_decoder = jpeg_decoder
         # GPU: keep one batch computing while the worker's CPU moves the last one on (pipelines/clip.py).
         self.overlap = overlap
 

@@ -65,11 +65,10 @@ class ClipModelHandler(ModelHandler[list[ClipInput], PredictionResult, LoadedCli
         device: str = "auto",
         compile: bool = False,
         precision: str = "bf16",
-        jpeg_decoder: str = "torchvision",
     ) -> None:
         super().__init__()
         self.spec, self.batch_size, self.device = spec, batch_size, device
-        self.compile, self.precision, self.jpeg_decoder = compile, precision, jpeg_decoder
+        self.compile, self.precision = compile, precision
 
     def load_model(self) -> LoadedClip:
         device = pick_device(self.device)
@@ -79,9 +78,7 @@ class ClipModelHandler(ModelHandler[list[ClipInput], PredictionResult, LoadedCli
             # The GPU does the math; CPU threads only preprocess. Several local workers each spawning a
             # thread per core would fight over the cores.
             torch.set_num_threads(2)
-        loaded = load_clip(self.spec, device, compile=self.compile, fp8=self.precision == "fp8")
-        loaded.jpeg_decoder = self.jpeg_decoder
-        return loaded
+        return load_clip(self.spec, device, compile=self.compile, fp8=self.precision == "fp8")
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         # Sizes count pairs, not groups: small groups (a file's tail, a rare language) are pooled.
@@ -235,9 +232,7 @@ def _pixels_on_device(model: LoadedClip, batch: Sequence[ClipInput]):
         parts.append(stacked.permute(0, 3, 1, 2))
         order.extend(cpu)
     if gpu:
-        decoded, failed = gpu_decode_resize(
-            [batch[i].jpeg for i in gpu], model.image_size, model.device, model.jpeg_decoder
-        )
+        decoded, failed = gpu_decode_resize([batch[i].jpeg for i in gpu], model.image_size, model.device)
         parts.append(decoded)
         order.extend(i for j, i in enumerate(gpu) if j not in set(failed))
     if not order:

@@ -121,7 +121,6 @@ class LoadedClip:
     dtype: Any
     encode_image: Any = None  # the image encoder to call (compiled on GPU); model.encode_image if None
     pad_to: int = 0  # a compiled encoder gets batches padded to a multiple of this (few static shapes)
-    jpeg_decoder: str = "torchvision"  # GPU JPEG decoding: see clip_preprocess.gpu_decode_resize
 
     def __post_init__(self) -> None:
         if self.encode_image is None:

@@ -86,23 +86,15 @@ def to_device(tensor, device: str):
     return tensor.to(device)
 
 
-JPEG_DECODERS = ("torchvision", "nvimgcodec")
+def gpu_decode_resize(jpegs: Sequence[bytes], size: int, device: str):
+    """Batch-decodes JPEGs with nvjpeg on `device` and resizes/crops each on the GPU.
 
-
-def gpu_decode_resize(jpegs: Sequence[bytes], size: int, device: str, decoder: str = "torchvision"):
-    """Batch-decodes JPEGs on `device` and resizes/crops each on the GPU.
-
-    `decoder`: torchvision's nvjpeg (Huffman decoding on this CPU thread), or NVIDIA's nvImageCodec, which
-    uses the GPU's hardware JPEG engines where it has them (A100, H100, H200) and nvjpeg otherwise.
     Returns (uint8 NCHW tensor of the decodable ones, list of indices that failed).
     """
     import torch
     import torch.nn.functional as F
 
-    if decoder == "nvimgcodec":
-        decoded, failed = _decode_nvimgcodec(jpegs, device)
-    else:
-        decoded, failed = _decode_torchvision(jpegs, device)
+    decoded, failed = _decode_torchvision(jpegs, device)
     out = torch.empty((len(decoded), 3, size, size), dtype=torch.uint8, device=device)
     # Images of one size are resized as one batch: a handful of kernel launches per size, not per image
     # (web images repeat a few common sizes; launches were the CPU cost of this path).
@@ -140,34 +132,3 @@ def _decode_torchvision(jpegs: Sequence[bytes], device: str):
             except RuntimeError:
                 failed.append(i)
         return decoded, failed
-
-
-def _decode_nvimgcodec(jpegs: Sequence[bytes], device: str):
-    """CHW uint8 tensors and failed indices (nvImageCodec gives None for an image it cannot decode)."""
-    import torch
-
-    decoder, params = nvimgcodec_decoder(device)
-    stream = torch.cuda.current_stream(device)
-    images = decoder.decode(list(jpegs), params=params, cuda_stream=stream.cuda_stream)
-    decoded, failed = [], []
-    for i, image in enumerate(images):
-        if image is None:
-            failed.append(i)
-        else:  # HWC on the device, written on our stream: no copy, no wait
-            decoded.append(torch.as_tensor(image, device=device).permute(2, 0, 1))
-    return decoded, failed
-
-
-@functools.lru_cache(maxsize=8)
-def nvimgcodec_decoder(device: str):
-    """One nvImageCodec decoder per device and process: hardware engines first, then nvjpeg's hybrid and
-    GPU decoders. Raises ImportError when nvidia-nvimgcodec is not installed."""
-    import torch
-    from nvidia import nvimgcodec
-
-    kinds = nvimgcodec.BackendKind
-    backends = [nvimgcodec.Backend(k) for k in (kinds.HW_GPU_ONLY, kinds.HYBRID_CPU_GPU, kinds.GPU_ONLY)]
-    decoder = nvimgcodec.Decoder(device_id=torch.device(device).index or 0, backends=backends)
-    # Like open_clip's PIL transform and torchvision: EXIF orientation is not applied.
-    params = nvimgcodec.DecodeParams(color_spec=nvimgcodec.ColorSpec.SRGB, apply_exif_orientation=False)
-    return decoder, params

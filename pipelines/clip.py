@@ -212,7 +212,6 @@ class ScoreWithClip(beam.PTransform):
                 device=step.device,
                 compile=step.compile,
                 precision=step.precision,
-                jpeg_decoder=step.jpeg_decoder,
             )
             predictions = prepared[spec] | f"RunInference[{spec}]" >> RunInference(handler)
             predictions.element_type = ClipPrediction

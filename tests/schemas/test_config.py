@@ -110,21 +110,10 @@ def test_clip_decode_threads_must_be_positive():
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        ({"jpeg_decoder": "pil"}, r"clip_score.jpeg_decoder must be one of torchvision, nvimgcodec"),
+        ({"batch_size": 0}, r"clip_score.batch_size must be >= 1"),
         ({"precision": "fp16"}, r"clip_score.precision must be bf16 or fp8, not 'fp16'"),
     ],
 )
 def test_bad_clip_score_parameters_name_the_valid_values(params, expected):
     with pytest.raises(ConfigError, match=expected):
         build_chain(config_with(steps={"clip_score": params}))
-
-
-def test_nvimgcodec_decoding_without_the_package_names_what_to_install(monkeypatch):
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if "nvimgcodec" in name else real(name, *a)
-    )
-    with pytest.raises(ConfigError, match=r"pip install 'nvidia-nvimgcodec-cu13\[nvjpeg\]'"):
-        build_chain(config_with(steps={"clip_score": {"jpeg_decoder": "nvimgcodec"}}))
