@@ -5,6 +5,7 @@
     python bench/clip_gpu.py paths --models ViT-B-32@random
     python bench/clip_gpu.py decode
     python bench/clip_gpu.py queue --models ViT-L-14
+    python bench/clip_gpu.py resize [--device cpu]
 
 `model`: image-tower img/s for the VARIANTS below (open_clip eager; SDPA attention; compile, autotune,
 CUDA graphs; fp8 with dynamic row or tensor scales, or static calibrated scales as `precision: fp8` uses), plus full scoring (image + ~16-token captions), random weights in
@@ -17,6 +18,7 @@ score, so a reject means a NaN score).
 `paths`: score differences of the nvjpeg path and PIL draft decoding against a full PIL decode, and of
 `precision: fp8` against bf16.
 `decode`: img/s from JPEG bytes to model pixels, nvjpeg vs PIL on one and on all threads.
+`resize`: ms per batch of JPEG decode + resize for one image size vs many distinct sizes (runs on the CPU).
 `queue`: whether queueing a batch's scoring waits for the GPU (it must not, for clip_score.overlap).
 Results go to bench/results/clip_gpu_<mode>.json; the README quotes them with the machine.
 """
@@ -409,6 +411,60 @@ def path_agreement(models: list[str], n: int = 512) -> list[dict]:
     return rows
 
 
+def resize_speed(device: str, batch: int = 512, repeats: int = 9) -> list[dict]:
+    """Milliseconds per batch of gpu_decode_resize on `device`, and of its decoding alone, for images of
+    one size and of `batch` distinct sizes (web images come in many sizes; each distinct size is resized
+    on its own, so its kernel launches, or on the CPU its dispatches, add up). Small images (64-95 px to
+    32 px) keep the arithmetic small, so the per-size cost shows; median of `repeats` batches."""
+    import statistics
+
+    import torch
+
+    from vlcurate.model.clip_preprocess import _decode_torchvision, gpu_decode_resize
+    from vlcurate.model.scenes import random_scene, render
+
+    def median_ms(fn) -> float:
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            seconds.append(time.perf_counter() - start)
+        return round(1000 * statistics.median(seconds), 1)
+
+    torch.set_num_threads(1)  # per-size costs, not thread scheduling
+    rng = random.Random(5)
+    shapes = {
+        "one size": [(80, 72)] * batch,
+        "mixed sizes": [(64 + i % 32, 64 + i // 32) for i in range(batch)],
+        # Shorter side already 32: no resampling, so only the per-size steps (stack, crop, cast) remain.
+        "mixed sizes, crop only": [(33 + i, 32) for i in range(batch)],
+    }
+    rows = []
+    for label, sizes in shapes.items():
+        jpegs = []
+        for width, height in sizes:
+            buffer = io.BytesIO()
+            render(random_scene(rng), width, height).save(buffer, "JPEG", quality=90)
+            jpegs.append(buffer.getvalue())
+        total = median_ms(lambda jpegs=jpegs: gpu_decode_resize(jpegs, 32, device))
+        decode = median_ms(lambda jpegs=jpegs: _decode_torchvision(jpegs, device))
+        rows.append(
+            {
+                "device": device,
+                "images": label,
+                "distinct_sizes": len(set(sizes)),
+                "batch": batch,
+                "ms_per_batch": total,
+                "of_which_decode_ms": decode,
+                "resize_ms": round(total - decode, 1),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def decode_speed(n: int = 2048, size: int = 224) -> list[dict]:
     """Images/s from JPEG bytes to size x size uint8 pixels: nvjpeg + torch resize on the GPU (batches of
     256) vs PIL (draft mode) on 1 and on all CPU threads; 512x384 scenes like the e2e data."""
@@ -539,7 +595,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", choices=["model", "e2e", "paths", "decode", "queue"])
+    parser.add_argument("mode", choices=["model", "e2e", "paths", "decode", "queue", "resize"])
+    parser.add_argument("--device", default="cuda", help="resize: the device to run on (cuda or cpu)")
     parser.add_argument("--models", nargs="+", default=["ViT-B-32", "ViT-L-14", "ViT-bigG-14"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--batch", type=int, default=512)
@@ -573,6 +630,8 @@ def main() -> None:
         rows = decode_speed()
     elif args.mode == "queue":
         rows = queue_timing(args.models, args.batch)
+    elif args.mode == "resize":
+        rows = resize_speed(args.device, args.batch)
     else:
         settings = [
             {
