@@ -95,24 +95,32 @@ def gpu_decode_resize(jpegs: Sequence[bytes], size: int, device: str):
     import torch.nn.functional as F
 
     decoded, failed = _decode_torchvision(jpegs, device)
-    out = torch.empty((len(decoded), 3, size, size), dtype=torch.uint8, device=device)
-    # Images of one size are resized as one batch: a handful of kernel launches per size, not per image
-    # (web images repeat a few common sizes; launches were the CPU cost of this path).
+    if not decoded:
+        return torch.empty((0, 3, size, size), dtype=torch.uint8, device=device), failed
+    # Images of one size are resized as one batch, and rounding and casting run once for the whole batch:
+    # each distinct size costs a few kernel launches (the CPU cost of this path; web images come in many
+    # sizes, `bench/clip_gpu.py resize` measures it).
     by_shape: dict[tuple[int, int], list[int]] = {}
     for i, img in enumerate(decoded):
         by_shape.setdefault((img.shape[1], img.shape[2]), []).append(i)
+    crops, order = [], []
     for (h, w), indices in by_shape.items():
         tw, th = resized_size(w, h, size)
-        x = torch.stack([decoded[i] for i in indices]).float()
+        x = decoded[indices[0]][None] if len(indices) == 1 else torch.stack([decoded[i] for i in indices])
+        x = x.float()
         if (tw, th) != (w, h):
             x = F.interpolate(x, size=(th, tw), mode="bicubic", antialias=True, align_corners=False)
         left, top, _, _ = crop_box(tw, th, size)
-        pixels = x[:, :, top : top + size, left : left + size].round_().clamp_(0, 255).to(torch.uint8)
-        if len(indices) == len(decoded):
-            out = pixels.contiguous()
-        else:
-            out[to_device(torch.tensor(indices), device)] = pixels
-    return out, failed
+        crops.append(x[:, :, top : top + size, left : left + size])
+        order.extend(indices)
+    pixels = crops[0] if len(crops) == 1 else torch.cat(crops)
+    pixels = pixels.round_().clamp_(0, 255).to(torch.uint8).contiguous()
+    if len(crops) > 1:  # back to the input order
+        position = [0] * len(order)
+        for row, i in enumerate(order):
+            position[i] = row
+        pixels = pixels[to_device(torch.tensor(position), device)]
+    return pixels, failed
 
 
 def _decode_torchvision(jpegs: Sequence[bytes], device: str):
@@ -121,7 +129,8 @@ def _decode_torchvision(jpegs: Sequence[bytes], device: str):
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    raw = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in jpegs]
+    # An empty payload (frombuffer refuses it) becomes one byte, which fails like any corrupt file.
+    raw = [torch.frombuffer(bytearray(b or b"\0"), dtype=torch.uint8) for b in jpegs]
     try:
         return decode_jpeg(raw, mode=ImageReadMode.RGB, device=device), []
     except RuntimeError:

@@ -35,3 +35,17 @@ def test_one_size_only_is_one_batch():
     assert failed == [] and out.shape == (3, 3, 24, 24)
     single = [gpu_decode_resize([img], 24, "cpu")[0][0] for img in images]
     assert all(torch.equal(out[i], single[i]) for i in range(3))
+
+
+def test_mixed_sizes_come_back_in_input_order_equal_to_one_by_one():
+    """Sizes repeat out of order (two of 64x48); each image must equal its own single-image result."""
+    images = [jpeg(64, 48, 0), jpeg(40, 80, 1), jpeg(32, 32, 2), jpeg(64, 48, 3), jpeg(90, 30, 4)]
+    out, failed = gpu_decode_resize(images, 24, "cpu")
+    assert failed == [] and out.shape == (5, 3, 24, 24)
+    for i, img in enumerate(images):
+        assert torch.equal(out[i], gpu_decode_resize([img], 24, "cpu")[0][0]), i
+
+
+def test_a_batch_where_nothing_decodes_is_empty():
+    out, failed = gpu_decode_resize([b"broken", b""], 24, "cpu")
+    assert failed == [0, 1] and out.shape == (0, 3, 24, 24) and out.dtype == torch.uint8
