@@ -1,7 +1,7 @@
 """CLIP scoring speed on the GPU: model-only forward and end-to-end through the Beam pipeline.
 
     python bench/clip_gpu.py model --models ViT-L-14 [--variants compile fp8 ...]
-    python bench/clip_gpu.py e2e --models ViT-B-32 ViT-L-14 --workers 1 [--carry-too] [--serial-too] [--cpu-decode] [--profile]
+    python bench/clip_gpu.py e2e --models ViT-B-32 ViT-L-14 --workers 1 [--carry-too] [--serial-too] [--mixed-sizes] [--cpu-decode] [--profile]
     python bench/clip_gpu.py paths --models ViT-B-32@random
     python bench/clip_gpu.py decode
     python bench/clip_gpu.py queue --models ViT-L-14
@@ -164,25 +164,28 @@ def model_only(name: str, batch: int, iters: int, variants: list[str]) -> list[d
 
 
 # ------------------------------------------------------------------------------------------------- e2e
-def _render_shard(args: tuple[str, int, int, int]) -> int:
+def _render_shard(args: tuple[str, int, int, int, bool]) -> int:
     from vlcurate.formatters.webdataset import TarShardWriter
     from vlcurate.model.scenes import caption_en, random_scene, render
 
-    path, start, count, seed = args
+    path, start, count, seed, mixed = args
     rng = random.Random(seed * 1_000_003 + start)
     with open(path, "wb") as fh, TarShardWriter(fh) as writer:
         for i in range(start, start + count):
             scene = random_scene(rng)
             buffer = io.BytesIO()
-            render(scene, 512, 384).save(buffer, "JPEG", quality=90)
+            width, height = (rng.randint(300, 800), rng.randint(300, 800)) if mixed else (512, 384)
+            render(scene, width, height).save(buffer, "JPEG", quality=90)
             writer.add(f"{i:09d}", {"jpg": buffer.getvalue(), "txt": caption_en(scene, rng).encode()})
     return count
 
 
-def make_jpeg_tars(folder: str, n: int, per_tar: int = 1000) -> None:
+def make_jpeg_tars(folder: str, n: int, per_tar: int = 1000, mixed: bool = False) -> None:
+    """n JPEG scenes with captions in WebDataset tars: 512x384, or with `mixed` a random size per image
+    (sides 300-800 px; web images come in many sizes, which the GPU path resizes size by size)."""
     os.makedirs(folder, exist_ok=True)
     jobs = [
-        (os.path.join(folder, f"{s // per_tar:05d}.tar"), s, min(per_tar, n - s), 0)
+        (os.path.join(folder, f"{s // per_tar:05d}.tar"), s, min(per_tar, n - s), 0, mixed)
         for s in range(0, n, per_tar)
     ]
     with multiprocessing.Pool(os.cpu_count()) as pool:
@@ -299,7 +302,13 @@ def profiled(enabled: bool):
 
 
 def e2e(
-    models: list[str], sizes: dict[str, int], workers: int, batch: int, settings: list[dict], profile: bool
+    models: list[str],
+    sizes: dict[str, int],
+    workers: int,
+    batch: int,
+    settings: list[dict],
+    profile: bool,
+    mixed: bool = False,
 ) -> list[dict]:
     """Steady pairs/s per model and per clip_score settings (each a dict of its params), on the same tars."""
     rows = []
@@ -308,11 +317,12 @@ def e2e(
             n = sizes[name]
             small, large = os.path.join(tmp, f"{name}-small"), os.path.join(tmp, f"{name}-large")
             started = time.perf_counter()
-            make_jpeg_tars(small, n // 4)
-            make_jpeg_tars(large, n)
+            make_jpeg_tars(small, n // 4, mixed=mixed)
+            make_jpeg_tars(large, n, mixed=mixed)
             print(f"{name}: made {n + n // 4} JPEGs in {time.perf_counter() - started:.0f}s", flush=True)
             for clip_params in settings:
-                rows.append(_e2e_row(name, small, large, tmp, workers, batch, clip_params, profile))
+                row = _e2e_row(name, small, large, tmp, workers, batch, clip_params, profile)
+                rows.append({**row, "image_sizes": "300-800 px, mixed" if mixed else "512x384"})
                 print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -614,6 +624,11 @@ def main() -> None:
         help="e2e: also run with output.reread_images false (kept images carried through the shuffle)",
     )
     parser.add_argument(
+        "--mixed-sizes",
+        action="store_true",
+        help="e2e: JPEGs of random sizes (300-800 px sides) instead of all 512x384",
+    )
+    parser.add_argument(
         "--serial-too",
         action="store_true",
         help="e2e: also run with clip_score.overlap false (scores read as each batch is scored)",
@@ -644,7 +659,9 @@ def main() -> None:
             for reread in ([True, False] if args.carry_too else [True])
             for overlap in ([True, False] if args.serial_too else [True])
         ]
-        rows = e2e(args.models, args.pairs, args.workers, args.batch, settings, args.profile)
+        rows = e2e(
+            args.models, args.pairs, args.workers, args.batch, settings, args.profile, args.mixed_sizes
+        )
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, f"clip_gpu_{args.mode}.json")
     with open(path, "w") as fh:
