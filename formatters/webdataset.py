@@ -23,21 +23,15 @@ def split_member_name(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), ext.lower()
 
 
-def iter_samples(fileobj: BinaryIO) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Yields (key, {extension: bytes}) in tar order. Raises tarfile.TarError on a broken archive
-    after yielding every sample before the break."""
-    for key, files, _ in iter_samples_at(fileobj):
-        yield key, files
-
-
-def iter_samples_at(fileobj: BinaryIO) -> Iterator[tuple[str, dict[str, bytes], dict[str, int]]]:
-    """iter_samples, plus {extension: offset of the member's data in the stream} for the members of an
-    uncompressed tar (empty for a compressed one, whose offsets point nowhere in the file)."""
+def iter_samples(fileobj: BinaryIO) -> Iterator[tuple[str, dict[str, bytes], dict[str, int]]]:
+    """Yields (key, {extension: bytes}, {extension: offset of the member's data in the stream}) in tar
+    order; the offsets are empty for a compressed tar, where they point nowhere in the file. Raises
+    tarfile.TarError on a broken archive after yielding every sample before the break."""
     key: str | None = None
     files: dict[str, bytes] = {}
     offsets: dict[str, int] = {}
     try:
-        for name, data, offset in iter_members_at(fileobj):
+        for name, data, offset in iter_members(fileobj):
             member_key, ext = split_member_name(name)
             if member_key != key:
                 if key is not None:
@@ -63,13 +57,7 @@ class TruncatedMember(tarfile.ReadError):
         self.name = name
 
 
-def iter_members(fileobj: BinaryIO) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of every regular file in a tar stream, in order (see iter_members_at)."""
-    for name, data, _ in iter_members_at(fileobj):
-        yield name, data
-
-
-def iter_members_at(fileobj: BinaryIO) -> Iterator[tuple[str, bytes, int | None]]:
+def iter_members(fileobj: BinaryIO) -> Iterator[tuple[str, bytes, int | None]]:
     """(name, bytes, offset of the bytes in the stream) of every regular file in a tar stream, in order;
     the offset is None in a compressed stream.
 

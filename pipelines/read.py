@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from vlcurate.formatters.webdataset import iter_samples_at
+from vlcurate.formatters.webdataset import iter_samples
 from vlcurate.pipelines import batch_coder  # noqa: F401  (registers PairBatch's coder)
 from vlcurate.pipelines.image_spans import rereadable_path
 from vlcurate.schemas.batch import PairBatch, batched
@@ -86,7 +86,7 @@ def read_file(source: SourceConfig, path: str) -> Iterator[Pair]:
         with FileSystems.open(path) as fh:
             if source.format == "webdataset":
                 at = rereadable_path(path)
-                for key, files, offsets in iter_samples_at(fh):
+                for key, files, offsets in iter_samples(fh):
                     yield pair_from_sample(source, key, files, at, offsets)
             elif source.format == "parquet":
                 yield from _read_parquet(source, path, fh)

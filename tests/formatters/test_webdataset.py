@@ -7,9 +7,7 @@ from vlcurate.formatters.webdataset import (
     TarShardWriter,
     _number,
     iter_members,
-    iter_members_at,
     iter_samples,
-    iter_samples_at,
     split_member_name,
 )
 
@@ -35,12 +33,16 @@ def write(samples):
     return buffer.getvalue()
 
 
+def members(data: bytes) -> list[tuple[str, bytes]]:
+    return [(name, body) for name, body, _ in iter_members(io.BytesIO(data))]
+
+
 def test_round_trip_keeps_keys_order_and_bytes():
     samples = [
         ("000000000", {"jpg": b"\xff\xd8abc", "txt": "un café".encode(), "json": b"{}"}),
         ("000000001", {"png": b"\x89PNG", "txt": b"x"}),
     ]
-    assert list(iter_samples(io.BytesIO(write(samples)))) == samples
+    assert [(key, files) for key, files, _ in iter_samples(io.BytesIO(write(samples)))] == samples
 
 
 def test_a_failed_write_gets_no_end_of_archive():
@@ -63,7 +65,7 @@ def test_a_truncated_archive_yields_what_came_before_then_raises():
     data = write([(f"{i:03d}", {"txt": b"x" * 600}) for i in range(4)])
     seen = []
     with pytest.raises(tarfile.TarError):
-        for key, _ in iter_samples(io.BytesIO(data[:2600])):
+        for key, _, _ in iter_samples(io.BytesIO(data[:2600])):
             seen.append(key)
     assert seen[:1] == ["000"]
 
@@ -124,30 +126,30 @@ def test_members_read_as_tarfile_reads_them(fmt):
     data = tarfile_archive(fmt)
     expected = tarfile_members(data)
     assert len(expected) == 5
-    assert list(iter_members(io.BytesIO(data))) == expected
+    assert members(data) == expected
 
 
 @pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
 def test_member_offsets_address_the_bytes_in_the_file(fmt):
     # Long names (GNU `L` members, pax records) shift the data: the offsets must still point at it.
     data = tarfile_archive(fmt)
-    members = list(iter_members_at(io.BytesIO(data)))
-    assert [(name, member) for name, member, _ in members] == tarfile_members(data)
-    for _, member, offset in members:
+    found = list(iter_members(io.BytesIO(data)))
+    assert [(name, member) for name, member, _ in found] == tarfile_members(data)
+    for _, member, offset in found:
         assert data[offset : offset + len(member)] == member
-    samples = list(iter_samples_at(io.BytesIO(write([("a", {"jpg": b"\xff\xd8" * 300, "txt": b"x"})]))))
+    samples = list(iter_samples(io.BytesIO(write([("a", {"jpg": b"\xff\xd8" * 300, "txt": b"x"})]))))
     assert samples == [("a", {"jpg": b"\xff\xd8" * 300, "txt": b"x"}, {"jpg": 512, "txt": 512 + 1024 + 512})]
 
 
 def test_compressed_archives_have_no_offsets():
     data = tarfile_archive(tarfile.PAX_FORMAT, "gz")
-    assert [offset for _, _, offset in iter_members_at(io.BytesIO(data))] == [None] * 5
-    assert all(offsets == {} for _, _, offsets in iter_samples_at(io.BytesIO(data)))
+    assert [offset for _, _, offset in iter_members(io.BytesIO(data))] == [None] * 5
+    assert all(offsets == {} for _, _, offsets in iter_samples(io.BytesIO(data)))
 
 
 def test_compressed_archives_go_through_tarfile():
     data = tarfile_archive(tarfile.PAX_FORMAT, "gz")
-    assert list(iter_members(io.BytesIO(data))) == tarfile_members(data)
+    assert members(data) == tarfile_members(data)
 
 
 def test_ustar_prefix_names_and_a_missing_end_of_archive():
@@ -157,10 +159,10 @@ def test_ustar_prefix_names_and_a_missing_end_of_archive():
         info.size = 3
         tar.addfile(info, io.BytesIO(b"abc"))
     data = buffer.getvalue()
-    names = [name for name, _ in iter_members(io.BytesIO(data))]
+    names = [name for name, _ in members(data)]
     assert names == ["d" * 90 + "/" + "e" * 30 + "/000001.txt"]
     without_end = data[: 512 + 512]  # header + one data block, no zero blocks after
-    assert list(iter_members(io.BytesIO(without_end))) == [(names[0], b"abc")]
+    assert members(without_end) == [(names[0], b"abc")]
 
 
 def test_a_bad_header_mid_archive_raises_after_the_members_before_it():
@@ -168,7 +170,7 @@ def test_a_bad_header_mid_archive_raises_after_the_members_before_it():
     data[1024 + 20] ^= 0xFF  # the second member's header: checksum no longer matches
     seen = []
     with pytest.raises(tarfile.TarError, match="checksum"):
-        for name, _ in iter_members(io.BytesIO(bytes(data))):
+        for name, _, _ in iter_members(io.BytesIO(bytes(data))):
             seen.append(name)
     assert seen == ["000.txt"]
 
