@@ -1,40 +1,58 @@
-"""The Beam coder of PairBatch, and a helper that declares PCollections of batches.
+"""The Beam coder of PairBatch (and its base, which the CLIP coders share), and a helper that declares
+PCollections of batches.
 
 Beam samples elements of every PCollection to estimate byte sizes for its metrics, and with the default
 coder an estimate is a full pickle. A batch of image pairs is tens of MB, and a job has few batches per
-PCollection, so nearly every batch was pickled once more per step just to be measured. This coder
-encodes like the default (pickle) but estimates sizes from the records' field lengths.
+PCollection, so nearly every batch was pickled once more per step just to be measured. These coders
+encode like the default (pickle) but estimate sizes from the records' field lengths.
 """
 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
+from typing import Any
 
 import apache_beam as beam
 
 from vlcurate.schemas.batch import PairBatch
+from vlcurate.schemas.record import Pair
 
 _PER_RECORD = 200  # fixed fields, dicts and pickle framing: an estimate, used only for metrics
 _SAMPLE = 8
 
 
-class PairBatchCoder(beam.coders.Coder):
-    def encode(self, batch: PairBatch) -> bytes:
-        return pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+class SampledPickleCoder(beam.coders.Coder):
+    """Encodes like Beam's default coder (pickle); estimates an element's size from the byte lengths of
+    its first few items, scaled to all of them. Beam calls estimate_size often and needs an order of
+    magnitude only. Subclasses say what an element's items are and what one item weighs."""
 
-    def decode(self, encoded: bytes) -> PairBatch:
+    def encode(self, value: Any) -> bytes:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def decode(self, encoded: bytes) -> Any:
         return pickle.loads(encoded)
 
     def is_deterministic(self) -> bool:
         return False
 
-    def estimate_size(self, batch: PairBatch) -> int:
-        # From a few records: Beam calls this often, and only needs an order of magnitude.
-        sample = batch[:_SAMPLE]
+    def items(self, value: Any) -> Sequence:
+        return value
+
+    def item_size(self, item: Any) -> int:
+        raise NotImplementedError
+
+    def estimate_size(self, value: Any) -> int:
+        items = self.items(value)
+        sample = items[:_SAMPLE]
         if not sample:
             return 0
-        size = sum(_PER_RECORD + len(p.image or b"") + len(p.caption) + len(p.caption_raw) for p in sample)
-        return size * len(batch) // len(sample)
+        return sum(self.item_size(item) for item in sample) * len(items) // len(sample)
+
+
+class PairBatchCoder(SampledPickleCoder):
+    def item_size(self, pair: Pair) -> int:
+        return _PER_RECORD + len(pair.image or b"") + len(pair.caption) + len(pair.caption_raw)
 
     def to_type_hint(self):
         return PairBatch

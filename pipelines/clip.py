@@ -7,7 +7,6 @@ a failed batch. `keep_fraction` thresholds come from a second pass over the scor
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,7 +21,7 @@ from vlcurate.filters.clip_filter import ClipFilter, ClipScore
 from vlcurate.model.clip_handler import ClipGroup, ClipInput, ClipModelHandler, ClipPrediction
 from vlcurate.model.clip_models import image_size_of
 from vlcurate.model.clip_preprocess import pil_pixels
-from vlcurate.pipelines.batch_coder import of_batches
+from vlcurate.pipelines.batch_coder import SampledPickleCoder, of_batches
 from vlcurate.pipelines.steps import REJECTED, as_rejects
 from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.record import Pair
@@ -87,50 +86,34 @@ class PrepareClipInput(beam.DoFn):
 
 
 _PER_INPUT = 300  # a ClipInput's fixed fields and pickle framing: an estimate, used only for metrics
-_SAMPLE = 8
 
 
-def _group_bytes(group: list[ClipInput]) -> int:
-    sample = group[:_SAMPLE]
-    if not sample:
-        return 0
-    size = sum(
+def _input_size(e: ClipInput) -> int:
+    return (
         _PER_INPUT
         + len(e.jpeg or b"")
         + (e.pixels.nbytes if e.pixels is not None else 0)
         + len(e.pair.caption)
-        for e in sample
     )
-    return size * len(group) // len(sample)
 
 
-class _SizedPickleCoder(beam.coders.Coder):
-    """Pickles like Beam's default coder, but estimates sizes from byte lengths. Beam estimates the size
-    of sampled elements of every PCollection, for its metrics, by encoding them: that would copy a
-    group's images once more, and for a prediction wait for the GPU to finish its scores (undoing
-    clip_score.overlap)."""
-
-    def encode(self, value) -> bytes:
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-
-    def decode(self, encoded: bytes):
-        return pickle.loads(encoded)
-
-    def is_deterministic(self) -> bool:
-        return False
-
-
-class ClipGroupCoder(_SizedPickleCoder):
-    def estimate_size(self, group: ClipGroup) -> int:
-        return _group_bytes(group)
+# Beam estimates the size of sampled elements of every PCollection, for its metrics, by encoding them:
+# that would copy a group's images once more, and for a prediction wait for the GPU to finish its scores
+# (undoing clip_score.overlap). These coders estimate from byte lengths instead.
+class ClipGroupCoder(SampledPickleCoder):
+    def item_size(self, e: ClipInput) -> int:
+        return _input_size(e)
 
     def to_type_hint(self):
         return ClipGroup
 
 
-class ClipPredictionCoder(_SizedPickleCoder):
-    def estimate_size(self, prediction: ClipPrediction) -> int:
-        return _group_bytes(prediction.example) + 8 * len(prediction.example)
+class ClipPredictionCoder(SampledPickleCoder):
+    def items(self, prediction: ClipPrediction) -> list[ClipInput]:
+        return prediction.example
+
+    def item_size(self, e: ClipInput) -> int:
+        return _input_size(e) + 8  # and its score
 
     def to_type_hint(self):
         return ClipPrediction
