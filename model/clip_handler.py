@@ -57,7 +57,7 @@ def pick_device(requested: str = "auto") -> str:
     return "cpu"
 
 
-class ClipModelHandler(ModelHandler[list[ClipInput], PredictionResult, LoadedClip]):
+class ClipModelHandler(ModelHandler[list[ClipInput], ClipPrediction, LoadedClip]):
     def __init__(
         self,
         spec: str,
@@ -99,7 +99,7 @@ class ClipModelHandler(ModelHandler[list[ClipInput], PredictionResult, LoadedCli
         batch: Sequence[list[ClipInput]],
         model: LoadedClip,
         inference_args: dict[str, Any] | None = None,
-    ) -> Iterable[PredictionResult]:
+    ) -> Iterable[ClipPrediction]:
         inputs = [e for group in batch for e in group]
         # Equal chunks of at most batch_size (300 inputs -> 150 + 150, not 256 + 44).
         chunk = max(1, -(-len(inputs) // max(1, -(-len(inputs) // self.batch_size))))

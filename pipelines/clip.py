@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.ml.inference.base import PredictionResult, RunInference
+from apache_beam.ml.inference.base import RunInference
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
@@ -123,7 +123,7 @@ beam.coders.registry.register_coder(ClipGroup, ClipGroupCoder)
 beam.coders.registry.register_coder(ClipPrediction, ClipPredictionCoder)
 
 
-def _attach_scores(result: PredictionResult) -> PairBatch:
+def _attach_scores(result: ClipPrediction) -> PairBatch:
     batch = PairBatch()
     for example, score in zip(result.example, result.inference, strict=True):  # never drop a pair
         example.pair.scores["clip"] = float(score)
@@ -132,7 +132,7 @@ def _attach_scores(result: PredictionResult) -> PairBatch:
 
 
 class AttachScores(beam.DoFn):
-    """PredictionResults -> batches of pairs with scores["clip"].
+    """ClipPredictions -> batches of pairs with scores["clip"].
 
     With `hold` (clip_score.overlap), the groups of one model batch wait here until the next model batch
     has been queued on the GPU (or the bundle ends), so the GPU computes while this worker's CPU moves the
@@ -144,13 +144,13 @@ class AttachScores(beam.DoFn):
         self.hold = hold
 
     def start_bundle(self) -> None:
-        self._held: list[PredictionResult] = []
+        self._held: list[ClipPrediction] = []
 
-    def process(self, result: PredictionResult) -> Iterator[PairBatch]:
+    def process(self, result: ClipPrediction) -> Iterator[PairBatch]:
         if not self.hold:
             yield _attach_scores(result)
             return
-        if self._held and not _same_model_batch(self._held[-1], result):
+        if self._held and self._held[-1].inference.pending is not result.inference.pending:
             yield from self._release()
         self._held.append(result)
 
@@ -161,11 +161,6 @@ class AttachScores(beam.DoFn):
     def _release(self) -> list[PairBatch]:
         held, self._held = self._held, []
         return [_attach_scores(result) for result in held]
-
-
-def _same_model_batch(a: PredictionResult, b: PredictionResult) -> bool:
-    pending = getattr(a.inference, "pending", None)
-    return pending is not None and pending is getattr(b.inference, "pending", None)
 
 
 class ScoreWithClip(beam.PTransform):

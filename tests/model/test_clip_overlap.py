@@ -6,11 +6,18 @@ import pickle
 
 import apache_beam as beam
 import pytest
-from apache_beam.ml.inference.base import PredictionResult, RunInference
+from apache_beam.ml.inference.base import RunInference
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils.windowed_value import WindowedValue
 
-from vlcurate.model.clip_handler import ClipInput, ClipModelHandler, PendingScores, ScoreSlice, score_batch
+from vlcurate.model.clip_handler import (
+    ClipInput,
+    ClipModelHandler,
+    ClipPrediction,
+    PendingScores,
+    ScoreSlice,
+    score_batch,
+)
 from vlcurate.model.clip_models import load_clip_cached
 from vlcurate.model.train_tiny_clip import make_examples
 from vlcurate.pipelines.clip import AttachScores
@@ -30,12 +37,12 @@ def make_inputs(n: int, seed: int = 3) -> list[ClipInput]:
     return [ClipInput(p, pixels=x) for p, x in zip(pairs, images)]
 
 
-def results_of(model, groups: list[list[ClipInput]]) -> list[PredictionResult]:
+def results_of(model, groups: list[list[ClipInput]]) -> list[ClipPrediction]:
     """One model batch made of these groups, as run_inference returns it."""
     pending, start, results = PendingScores(), 0, []
     pending.queue(model, [e for g in groups for e in g])
     for group in groups:
-        results.append(PredictionResult(group, ScoreSlice(pending, start, start + len(group))))
+        results.append(ClipPrediction(group, ScoreSlice(pending, start, start + len(group))))
         start += len(group)
     return results
 
