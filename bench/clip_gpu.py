@@ -557,6 +557,8 @@ def queue_timing(models: list[str], batch: int, iters: int = 8) -> list[dict]:
     timed(clip_preprocess, "_decode_torchvision")
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if str(message).startswith("Synchronization debug mode is a prototype"):
+            return  # torch's notice on switching the mode on, not a sync
         if str(message) not in seen:
             seen.add(str(message))
             print(f"SYNC: {message}\n" + "".join(traceback.format_stack(limit=9)[:-1]), flush=True)
