@@ -18,18 +18,12 @@ from vlcurate.model.clip_models import (
     ClipModelError,
     image_size_of,
     load_clip,
-    load_clip_cached,
     resolve,
 )
 from vlcurate.model.clip_preprocess import normalize, pil_pixels
 from vlcurate.model.train_tiny_clip import make_examples, roc_auc
 from vlcurate.schemas.model_spec import DEFAULT_BUNDLED, ModelSpec
 from vlcurate.schemas.record import Pair
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return load_clip_cached(DEFAULT_BUNDLED)
 
 
 def test_bundled_model_separates_matched_from_mismatched_pairs(tiny):

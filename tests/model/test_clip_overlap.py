@@ -18,17 +18,11 @@ from vlcurate.model.clip_handler import (
     ScoreSlice,
     score_batch,
 )
-from vlcurate.model.clip_models import load_clip_cached
 from vlcurate.model.train_tiny_clip import make_examples
 from vlcurate.pipelines.clip import AttachScores
 from vlcurate.pipelines.options import pipeline_options
 from vlcurate.schemas.model_spec import DEFAULT_BUNDLED
 from vlcurate.schemas.record import Pair
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return load_clip_cached(DEFAULT_BUNDLED)
 
 
 def make_inputs(n: int, seed: int = 3) -> list[ClipInput]:
