@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -230,6 +231,7 @@ def run_clean_timed(
     keep = {"probe_image", "clip_score", "clip_filter"}
     clip_params = dict(clip_params)
     reread = clip_params.pop("reread_images")
+    os.environ["VLCURATE_CLIP_LAUNCHER"] = "1" if clip_params.pop("launcher", True) else "0"
     config = CleanConfig(
         sources=[SourceConfig(name="bench", format="webdataset", paths=[os.path.join(tars, "*.tar")])],
         output=OutputConfig(dir=out, overwrite=True, pairs_per_shard=5000, reread_images=reread),
@@ -320,11 +322,50 @@ def e2e(
             make_jpeg_tars(small, n // 4, mixed=mixed)
             make_jpeg_tars(large, n, mixed=mixed)
             print(f"{name}: made {n + n // 4} JPEGs in {time.perf_counter() - started:.0f}s", flush=True)
-            for clip_params in settings:
+            scores = {}
+            for i, clip_params in enumerate(settings):
                 row = _e2e_row(name, small, large, tmp, workers, batch, clip_params, profile)
+                scores[i] = written_scores(os.path.join(tmp, "out-l"))
                 rows.append({**row, "image_sizes": "300-800 px, mixed" if mixed else "512x384"})
                 print(json.dumps(rows[-1]), flush=True)
+            compare_with_serial(rows[-len(settings) :], settings, scores)
     return rows
+
+
+def written_scores(out: str) -> dict[str, float]:
+    """uid -> CLIP score of every pair a run wrote, kept or rejected (NaN where it has none)."""
+    import glob
+
+    import pyarrow.parquet as pq
+
+    scores = {}
+    for path in glob.glob(os.path.join(out, "shards", "*.parquet")) + glob.glob(
+        os.path.join(out, "rejects", "*.parquet")
+    ):
+        for row in pq.read_table(path, columns=["uid", "scores"]).to_pylist():
+            scores[row["uid"]] = dict(row["scores"] or []).get("clip", math.nan)
+    return scores
+
+
+def compare_with_serial(rows: list[dict], settings: list[dict], scores: dict[int, dict]) -> None:
+    """Each row gets how far its scores are from the serial run's (overlap off: every batch's scores are
+    read before the next batch is queued, so nothing can race), pair by pair: a race between batches on
+    the GPU shows as scores that differ, even where they look plausible."""
+    serial = next((i for i, s in enumerate(settings) if not s["overlap"] and not s["launcher"]), None)
+    if serial is None:
+        return
+    reference = scores[serial]
+    for i, row in enumerate(rows):
+        diffs = [abs(scores[i].get(uid, math.nan) - score) for uid, score in reference.items()]
+        row["scores_vs_serial_max_abs"] = max((d for d in diffs if not math.isnan(d)), default=math.nan)
+        row["scores_vs_serial_differ_1e-3"] = sum(1 for d in diffs if not d <= 1e-3)
+        print(
+            json.dumps(
+                {k: row[k] for k in ("model", "overlap", "launcher")}
+                | {k: row[k] for k in ("scores_vs_serial_max_abs", "scores_vs_serial_differ_1e-3")}
+            ),
+            flush=True,
+        )
 
 
 def _e2e_row(
@@ -636,6 +677,11 @@ def main() -> None:
         help="e2e: also run with clip_score.overlap false (scores read as each batch is scored)",
     )
     parser.add_argument(
+        "--launcher-too",
+        action="store_true",
+        help="e2e: also run without the CLIP launcher thread (decode and launch in the worker's thread)",
+    )
+    parser.add_argument(
         "--pairs", type=json.loads, default={"ViT-B-32": 80000, "ViT-L-14": 24000, "ViT-bigG-14": 8000}
     )
     args = parser.parse_args()
@@ -657,9 +703,13 @@ def main() -> None:
                 "precision": args.precision,
                 "overlap": overlap,
                 "reread_images": reread,
+                "launcher": launcher,
             }
             for reread in ([True, False] if args.carry_too else [True])
-            for overlap in ([True, False] if args.serial_too else [True])
+            # (overlap, launcher thread); the launcher only matters when the CPU works ahead
+            for overlap, launcher in [(True, True)]
+            + ([(True, False)] if args.launcher_too else [])
+            + ([(False, False)] if args.serial_too else [])
         ]
         rows = e2e(
             args.models, args.pairs, args.workers, args.batch, settings, args.profile, args.mixed_sizes

@@ -9,10 +9,12 @@ with nvjpeg and resizes with torch (bicubic, antialiased); its scores differ sli
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
+import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -131,13 +133,48 @@ def _decode_torchvision(jpegs: Sequence[bytes], device: str):
 
     # An empty payload (frombuffer refuses it) becomes one byte, which fails like any corrupt file.
     raw = [torch.frombuffer(bytearray(b or b"\0"), dtype=torch.uint8) for b in jpegs]
-    try:
-        return decode_jpeg(raw, mode=ImageReadMode.RGB, device=device), []
-    except RuntimeError:
-        decoded, failed = [], []
-        for i, one in enumerate(raw):
-            try:
-                decoded.append(decode_jpeg(one, mode=ImageReadMode.RGB, device=device))
-            except RuntimeError:
-                failed.append(i)
-        return decoded, failed
+    with _decode_memory(device) as decoded:
+        try:
+            decoded.extend(decode_jpeg(raw, mode=ImageReadMode.RGB, device=device))
+            return decoded, []
+        except RuntimeError:
+            failed = []
+            for i, one in enumerate(raw):
+                try:
+                    decoded.append(decode_jpeg(one, mode=ImageReadMode.RGB, device=device))
+                except RuntimeError:
+                    failed.append(i)
+            return decoded, failed
+
+
+@contextlib.contextmanager
+def _decode_memory(device: str) -> Iterator[list]:
+    """Gives the decoder's output tensors memory that no queued kernel still uses.
+
+    torchvision allocates a decoded image on the caller's current stream but writes it from nvjpeg's own
+    stream, without waiting for the caller's stream. On the model's stream, that memory can be an earlier
+    batch's activations, freed by Python while the GPU has not yet run the kernels that use them: the
+    decoder would overwrite them (garbage or NaN scores once the CPU works ahead, clip_score.overlap). So
+    the decoder allocates on a stream of its own, whose memory holds only decoded images; each one is
+    marked as used by the model's stream, so its memory is reused only once those kernels have run.
+    """
+    decoded: list = []
+    if not device.startswith("cuda") or os.environ.get("VLCURATE_DECODE_STREAM") == "0":
+        yield decoded
+        return
+    import torch
+
+    consumer = torch.cuda.current_stream(device)
+    side = _allocation_stream(torch.device(device))
+    with torch.cuda.stream(side):
+        yield decoded
+    consumer.wait_stream(side)  # torchvision made `side` wait for the decoder
+    for image in decoded:
+        image.record_stream(consumer)
+
+
+@functools.lru_cache(maxsize=8)
+def _allocation_stream(device):
+    import torch
+
+    return torch.cuda.Stream(device)
