@@ -14,7 +14,8 @@ bf16, with MFU against PEAK_TFLOPS.
 shards, timed at two input sizes so start-up (workers, model loads) cancels out of the steady rate, and
 (robust when start-up varies between runs, as with several workers) the large run's pairs/s after its
 first kept pairs appeared, shard writing included; any reject is reported (the threshold keeps every real
-score, so a reject means a NaN score).
+score, so a reject means a NaN score). With --serial-too every run's scores are also compared pair by pair
+with the serial run's, which no race between batches on the GPU can touch.
 `paths`: score differences of the nvjpeg path and PIL draft decoding against a full PIL decode, and of
 `precision: fp8` against bf16.
 `decode`: img/s from JPEG bytes to model pixels, nvjpeg vs PIL on one and on all threads.
@@ -231,7 +232,6 @@ def run_clean_timed(
     keep = {"probe_image", "clip_score", "clip_filter"}
     clip_params = dict(clip_params)
     reread = clip_params.pop("reread_images")
-    os.environ["VLCURATE_CLIP_LAUNCHER"] = "1" if clip_params.pop("launcher", True) else "0"
     config = CleanConfig(
         sources=[SourceConfig(name="bench", format="webdataset", paths=[os.path.join(tars, "*.tar")])],
         output=OutputConfig(dir=out, overwrite=True, pairs_per_shard=5000, reread_images=reread),
@@ -351,7 +351,7 @@ def compare_with_serial(rows: list[dict], settings: list[dict], scores: dict[int
     """Each row gets how far its scores are from the serial run's (overlap off: every batch's scores are
     read before the next batch is queued, so nothing can race), pair by pair: a race between batches on
     the GPU shows as scores that differ, even where they look plausible."""
-    serial = next((i for i, s in enumerate(settings) if not s["overlap"] and not s["launcher"]), None)
+    serial = next((i for i, s in enumerate(settings) if not s["overlap"]), None)
     if serial is None:
         return
     reference = scores[serial]
@@ -361,7 +361,7 @@ def compare_with_serial(rows: list[dict], settings: list[dict], scores: dict[int
         row["scores_vs_serial_differ_1e-3"] = sum(1 for d in diffs if not d <= 1e-3)
         print(
             json.dumps(
-                {k: row[k] for k in ("model", "overlap", "launcher")}
+                {k: row[k] for k in ("model", "overlap", "reread_images")}
                 | {k: row[k] for k in ("scores_vs_serial_max_abs", "scores_vs_serial_differ_1e-3")}
             ),
             flush=True,
@@ -677,11 +677,6 @@ def main() -> None:
         help="e2e: also run with clip_score.overlap false (scores read as each batch is scored)",
     )
     parser.add_argument(
-        "--launcher-too",
-        action="store_true",
-        help="e2e: also run without the CLIP launcher thread (decode and launch in the worker's thread)",
-    )
-    parser.add_argument(
         "--pairs", type=json.loads, default={"ViT-B-32": 80000, "ViT-L-14": 24000, "ViT-bigG-14": 8000}
     )
     args = parser.parse_args()
@@ -703,13 +698,9 @@ def main() -> None:
                 "precision": args.precision,
                 "overlap": overlap,
                 "reread_images": reread,
-                "launcher": launcher,
             }
             for reread in ([True, False] if args.carry_too else [True])
-            # (overlap, launcher thread); the launcher only matters when the CPU works ahead
-            for overlap, launcher in [(True, True)]
-            + ([(True, False)] if args.launcher_too else [])
-            + ([(False, False)] if args.serial_too else [])
+            for overlap in ([True, False] if args.serial_too else [True])
         ]
         rows = e2e(
             args.models, args.pairs, args.workers, args.batch, settings, args.profile, args.mixed_sizes

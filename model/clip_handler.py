@@ -17,7 +17,6 @@ import dataclasses
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -118,24 +117,36 @@ class PendingScores:
     """The scores of one or more queued batches, in order; `result()` waits for the GPU to finish them."""
 
     def __init__(self) -> None:
-        self._parts: list = []  # _launch's tuples, or Futures of them
+        self._parts: list[tuple[Any, Any, list[int], int]] = []  # (host scores, CUDA event, ok, size)
         self._scores: list[float] | None = None
 
     def queue(self, model: LoadedClip, batch: Sequence[ClipInput]) -> None:
-        """Queues a batch's scoring. With a launcher thread (on a GPU) this returns at once: the thread
-        decodes and launches the batch, and the JPEG decoders wait there for every kernel queued before
-        them (they synchronize the device), not in the worker's own thread."""
-        if model.launcher is None:
-            self._parts.append(_launch(model, batch))
-        else:
-            self._parts.append(model.launcher.submit(_launch, model, batch))
+        """Queues a batch's scoring; on a GPU this returns before the scores exist."""
+        import torch
+
+        with torch.inference_mode():
+            pixels, ok = _pixels_on_device(model, batch)
+            if not ok:
+                self._parts.append((None, None, [], len(batch)))
+                return
+            images = _encode_images(model, normalize(pixels, model.mean, model.std, model.dtype))
+            texts = encode_captions(model, [batch[i].pair.caption for i in ok])
+            images = torch.nn.functional.normalize(images.float(), dim=-1)
+            cosine = (images * texts).sum(dim=-1)
+            event = None
+            if cosine.is_cuda:  # copied into pinned memory as soon as the GPU gets there
+                host = torch.empty(cosine.shape, dtype=cosine.dtype, pin_memory=True)
+                host.copy_(cosine, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record()
+                cosine = host
+        self._parts.append((cosine, event, ok, len(batch)))
 
     def result(self) -> list[float]:
         """The scores; NaN for an image that failed GPU decoding."""
         if self._scores is None:
             scores: list[float] = []
-            for part in self._parts:
-                host, event, ok, size = part.result() if isinstance(part, Future) else part
+            for host, event, ok, size in self._parts:
                 if event is not None:
                     event.synchronize()
                 part = [math.nan] * size
@@ -147,29 +158,6 @@ class PendingScores:
 
     def __getstate__(self) -> dict:  # a runner that does not fuse the next step pickles plain floats
         return {"_parts": [], "_scores": self.result()}
-
-
-def _launch(model: LoadedClip, batch: Sequence[ClipInput]) -> tuple[Any, Any, list[int], int]:
-    """Decodes a batch and queues its model work: (scores on the host once `event` has passed, or None
-    when no image decoded; the CUDA event or None on the CPU; indices of the decoded images; batch size)."""
-    import torch
-
-    with torch.inference_mode():
-        pixels, ok = _pixels_on_device(model, batch)
-        if not ok:
-            return None, None, [], len(batch)
-        images = _encode_images(model, normalize(pixels, model.mean, model.std, model.dtype))
-        texts = encode_captions(model, [batch[i].pair.caption for i in ok])
-        images = torch.nn.functional.normalize(images.float(), dim=-1)
-        cosine = (images * texts).sum(dim=-1)
-        event = None
-        if cosine.is_cuda:  # copied into pinned memory as soon as the GPU gets there
-            host = torch.empty(cosine.shape, dtype=cosine.dtype, pin_memory=True)
-            host.copy_(cosine, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-            cosine = host
-    return cosine, event, ok, len(batch)
 
 
 class ScoreSlice(Sequence[float]):

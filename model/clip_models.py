@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from vlcurate.model.clip_tokens import FastClipTokenizer
@@ -122,7 +121,6 @@ class LoadedClip:
     dtype: Any
     encode_image: Any = None  # the image encoder to call (compiled on GPU); model.encode_image if None
     pad_to: int = 0  # a compiled encoder gets batches padded to a multiple of this (few static shapes)
-    launcher: Any = None  # on CUDA, the one thread that decodes and launches batches (PendingScores.queue)
 
     def __post_init__(self) -> None:
         if self.encode_image is None:
@@ -170,8 +168,6 @@ def load_clip(
             model, fp8=fp8, compile_mode="default" if compile else None, fp8_scaling="static"
         )
         loaded.pad_to = 64 if compile else 0
-        if os.environ.get("VLCURATE_CLIP_LAUNCHER", "1") != "0":  # measurement toggle (bench)
-            loaded.launcher = ThreadPoolExecutor(1, thread_name_prefix="clip-launch")
         if fp8:
             calibrate_image_tower(loaded)
     return loaded

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import os
 import warnings
 from collections.abc import Iterator, Sequence
 
@@ -159,7 +158,7 @@ def _decode_memory(device: str) -> Iterator[list]:
     marked as used by the model's stream, so its memory is reused only once those kernels have run.
     """
     decoded: list = []
-    if not device.startswith("cuda") or os.environ.get("VLCURATE_DECODE_STREAM") == "0":
+    if not device.startswith("cuda"):
         yield decoded
         return
     import torch

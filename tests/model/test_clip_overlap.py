@@ -1,14 +1,10 @@
 """Scores read when used: a model batch is queued, its groups wait in AttachScores until the next batch is
 queued, and every pair comes out once with the score score_batch gives it."""
 
-import dataclasses
 import math
 import pickle
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
-import numpy as np
 import pytest
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.testing.util import assert_that, equal_to
@@ -109,29 +105,3 @@ def test_every_pair_leaves_runinference_once_with_its_score(tiny, hold):
         assert_that(scored, close_to_expected)
         sizes = batches | beam.Map(len) | beam.CombineGlobally(sum)
         assert_that(sizes, equal_to([30]), label="once")
-
-
-def test_with_a_launcher_thread_queue_returns_at_once_and_scores_keep_their_order(tiny):
-    """On a GPU a thread decodes and launches each batch; queueing must not wait for it."""
-    inputs = make_inputs(12)
-    gate = threading.Event()
-    with ThreadPoolExecutor(1) as launcher:
-        launcher.submit(gate.wait, 30)  # the thread is busy until the gate opens
-        model = dataclasses.replace(tiny, launcher=launcher)
-        pending = PendingScores()
-        pending.queue(model, inputs[:5])
-        pending.queue(model, inputs[5:])
-        assert not gate.is_set()  # both queued while the launcher was still blocked
-        gate.set()
-        expected = score_batch(tiny, inputs[:5]) + score_batch(tiny, inputs[5:])
-        assert pending.result() == pytest.approx(expected, abs=1e-6)
-
-
-def test_a_launch_that_fails_raises_when_its_scores_are_read(tiny):
-    inputs = make_inputs(3)
-    inputs[1].pixels = np.zeros((5, 5, 3), dtype=np.uint8)  # cannot be stacked with 32 x 32 images
-    with ThreadPoolExecutor(1) as launcher:
-        pending = PendingScores()
-        pending.queue(dataclasses.replace(tiny, launcher=launcher), inputs)
-        with pytest.raises(ValueError, match="same shape"):
-            pending.result()
