@@ -140,15 +140,20 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-def load_clean_config(path: str) -> CleanConfig:
-    """Reads a YAML config; relative paths inside it are taken relative to the file's folder."""
+def read_yaml_config(path: str) -> Any:
+    """A config file's YAML content ({} when empty); a missing or malformed file is a ConfigError."""
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
+            return yaml.safe_load(fh) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file {path!r} does not exist.") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path!r} is not valid YAML: {exc}") from None
+
+
+def load_clean_config(path: str) -> CleanConfig:
+    """Reads a YAML config; relative paths inside it are taken relative to the file's folder."""
+    data = read_yaml_config(path)
     config = from_dict(CleanConfig, data, where=os.path.basename(path))
     base = os.path.dirname(os.path.abspath(path))
     for source in config.sources:

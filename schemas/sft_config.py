@@ -24,9 +24,7 @@ import math
 import os
 from typing import Any
 
-import yaml
-
-from vlcurate.schemas.config import check_name_and_paths, from_dict, resolve_path
+from vlcurate.schemas.config import check_name_and_paths, from_dict, read_yaml_config, resolve_path
 from vlcurate.schemas.errors import ConfigError, unknown_name_error
 
 # One picture in an SFT turn, `Picture n: <img>...</img>\n` (QWENVL_FORMAT.md section 3), and what a first
@@ -138,11 +136,5 @@ def sft_config_from_dict(data: Any, where: str = "config", base: str | None = No
 
 def load_sft_config(path: str) -> SftConfig:
     """Reads a YAML config; relative paths inside it are taken relative to the file's folder."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path!r} does not exist.") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path!r} is not valid YAML: {exc}") from None
+    data = read_yaml_config(path)
     return sft_config_from_dict(data, os.path.basename(path), os.path.dirname(os.path.abspath(path)))

@@ -3,6 +3,7 @@ import pytest
 from vlcurate.filters.chain import build_chain
 from vlcurate.schemas.config import CleanConfig, SourceConfig, load_clean_config
 from vlcurate.schemas.errors import ConfigError
+from vlcurate.schemas.sft_config import load_sft_config
 
 
 def write(tmp_path, text):
@@ -117,3 +118,13 @@ def test_clip_decode_threads_must_be_positive():
 def test_bad_clip_score_parameters_name_the_valid_values(params, expected):
     with pytest.raises(ConfigError, match=expected):
         build_chain(config_with(steps={"clip_score": params}))
+
+
+@pytest.mark.parametrize("load", [load_clean_config, load_sft_config], ids=["clean", "sft"])
+def test_a_missing_or_malformed_config_file_is_a_config_error_naming_it(tmp_path, load):
+    missing = str(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"config file '.*nope\.yaml' does not exist\."):
+        load(missing)
+    broken = write(tmp_path, "sources: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"config file '.*c\.yaml' is not valid YAML: "):
+        load(broken)
