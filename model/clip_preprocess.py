@@ -98,30 +98,54 @@ def gpu_decode_resize(jpegs: Sequence[bytes], size: int, device: str):
     decoded, failed = _decode_torchvision(jpegs, device)
     if not decoded:
         return torch.empty((0, 3, size, size), dtype=torch.uint8, device=device), failed
-    # Images of one size are resized as one batch, and rounding and casting run once for the whole batch:
-    # each distinct size costs a few kernel launches (the CPU cost of this path; web images come in many
-    # sizes, `bench/clip_gpu.py resize` measures it).
+    # Web images come in many sizes, and each distinct size is resized on its own: a cast to float and an
+    # interpolate call are all a size costs (kernel launches, the CPU cost of this path). The rest runs
+    # once per batch: one copy lays out each size's images side by side, one gather takes every crop's
+    # rows in input order (`bench/clip_gpu.py resize` measures the per-size cost). Floats are made size by
+    # size, so a batch of large images is never all in float at once.
     by_shape: dict[tuple[int, int], list[int]] = {}
     for i, img in enumerate(decoded):
         by_shape.setdefault((img.shape[1], img.shape[2]), []).append(i)
-    crops, order = [], []
+    flat = torch.cat([decoded[i].reshape(-1) for indices in by_shape.values() for i in indices])
+    resized, windows, start, offset = [], [(0, 0, 0)] * len(decoded), 0, 0
+    del decoded  # the copy in `flat` is all that is needed now
     for (h, w), indices in by_shape.items():
+        x = flat[start : start + len(indices) * 3 * h * w].view(len(indices), 3, h, w).float()
+        start += x.numel()
         tw, th = resized_size(w, h, size)
-        x = decoded[indices[0]][None] if len(indices) == 1 else torch.stack([decoded[i] for i in indices])
-        x = x.float()
         if (tw, th) != (w, h):
             x = F.interpolate(x, size=(th, tw), mode="bicubic", antialias=True, align_corners=False)
         left, top, _, _ = crop_box(tw, th, size)
-        crops.append(x[:, :, top : top + size, left : left + size])
-        order.extend(indices)
-    pixels = crops[0] if len(crops) == 1 else torch.cat(crops)
-    pixels = pixels.round_().clamp_(0, 255).to(torch.uint8).contiguous()
-    if len(crops) > 1:  # back to the input order
-        position = [0] * len(order)
-        for row, i in enumerate(order):
-            position[i] = row
-        pixels = pixels[to_device(torch.tensor(position), device)]
-    return pixels, failed
+        for k, i in enumerate(indices):  # where image i's crop starts, its channel plane, its row length
+            windows[i] = (offset + k * 3 * th * tw + top * tw + left, th * tw, tw)
+        resized.append(x)
+        offset += x.numel()
+    if len(resized) == 1:  # one size: the crop is a slice, already in input order
+        pixels = resized[0][:, :, top : top + size, left : left + size]
+    else:
+        pixels = _crop_rows(torch.cat([x.reshape(-1) for x in resized]), windows, size, device)
+    return pixels.round_().clamp_(0, 255).to(torch.uint8).contiguous(), failed
+
+
+def _crop_rows(pool, windows: list[tuple[int, int, int]], size: int, device: str):
+    """Each image's crop, gathered from `pool` (the flat resized images) as whole rows: the crop of window
+    (start, plane, row length) has row r of channel c at start + c * plane + r * row length. Rows are
+    read through a view of `pool` whose row j is pool[j : j + size], so the index has one entry per row."""
+    import torch
+
+    windows_on_device = to_device(torch.tensor(windows, dtype=torch.int64), device)
+    start, plane, width = windows_on_device.view(-1, 3, 1, 1).unbind(1)
+    channels, rows = _crop_grid(size, str(device))
+    return pool.unfold(0, size, 1)[start + channels * plane + rows * width]
+
+
+@functools.lru_cache(maxsize=8)
+def _crop_grid(size: int, device: str):
+    """Channel and row numbers shaped to broadcast over (images, 3, size), made once per device."""
+    import torch
+
+    channels = to_device(torch.arange(3, dtype=torch.int64).view(1, 3, 1), device)
+    return channels, to_device(torch.arange(size, dtype=torch.int64).view(1, 1, size), device)
 
 
 def _decode_torchvision(jpegs: Sequence[bytes], device: str):

@@ -38,10 +38,13 @@ def test_one_size_only_is_one_batch():
 
 
 def test_mixed_sizes_come_back_in_input_order_equal_to_one_by_one():
-    """Sizes repeat out of order (two of 64x48); each image must equal its own single-image result."""
-    images = [jpeg(64, 48, 0), jpeg(40, 80, 1), jpeg(32, 32, 2), jpeg(64, 48, 3), jpeg(90, 30, 4)]
+    """Sizes repeat out of order (two of 64x48), and besides downscaling some images are only cropped
+    (shorter side 24), one is already 24x24 and one is upscaled; each must equal its single-image result
+    (one size alone takes another way to its crop)."""
+    sizes = [(64, 48), (40, 80), (24, 50), (32, 32), (64, 48), (24, 24), (90, 30), (20, 30), (70, 24)]
+    images = [jpeg(w, h, seed) for seed, (w, h) in enumerate(sizes)]
     out, failed = gpu_decode_resize(images, 24, "cpu")
-    assert failed == [] and out.shape == (5, 3, 24, 24)
+    assert failed == [] and out.shape == (len(sizes), 3, 24, 24)
     for i, img in enumerate(images):
         assert torch.equal(out[i], gpu_decode_resize([img], 24, "cpu")[0][0]), i
 
