@@ -1,7 +1,7 @@
 """CLIP scoring speed on the GPU: model-only forward and end-to-end through the Beam pipeline.
 
     python bench/clip_gpu.py model --models ViT-L-14 [--variants compile fp8 ...]
-    python bench/clip_gpu.py e2e --models ViT-B-32 ViT-L-14 --workers 1 [--carry-too] [--serial-too] [--mixed-sizes] [--cpu-decode] [--profile]
+    python bench/clip_gpu.py e2e --models ViT-B-32 ViT-L-14 --workers 1 [--carry-too] [--serial-too] [--share-too] [--mixed-sizes] [--cpu-decode] [--profile]
     python bench/clip_gpu.py paths --models ViT-B-32@random
     python bench/clip_gpu.py decode
     python bench/clip_gpu.py queue --models ViT-L-14
@@ -351,7 +351,7 @@ def compare_with_serial(rows: list[dict], settings: list[dict], scores: dict[int
     """Each row gets how far its scores are from the serial run's (overlap off: every batch's scores are
     read before the next batch is queued, so nothing can race), pair by pair: a race between batches on
     the GPU shows as scores that differ, even where they look plausible."""
-    serial = next((i for i, s in enumerate(settings) if not s["overlap"]), None)
+    serial = next((i for i, s in enumerate(settings) if not s["overlap"] and not s["share_model"]), None)
     if serial is None:
         return
     reference = scores[serial]
@@ -361,7 +361,7 @@ def compare_with_serial(rows: list[dict], settings: list[dict], scores: dict[int
         row["scores_vs_serial_differ_1e-3"] = sum(1 for d in diffs if not d <= 1e-3)
         print(
             json.dumps(
-                {k: row[k] for k in ("model", "overlap", "reread_images")}
+                {k: row[k] for k in ("model", "overlap", "share_model", "reread_images")}
                 | {k: row[k] for k in ("scores_vs_serial_max_abs", "scores_vs_serial_differ_1e-3")}
             ),
             flush=True,
@@ -677,6 +677,11 @@ def main() -> None:
         help="e2e: also run with clip_score.overlap false (scores read as each batch is scored)",
     )
     parser.add_argument(
+        "--share-too",
+        action="store_true",
+        help="e2e: also run with clip_score.share_model true (one model for all worker processes)",
+    )
+    parser.add_argument(
         "--pairs", type=json.loads, default={"ViT-B-32": 80000, "ViT-L-14": 24000, "ViT-bigG-14": 8000}
     )
     args = parser.parse_args()
@@ -697,10 +702,13 @@ def main() -> None:
                 "gpu_decode": not args.cpu_decode,
                 "precision": args.precision,
                 "overlap": overlap,
+                "share_model": share,
                 "reread_images": reread,
             }
             for reread in ([True, False] if args.carry_too else [True])
             for overlap in ([True, False] if args.serial_too else [True])
+            for share in ([False, True] if args.share_too else [False])
+            if not (share and not overlap)  # a shared model ignores overlap
         ]
         rows = e2e(
             args.models, args.pairs, args.workers, args.batch, settings, args.profile, args.mixed_sizes

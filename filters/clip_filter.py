@@ -58,6 +58,7 @@ class ClipScore(Step):
         precision: str = "bf16",
         decode_threads: int | None = None,
         overlap: bool = True,
+        share_model: bool = False,
     ) -> None:
         self.models = _per_language(models)
         if "default" not in self.models:
@@ -66,6 +67,16 @@ class ClipScore(Step):
             ModelSpec.parse(spec)
         if batch_size < 1:
             raise ValueError("clip_score.batch_size must be >= 1.")
+        switches = {
+            "gpu_decode": gpu_decode,
+            "draft": draft,
+            "compile": compile,
+            "overlap": overlap,
+            "share_model": share_model,
+        }
+        for key, value in switches.items():
+            if not isinstance(value, bool):  # YAML's "no" in quotes would otherwise count as true
+                raise ValueError(f"clip_score.{key} must be true or false, not {value!r}.")
         if precision not in ("bf16", "fp8"):
             raise ValueError(f"clip_score.precision must be bf16 or fp8, not {precision!r}.")
         self.batch_size, self.device, self.gpu_decode, self.draft = batch_size, device, gpu_decode, draft
@@ -78,6 +89,9 @@ class ClipScore(Step):
         self.decode_threads = decode_threads
         # GPU: keep one batch computing while the worker's CPU moves the last one on (pipelines/clip.py).
         self.overlap = overlap
+        # One model per machine, called by all its worker processes (model/clip_handler.py); the workers'
+        # calls then overlap on the GPU, so `overlap` has nothing to add.
+        self.share_model = share_model
 
     def threads(self) -> int:
         """Threads that decode images on the CPU in each worker (PIL releases the GIL while decoding)."""

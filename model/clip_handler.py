@@ -9,6 +9,11 @@ run_inference only queues the work on a GPU: its scores are `ScoreSlice`s of a `
 the host as the GPU gets to them, and reading one waits for its own batch only. So the CPU can go on
 (read, probe, write) while the GPU computes; pipelines/clip.py's AttachScores holds a batch back until the
 next is queued. (Beam's inference-latency metric therefore times the queueing on a GPU.)
+
+With `share` (clip_score.share_model) a machine has one model for all its worker processes instead of one
+per process: Beam's MultiProcessShared keeps a `SharedClipScorer` in one process, and the others call it
+through a proxy that sends each batch's images and captions and returns the scores. Several processes on
+one GPU otherwise each hold a copy, and their CUDA contexts take turns on the device.
 """
 
 from __future__ import annotations
@@ -65,12 +70,13 @@ class ClipModelHandler(ModelHandler[list[ClipInput], ClipPrediction, LoadedClip]
         device: str = "auto",
         compile: bool = False,
         precision: str = "bf16",
+        share: bool = False,
     ) -> None:
         super().__init__()
         self.spec, self.batch_size, self.device = spec, batch_size, device
-        self.compile, self.precision = compile, precision
+        self.compile, self.precision, self.share = compile, precision, share
 
-    def load_model(self) -> LoadedClip:
+    def load_model(self) -> LoadedClip | SharedClipScorer:
         device = pick_device(self.device)
         if device.startswith("cuda"):
             import torch
@@ -78,7 +84,11 @@ class ClipModelHandler(ModelHandler[list[ClipInput], ClipPrediction, LoadedClip]
             # The GPU does the math; CPU threads only preprocess. Several local workers each spawning a
             # thread per core would fight over the cores.
             torch.set_num_threads(2)
-        return load_clip(self.spec, device, compile=self.compile, fp8=self.precision == "fp8")
+        model = load_clip(self.spec, device, compile=self.compile, fp8=self.precision == "fp8")
+        return SharedClipScorer(model) if self.share else model
+
+    def share_model_across_processes(self) -> bool:
+        return self.share
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         # Sizes count pairs, not groups: small groups (a file's tail, a rare language) are pooled.
@@ -105,7 +115,12 @@ class ClipModelHandler(ModelHandler[list[ClipInput], ClipPrediction, LoadedClip]
         chunk = max(1, -(-len(inputs) // max(1, -(-len(inputs) // self.batch_size))))
         pending = PendingScores()
         for start in range(0, len(inputs), chunk):
-            pending.queue(model, inputs[start : start + chunk])
+            if self.share:  # `model` is a proxy of the machine's SharedClipScorer: only methods cross
+                part = inputs[start : start + chunk]
+                images = [e.pixels if e.pixels is not None else e.jpeg for e in part]
+                pending.add(model.score(images, [e.pair.caption for e in part]))
+            else:
+                pending.queue(model, inputs[start : start + chunk])
         results, start = [], 0
         for group in batch:
             results.append(ClipPrediction(group, ScoreSlice(pending, start, start + len(group))))
@@ -113,11 +128,33 @@ class ClipModelHandler(ModelHandler[list[ClipInput], ClipPrediction, LoadedClip]
         return results
 
 
+class SharedClipScorer:
+    """The model of `share` mode, kept in one process of a machine; its methods are what other processes
+    can call (Beam's proxies forward method calls, not attributes)."""
+
+    def __init__(self, model: LoadedClip) -> None:
+        self.model = model
+
+    def score(self, images: Sequence[np.ndarray | bytes | None], captions: Sequence[str]) -> list[float]:
+        """Cosines of one batch, in order. An image is decoded pixels, or JPEG bytes for GPU decoding;
+        NaN for an image that failed GPU decoding."""
+        batch = [
+            ClipInput(
+                Pair(uid="", source="", caption=caption),
+                pixels=image if isinstance(image, np.ndarray) else None,
+                jpeg=image if isinstance(image, bytes) else None,
+            )
+            for image, caption in zip(images, captions, strict=True)
+        ]
+        return score_batch(self.model, batch)
+
+
 class PendingScores:
     """The scores of one or more queued batches, in order; `result()` waits for the GPU to finish them."""
 
     def __init__(self) -> None:
-        self._parts: list[tuple[Any, Any, list[int], int]] = []  # (host scores, CUDA event, ok, size)
+        # (scores: a host tensor or a list, CUDA event or None, indices of the scored images, batch size)
+        self._parts: list[tuple[Any, Any, list[int], int]] = []
         self._scores: list[float] | None = None
 
     def queue(self, model: LoadedClip, batch: Sequence[ClipInput]) -> None:
@@ -142,6 +179,10 @@ class PendingScores:
                 cosine = host
         self._parts.append((cosine, event, ok, len(batch)))
 
+    def add(self, scores: Sequence[float]) -> None:
+        """Appends scores that are already known (a shared model returns them)."""
+        self._parts.append((list(scores), None, list(range(len(scores))), len(scores)))
+
     def result(self) -> list[float]:
         """The scores; NaN for an image that failed GPU decoding."""
         if self._scores is None:
@@ -150,7 +191,8 @@ class PendingScores:
                 if event is not None:
                     event.synchronize()
                 part = [math.nan] * size
-                for i, value in zip(ok, host.tolist() if host is not None else []):
+                values = host if isinstance(host, list) else host.tolist() if host is not None else []
+                for i, value in zip(ok, values):
                     part[i] = value
                 scores.extend(part)
             self._scores, self._parts = scores, []

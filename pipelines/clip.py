@@ -190,12 +190,16 @@ class ScoreWithClip(beam.PTransform):
                 device=step.device,
                 compile=step.compile,
                 precision=step.precision,
+                share=step.share_model,
             )
             predictions = prepared[spec] | f"RunInference[{spec}]" >> RunInference(handler)
             predictions.element_type = ClipPrediction
             scored.append(
                 predictions
-                | f"Attach[{spec}]" >> beam.ParDo(AttachScores(step.overlap)).with_output_types(PairBatch)
+                | f"Attach[{spec}]"
+                >> beam.ParDo(AttachScores(step.overlap and not step.share_model)).with_output_types(
+                    PairBatch
+                )
             )
         return {
             "kept": of_batches(scored | "AllScored" >> beam.Flatten(pipeline=pairs.pipeline)),

@@ -7,7 +7,7 @@ import pytest
 
 from vlcurate.pipelines.clean import run_clean
 from vlcurate.schemas.config import load_clean_config
-from vlcurate.tests.pipelines.helpers import kept_rows, reject_rows, synth_config
+from vlcurate.tests.pipelines.helpers import kept_rows, output_files, reject_rows, synth_config
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +98,23 @@ def test_scores_are_not_encoded_between_runinference_and_attach(synth_dir, tmp_p
     stats = run_clean(config, progress=False)
     assert stats["steps"]["clip_filter"]["seen"] > 0
     assert pickled == {}
+
+
+def shards_and_rejects(out: str) -> dict[str, bytes]:
+    return {
+        name: data for name, data in output_files(out).items() if name.startswith(("shards/", "rejects/"))
+    }
+
+
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_a_model_shared_by_the_workers_writes_what_per_process_models_write(synth_dir, tmp_path, workers):
+    """share_model: the workers call one model through Beam's cross-process proxy (in-process too, with
+    one worker); the kept shards and rejects must be byte-identical to a run where each worker has its own."""
+    outputs = {}
+    for share in (False, True):
+        out = str(tmp_path / f"share-{share}")
+        steps = {"clip_score": {"share_model": share}}
+        run_clean(synth_config(synth_dir, "webdataset", out, workers=workers, steps=steps), progress=False)
+        outputs[share] = shards_and_rejects(out)
+    assert sorted(outputs[True]) == sorted(outputs[False]) and len(outputs[True]) >= 2
+    assert [name for name in outputs[True] if outputs[True][name] != outputs[False][name]] == []

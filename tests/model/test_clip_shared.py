@@ -1,0 +1,33 @@
+"""clip_score.share_model: the handler scores through the machine's one SharedClipScorer."""
+
+import numpy as np
+import pytest
+
+from vlcurate.model.clip_handler import ClipInput, ClipModelHandler, SharedClipScorer, score_batch
+from vlcurate.schemas.record import Pair
+
+
+def test_with_share_model_run_inference_calls_the_shared_scorer(tiny):
+    """The handler must talk to the model only through SharedClipScorer's methods (a proxy carries no
+    attributes), and get the same scores as its own model."""
+    calls = []
+
+    class Proxy:  # like Beam's: method calls only
+        def __init__(self, scorer):
+            self._scorer = scorer
+
+        def score(self, images, captions):
+            calls.append(len(images))
+            return self._scorer.score(images, captions)
+
+    rng = np.random.default_rng(0)
+    inputs = [
+        ClipInput(Pair(uid=str(i), source="s", caption=f"a red cube {i}"), pixels=pixels)
+        for i, pixels in enumerate(rng.integers(0, 255, (6, tiny.image_size, tiny.image_size, 3), np.uint8))
+    ]
+    handler = ClipModelHandler("tiny", batch_size=4, device="cpu", share=True)
+    predictions = handler.run_inference([inputs[:2], inputs[2:]], Proxy(SharedClipScorer(tiny)))
+    assert calls == [3, 3]  # equal chunks of at most batch_size
+    assert [len(p.inference) for p in predictions] == [2, 4]
+    scores = [score for p in predictions for score in p.inference]
+    assert scores == pytest.approx(score_batch(tiny, inputs[:3]) + score_batch(tiny, inputs[3:]), abs=1e-6)
