@@ -19,6 +19,7 @@ one GPU otherwise each hold a copy, and their CUDA contexts take turns on the de
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -84,6 +85,13 @@ class ClipModelHandler(ModelHandler[list[ClipInput], ClipPrediction, LoadedClip]
             # The GPU does the math; CPU threads only preprocess. Several local workers each spawning a
             # thread per core would fight over the cores.
             torch.set_num_threads(2)
+            if self.share and torch.cuda.device_count() > 1:
+                logging.warning(
+                    "clip_score.share_model: one model on %s serves every worker; the other %d GPUs stay "
+                    "idle. Set share_model: false to have each worker process use a GPU.",
+                    device,
+                    torch.cuda.device_count() - 1,
+                )
         model = load_clip(self.spec, device, compile=self.compile, fp8=self.precision == "fp8")
         return SharedClipScorer(model) if self.share else model
 
