@@ -19,7 +19,8 @@ with the serial run's, which no race between batches on the GPU can touch.
 `paths`: score differences of the nvjpeg path and PIL draft decoding against a full PIL decode, and of
 `precision: fp8` against bf16.
 `decode`: img/s from JPEG bytes to model pixels, nvjpeg vs PIL on one and on all threads.
-`resize`: ms per batch of JPEG decode + resize for one image size vs many distinct sizes (runs on the CPU).
+`resize`: ms per batch of JPEG decode + resize for one image size vs many distinct sizes (runs on the CPU
+too).
 `queue`: whether queueing a batch's scoring waits for the GPU (it must not, for clip_score.overlap).
 Results go to bench/results/clip_gpu_<mode>.json; the README quotes them with the machine.
 """
@@ -263,13 +264,7 @@ def report_loss(out: str, tars: str, totals: dict, written: int) -> None:
     import glob
     from collections import Counter
 
-    import pyarrow.parquet as pq
-
-    seen = set()
-    for path in glob.glob(os.path.join(out, "shards", "*.parquet")) + glob.glob(
-        os.path.join(out, "rejects", "*.parquet")
-    ):
-        seen.update(pq.read_table(path, columns=["uid"]).column("uid").to_pylist())
+    seen = written_scores(out)
     keys = set()
     for path in glob.glob(os.path.join(tars, "*.tar")):
         import tarfile
@@ -489,7 +484,7 @@ def resize_speed(device: str, batch: int = 512, repeats: int = 9) -> list[dict]:
     shapes = {
         "one size": [(80, 72)] * batch,
         "mixed sizes": [(64 + i % 32, 64 + i // 32) for i in range(batch)],
-        # Shorter side already 32: no resampling, so only the per-size steps (stack, crop, cast) remain.
+        # Shorter side already 32: no resampling, so only the per-size cast and the crop gather remain.
         "mixed sizes, crop only": [(33 + i, 32) for i in range(batch)],
     }
     rows = []

@@ -123,12 +123,12 @@ class ClipModelHandler(ModelHandler[list[ClipInput], ClipPrediction, LoadedClip]
         chunk = max(1, -(-len(inputs) // max(1, -(-len(inputs) // self.batch_size))))
         pending = PendingScores()
         for start in range(0, len(inputs), chunk):
+            part = inputs[start : start + chunk]
             if self.share:  # `model` is a proxy of the machine's SharedClipScorer: only methods cross
-                part = inputs[start : start + chunk]
                 images = [e.pixels if e.pixels is not None else e.jpeg for e in part]
                 pending.add(model.score(images, [e.pair.caption for e in part]))
             else:
-                pending.queue(model, inputs[start : start + chunk])
+                pending.queue(model, part)
         results, start = [], 0
         for group in batch:
             results.append(ClipPrediction(group, ScoreSlice(pending, start, start + len(group))))
@@ -161,7 +161,7 @@ class PendingScores:
     """The scores of one or more queued batches, in order; `result()` waits for the GPU to finish them."""
 
     def __init__(self) -> None:
-        # (scores: a host tensor or a list, CUDA event or None, indices of the scored images, batch size)
+        # (host scores: a tensor or array, or None; CUDA event or None; indices of the scored images; size)
         self._parts: list[tuple[Any, Any, list[int], int]] = []
         self._scores: list[float] | None = None
 
@@ -189,7 +189,9 @@ class PendingScores:
 
     def add(self, scores: Sequence[float]) -> None:
         """Appends scores that are already known (a shared model returns them)."""
-        self._parts.append((list(scores), None, list(range(len(scores))), len(scores)))
+        self._parts.append(
+            (np.asarray(scores, dtype=np.float64), None, list(range(len(scores))), len(scores))
+        )
 
     def result(self) -> list[float]:
         """The scores; NaN for an image that failed GPU decoding."""
@@ -199,8 +201,7 @@ class PendingScores:
                 if event is not None:
                     event.synchronize()
                 part = [math.nan] * size
-                values = host if isinstance(host, list) else host.tolist() if host is not None else []
-                for i, value in zip(ok, values):
+                for i, value in zip(ok, host.tolist() if host is not None else []):
                     part[i] = value
                 scores.extend(part)
             self._scores, self._parts = scores, []
