@@ -15,3 +15,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[dev]"
   touch "$stamp"
 fi
+# Byte-compiles the sources as a wheel install would: an editable install leaves that to the first import,
+# which never happens where PYTHONDONTWRITEBYTECODE is set, and then every command compiles them again
+# (~0.3 s). Quick when nothing changed.
+.venv/bin/python -m compileall -q vlcurate schemas filters formatters model pipelines

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
+import os
 import sys
+import threading
 
 # Beam warns at import that the Google Cloud clients are absent (only gs:// needs them, and Beam says so
 # there), and RunInference that it cannot read memory usage on this platform: noise for every run.
@@ -117,5 +120,27 @@ def main(argv: list[str] | None = None) -> int:
     return 1
 
 
+def exit_without_teardown(code: int) -> None:
+    """Ends the process the way a normal exit would (other threads joined, atexit handlers run, output
+    flushed) but skips the interpreter's teardown of every loaded module, which takes ~0.3 s after a run
+    that loaded Beam and Arrow (a fifth of a small job's fixed cost). Used by the `vlcurate` command
+    after a command returned; everything it writes is closed by then."""
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    getattr(atexit, "_run_exitfuncs", lambda: None)()  # CPython's; the normal exit calls the same
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            code = code or 120  # as a normal exit does when buffered output cannot be written
+    os._exit(code)
+
+
+def entry() -> None:
+    """The `vlcurate` console command: main(), then a fast exit. An exception exits the normal way."""
+    exit_without_teardown(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
