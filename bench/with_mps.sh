@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs a command with an NVIDIA MPS control daemon (the GPU's kernels of several processes share one
+# context and can run side by side, as Dataflow's `use_nvidia_mps` service option does), then stops it:
+#     bash bench/with_mps.sh python bench/clip_gpu.py e2e --models ViT-B-32 --workers 4
+# Exits 3 without running the command when the daemon cannot be started.
+set -uo pipefail
+export CUDA_MPS_PIPE_DIRECTORY=${CUDA_MPS_PIPE_DIRECTORY:-/tmp/vlcurate-mps/pipe}
+export CUDA_MPS_LOG_DIRECTORY=${CUDA_MPS_LOG_DIRECTORY:-/tmp/vlcurate-mps/log}
+mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+if ! command -v nvidia-cuda-mps-control >/dev/null || ! nvidia-cuda-mps-control -d; then
+  echo "with_mps.sh: could not start nvidia-cuda-mps-control" >&2
+  exit 3
+fi
+trap 'echo quit | nvidia-cuda-mps-control' EXIT
+"$@"
