@@ -14,7 +14,7 @@ import apache_beam as beam
 from vlcurate.filters.chain import Chain, build_chain
 from vlcurate.formatters.report import render_report
 from vlcurate.pipelines.batch_coder import of_batches
-from vlcurate.pipelines.dedup import Deduplicate
+from vlcurate.pipelines.dedup import REJECT_FILES, Deduplicate
 from vlcurate.pipelines.image_spans import detach_images
 from vlcurate.pipelines.options import in_process_tuning, is_local, pipeline_options
 from vlcurate.pipelines.output import (
@@ -128,10 +128,12 @@ def build_pipeline(
     if config.output.reread_images:  # every step that looks at pixels has run: see image_spans.py
         with_digest = "dedup" in chain.group_steps  # dedup compares image digests
         kept = kept | "DetachImages" >> beam.Map(detach_images, with_digest).with_output_types(PairBatch)
+    out = config.output.dir
+    duplicate_files = []  # dedup writes and counts its rejects itself (pipelines/dedup.py)
     if "dedup" in chain.group_steps:
-        deduped = kept | "Dedup" >> Deduplicate(buckets)
+        deduped = kept | "Dedup" >> Deduplicate(buckets, out, progress_folder)
         kept = deduped.kept
-        rejects.append(deduped[REJECTED])
+        duplicate_files.append(deduped[REJECT_FILES])
         partials.append(deduped[STATS])
     # Rejects leave several steps; each part is tapped, counted and bucketed where it is made, so the
     # parts meet only in the rejects' shuffle (a Flatten first would store and re-read them all).
@@ -140,9 +142,9 @@ def build_pipeline(
     for i, part in enumerate([kept, *rejects]):
         partials.append(part | f"CountFinal/{i}" >> beam.ParDo(CountFinal()))
     stats = partials | "StatsPartials" >> beam.Flatten() | "MergeStats" >> beam.CombineGlobally(MergeStats())
-    out = config.output.dir
     shards = kept | "WriteShards" >> WriteKeptShards(out, config.output.pairs_per_shard)
-    reject_files = tuple(rejects) | "WriteRejects" >> WriteRejects(out, buckets)
+    reject_files = [tuple(rejects) | "WriteRejects" >> WriteRejects(out, buckets), *duplicate_files]
+    reject_files = reject_files | "AllRejectFiles" >> beam.Flatten()
     info = {
         "kind": "vlcurate.clean",
         "config": config.to_dict(),

@@ -2,7 +2,12 @@
 
 Identical pairs share a content key, so they share a bucket, and each bucket is deduplicated on its own.
 A bucket is read twice: once for (content key, uid) to find the survivors, once to mark and emit, so only
-the keys of a bucket need to fit in memory where the runner streams grouped values (Dataflow).
+the keys of a bucket and its duplicates (as reject records, without images) need to fit in memory where
+the runner streams grouped values (Dataflow).
+
+A bucket's duplicates are written right there, to rejects/duplicates-NNNNN.parquet, and counted into the
+run's stats: sending them on to the rejects' own shuffle would move every duplicate through a second
+shuffle (on caption-only data with many repeats that cost ~0.5 s of a 7 s run).
 """
 
 from __future__ import annotations
@@ -14,11 +19,14 @@ from apache_beam.typehints import KV, List, Tuple
 
 from vlcurate.filters.dedup import REASON, content_key, mark_if_duplicate, survivors
 from vlcurate.pipelines.batch_coder import of_batches
-from vlcurate.pipelines.steps import REJECTED, STATS, as_rejects, in_global_window, publish_counters
+from vlcurate.pipelines.progress import ProgressCounter
+from vlcurate.pipelines.steps import STATS, as_rejects, in_global_window, publish_counters
+from vlcurate.pipelines.write import write_reject_file
 from vlcurate.schemas.batch import BATCH_SIZE, PairBatch
 from vlcurate.schemas.stats import RunStats
 
 STEP = "dedup"
+REJECT_FILES = "reject_files"  # manifest rows of the duplicates' files
 
 
 def _split_by_bucket(batch: PairBatch, buckets: int) -> Iterator[tuple[int, tuple[list[str], PairBatch]]]:
@@ -32,13 +40,19 @@ def _split_by_bucket(batch: PairBatch, buckets: int) -> Iterator[tuple[int, tupl
 
 
 class _MarkBucket(beam.DoFn):
+    def __init__(self, directory: str, buckets: int, progress_folder: str | None) -> None:
+        self.directory, self.buckets, self.progress_folder = directory, buckets, progress_folder
+
+    def setup(self) -> None:
+        self._progress = ProgressCounter(self.progress_folder, "rejected") if self.progress_folder else None
+
     def start_bundle(self) -> None:
         self._stats = RunStats()
 
     def process(self, bucket: tuple[int, Iterable[tuple[list[str], PairBatch]]]) -> Iterator:
-        parts = bucket[1]
+        index, parts = bucket
         best = survivors((key, pair.uid) for keys, pairs in parts for key, pair in zip(keys, pairs))
-        kept, rejected = PairBatch(), PairBatch()
+        kept, rejected, duplicates = PairBatch(), PairBatch(), PairBatch()
         for keys, pairs in parts:
             for key, pair in zip(keys, pairs):
                 self._stats.step_seen[(STEP, pair.source)] += 1
@@ -51,26 +65,36 @@ class _MarkBucket(beam.DoFn):
             if len(kept) >= BATCH_SIZE:
                 yield kept
                 kept = PairBatch()
-            if len(rejected) >= BATCH_SIZE:
-                yield beam.pvalue.TaggedOutput(REJECTED, as_rejects(rejected, self._stats))
+            if len(rejected) >= BATCH_SIZE:  # held without their images
+                duplicates.extend(as_rejects(rejected, self._stats))
                 rejected = PairBatch()
         if kept:
             yield kept
-        if rejected:
-            yield beam.pvalue.TaggedOutput(REJECTED, as_rejects(rejected, self._stats))
+        duplicates.extend(as_rejects(rejected, self._stats))
+        if duplicates:
+            for pair in duplicates:
+                self._stats.observe_final(pair)
+            written = write_reject_file(self.directory, index, self.buckets, duplicates, prefix="duplicates")
+            yield beam.pvalue.TaggedOutput(REJECT_FILES, written)
+            if self._progress is not None:
+                self._progress.add(len(duplicates))
 
     def finish_bundle(self) -> Iterator:
         publish_counters(self._stats)
+        if self._progress is not None:
+            self._progress.flush()
         yield beam.pvalue.TaggedOutput(STATS, in_global_window(self._stats))
 
 
 class Deduplicate(beam.PTransform):
-    """Batches of kept pairs in; outputs main (unique), REJECTED (duplicates) and STATS partials.
-    `buckets` is fixed when the pipeline is built (write.buckets_for_input)."""
+    """Batches of kept pairs in; outputs main (unique pairs, as batches), REJECT_FILES (one manifest row
+    per file of duplicates written under `directory`) and STATS partials, which count the duplicates as
+    final rejects. `buckets` is fixed when the pipeline is built (write.buckets_for_input); with
+    `progress_folder` the duplicates count as rejected in the progress lines."""
 
-    def __init__(self, buckets: int) -> None:
+    def __init__(self, buckets: int, directory: str, progress_folder: str | None = None) -> None:
         super().__init__()
-        self.buckets = buckets
+        self.buckets, self.directory, self.progress_folder = buckets, directory, progress_folder
 
     def expand(self, batches):
         marked = (
@@ -80,7 +104,10 @@ class Deduplicate(beam.PTransform):
                 KV[int, Tuple[List[str], PairBatch]]
             )
             | "Group" >> beam.GroupByKey()
-            | "Mark" >> beam.ParDo(_MarkBucket()).with_outputs(REJECTED, STATS, main="kept")
+            | "Mark"
+            >> beam.ParDo(_MarkBucket(self.directory, self.buckets, self.progress_folder)).with_outputs(
+                REJECT_FILES, STATS, main="kept"
+            )
         )
-        of_batches(marked.kept, marked[REJECTED])
+        of_batches(marked.kept)
         return marked

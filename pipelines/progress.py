@@ -24,30 +24,22 @@ import apache_beam as beam
 STAGES = ("read", "kept", "rejected")
 
 
-class ProgressTap(beam.DoFn):
-    """Counts the pairs of the batches passing through and flushes the count to its own file at most once
-    a second."""
+class ProgressCounter:
+    """A running count of one stage, written to a file of its own in `folder` at most once a second."""
 
     def __init__(self, folder: str, stage: str) -> None:
-        self.folder, self.stage = folder, stage
-
-    def setup(self) -> None:
         self._count = 0
-        self._path = os.path.join(self.folder, f"{self.stage}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json")
+        self._path = os.path.join(folder, f"{stage}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json")
         self._flushed = 0.0
 
-    def process(self, batch: list) -> Iterator[list]:
-        self._count += len(batch)
+    def add(self, n: int) -> None:
+        self._count += n
         now = time.monotonic()
         if now - self._flushed > 1.0:
-            self._flush(now)
-        yield batch
+            self.flush(now)
 
-    def finish_bundle(self) -> None:
-        self._flush(time.monotonic())
-
-    def _flush(self, now: float) -> None:
-        self._flushed = now
+    def flush(self, now: float | None = None) -> None:
+        self._flushed = time.monotonic() if now is None else now
         try:
             tmp = self._path + ".tmp"
             with open(tmp, "w") as fh:
@@ -55,6 +47,23 @@ class ProgressTap(beam.DoFn):
             os.replace(tmp, self._path)
         except OSError:
             pass  # progress is best effort; the folder may be gone after the run
+
+
+class ProgressTap(beam.DoFn):
+    """Counts the pairs of the batches passing through (ProgressCounter)."""
+
+    def __init__(self, folder: str, stage: str) -> None:
+        self.folder, self.stage = folder, stage
+
+    def setup(self) -> None:
+        self._counter = ProgressCounter(self.folder, self.stage)
+
+    def process(self, batch: list) -> Iterator[list]:
+        self._counter.add(len(batch))
+        yield batch
+
+    def finish_bundle(self) -> None:
+        self._counter.flush()
 
 
 class ProgressPrinter:

@@ -94,9 +94,11 @@ def write_kept_shard(directory: str, index: int, count: int, per_shard: int, pai
     return {"shard": f"shards/{name}.tar", "metadata": f"shards/{name}.parquet", "pairs": len(pairs)}
 
 
-def write_reject_file(directory: str, index: int, count: int, pairs: Iterable[Pair]) -> dict:
+def write_reject_file(
+    directory: str, index: int, count: int, pairs: Iterable[Pair], prefix: str = "rejects"
+) -> dict:
     pairs = sorted(pairs, key=lambda p: p.uid)
-    name = f"rejects-{shard_name(index, count)}.parquet"
+    name = f"{prefix}-{shard_name(index, count)}.parquet"
     folder = join(directory, "rejects")
     ensure_dir(folder)
     write_bytes_atomic(join(folder, name), parquet_bytes(reject_table(pairs)))

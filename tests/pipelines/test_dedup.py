@@ -1,10 +1,13 @@
+import json
+
 import apache_beam as beam
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from vlcurate.pipelines.dedup import Deduplicate
+from vlcurate.pipelines.dedup import REJECT_FILES, Deduplicate
 from vlcurate.pipelines.options import pipeline_options
-from vlcurate.pipelines.steps import REJECTED, STATS
+from vlcurate.pipelines.steps import STATS, MergeStats
 from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.record import Pair
 
@@ -20,15 +23,23 @@ def pairs() -> list[PairBatch]:
 
 
 @pytest.mark.parametrize("buckets", [1, 5])
-def test_duplicates_name_the_smallest_uid_for_any_bucket_count(buckets):
+def test_duplicates_name_the_smallest_uid_for_any_bucket_count(buckets, tmp_path):
     expected_rejects = [(f"s/{i:03d}", f"s/{i % 14:03d}") for i in range(14, 40)]
     with beam.Pipeline(options=pipeline_options()) as p:
-        out = p | beam.Create(pairs()) | Deduplicate(buckets)
+        out = p | beam.Create(pairs()) | Deduplicate(buckets, str(tmp_path))
         kept = out.kept | "KeptUids" >> beam.FlatMap(lambda b: [x.uid for x in b])
-        rejects = out[REJECTED] | "Rejects" >> beam.FlatMap(
-            lambda b: [(x.uid, x.meta["duplicate_of"]) for x in b if x.reject == "duplicate"]
+        stats = out[STATS] | beam.CombineGlobally(MergeStats())
+        counted = stats | "Counted" >> beam.Map(
+            lambda s: (sum(s.step_dropped.values()), dict(s.rejected), sum(s.step_seen.values()))
         )
-        dropped = out[STATS] | "Dropped" >> beam.Map(lambda s: sum(s.step_dropped.values()))
+        written = out[REJECT_FILES] | "Pairs" >> beam.Map(lambda row: row["pairs"])
         assert_that(kept, equal_to([f"s/{i:03d}" for i in range(14)]), label="kept")
-        assert_that(rejects, equal_to(expected_rejects), label="rejects")
-        assert_that(dropped | beam.CombineGlobally(sum), equal_to([len(expected_rejects)]), label="counted")
+        assert_that(counted, equal_to([(26, {("s", "duplicate"): 26}, 40)]), label="counted")
+        assert_that(written | beam.CombineGlobally(sum), equal_to([26]), label="manifest")
+    files = sorted(tmp_path.glob("rejects/*.parquet"))
+    # Each bucket with duplicates writes its own file, named by the bucket.
+    assert all(f.name.startswith("duplicates-") and f.name.endswith(".parquet") for f in files)
+    assert 1 <= len(files) <= buckets
+    rows = pq.read_table(files).to_pylist()
+    assert sorted((r["uid"], json.loads(r["meta"])["duplicate_of"]) for r in rows) == expected_rejects
+    assert {r["reason"] for r in rows} == {"duplicate"}

@@ -1,5 +1,7 @@
 """`clean` on caption-only data (image_column: null): the text chain through Beam, image steps left out."""
 
+import json
+
 import pytest
 
 from vlcurate.filters.chain import build_chain
@@ -33,3 +35,19 @@ def test_mixing_text_only_and_image_sources_is_refused():
     image_source = SourceConfig(name="img", format="webdataset", paths=["x.tar"])
     with pytest.raises(ConfigError, match=r"have no images .* clean them in separate runs"):
         build_chain(CleanConfig(sources=[text_source(), image_source]))
+
+
+def test_progress_lines_count_duplicates_as_rejected(tmp_path, capsys):
+    # 30 captions, each written three times: 10 distinct, 20 duplicates (written by the dedup stage).
+    captions = [f"a photo of a red bicycle number {i % 10} near the river" for i in range(30)]
+    data = tmp_path / "captions.jsonl"
+    data.write_text("".join(json.dumps({"text": c}) + "\n" for c in captions))
+    source = SourceConfig(
+        name="web", format="jsonl", paths=[str(data)], caption_column="text", image_column=None
+    )
+    stats = run_clean(CleanConfig(sources=[source], output=OutputConfig(dir=str(tmp_path / "out"))))
+    assert stats["sources"]["web"]["kept"] == 10
+    assert stats["sources"]["web"]["rejected_by_reason"] == {"duplicate": 20}
+    last_progress = [line for line in capsys.readouterr().err.splitlines() if "pairs/s read" in line][-1]
+    assert "read 30  kept 10  rejected 20 " in last_progress
+    assert sorted(p.name for p in (tmp_path / "out" / "rejects").iterdir()) == ["duplicates-00000.parquet"]
