@@ -213,26 +213,29 @@ BLOCK = 512
 RECORD = 20 * BLOCK  # tar archives end padded to whole 10 KiB records, as tarfile writes them
 
 
+# The fields of a member's header that are the same for every member: mode 644, owner 0 (bytes 100-124),
+# mtime 0 (136-148), and from the type flag on (156-512): regular file, no link, "ustar" magic, version 00.
+_MODE_OWNER = b"0000644\0" + b"0000000\0" * 2
+_MTIME = b"00000000000\0"
+_TYPE_TO_END = (b"0" + bytes(100) + b"ustar\x0000").ljust(BLOCK - 156, b"\0")
+# The checksum sums every header byte with its own field read as eight spaces.
+_FIXED_SUM = sum(_MODE_OWNER) + sum(_MTIME) + 8 * ord(" ") + sum(_TYPE_TO_END)
+
+
 def ustar_header(name: str, size: int) -> bytes:
     """A USTAR header for a regular file: mode 644, owner 0, mtime 0, so equal input gives equal bytes.
 
     Written by hand because tarfile spends ~50 us per member (TarInfo copies, generic field encoding);
-    shards hold several members per pair."""
+    shards hold several members per pair. Only the name and size differ between members, so only their
+    bytes are summed for the checksum (summing all 512 took ~5 us)."""
     encoded = name.encode("utf-8")
     if len(encoded) > 100:
         raise ValueError(f"tar member name longer than 100 bytes: {name!r}")
-    header = bytearray(BLOCK)
-    header[0 : len(encoded)] = encoded
-    header[100:108] = b"0000644\0"  # mode
-    header[108:116] = b"0000000\0"  # uid
-    header[116:124] = b"0000000\0"  # gid
-    header[124:136] = b"%011o\0" % size
-    header[136:148] = b"00000000000\0"  # mtime
-    header[148:156] = b" " * 8  # checksum field counts as spaces while summing
-    header[156:157] = b"0"  # regular file
-    header[257:265] = b"ustar\x0000"
-    header[148:156] = b"%06o\0 " % sum(header)
-    return bytes(header)
+    size_field = b"%011o\0" % size
+    checksum = _FIXED_SUM + sum(encoded) + sum(size_field)
+    return b"".join(
+        (encoded.ljust(100, b"\0"), _MODE_OWNER, size_field, _MTIME, b"%06o\0 " % checksum, _TYPE_TO_END)
+    )
 
 
 class TarShardWriter:
