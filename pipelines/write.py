@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import json
 import math
 from collections.abc import Iterable, Iterator
 
@@ -25,7 +24,7 @@ from apache_beam.typehints import KV
 from vlcurate.formatters.webdataset import EXTENSION_OF_FORMAT, TarShardWriter
 from vlcurate.pipelines.image_spans import SpanReader
 from vlcurate.pipelines.output import atomic_writer, ensure_dir, join, write_bytes_atomic
-from vlcurate.schemas.arrow import kept_table, reject_table
+from vlcurate.schemas.arrow import SORTED_JSON, kept_table, reject_table
 from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.record import Pair, stable_hash
 
@@ -68,7 +67,7 @@ def sample_json(pair: Pair, key: str) -> bytes:
         "lang": pair.lang,
         "scores": dict(sorted(pair.scores.items())),
     }
-    return json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
+    return SORTED_JSON.encode(fields).encode("utf-8")
 
 
 def write_kept_shard(directory: str, index: int, count: int, per_shard: int, pairs: Iterable[Pair]) -> dict:

@@ -43,11 +43,13 @@ REJECT_SCHEMA = pa.schema(
 )
 
 
-_META_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str)
+# The JSON of written metadata (meta columns, shards' .json members): sorted keys, UTF-8, anything else as
+# str. One encoder for all: json.dumps with these options builds a new one per call.
+SORTED_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str)
 
 
 def meta_json(pair: Pair) -> str:
-    return _META_ENCODER.encode(pair.meta) if pair.meta else "{}"
+    return SORTED_JSON.encode(pair.meta) if pair.meta else "{}"
 
 
 def _scores_array(pairs: Sequence[Pair]) -> pa.MapArray:
