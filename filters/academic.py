@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from vlcurate.filters.base import Cleaner, reject, string_list
+from vlcurate.filters.base import Cleaner, reject, set_caption, string_list
 from vlcurate.filters.registry import register
 from vlcurate.schemas.record import Pair
 
@@ -42,7 +42,7 @@ class StripTags(Cleaner):
             if any(tag in pair.caption for tag in self.tags):
                 reject(pair, "special_tag")
             return
-        pair.caption = self.clean(pair.caption)
+        set_caption(pair, self.clean(pair.caption))
 
 
 def keep_longest(captions: Iterable[str]) -> str:

@@ -34,7 +34,14 @@ class Cleaner(Step):
         raise NotImplementedError
 
     def apply(self, pair: Pair) -> None:
-        pair.caption = self.clean(pair.caption)
+        set_caption(pair, self.clean(pair.caption))
+
+
+def set_caption(pair: Pair, cleaned: str) -> None:
+    """Sets a cleaned caption. An unchanged one keeps its object: while it is still the input's, it is
+    `caption_raw` too, and a batch pickled at a shuffle then holds the text once, not twice."""
+    if cleaned != pair.caption:
+        pair.caption = cleaned
 
 
 class Filter(Step):

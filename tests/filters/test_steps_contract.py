@@ -100,3 +100,18 @@ def test_unknown_parameter_fails_at_startup():
 def test_bad_values_fail_at_startup(name, params):
     with pytest.raises(ConfigError):
         build_step(name, params)
+
+
+@pytest.mark.parametrize("name", ["normalize_caption", "clean_html", "clean_patterns", "strip_tags"])
+def test_cleaners_keep_an_unchanged_caption_as_the_same_object(name):
+    # The shuffle's pickle then stores a caption that equals caption_raw once (memo), not twice.
+    text = "a red bicycle leaning on a wall"
+    pair = Pair(uid="s/1", source="s", caption=text, caption_raw=text)
+    build_step(name).apply(pair)
+    assert pair.caption is pair.caption_raw
+    changed = Pair(
+        uid="s/2", source="s", caption="a  red <b>bicycle</b>", caption_raw="a  red <b>bicycle</b>"
+    )
+    for step in ("normalize_caption", "clean_html"):
+        build_step(step).apply(changed)
+    assert changed.caption == "a red bicycle" and changed.caption_raw == "a  red <b>bicycle</b>"
