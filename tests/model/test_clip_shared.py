@@ -31,3 +31,39 @@ def test_with_share_model_run_inference_calls_the_shared_scorer(tiny):
     assert [len(p.inference) for p in predictions] == [2, 4]
     scores = [score for p in predictions for score in p.inference]
     assert scores == pytest.approx(score_batch(tiny, inputs[:3]) + score_batch(tiny, inputs[3:]), abs=1e-6)
+
+
+def test_the_shared_scorer_scores_one_call_at_a_time(monkeypatch):
+    """The proxy's server answers each worker from its own thread; the shared model must still score one
+    batch at a time (concurrent calls moved scores by up to 1e-3 on a GPU), and each caller gets its own."""
+    import threading
+    import time
+
+    from vlcurate.model import clip_handler
+
+    running, most = [0], [0]
+    guard = threading.Lock()
+
+    def fake_score_batch(model, batch):
+        with guard:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02)
+        with guard:
+            running[0] -= 1
+        return [float(len(e.pair.caption)) for e in batch]
+
+    monkeypatch.setattr(clip_handler, "score_batch", fake_score_batch)
+    scorer = SharedClipScorer(model=None)
+    results = {}
+
+    def call(i):
+        results[i] = scorer.score([b"jpeg"] * (i + 1), ["x" * i] * (i + 1))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1
+    assert results == {i: [float(i)] * (i + 1) for i in range(4)}
