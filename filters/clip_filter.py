@@ -89,8 +89,8 @@ class ClipScore(Step):
         self.decode_threads = decode_threads
         # GPU: keep one batch computing while the worker's CPU moves the last one on (pipelines/clip.py).
         self.overlap = overlap
-        # One model per machine, called by all its worker processes (model/clip_handler.py); the workers'
-        # calls then overlap on the GPU, so `overlap` has nothing to add.
+        # One model per machine, called by all its worker processes (model/clip_handler.py); a call returns
+        # its batch's scores, so there is no batch in flight for `overlap` to hold.
         self.share_model = share_model
 
     def threads(self) -> int:
