@@ -9,21 +9,22 @@ from collections.abc import Iterator
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from vlcurate.pipelines.beam_fixes import guard_timed_flush
+from vlcurate.pipelines.beam_fixes import guard_timed_flush, stop_workers_together
 
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
 
 
 def pipeline_options(workers: int = 1, beam_args: list[str] | None = None) -> PipelineOptions:
     """FnApiRunner unless the user names another runner; the default runner would first try to download
-    the Prism binary. `workers > 1` runs that many worker processes on this machine, with the fix for
-    Beam's data-plane race installed (pipelines/beam_fixes.py)."""
+    the Prism binary. `workers > 1` runs that many worker processes on this machine, with the fixes for
+    Beam's data-plane race and its one-by-one worker stop installed (pipelines/beam_fixes.py)."""
     args = list(beam_args or [])
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
         args.append("--runner=FnApiRunner")
     options = PipelineOptions(args)
     if workers > 1 and is_local(options):
         guard_timed_flush()
+        stop_workers_together()
         options = PipelineOptions(
             [*args, f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
         )

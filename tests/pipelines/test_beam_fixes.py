@@ -1,5 +1,6 @@
 """The fix for Beam's local multi-process runner losing elements (pipelines/beam_fixes.py)."""
 
+import json
 import subprocess
 import sys
 import threading
@@ -77,3 +78,41 @@ def test_only_multi_process_options_install_the_guard():
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[False, False, True]"
+
+
+# Each worker, as it exits, takes EXIT_SECONDS and records when it began and ended exiting.
+_SLOW_EXITS = """
+import atexit, json, os, sys, time
+import apache_beam as beam
+from vlcurate.pipelines.options import pipeline_options
+
+folder = sys.argv[1]
+
+def record_exit():
+    began = time.time()
+    time.sleep({seconds})
+    with open(os.path.join(folder, f"{{os.getpid()}}.json"), "w") as fh:
+        json.dump([began, time.time()], fh)
+
+class SlowExit(beam.DoFn):
+    def setup(self):
+        atexit.register(record_exit)
+
+    def process(self, element):
+        yield element
+
+with beam.Pipeline(options=pipeline_options(workers=2)) as p:
+    p | beam.Create(list(range(64))) | beam.Reshuffle() | beam.ParDo(SlowExit())
+"""
+
+
+def test_workers_are_told_to_stop_together(tmp_path):
+    # Both workers must be exiting at the same time: Beam alone tells the second to stop only once the
+    # first has exited, so their exits would not overlap.
+    script = tmp_path / "slow_exits.py"
+    script.write_text(_SLOW_EXITS.format(seconds=2.0))
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, capture_output=True, timeout=300)
+    exits = sorted(json.loads(path.read_text()) for path in tmp_path.glob("*.json"))
+    assert len(exits) == 2
+    (_, first_ended), (second_began, _) = exits
+    assert second_began < first_ended
