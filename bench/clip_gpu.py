@@ -222,9 +222,9 @@ class _KeptTimes:
 
 def run_clean_timed(
     tars: str, model: str, workers: int, batch: int, out: str, clip_params: dict
-) -> tuple[float, int, float]:
-    """Seconds, pairs kept, and seconds until the first kept pairs appeared (start-up: worker start,
-    model load, first batch)."""
+) -> tuple[float, int, float, float]:
+    """Seconds, pairs kept, seconds until the first kept pairs appeared (start-up: worker start, model
+    load, first batch), and the scoring stage's pairs/s (middle_rate)."""
     from vlcurate.filters.chain import DEFAULT_CHAIN, GROUP_STEPS, MODEL_STEPS
     from vlcurate.pipelines import clean
     from vlcurate.pipelines.clean import run_clean
@@ -256,7 +256,18 @@ def run_clean_timed(
         print(f"UNEXPECTED REJECTS (NaN scores?): {stats['sources']}", flush=True)
     if not totals["read"] == totals["kept"] + totals["rejected"] == written + totals["rejected"]:
         report_loss(out, tars, totals, written)
-    return seconds, totals["kept"], first_kept
+    return seconds, totals["kept"], first_kept, middle_rate(_KeptTimes.samples, totals["kept"])
+
+
+def middle_rate(samples: list[tuple[float, int]], total: int) -> float:
+    """Pairs/s while the kept count went from 10% to 90% of `total`: the rate of the stage that scores
+    and keeps pairs (kept pairs are counted there), without start-up, the shard writing that follows,
+    or the workers' exit."""
+    low = next(((t, k) for t, k in samples if k >= 0.1 * total), None)
+    high = next(((t, k) for t, k in samples if k >= 0.9 * total), None)
+    if low is None or high is None or high[0] <= low[0]:
+        return math.nan
+    return (high[1] - low[1]) / (high[0] - low[0])
 
 
 def report_loss(out: str, tars: str, totals: dict, written: int) -> None:
@@ -373,11 +384,11 @@ def _e2e_row(
     name: str, small: str, large: str, tmp: str, workers: int, batch: int, clip_params: dict, profile: bool
 ) -> dict:
     run_clean_timed(small, name, workers, batch, os.path.join(tmp, "out-w"), clip_params)  # warm caches
-    t_small, k_small, _ = run_clean_timed(
+    t_small, k_small, _, _ = run_clean_timed(
         small, name, workers, batch, os.path.join(tmp, "out-s"), clip_params
     )
     with profiled(profile):
-        t_large, k_large, first_kept = run_clean_timed(
+        t_large, k_large, first_kept, scoring_rate = run_clean_timed(
             large, name, workers, batch, os.path.join(tmp, "out-l"), clip_params
         )
     return {
@@ -393,6 +404,7 @@ def _e2e_row(
         # From the large run alone: robust where start-up differs between runs (several workers).
         "first_kept_s": round(first_kept, 1),
         "pairs_s_after_first_kept": round(k_large / (t_large - first_kept), 1),
+        "scoring_stage_pairs_s": round(scoring_rate, 1),
     }
 
 
