@@ -12,4 +12,14 @@ if ! command -v nvidia-cuda-mps-control >/dev/null || ! nvidia-cuda-mps-control 
   exit 3
 fi
 trap 'echo quit | nvidia-cuda-mps-control' EXIT
-"$@"
+# The command runs in the background so that a TERM (e.g. from `timeout`) reaches it at once and the daemon
+# is still stopped on the way out; a daemon left running makes the next with_mps.sh fail to start one.
+"$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+wait "$child"
+status=$?
+if kill -0 "$child" 2>/dev/null; then  # interrupted: let the command finish its own exit
+  wait "$child"
+fi
+exit $status
