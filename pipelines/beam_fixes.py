@@ -1,13 +1,14 @@
 """Two fixes for Beam's local multi-process runner (FnApiRunner, multi_processing), installed by
 pipelines/options.py for `--workers N`.
 
-1. Lost elements. The runner sends each bundle's input to a worker process through a data-plane output stream that a
-background thread flushes every second (data_plane.TimeBasedBufferingClosableOutputStream; the runner's
-data service is built with a 1,000 ms limit). The flush copies the buffer, hands the copy to the send
-queue, which can block and so lets other threads run, and then clears the buffer; the thread writing
-the bundle's input takes no lock. An element written between the copy and the clear is cleared without
-being sent, and the worker never sees it. Writing a worker's input takes over a second when batches are
-large and cores busy, which is when `--workers N` runs lost batches (bench/beam_local_loss.py).
+1. Lost elements. The runner sends each bundle's input to a worker process through a data-plane output
+stream that a background thread flushes every second (data_plane.TimeBasedBufferingClosableOutputStream;
+the runner's data service is built with a 1,000 ms limit). The flush copies the buffer, hands the copy to
+the send queue, which can block and so lets other threads run, and then clears the buffer; the thread
+writing the bundle's input takes no lock. An element written between the copy and the clear is cleared
+without being sent, and the worker never sees it. Writing a worker's input takes over a second when
+batches are large and cores busy, which is when `--workers N` runs lost batches
+(bench/beam_local_loss.py).
 
 `guard_timed_flush` makes `write` wait for a flush in progress. The runner writes whole encoded elements
 with single `write` calls, so a flush can no longer fall inside one, nor clear one unsent. It changes
@@ -17,9 +18,9 @@ fails once Beam's own stream stops losing the element, the sign that this fix ca
 
 2. Workers stopped one after another. At the end of a run the runner closes its worker handlers in turn,
 and closing one tells its process to stop and then waits for it to exit; only then is the next told.
-A worker holding a GPU model takes 1-2 s to exit (the H200 machine, ViT-B-32), so four workers added
-~7 s to every run with the GPU idle. `stop_workers_together` tells every worker to stop first; the
-runner's own loop then waits for exits that run side by side.
+A worker holding a GPU model takes 1-2 s to exit (the H200 machine, ViT-B-32), so four workers spent the
+last ~7 s of every run exiting one by one. `stop_workers_together` tells every worker to stop first; the
+runner's own loop then waits for exits that run side by side (~4 s for four there).
 """
 
 from __future__ import annotations
