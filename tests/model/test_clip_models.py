@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -10,6 +11,7 @@ import open_clip
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from vlcurate.model.clip_fast import use_sdpa
 from vlcurate.model.clip_handler import ClipInput, encode_captions, score_batch
@@ -101,6 +103,35 @@ def test_a_folder_without_weights_is_refused_not_run_with_random_weights(tmp_pat
     (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": {}}))
     with pytest.raises(ClipModelError, match="has no weights"):
         resolve(ModelSpec.parse(f"local-dir:{tmp_path}"))
+
+
+def _copy_of_bundled(folder, drop: str | None = None):
+    """The bundled model's files in `folder`, optionally without the weight `drop`; returns its weights."""
+    source = os.path.join(WEIGHTS_DIR, DEFAULT_BUNDLED.split(":", 1)[1])
+    shutil.copy(os.path.join(source, "open_clip_config.json"), folder)
+    weights = load_file(os.path.join(source, "open_clip_model.safetensors"))
+    weights.pop(drop, None)
+    save_file(weights, os.path.join(folder, "open_clip_model.safetensors"))
+    return weights
+
+
+def test_a_checkpoint_gives_its_exact_weights_and_leaves_torch_initializers_working(tmp_path):
+    # Loading skips the initializers (the checkpoint overwrites every weight); they must be back after.
+    normal = torch.nn.init.normal_
+    weights = _copy_of_bundled(tmp_path)
+    loaded = load_clip(f"local-dir:{tmp_path}").model.state_dict()
+    assert set(weights) <= set(loaded)
+    for name, tensor in weights.items():
+        assert torch.equal(loaded[name], tensor.float()), name
+    assert torch.nn.init.normal_ is normal
+    assert torch.nn.init.normal_(torch.zeros(64)).abs().sum() > 0
+
+
+def test_a_checkpoint_missing_a_weight_fails_instead_of_leaving_it_uninitialized(tmp_path):
+    _copy_of_bundled(tmp_path, drop="ln_final.weight")
+    with pytest.raises(ClipModelError, match=r"ln_final\.weight"):
+        load_clip(f"local-dir:{tmp_path}")
+    assert torch.nn.init.zeros_(torch.ones(4)).sum() == 0  # initializers are back after a failed load
 
 
 def test_image_size_comes_from_the_config_without_weights():
