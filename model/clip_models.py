@@ -185,8 +185,8 @@ def _building(skip_init: bool) -> Iterator[None]:
     """Model construction, one at a time in this process. With `skip_init`, torch.nn.init's in-place
     initializers do nothing during the block: open_clip then loads a full checkpoint strictly
     (`require_pretrained`: every parameter and persistent buffer is overwritten, or the load fails), so
-    initializing first is wasted, and every worker paid it: loading a ViT-L-14 checkpoint took 6.0-10.9 s
-    with it and 3.6-4.7 s without on 2 cores (ViT-B-32: 1.8-3.7 vs 0.8-2.4 s), identical weights.
+    initializing first is wasted, and every worker paid it: loading a ViT-L-14 checkpoint takes 4.93 s
+    with it and 1.45 s without on 2 cores (ViT-B-32: 0.79 vs 0.46 s; bench/clip_load.py).
     Buffers computed in constructors (attention masks) and weights drawn with torch.randn are unaffected.
     The lock keeps another thread of this process from building a model (a random one) while the
     initializers are off."""
