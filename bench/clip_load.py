@@ -11,14 +11,13 @@ bench/results/clip_load.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import tempfile
 import time
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+from report import write_results
 
 
 def timed_load(spec: str, skip_init: bool, reference: dict) -> float:
@@ -81,11 +80,11 @@ def main() -> None:
         print(
             f"{r['model']:10} {r['median_s_without_init']:>15} {r['median_s_with_init']:>12} {r['speedup']:>8}x"
         )
-    os.makedirs(RESULTS, exist_ok=True)
-    path = os.path.join(RESULTS, "clip_load.json")
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
-    with open(path, "w") as fh:
-        json.dump({"machine": machine, "date": time.strftime("%Y-%m-%d"), "rows": rows}, fh, indent=1)
+    path = write_results(
+        "clip_load",
+        rows,
+        f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
+    )
     print(f"wrote {path}")
 
 

@@ -21,7 +21,8 @@ import sys
 import tempfile
 import time
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+from report import write_results
+
 ARMS = {"carry": False, "reread": True}  # arm: output.reread_images
 
 
@@ -118,11 +119,7 @@ def main() -> None:
             f"{r['arm']:8} {r['workers']:>7} {r['median_s']:>9} {r['pairs_s']:>8} {r['peak_rss_mb']:>12} "
             f"{r.get('speedup_vs_carry', ''):>8}"
         )
-    os.makedirs(RESULTS, exist_ok=True)
-    path = os.path.join(RESULTS, "e2e_cpu.json")
-    machine = f"{platform.machine()}, {os.cpu_count()} cores"
-    with open(path, "w") as fh:
-        json.dump({"machine": machine, "date": time.strftime("%Y-%m-%d"), "rows": rows}, fh, indent=1)
+    path = write_results("e2e_cpu", rows, f"{platform.machine()}, {os.cpu_count()} cores")
     print(f"wrote {path}")
 
 
