@@ -65,7 +65,7 @@ def sample_json(pair: Pair, key: str) -> bytes:
         "width": pair.width,
         "height": pair.height,
         "lang": pair.lang,
-        "scores": dict(sorted(pair.scores.items())),
+        "scores": pair.scores,  # SORTED_JSON sorts the keys of nested objects too
     }
     return SORTED_JSON.encode(fields).encode("utf-8")
 

@@ -1,4 +1,10 @@
-from vlcurate.pipelines.write import BYTES_PER_BUCKET, MAX_BUCKETS, buckets_for_input, split_by_uid
+from vlcurate.pipelines.write import (
+    BYTES_PER_BUCKET,
+    MAX_BUCKETS,
+    buckets_for_input,
+    sample_json,
+    split_by_uid,
+)
 from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.record import Pair, stable_hash
 
@@ -23,3 +29,20 @@ def test_one_bucket_takes_the_whole_batch_and_an_empty_batch_gives_nothing():
     batch = PairBatch(Pair(uid=f"s/{i}", source="s") for i in range(5))
     assert list(split_by_uid(batch, 1)) == [(0, batch)]
     assert list(split_by_uid(PairBatch(), 1)) == list(split_by_uid(PairBatch(), 3)) == []
+
+
+def test_a_samples_json_member_has_sorted_keys_at_every_level_and_keeps_its_meta():
+    pair = Pair(
+        uid="web/7",
+        source="web",
+        caption="a red circle",
+        caption_raw="A red circle!",
+        lang="en",
+        scores={"n_words": 3.0, "clip": 0.31, "lang_prob": 0.99},  # in the order the steps wrote them
+        meta={"url": "https://example.com/7.jpg", "similarity": 0.3},
+    )
+    assert sample_json(pair, "000000007") == (
+        b'{"caption": "a red circle", "caption_raw": "A red circle!", "height": null, "key": "000000007", '
+        b'"lang": "en", "scores": {"clip": 0.31, "lang_prob": 0.99, "n_words": 3.0}, "similarity": 0.3, '
+        b'"source": "web", "uid": "web/7", "url": "https://example.com/7.jpg", "width": null}'
+    )
