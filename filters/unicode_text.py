@@ -7,7 +7,7 @@ import unicodedata
 import ftfy
 import regex
 
-from vlcurate.filters.base import Cleaner, reject, set_caption
+from vlcurate.filters.base import Cleaner, reject
 from vlcurate.filters.registry import register
 from vlcurate.schemas.record import Pair
 
@@ -40,6 +40,6 @@ class NormalizeCaption(Cleaner):
         return " ".join(text.split())
 
     def apply(self, pair: Pair) -> None:
-        set_caption(pair, self.clean(pair.caption))
+        super().apply(pair)
         if not pair.caption:
             reject(pair, "caption_empty")

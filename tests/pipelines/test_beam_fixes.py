@@ -1,4 +1,5 @@
-"""The fix for Beam's local multi-process runner losing elements (pipelines/beam_fixes.py)."""
+"""The fixes for Beam's local multi-process runner (pipelines/beam_fixes.py): lost elements, and workers
+stopped one after another."""
 
 import json
 import subprocess
@@ -80,7 +81,7 @@ def test_only_multi_process_options_install_the_guard():
     assert out.stdout.strip() == "[False, False, True]"
 
 
-# Each worker, as it exits, takes EXIT_SECONDS and records when it began and ended exiting.
+# Each worker, as it exits, takes `seconds` and records when it began and ended exiting.
 _SLOW_EXITS = """
 import atexit, json, os, sys, time
 import apache_beam as beam
