@@ -104,6 +104,15 @@ _CAMERA_HINTS = ("_", "img", "dsc", "gopr", "dcim")  # every name above holds on
 _FILE_HINTS = (".jp", ".png", ".gif", ".webp", ".bmp", ".tif", ".heic", ".svg")
 
 
+def _holds_any(text: str, parts: tuple[str, ...]) -> bool:
+    # A plain loop, not any() over a generator (ruff's SIM110): the generator costs ~0.1 us per part,
+    # which made these tests half of clean_patterns' time on captions that match nothing.
+    for part in parts:  # noqa: SIM110
+        if part in text:
+            return True
+    return False
+
+
 def _phrase_pattern(phrase: str) -> str:
     words = [regex.escape(w) for w in regex.split(r"[\s-]+", phrase.strip()) if w]
     pattern = r"[\s-]+".join(words)
@@ -207,10 +216,10 @@ class CleanPatterns(Cleaner):
             text = _URL.sub(" ", text)
         if "@" in text:
             text = _EMAIL.sub(" ", text)
-        if any(hint in folded for hint in _CAMERA_HINTS):
+        if _holds_any(folded, _CAMERA_HINTS):
             text = _CAMERA.sub(" ", text)
-        if "." in text and any(hint in folded for hint in _FILE_HINTS):
+        if "." in text and _holds_any(folded, _FILE_HINTS):
             text = _FILE.sub(_replace_file, text)
-        if self._boilerplate is not None and any(anchor in folded for anchor in self._anchors):
+        if self._boilerplate is not None and _holds_any(folded, self._anchors):
             text = self._boilerplate.sub(" ", text)
         return text
