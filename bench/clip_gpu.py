@@ -11,7 +11,9 @@
 CUDA graphs; fp8 with dynamic row or tensor scales, or static calibrated scales as `precision: fp8` uses), plus full scoring (image + ~16-token captions), random weights in
 bf16, with MFU against PEAK_TFLOPS.
 `e2e`: encoded JPEGs in WebDataset tars -> `vlcurate clean` (probe_image, clip_score, clip_filter) ->
-shards, timed at two input sizes so start-up (workers, model loads) cancels out of the steady rate, and
+shards, timed at two input sizes so start-up (workers, model loads) cancels out of the steady rate
+(`steady_reliable` is false where the two runs' start-ups differ by over a quarter of the time between
+them, as with compile on several workers), and
 (robust when start-up varies between runs, as with several workers) the large run's pairs/s after its
 first kept pairs appeared, shard writing included; any reject is reported (the threshold keeps every real
 score, so a reject means a NaN score). With --serial-too every run's scores are also compared pair by pair
@@ -224,7 +226,8 @@ def run_clean_timed(
     tars: str, model: str, workers: int, batch: int, out: str, clip_params: dict
 ) -> tuple[float, int, float, float]:
     """Seconds, pairs kept, seconds until the first kept pairs appeared (start-up: worker start, model
-    load, first batch), and the scoring stage's pairs/s (middle_rate)."""
+    load, first batch; NaN when they showed only at the end), and the scoring stage's pairs/s
+    (middle_rate)."""
     from vlcurate.filters.chain import DEFAULT_CHAIN, GROUP_STEPS, MODEL_STEPS
     from vlcurate.pipelines import clean
     from vlcurate.pipelines.clean import run_clean
@@ -248,7 +251,9 @@ def run_clean_timed(
     start = time.perf_counter()
     stats = run_clean(config, progress=True)
     seconds = time.perf_counter() - start
-    first_kept = next((t - start for t, kept in _KeptTimes.samples if kept > 0), seconds)
+    first_kept = next((t - start for t, kept in _KeptTimes.samples if kept > 0), math.nan)
+    if not first_kept < 0.95 * seconds:  # kept pairs showed only at the end (one bundle): no start-up seen
+        first_kept = math.nan
     with open(os.path.join(out, "info.json")) as fh:
         written = sum(s["pairs"] for s in json.load(fh)["shards"])
     totals = stats["totals"]
@@ -384,12 +389,22 @@ def _e2e_row(
     name: str, small: str, large: str, tmp: str, workers: int, batch: int, clip_params: dict, profile: bool
 ) -> dict:
     run_clean_timed(small, name, workers, batch, os.path.join(tmp, "out-w"), clip_params)  # warm caches
-    t_small, k_small, _, _ = run_clean_timed(
+    t_small, k_small, first_kept_small, _ = run_clean_timed(
         small, name, workers, batch, os.path.join(tmp, "out-s"), clip_params
     )
     with profiled(profile):
         t_large, k_large, first_kept, scoring_rate = run_clean_timed(
             large, name, workers, batch, os.path.join(tmp, "out-l"), clip_params
+        )
+    # The steady rate assumes both runs started up alike; compile and several workers can make their
+    # start-ups differ by more than the work between the two sizes takes, and the difference means nothing.
+    startup_gap = abs(first_kept_small - first_kept)
+    steady_reliable = None if math.isnan(startup_gap) else bool(startup_gap < 0.25 * (t_large - t_small))
+    if steady_reliable is False:
+        print(
+            f"{name}: steady rate unreliable (first kept pairs {first_kept_small:.1f}s vs {first_kept:.1f}s "
+            "into the two runs); read scoring_stage_pairs_s",
+            flush=True,
         )
     return {
         "model": name,
@@ -400,6 +415,7 @@ def _e2e_row(
         "wall_s": round(t_large, 1),
         "wall_pairs_s": round(k_large / t_large, 1),
         "steady_pairs_s": round((k_large - k_small) / (t_large - t_small), 1),
+        "steady_reliable": steady_reliable,
         "startup_s": round(t_small - (t_large - t_small) * k_small / (k_large - k_small), 1),
         # From the large run alone: robust where start-up differs between runs (several workers).
         "first_kept_s": round(first_kept, 1),
