@@ -105,7 +105,7 @@ _FILE_HINTS = (".jp", ".png", ".gif", ".webp", ".bmp", ".tif", ".heic", ".svg")
 
 
 def _holds_any(text: str, parts: tuple[str, ...]) -> bool:
-    # A plain loop, not any() over a generator (ruff's SIM110): the generator costs ~0.1 us per part,
+    # A plain loop, not any() over a generator (ruff's SIM110): the generator costs ~0.07 us per part,
     # which made these tests half of clean_patterns' time on captions that match nothing.
     for part in parts:  # noqa: SIM110
         if part in text:
