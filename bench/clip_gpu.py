@@ -41,8 +41,9 @@ import random
 import tempfile
 import time
 
+from report import write_results
+
 PEAK_TFLOPS = 800.0  # measured bf16 dense matmul peak on the H100 used here (ENVIRONMENT.md)
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def device_name() -> str:
@@ -742,11 +743,7 @@ def main() -> None:
         rows = e2e(
             args.models, args.pairs, args.workers, args.batch, settings, args.profile, args.mixed_sizes
         )
-    os.makedirs(RESULTS, exist_ok=True)
-    path = os.path.join(RESULTS, f"clip_gpu_{args.mode}.json")
-    with open(path, "w") as fh:
-        json.dump({"device": device_name(), "date": time.strftime("%Y-%m-%d"), "rows": rows}, fh, indent=1)
-    print(f"wrote {path}")
+    print(f"wrote {write_results(f'clip_gpu_{args.mode}', rows, device_name())}")
 
 
 if __name__ == "__main__":

@@ -29,11 +29,16 @@ STEP = "dedup"
 REJECT_FILES = "reject_files"  # manifest rows of the duplicates' files
 
 
+def bucket_of(key: str, buckets: int) -> int:
+    """The bucket of a content key (a hex digest); it also names the bucket's file of duplicates."""
+    return int(key[:15], 16) % buckets
+
+
 def _split_by_bucket(batch: PairBatch, buckets: int) -> Iterator[tuple[int, tuple[list[str], PairBatch]]]:
     parts: dict[int, tuple[list[str], PairBatch]] = {}
     for pair in batch:
         key = content_key(pair)
-        keys, pairs = parts.setdefault(int(key[:15], 16) % buckets, ([], PairBatch()))
+        keys, pairs = parts.setdefault(bucket_of(key, buckets), ([], PairBatch()))
         keys.append(key)
         pairs.append(pair)
     yield from parts.items()

@@ -6,7 +6,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from vlcurate.filters.dedup import content_key
-from vlcurate.pipelines.dedup import REJECT_FILES, Deduplicate
+from vlcurate.pipelines.dedup import REJECT_FILES, Deduplicate, bucket_of
 from vlcurate.pipelines.options import pipeline_options
 from vlcurate.pipelines.steps import STATS, MergeStats
 from vlcurate.schemas.batch import PairBatch
@@ -40,9 +40,7 @@ def test_duplicates_name_the_smallest_uid_for_any_bucket_count(buckets, tmp_path
     files = sorted(tmp_path.glob("rejects/*.parquet"))
     # Each bucket with duplicates writes its own file, named by the bucket: the content hash mod buckets.
     records = {p.uid: p for batch in pairs() for p in batch}
-    buckets_with_duplicates = {
-        int(content_key(records[uid])[:15], 16) % buckets for uid, _ in expected_rejects
-    }
+    buckets_with_duplicates = {bucket_of(content_key(records[uid]), buckets) for uid, _ in expected_rejects}
     assert [f.name for f in files] == [f"duplicates-{b:05d}.parquet" for b in sorted(buckets_with_duplicates)]
     rows = pq.read_table(files).to_pylist()
     assert sorted((r["uid"], json.loads(r["meta"])["duplicate_of"]) for r in rows) == expected_rejects
