@@ -16,7 +16,7 @@ import io
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -80,7 +80,7 @@ def stage2_samples(path: str) -> Iterator[tuple[str, Any]]:
                 yield "reject", {"id": where, "reason": formatted.reason, "detail": formatted.detail}
 
 
-def pack_task(task_samples: tuple[str, list[dict]], max_tokens: int) -> Iterator[tuple[str, Any]]:
+def pack_task(task_samples: tuple[str, Iterable[dict]], max_tokens: int) -> Iterator[tuple[str, Any]]:
     """Packs one task's samples in id order (deterministic); the packer buffers and fills bins."""
     _, samples = task_samples
     packer = Packer(max_tokens)

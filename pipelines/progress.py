@@ -18,10 +18,15 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import TypeVar
 
 import apache_beam as beam
 
 STAGES = ("read", "kept", "rejected")
+
+# Taps sit on PCollections of any batch type (PairBatch in clean, lists of packs in format) and pass each
+# element on unchanged; a type variable tells Beam's type check exactly that.
+BatchT = TypeVar("BatchT")
 
 
 class ProgressCounter:
@@ -58,7 +63,7 @@ class ProgressTap(beam.DoFn):
     def setup(self) -> None:
         self._counter = ProgressCounter(self.folder, self.stage)
 
-    def process(self, batch: list) -> Iterator[list]:
+    def process(self, batch: BatchT) -> Iterator[BatchT]:
         self._counter.add(len(batch))
         yield batch
 
