@@ -10,8 +10,8 @@ from vlcurate.filters import language
 from vlcurate.filters.language import LanguageTag, identify_language
 from vlcurate.schemas.record import Pair
 
-# The 10k real web alt texts in shared/ beside the repository (ENVIRONMENT.md, "Data here").
-WEB_CAPTIONS = Path(__file__).resolve().parents[3] / "shared" / "data" / "web_captions_10k.parquet"
+# 10,000 real web alt texts vendored with the tests (tests/data/README.md); a missing file fails the test.
+WEB_CAPTIONS = Path(__file__).resolve().parents[1] / "data" / "web_captions_10k.parquet"
 
 CASES = [
     ("A dog running on the beach", "en"),

@@ -17,8 +17,8 @@ from vlcurate.pipelines.steps import RunSteps
 from vlcurate.schemas.batch import batched
 from vlcurate.schemas.record import Pair
 
-# shared/ sits beside the repository (ENVIRONMENT.md, "Data here").
-WEB_CAPTIONS = Path(__file__).resolve().parents[3] / "shared" / "data" / "web_captions_10k.parquet"
+# 10,000 real web alt texts vendored with the tests (tests/data/README.md); a missing file fails the test.
+WEB_CAPTIONS = Path(__file__).resolve().parents[1] / "data" / "web_captions_10k.parquet"
 TEXT_STEPS = DEFAULT_CHAIN[: DEFAULT_CHAIN.index("probe_image")]
 
 EXPECTED_REJECTS = {"too_short": 500, "disallowed_script": 215, "too_long": 51, "emoji": 6}
