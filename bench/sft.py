@@ -1,6 +1,8 @@
 """SFT dialogue building speed: construction + split + render + validation with exact token counts.
 
-    python bench/sft.py [--data /work/shared/data/web_captions_10k.parquet] [--repeat 3] [--no-job]
+    python bench/sft.py [--data CAPTIONS.parquet] [--repeat 3] [--no-job]
+
+--data defaults to tests/data/web_captions_10k.parquet (10k real web alt texts, vendored with the tests).
 
 Work (built in memory, no image files): every web caption of --data as a caption dialogue (image paths
 `images/ab/<20 hex>.jpg`, the job's naming), synthetic scenes as VQA dialogues (3-5 QAs), grounding dialogues
@@ -44,7 +46,9 @@ from vlcurate.model.qwen_tokenizer import get_tokenizer
 from vlcurate.model.scenes import random_scene
 from vlcurate.pipelines.sft_demo import scene_phrases, scene_qas, text_dialogues
 
-DEFAULT_DATA = "/work/shared/data/web_captions_10k.parquet"
+DEFAULT_DATA = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data", "web_captions_10k.parquet"
+)
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "sft.json")
 CHUNK = 500  # most dialogues per pool task
 MAX_LEN = 2048

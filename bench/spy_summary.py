@@ -3,8 +3,8 @@ its seconds of samples and the functions with the most total (cumulative) and ow
 
     python bench/spy_summary.py PROFILE --rate 50 [--top 25]
 
-Profiles of a multi-worker GPU run are too large to bring back from the device machine; this prints the
-part that is read.
+Profiles of a multi-worker GPU run are too large to copy back from a remote GPU machine; run this there
+and bring back its summary.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Whole-process text cleaning: `vlcurate clean` (caption-only source) vs Data-Juicer's `dj-process`.
 
-    python bench/text_process.py --dj-process /work/djvenv/bin/dj-process [--n 100000] [--repeats 3]
+    python bench/text_process.py --dj-process PATH/TO/venv/bin/dj-process [--n 100000] [--repeats 3]
 
-Both read the same JSONL of web captions (shared/data/web_captions_10k.parquet repeated to --n) and write
+Both read the same JSONL of web captions (tests/data/web_captions_10k.parquet repeated to --n) and write
 their cleaned output; wall time and peak resident memory of each whole process (start-up included) are
 measured in the same run; with --repeats the commands alternate and each row reports its median run
 (every run is kept in the JSON). Data-Juicer runs its equivalent five operators with np=1; vlcurate runs its
@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "web_captions_10k.parquet"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "web_captions_10k.parquet"
 RESULTS = Path(__file__).resolve().parent / "results" / "text_process.json"
 # Peak RSS of a command and its children, measured by a tiny wrapper process.
 MEASURE = (

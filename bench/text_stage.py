@@ -1,22 +1,23 @@
 """Text-stage throughput, single core, in-process: captions/s through the cleaning steps on Pair records.
 
-Runs the 10k web alt texts (shared/data/web_captions_10k.parquet) repeated to >= --n captions through
+Runs the 10k web alt texts (tests/data/web_captions_10k.parquet) repeated to >= --n captions through
 - `text stage`: every text step of DEFAULT_CHAIN (normalize_caption ... language) through the pipeline's
   own segment runner (RunSteps over batches of 512, stats included, no Beam; a pair stops at its first
   reject),
 - `text stage w/o language`: the same without the language tag, the counterpart of the Data-Juicer
   chain below (which has no language identification),
 - one row per step (time spent inside that step over the whole run, captions it saw),
-and, with `--dj-python /work/djvenv/bin/python`, Data-Juicer's equivalent chain (fix_unicode_mapper,
-clean_html_mapper, clean_links_mapper, special_characters_filter, text_length_filter) in a separate
-venv through `process_batched` / `compute_stats_batched` in one process, measured in the same run.
+and, with `--dj-python PATH/TO/venv/bin/python` (a venv with py-data-juicer), Data-Juicer's equivalent
+chain (fix_unicode_mapper, clean_html_mapper, clean_links_mapper, special_characters_filter,
+text_length_filter) in that venv through `process_batched` / `compute_stats_batched` in one process,
+measured in the same run.
 
 Pair records are built before the clock starts (reading builds them in the pipeline); the language
 model is loaded before it too (its load time is reported). Each variant runs --repeats times; the best
 run is reported (other processes on a shared machine only ever slow a run down). Prints a table and
 writes bench/results/text_stage.json.
 
-    python bench/text_stage.py [--n 100000] [--dj-python /work/djvenv/bin/python]
+    python bench/text_stage.py [--n 100000] [--dj-python PATH/TO/venv/bin/python]
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "web_captions_10k.parquet"
+DEFAULT_DATA = HERE.parent / "tests" / "data" / "web_captions_10k.parquet"
 DJ_BATCH = 1000
 
 

@@ -1,6 +1,8 @@
 """Formatting + exact Qwen-VL tokenization speed, one process vs a 2-process pool.
 
-    python bench/tokenizer_speed.py [--data /work/shared/data/web_captions_10k.parquet] [--repeat 3]
+    python bench/tokenizer_speed.py [--data CAPTIONS.parquet] [--repeat 3]
+
+--data defaults to tests/data/web_captions_10k.parquet (10k real web alt texts, vendored with the tests).
 
 Captions: the TEXT column of the web captions file, --copies times over (enough work to amortize the
 pool's start of a run), with fake image paths `images/00000042.jpg`.
@@ -29,7 +31,9 @@ from vlcurate.formatters.packing import pack_samples
 from vlcurate.formatters.stage1 import format_caption
 from vlcurate.formatters.stage2 import format_stage2_line
 
-DEFAULT_DATA = "/work/shared/data/web_captions_10k.parquet"
+DEFAULT_DATA = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data", "web_captions_10k.parquet"
+)
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "tokenize.json")
 CHUNK = 1000  # items per pool task: enough to amortize pickling, small enough to balance two workers
 
