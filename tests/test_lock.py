@@ -1,0 +1,90 @@
+"""The lock files agree with pyproject.toml, so scripts/setup.sh installs what the ranges promise."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import pathlib
+import re
+
+import pytest
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+SUPPORTED = ("3.10", "3.11", "3.12")
+
+
+def _newer_than_lock():
+    spec = importlib.util.spec_from_file_location("newer_than_lock", ROOT / "scripts" / "newer_than_lock.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _pins(version: str) -> dict[str, str]:
+    """name -> version locked for this Python on Linux x86_64 (markers evaluated)."""
+    env = {
+        "python_version": version,
+        "python_full_version": version + ".0",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "os_name": "posix",
+        "extra": "",
+    }
+    pins = {}
+    for line in (ROOT / "requirements" / f"lock-py{version}.txt").read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)\s*(?:;\s*(.*))?$", line)
+        if match and (match[3] is None or Marker(match[3]).evaluate(env)):
+            pins[re.sub(r"[-_.]+", "-", match[1]).lower()] = match[2]
+    return pins
+
+
+def test_a_lock_file_per_supported_python():
+    assert SpecifierSet(PYPROJECT["project"]["requires-python"]) == SpecifierSet(">=3.10,<3.13")
+    for version in SUPPORTED:
+        assert (ROOT / "requirements" / f"lock-py{version}.txt").is_file()
+
+
+@pytest.mark.parametrize("version", SUPPORTED)
+def test_lock_satisfies_every_range(version):
+    pins = _pins(version)
+    project = PYPROJECT["project"]
+    requirements = project["dependencies"] + project["optional-dependencies"]["dev"]
+    requirements += PYPROJECT["build-system"]["requires"]
+    for text in requirements:
+        req = Requirement(text)
+        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        assert name in pins, f"{name} is missing from lock-py{version}.txt: run scripts/lock.sh"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"lock-py{version}.txt pins {name}=={pins[name]} outside {req.specifier}: run scripts/lock.sh"
+        )
+
+
+def test_every_range_has_a_tested_upper_bound():
+    for text in PYPROJECT["project"]["dependencies"]:
+        req = Requirement(text)
+        assert any(s.operator in ("<", "<=") for s in req.specifier), f"{req.name} has no upper bound"
+
+
+def test_newer_than_lock_names_packages_whose_version_moved():
+    module = _newer_than_lock()
+    pins = module.locked_versions(
+        "# header\napache-beam==2.77.0 ; python_full_version < '3.11'\napache-beam==2.78.0 ; "
+        "python_full_version >= '3.11'\n    # via vlcurate\nPyYAML==6.0.4\nnot-installed-pkg==1.0\n"
+    )
+    assert pins == {"apache-beam": {"2.77.0", "2.78.0"}, "pyyaml": {"6.0.4"}, "not-installed-pkg": {"1.0"}}
+    pyyaml, pytest_version = importlib.metadata.version("pyyaml"), importlib.metadata.version("pytest")
+    assert module.differences({"pyyaml": {"0.0.1"}, "pytest": {pytest_version}}) == [
+        f"pyyaml {pyyaml} (locked 0.0.1)"
+    ]
