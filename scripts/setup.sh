@@ -40,8 +40,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     index=${VLCURATE_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
     torch_v=$(sed -n 's/^torch==\([^ ;]*\).*/\1/p' "$lock" | head -1)
     vision_v=$(sed -n 's/^torchvision==\([^ ;]*\).*/\1/p' "$lock" | head -1)
-    "${pip[@]}" --index-url "$index" "torch==$torch_v+cpu" "torchvision==$vision_v+cpu" || {
-      echo "setup: VLCURATE_TORCH=cpu could not install torch $torch_v+cpu from $index; set VLCURATE_TORCH_INDEX to a reachable mirror or unset VLCURATE_TORCH" >&2
+    # No local label in the pin: the index's CPU build (2.14.1+cpu on Linux x86_64) matches it everywhere.
+    "${pip[@]}" --index-url "$index" "torch==$torch_v" "torchvision==$vision_v" || {
+      echo "setup: VLCURATE_TORCH=cpu could not install torch $torch_v from $index; set VLCURATE_TORCH_INDEX to a reachable mirror or unset VLCURATE_TORCH" >&2
       exit 2
     }
     grep -v -E '^(torch|torchvision|triton|nvidia-[a-z0-9-]+|cuda-[a-z-]+)==' "$lock" >"$VENV/lock-cpu.txt"

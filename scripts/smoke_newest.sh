@@ -35,7 +35,8 @@ else
     echo "Packages newer than requirements/lock-py$py_version.txt: ${newer:-none (the break is elsewhere)}"
     echo "Users who pip install vlcurate outside the lock get these. Fix the code, or cap the package in"
     echo "pyproject.toml, then rerun scripts/lock.sh. Last lines of $log:"
-    tail -n 40 "$log"
+    # Prefixed, so CI never mistakes the smoke run's pytest summary for the gating run's.
+    tail -n 40 "$log" | sed 's/^/  smoke> /'
     echo "$bar"
   } >&2
 fi
