@@ -18,7 +18,11 @@ class Step:
     name: ClassVar[str]
     # Reject reasons this step can give, for stats and documentation.
     reasons: ClassVar[tuple[str, ...]] = ()
-    # Score names this step writes, with histogram ranges (low, high, bins) for stats.json.
+    # Every score name this step writes into `pair.scores` (or, for a threshold filter, decides on): the
+    # fields of the output's `scores` struct, fixed when the pipeline is built so that every Parquet file
+    # of a run has one schema (HF datasets loads a directory only then, and has no type for Arrow maps).
+    score_names: ClassVar[tuple[str, ...]] = ()
+    # Score names with histogram ranges (low, high, bins) for stats.json; a subset of score_names.
     histograms: ClassVar[dict[str, tuple[float, float, int]]] = {}
 
     def apply(self, pair: Pair) -> None:

@@ -73,6 +73,14 @@ class Chain:
                 before[source], model[source], after[source] = steps[:at], steps[at], steps[at + 1 :]
         return before, model, after
 
+    def score_names(self) -> list[str]:
+        """Every score name the run's steps write or decide on, in chain order: the fields of the
+        `scores` struct of each Parquet file the run writes (schemas/arrow.py)."""
+        names: dict[str, None] = {}
+        for steps in self.by_source.values():
+            names.update(dict.fromkeys(name for step in steps for name in step.score_names))
+        return list(names)
+
     def params(self) -> dict[str, dict[str, dict[str, Any]]]:
         """{source: {step: effective parameters}} for info.json."""
         return {src: {s.name: s.params() for s in steps} for src, steps in sorted(self.by_source.items())}

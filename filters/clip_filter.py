@@ -46,6 +46,7 @@ class ClipScore(Step):
 
     name = "clip_score"
     runs_in_pipeline = True
+    score_names = ("clip",)  # written by pipelines/clip.py
 
     def __init__(
         self,
@@ -117,6 +118,8 @@ class ClipFilter(Step):
 
     name = "clip_filter"
     reasons = ("clip_low_score", "clip_no_score")
+    # Read, not written: with clip_score disabled it decides on the `clip` score the input carries.
+    score_names = ("clip",)
     # Cosines of real CLIP models sit in about [0, 0.5]; the tiny synthetic one reaches 0.95.
     histograms: ClassVar[dict[str, tuple[float, float, int]]] = {"clip": (-0.5, 1.0, 75)}
 

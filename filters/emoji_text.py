@@ -63,6 +63,7 @@ class EmojiFilter(Filter):
 
     name = "emoji"
     reasons = ("emoji",)
+    score_names = ("n_emoji",)
     histograms = {"n_emoji": (0.0, 20.0, 20)}
 
     def __init__(self, max_emoji: int = 0, count_text_symbols: bool = False) -> None:

@@ -23,6 +23,7 @@ class MaxPixels(Filter):
 
     name = "max_pixels"
     reasons = ("too_many_pixels",)
+    score_names = ("pixels",)
 
     def __init__(self, max_pixels: int = PIL_MAX_IMAGE_PIXELS) -> None:
         self.max_pixels = max_pixels
@@ -44,6 +45,7 @@ class MinSide(Filter):
 
     name = "min_side"
     reasons = ("too_small",)
+    score_names = ("min_side",)
     histograms = {"min_side": (0.0, 1024.0, 64)}
 
     def __init__(self, min_side: int = 200) -> None:
@@ -67,6 +69,7 @@ class AspectRatio(Filter):
 
     name = "aspect_ratio"
     reasons = ("aspect_ratio",)
+    score_names = ("aspect_ratio",)
     histograms = {"aspect_ratio": (1.0, 6.0, 50)}
 
     def __init__(self, max_ratio: float = 3.0) -> None:

@@ -285,6 +285,7 @@ class LanguageTag(Step):
 
     name = "language"
     reasons = ("language",)
+    score_names = ("lang_prob",)
     histograms = {"lang_prob": (0.0, 1.0, 20)}
 
     def __init__(self, allowed: list[str] | None = None, candidates: list[str] | None = ("en", "zh")) -> None:

@@ -53,6 +53,7 @@ class LengthFilter(Filter):
 
     name = "length"
     reasons = ("too_short", "too_long")
+    score_names = ("n_chars", "n_words", "n_cjk", "chinese")
     histograms = {"n_chars": (0.0, 400.0, 80), "n_words": (0.0, 80.0, 80), "n_cjk": (0.0, 100.0, 50)}
 
     def __init__(

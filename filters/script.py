@@ -76,6 +76,7 @@ class ScriptFilter(Filter):
 
     name = "script"
     reasons = ("disallowed_script",)
+    score_names = ("n_disallowed",)
     histograms = {"n_disallowed": (0.0, 50.0, 50)}
 
     def __init__(

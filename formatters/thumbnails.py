@@ -6,6 +6,8 @@ import io
 
 from PIL import Image, ImageOps
 
+from vlcurate.formatters.shard_images import rgb_on_white
+
 THUMBNAIL_PX = 128  # longer side
 # Never decode more than this for a thumbnail: decompression bombs are among the rejects shown.
 MAX_DECODE_PIXELS = 40_000_000
@@ -20,7 +22,7 @@ def thumbnail_jpeg(image: bytes) -> bytes | None:
             if width * height > MAX_DECODE_PIXELS:
                 return None
             img.draft("RGB", (THUMBNAIL_PX, THUMBNAIL_PX))  # JPEG: decode at a reduced scale
-            small = ImageOps.exif_transpose(img).convert("RGB")
+            small = rgb_on_white(ImageOps.exif_transpose(img))
             small.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
             out = io.BytesIO()
             small.save(out, "JPEG", quality=75)

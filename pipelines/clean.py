@@ -129,9 +129,10 @@ def build_pipeline(
         with_digest = "dedup" in chain.group_steps  # dedup compares image digests
         kept = kept | "DetachImages" >> beam.Map(detach_images, with_digest).with_output_types(PairBatch)
     out = config.output.dir
+    score_names = chain.score_names()  # one scores struct for every Parquet file of the output
     duplicate_files = []  # dedup writes and counts its rejects itself (pipelines/dedup.py)
     if "dedup" in chain.group_steps:
-        deduped = kept | "Dedup" >> Deduplicate(buckets, out, progress_folder)
+        deduped = kept | "Dedup" >> Deduplicate(buckets, out, progress_folder, score_names)
         kept = deduped.kept
         duplicate_files.append(deduped[REJECT_FILES])
         partials.append(deduped[STATS])
@@ -142,8 +143,13 @@ def build_pipeline(
     for i, part in enumerate([kept, *rejects]):
         partials.append(part | f"CountFinal/{i}" >> beam.ParDo(CountFinal()))
     stats = partials | "StatsPartials" >> beam.Flatten() | "MergeStats" >> beam.CombineGlobally(MergeStats())
-    shards = kept | "WriteShards" >> WriteKeptShards(out, config.output.pairs_per_shard)
-    reject_files = [tuple(rejects) | "WriteRejects" >> WriteRejects(out, buckets), *duplicate_files]
+    shards = kept | "WriteShards" >> WriteKeptShards(
+        out, config.output.pairs_per_shard, score_names, config.output.image_format
+    )
+    reject_files = [
+        tuple(rejects) | "WriteRejects" >> WriteRejects(out, buckets, score_names),
+        *duplicate_files,
+    ]
     reject_files = reject_files | "AllRejectFiles" >> beam.Flatten()
     info = {
         "kind": "vlcurate.clean",

@@ -12,7 +12,7 @@ shuffle (on caption-only data with many repeats that cost ~0.5 s of a 7 s run).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.typehints import KV, List, Tuple
@@ -45,8 +45,11 @@ def _split_by_bucket(batch: PairBatch, buckets: int) -> Iterator[tuple[int, tupl
 
 
 class _MarkBucket(beam.DoFn):
-    def __init__(self, directory: str, buckets: int, progress_folder: str | None) -> None:
+    def __init__(
+        self, directory: str, buckets: int, progress_folder: str | None, score_names: Sequence[str]
+    ) -> None:
         self.directory, self.buckets, self.progress_folder = directory, buckets, progress_folder
+        self.score_names = list(score_names)
 
     def setup(self) -> None:
         self._progress = ProgressCounter(self.progress_folder, "rejected") if self.progress_folder else None
@@ -79,7 +82,9 @@ class _MarkBucket(beam.DoFn):
         if duplicates:
             for pair in duplicates:
                 self._stats.observe_final(pair)
-            written = write_reject_file(self.directory, index, self.buckets, duplicates, prefix="duplicates")
+            written = write_reject_file(
+                self.directory, index, self.buckets, duplicates, self.score_names, prefix="duplicates"
+            )
             yield beam.pvalue.TaggedOutput(REJECT_FILES, written)
             if self._progress is not None:
                 self._progress.add(len(duplicates))
@@ -95,11 +100,19 @@ class Deduplicate(beam.PTransform):
     """Batches of kept pairs in; outputs main (unique pairs, as batches), REJECT_FILES (one manifest row
     per file of duplicates written under `directory`) and STATS partials, which count the duplicates as
     final rejects. `buckets` is fixed when the pipeline is built (write.buckets_for_input); with
-    `progress_folder` the duplicates count as rejected in the progress lines."""
+    `progress_folder` the duplicates count as rejected in the progress lines. `score_names`: the run's
+    (the duplicates files' scores fields, as in every reject file)."""
 
-    def __init__(self, buckets: int, directory: str, progress_folder: str | None = None) -> None:
+    def __init__(
+        self,
+        buckets: int,
+        directory: str,
+        progress_folder: str | None = None,
+        score_names: Sequence[str] = (),
+    ) -> None:
         super().__init__()
         self.buckets, self.directory, self.progress_folder = buckets, directory, progress_folder
+        self.score_names = list(score_names)
 
     def expand(self, batches):
         marked = (
@@ -110,9 +123,9 @@ class Deduplicate(beam.PTransform):
             )
             | "Group" >> beam.GroupByKey()
             | "Mark"
-            >> beam.ParDo(_MarkBucket(self.directory, self.buckets, self.progress_folder)).with_outputs(
-                REJECT_FILES, STATS, main="kept"
-            )
+            >> beam.ParDo(
+                _MarkBucket(self.directory, self.buckets, self.progress_folder, self.score_names)
+            ).with_outputs(REJECT_FILES, STATS, main="kept")
         )
         of_batches(marked.kept)
         return marked

@@ -87,7 +87,7 @@ def read_file(source: SourceConfig, path: str) -> Iterator[Pair]:
             if source.format == "webdataset":
                 at = rereadable_path(path)
                 for key, files, offsets in iter_samples(fh):
-                    yield pair_from_sample(source, key, files, at, offsets)
+                    yield pair_from_sample(source, key, files, at, offsets, tar=path)
             elif source.format == "parquet":
                 yield from _read_parquet(source, path, fh)
             else:
@@ -101,7 +101,8 @@ def _read_parquet(source: SourceConfig, path: str, fh) -> Iterator[Pair]:
     row_number, stem = 0, _stem(path)
     for batch in pq.ParquetFile(fh).iter_batches(batch_size=_BATCH_ROWS):
         for row in batch.to_pylist():
-            yield pair_from_row(source, row, f"{stem}-{row_number:09d}", folder)
+            at = f"{path}#row={row_number}"
+            yield pair_from_row(source, row, f"{stem}-{row_number:09d}", folder, at)
             row_number += 1
 
 

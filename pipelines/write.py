@@ -15,13 +15,14 @@ from __future__ import annotations
 import io
 import itertools
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.typehints import KV
 
-from vlcurate.formatters.webdataset import EXTENSION_OF_FORMAT, TarShardWriter
+from vlcurate.formatters.shard_images import StoredImage, stored_image
+from vlcurate.formatters.webdataset import TarShardWriter
 from vlcurate.pipelines.image_spans import SpanReader
 from vlcurate.pipelines.output import atomic_writer, ensure_dir, join, write_bytes_atomic
 from vlcurate.schemas.arrow import SORTED_JSON, kept_table, reject_table
@@ -53,8 +54,9 @@ def parquet_bytes(table) -> bytes:
     return buffer.getvalue()
 
 
-def sample_json(pair: Pair, key: str) -> bytes:
-    """The `.json` member: img2dataset's fields plus vlcurate's (uid, scores, sizes)."""
+def sample_json(pair: Pair, key: str, stored: StoredImage | None = None) -> bytes:
+    """The `.json` member: img2dataset's fields plus vlcurate's (uid, scores, sizes, and the format of the
+    stored image next to the input's, `stored` being what the shard holds)."""
     fields = {
         **pair.meta,
         "key": key,
@@ -66,41 +68,64 @@ def sample_json(pair: Pair, key: str) -> bytes:
         "height": pair.height,
         "lang": pair.lang,
         "scores": pair.scores,  # SORTED_JSON sorts the keys of nested objects too
+        "image_format": stored.format if stored is not None else None,
+        "original_image_format": pair.image_format,
     }
+    if stored is not None and stored.error is not None:
+        fields["image_reencode_error"] = stored.error
     return SORTED_JSON.encode(fields).encode("utf-8")
 
 
-def write_kept_shard(directory: str, index: int, count: int, per_shard: int, pairs: Iterable[Pair]) -> dict:
-    """Streams the tar to its file: images read back from their input files pass through one at a time."""
+def write_kept_shard(
+    directory: str,
+    index: int,
+    count: int,
+    per_shard: int,
+    pairs: Iterable[Pair],
+    score_names: Sequence[str],
+    image_format: str = "jpg",
+) -> dict:
+    """Streams the tar to its file: images read back from their input files pass through one at a time.
+    `score_names`: the run's (the Parquet twin's scores fields); `image_format`: output.image_format, "jpg"
+    (images re-encoded where they are not JPEG, formatters/shard_images.py) or "keep"."""
     pairs = sorted(pairs, key=lambda p: p.uid)
     name = shard_name(index, count)
     width = max(4, len(str(per_shard)) + 1)
     keys = [f"{name}{i:0{width}d}" for i in range(len(pairs))]
     folder = join(directory, "shards")
     ensure_dir(folder)
+    formats: list[str | None] = []  # what each stored image is
     with (
         atomic_writer(join(folder, f"{name}.tar")) as fh,
         TarShardWriter(fh) as writer,
         SpanReader() as images,
     ):
         for pair, key in zip(pairs, keys):
-            files = {"txt": pair.caption.encode("utf-8"), "json": sample_json(pair, key)}
-            image = images.image(pair)
-            if image is not None:  # text-only sources have none
-                files = {EXTENSION_OF_FORMAT.get(pair.image_format or "", "img"): image, **files}
+            image = images.image(pair)  # None for text-only sources
+            stored = None if image is None else stored_image(image, pair.image_format, image_format != "keep")
+            files = {"txt": pair.caption.encode("utf-8"), "json": sample_json(pair, key, stored)}
+            if stored is not None:
+                files = {stored.ext: stored.data, **files}
+            formats.append(None if stored is None else stored.format)
             writer.add(key, files)
-    write_bytes_atomic(join(folder, f"{name}.parquet"), parquet_bytes(kept_table(pairs, keys)))
+    table = kept_table(pairs, keys, score_names, formats)
+    write_bytes_atomic(join(folder, f"{name}.parquet"), parquet_bytes(table))
     return {"shard": f"shards/{name}.tar", "metadata": f"shards/{name}.parquet", "pairs": len(pairs)}
 
 
 def write_reject_file(
-    directory: str, index: int, count: int, pairs: Iterable[Pair], prefix: str = "rejects"
+    directory: str,
+    index: int,
+    count: int,
+    pairs: Iterable[Pair],
+    score_names: Sequence[str],
+    prefix: str = "rejects",
 ) -> dict:
     pairs = sorted(pairs, key=lambda p: p.uid)
     name = f"{prefix}-{shard_name(index, count)}.parquet"
     folder = join(directory, "rejects")
     ensure_dir(folder)
-    write_bytes_atomic(join(folder, name), parquet_bytes(reject_table(pairs)))
+    write_bytes_atomic(join(folder, name), parquet_bytes(reject_table(pairs, score_names)))
     return {"file": f"rejects/{name}", "pairs": len(pairs)}
 
 
@@ -158,15 +183,17 @@ def _pairs(parts: Iterable[PairBatch]) -> Iterator[Pair]:
 
 class WriteKeptShards(beam.PTransform):
     """Batches of kept pairs -> shards/NNNNN.tar + shards/NNNNN.parquet; outputs one manifest row per
-    shard."""
+    shard. `score_names` and `image_format`: see write_kept_shard."""
 
-    def __init__(self, directory: str, per_shard: int) -> None:
+    def __init__(self, directory: str, per_shard: int, score_names: Sequence[str], image_format: str = "jpg"):
         super().__init__()
         self.directory, self.per_shard = directory, per_shard
+        self.score_names, self.image_format = list(score_names), image_format
 
     def expand(self, pairs):
         total = pairs | "Count" >> CountPairs()
         directory, per_shard = self.directory, self.per_shard
+        score_names, image_format = self.score_names, self.image_format
         return (
             pairs
             | "Bucket"
@@ -177,7 +204,13 @@ class WriteKeptShards(beam.PTransform):
             | "Write"
             >> beam.Map(
                 lambda kv, n: write_kept_shard(
-                    directory, kv[0], shard_count(n, per_shard), per_shard, _pairs(kv[1])
+                    directory,
+                    kv[0],
+                    shard_count(n, per_shard),
+                    per_shard,
+                    _pairs(kv[1]),
+                    score_names,
+                    image_format,
                 ),
                 beam.pvalue.AsSingleton(total),
             )
@@ -185,15 +218,16 @@ class WriteKeptShards(beam.PTransform):
 
 
 class WriteRejects(beam.PTransform):
-    """Batches of rejected pairs -> rejects/rejects-NNNNN.parquet; outputs one manifest row per file."""
+    """Batches of rejected pairs -> rejects/rejects-NNNNN.parquet; outputs one manifest row per file.
+    `score_names`: the run's (the scores struct's fields)."""
 
-    def __init__(self, directory: str, files: int) -> None:
+    def __init__(self, directory: str, files: int, score_names: Sequence[str]) -> None:
         super().__init__()
-        self.directory, self.files = directory, files
+        self.directory, self.files, self.score_names = directory, files, list(score_names)
 
     def expand(self, parts):
         """`parts`: one PCollection of batches, or several (bucketed each before they meet)."""
-        directory, files = self.directory, self.files
+        directory, files, score_names = self.directory, self.files, self.score_names
         parts = parts if isinstance(parts, tuple) else (parts,)
         keyed = [
             part | f"Bucket/{i}" >> beam.FlatMap(split_by_uid, files).with_output_types(KV[int, PairBatch])
@@ -203,5 +237,6 @@ class WriteRejects(beam.PTransform):
             keyed
             | "Parts" >> beam.Flatten(pipeline=parts[0].pipeline)
             | "Group" >> beam.GroupByKey()
-            | "Write" >> beam.Map(lambda kv: write_reject_file(directory, kv[0], files, _pairs(kv[1])))
+            | "Write"
+            >> beam.Map(lambda kv: write_reject_file(directory, kv[0], files, _pairs(kv[1]), score_names))
         )

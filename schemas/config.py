@@ -17,6 +17,7 @@ import yaml
 from vlcurate.schemas.errors import ConfigError, unknown_name_error
 
 INPUT_FORMATS = ("webdataset", "parquet", "jsonl", "csv")
+OUTPUT_IMAGE_FORMATS = ("jpg", "keep")
 
 
 @dataclasses.dataclass
@@ -59,10 +60,16 @@ class OutputConfig:
     # Kept images in local uncompressed input files are read back by the shard writer rather than
     # carried through its shuffle (pipelines/image_spans.py); false carries them (input may change).
     reread_images: bool = True
+    # "jpg": kept images that are not JPEG are re-encoded as JPEG (quality 95, alpha onto white), so every
+    # shard has one image extension, which HF datasets' webdataset loader requires; "keep": the input's
+    # bytes and extensions (formatters/shard_images.py). Shards record the original format either way.
+    image_format: str = "jpg"
 
     def __post_init__(self) -> None:
         if self.pairs_per_shard < 1:
             raise ConfigError("output.pairs_per_shard must be >= 1.")
+        if self.image_format not in OUTPUT_IMAGE_FORMATS:
+            raise unknown_name_error("output.image_format", self.image_format, OUTPUT_IMAGE_FORMATS)
 
 
 @dataclasses.dataclass

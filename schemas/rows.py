@@ -27,10 +27,12 @@ def pair_from_sample(
     files: dict[str, bytes],
     path: str | None = None,
     offsets: dict[str, int] | None = None,
+    tar: str | None = None,
 ) -> Pair:
     """A WebDataset sample (`key.jpg` + `key.txt` + `key.json`) as img2dataset writes it. With the tar's
-    `path` and the members' `offsets` in it, the image's ImageSpan is recorded."""
-    key = key.rsplit("/", 1)[-1]
+    `path` and the members' `offsets` in it, the image's ImageSpan is recorded; with the tar's name as
+    read (`tar`), the image's `image_ref` is `<tar>#<member>`, so a rejected image can be found."""
+    member_key, key = key, key.rsplit("/", 1)[-1]
     meta: dict[str, Any] = {}
     if "json" in files:
         try:
@@ -61,6 +63,7 @@ def pair_from_sample(
         caption=caption,
         caption_raw=caption,
         image=files[image_ext] if image_ext else None,
+        image_ref=f"{tar}#{member_key}.{image_ext}" if image_ext and tar is not None else None,
         image_span=span,
         lang=lang if isinstance(lang, str) else None,
         scores=scores,
@@ -69,9 +72,13 @@ def pair_from_sample(
     return pair
 
 
-def pair_from_row(source: SourceConfig, row: dict[str, Any], fallback_key: str, file_dir: str) -> Pair:
+def pair_from_row(
+    source: SourceConfig, row: dict[str, Any], fallback_key: str, file_dir: str, at: str | None = None
+) -> Pair:
     """A Parquet/JSONL/CSV row. The image column holds bytes, an HF-datasets {bytes, path} struct, or a
-    path (relative paths resolve against `image_root`, else the input file's folder)."""
+    path (relative paths resolve against `image_root`, else the input file's folder). Bytes held in the
+    row get `at` (where the row is, e.g. `file.parquet#row=17`) as their `image_ref`, so a rejected image
+    can be found."""
     key_value = row.get(source.key_column)
     key = _replace_bad_bytes(str(key_value)) if key_value not in (None, "") else fallback_key
     caption = row.get(source.caption_column)
@@ -98,6 +105,8 @@ def pair_from_row(source: SourceConfig, row: dict[str, Any], fallback_key: str, 
         image_ref = value
     if image is None and image_ref is not None:
         image_ref = resolve_image_path(image_ref, source.image_root or file_dir)
+    elif image is not None and at is not None:
+        image_ref = at  # an HF {bytes, path} struct's path names the original file, not this copy
     own = {source.key_column, source.caption_column, source.image_column} - {None}
     meta = {k: _jsonable(v) for k, v in row.items() if k not in own}
     return Pair(

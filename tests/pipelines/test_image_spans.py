@@ -100,7 +100,7 @@ def test_an_input_changed_during_the_run_fails_the_write_loudly(stored, tmp_path
         fh.seek(pairs[1].image_span.offset + 3)
         fh.write(b"X")
     with pytest.raises(ImageChangedError, match=r"images\.bin changed while the run was going.*s/1"):
-        write.write_kept_shard(str(tmp_path / "out"), 0, 1, 10, pairs)
+        write.write_kept_shard(str(tmp_path / "out"), 0, 1, 10, pairs, [])
     assert os.listdir(tmp_path / "out" / "shards") == []  # no shard, not even a partial one
     os.remove(path)
     with pytest.raises(ImageChangedError, match=r"cannot reopen input file .*images\.bin"):

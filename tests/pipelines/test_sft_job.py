@@ -53,7 +53,7 @@ def _clean_output(directory: str) -> None:
             ]
         )
     ]
-    write_kept_shard(directory, 0, 1, 1000, pairs)
+    write_kept_shard(directory, 0, 1, 1000, pairs, [])
     open(os.path.join(directory, COMPLETED), "w").close()
 
 

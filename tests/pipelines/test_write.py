@@ -1,3 +1,6 @@
+import json
+
+from vlcurate.formatters.shard_images import StoredImage
 from vlcurate.pipelines.write import (
     BYTES_PER_BUCKET,
     MAX_BUCKETS,
@@ -38,11 +41,16 @@ def test_a_samples_json_member_has_sorted_keys_at_every_level_and_keeps_its_meta
         caption="a red circle",
         caption_raw="A red circle!",
         lang="en",
+        image_format="PNG",
         scores={"n_words": 3.0, "clip": 0.31, "lang_prob": 0.99},  # in the order the steps wrote them
         meta={"url": "https://example.com/7.jpg", "similarity": 0.3},
     )
-    assert sample_json(pair, "000000007") == (
-        b'{"caption": "a red circle", "caption_raw": "A red circle!", "height": null, "key": "000000007", '
-        b'"lang": "en", "scores": {"clip": 0.31, "lang_prob": 0.99, "n_words": 3.0}, "similarity": 0.3, '
+    stored = StoredImage(b"\xff\xd8\xff", "jpg", "JPEG")  # the PNG re-encoded
+    assert sample_json(pair, "000000007", stored) == (
+        b'{"caption": "a red circle", "caption_raw": "A red circle!", "height": null, "image_format": "JPEG", '
+        b'"key": "000000007", "lang": "en", "original_image_format": "PNG", '
+        b'"scores": {"clip": 0.31, "lang_prob": 0.99, "n_words": 3.0}, "similarity": 0.3, '
         b'"source": "web", "uid": "web/7", "url": "https://example.com/7.jpg", "width": null}'
     )
+    failed = StoredImage(b"GIF89a", "gif", "GIF", error="OSError: broken data stream")
+    assert json.loads(sample_json(pair, "000000007", failed))["image_reencode_error"] == failed.error
