@@ -7,7 +7,7 @@ import torch
 
 from vlcurate.model.clip_tokens import FastClipTokenizer
 
-WEB_CAPTIONS = Path(__file__).resolve().parents[3] / "shared" / "data" / "web_captions_10k.parquet"
+WEB_CAPTIONS = Path(__file__).resolve().parents[1] / "data" / "web_captions_10k.parquet"
 EDGE_CASES = [
     "",
     "   A Dog   ON the  grass  ",
