@@ -7,7 +7,7 @@ import pickle
 import pytest
 
 from vlcurate.filters.base import Cleaner
-from vlcurate.filters.chain import DEFAULT_CHAIN, build_chain
+from vlcurate.filters.chain import DEFAULT_CHAIN, MODEL_STEPS, build_chain
 from vlcurate.filters.registry import build_step, parameter_names, step_class
 from vlcurate.schemas.config import CleanConfig, SourceConfig
 from vlcurate.schemas.errors import ConfigError
@@ -115,3 +115,45 @@ def test_cleaners_keep_an_unchanged_caption_as_the_same_object(name):
     for step in ("normalize_caption", "clean_html"):
         build_step(step).apply(changed)
     assert changed.caption == "a red bicycle" and changed.caption_raw == "a  red <b>bicycle</b>"
+
+
+# clip_score's scores are written by pipelines/clip.py; clip_filter only decides on them.
+_WRITTEN_ELSEWHERE = {"clip_score", "clip_filter"}
+
+
+@pytest.mark.parametrize("name", DEFAULT_CHAIN + MODEL_STEPS)
+def test_a_step_declares_exactly_the_scores_it_writes(name):
+    # The declared names become the fields of every output's scores struct (schemas/arrow.py): a score
+    # written but not declared would land in meta, a declared one never written would be an empty column.
+    cls = step_class(name)
+    assert isinstance(cls.score_names, tuple) and set(cls.histograms) <= set(cls.score_names)
+    pairs = [
+        Pair(uid="s/1", source="s", caption="A red car parked on a street", width=640, height=480),
+        Pair(uid="s/2", source="s", caption="红色的汽车停在街上", width=300, height=900),
+    ]
+    step = build_step(name)
+    written: set[str] = set()
+    for pair in pairs:
+        if name not in _WRITTEN_ELSEWHERE:
+            step.apply(pair)
+        written.update(pair.scores)
+    assert written == (set() if name in _WRITTEN_ELSEWHERE else set(cls.score_names))
+
+
+def test_the_chain_lists_its_score_names_in_step_order():
+    chain = build_chain(_config())
+    assert chain.score_names() == [
+        "n_disallowed",
+        "n_emoji",
+        "n_chars",
+        "n_words",
+        "n_cjk",
+        "chinese",
+        "lang_prob",
+        "pixels",
+        "min_side",
+        "aspect_ratio",
+        "clip",
+    ]
+    text_only = build_chain(_config(), DEFAULT_CHAIN[:8])  # the text steps only
+    assert text_only.score_names() == chain.score_names()[:7]
