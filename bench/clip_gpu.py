@@ -358,7 +358,8 @@ def written_scores(out: str) -> dict[str, float]:
         os.path.join(out, "rejects", "*.parquet")
     ):
         for row in pq.read_table(path, columns=["uid", "scores"]).to_pylist():
-            scores[row["uid"]] = dict(row["scores"] or []).get("clip", math.nan)
+            clip = (row["scores"] or {}).get("clip")  # a struct of the run's score names, null if none
+            scores[row["uid"]] = math.nan if clip is None else clip
     return scores
 
 
