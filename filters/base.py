@@ -24,6 +24,9 @@ class Step:
     score_names: ClassVar[tuple[str, ...]] = ()
     # Score names with histogram ranges (low, high, bins) for stats.json; a subset of score_names.
     histograms: ClassVar[dict[str, tuple[float, float, int]]] = {}
+    # Steps whose output this one filters on: {step name: what it provides, e.g. "CLIP scores"}. Disabling
+    # such a step while this one runs would reject (or pass) every pair, so the chain refuses it at start-up.
+    needs: ClassVar[dict[str, str]] = {}
 
     def apply(self, pair: Pair) -> None:
         raise NotImplementedError

@@ -7,11 +7,12 @@ survivors (DESIGN.md, "The flow").
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Collection
 from typing import Any
 
 from vlcurate.filters.base import Step
 from vlcurate.filters.registry import build_step, check_params, step_class
-from vlcurate.schemas.config import CleanConfig
+from vlcurate.schemas.config import CleanConfig, SourceConfig
 from vlcurate.schemas.errors import ConfigError, unknown_name_error
 
 DEFAULT_CHAIN: tuple[str, ...] = (
@@ -86,10 +87,17 @@ class Chain:
         return {src: {s.name: s.params() for s in steps} for src, steps in sorted(self.by_source.items())}
 
 
-def build_chain(config: CleanConfig, chain: tuple[str, ...] = DEFAULT_CHAIN + MODEL_STEPS) -> Chain:
-    """Validates step names and parameters (global and per source) and builds the steps.
+def build_chain(
+    config: CleanConfig,
+    chain: tuple[str, ...] = DEFAULT_CHAIN + MODEL_STEPS,
+    carried: Callable[[SourceConfig], Collection[str]] | None = None,
+    cli_disable: Collection[str] = (),
+) -> Chain:
+    """Validates step names, parameters (global and per source) and what the steps need, then builds them.
 
-    Raises ConfigError before any data is read.
+    Raises ConfigError before any data is read. `carried(source)`: the score names a source's input
+    already carries (vlcurate's own shards), for check_needs; `cli_disable`: the steps --disable named,
+    so that a message shows the fix in the form the user wrote.
     """
     for name in config.disable:
         if name not in chain and name not in GROUP_STEPS:
@@ -107,12 +115,14 @@ def build_chain(config: CleanConfig, chain: tuple[str, ...] = DEFAULT_CHAIN + MO
         if name not in chain:
             raise unknown_name_error("step", name, chain, "steps")
         check_params(name, params, f"steps.{name}")
-    by_source: dict[str, list[Step]] = {}
     for source in config.sources:
         for name, params in source.steps.items():
             if name not in chain:
                 raise unknown_name_error("step", name, chain, f"source {source.name!r} steps")
             check_params(name, params, f"source {source.name!r} steps.{name}")
+    check_needs(names, config, carried, cli_disable)
+    by_source: dict[str, list[Step]] = {}
+    for source in config.sources:
         by_source[source.name] = [
             build_step(n, {**config.steps.get(n, {}), **source.steps.get(n, {})}, f"source {source.name!r}")
             for n in names
@@ -120,3 +130,29 @@ def build_chain(config: CleanConfig, chain: tuple[str, ...] = DEFAULT_CHAIN + MO
     for name in names:
         step_class(name)
     return Chain(names, by_source, [n for n in GROUP_STEPS if n not in config.disable])
+
+
+def check_needs(
+    names: list[str],
+    config: CleanConfig,
+    carried: Callable[[SourceConfig], Collection[str]] | None = None,
+    cli_disable: Collection[str] = (),
+) -> None:
+    """Refuses a disabled step whose output a step still on filters on (`Step.needs`): clip_filter without
+    clip_score would reject every pair as clip_no_score. Inputs that carry the scores the disabled step
+    writes stand in for it (re-tuning a threshold on vlcurate's own shards without the GPU step)."""
+    for needed in dict.fromkeys(config.disable):
+        readers = [n for n in names if needed in step_class(n).needs]
+        if not readers:
+            continue
+        writes = set(step_class(needed).score_names)
+        if writes and carried is not None and all(writes <= set(carried(s)) for s in config.sources):
+            continue
+        what = step_class(readers[0]).needs[needed]
+        why = f"{'it filters' if len(readers) == 1 else 'they filter'} on {what}"
+        steps = [needed, *readers]
+        if needed in cli_disable:  # the fix in the form the user wrote
+            given, fix = f"--disable {needed}", f"--disable {','.join(steps)}"
+        else:
+            given, fix = f"disable: [{needed}]", f"disable: [{', '.join(steps)}]"
+        raise ConfigError(f"{given} also needs {', '.join(readers)} disabled ({why}): use {fix}")

@@ -118,6 +118,7 @@ class ClipFilter(Step):
 
     name = "clip_filter"
     reasons = ("clip_low_score", "clip_no_score")
+    needs = {"clip_score": "CLIP scores"}  # or the input's own (build_chain checks which)
     # Read, not written: with clip_score disabled it decides on the `clip` score the input carries.
     score_names = ("clip",)
     # Cosines of real CLIP models sit in about [0, 0.5]; the tiny synthetic one reaches 0.95.

@@ -23,6 +23,7 @@ class MaxPixels(Filter):
 
     name = "max_pixels"
     reasons = ("too_many_pixels",)
+    needs = {"probe_image": "the image size"}
     score_names = ("pixels",)
 
     def __init__(self, max_pixels: int = PIL_MAX_IMAGE_PIXELS) -> None:
@@ -45,6 +46,7 @@ class MinSide(Filter):
 
     name = "min_side"
     reasons = ("too_small",)
+    needs = {"probe_image": "the image size"}
     score_names = ("min_side",)
     histograms = {"min_side": (0.0, 1024.0, 64)}
 
@@ -69,6 +71,7 @@ class AspectRatio(Filter):
 
     name = "aspect_ratio"
     reasons = ("aspect_ratio",)
+    needs = {"probe_image": "the image size"}
     score_names = ("aspect_ratio",)
     histograms = {"aspect_ratio": (1.0, 6.0, 50)}
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from typing import Any
 
 from vlcurate.filters.base import Step
 from vlcurate.schemas.errors import ConfigError, unknown_name_error
+from vlcurate.schemas.typecheck import check_value
 
 STEPS: dict[str, type[Step]] = {}
 
@@ -25,18 +27,51 @@ def step_class(name: str) -> type[Step]:
     return STEPS[name]
 
 
-def parameter_names(name: str) -> list[str]:
+def parameters(name: str) -> dict[str, inspect.Parameter]:
     init = step_class(name).__init__
     if init is object.__init__:  # no constructor of its own: the step takes no parameters
-        return []
-    return [p for p in inspect.signature(init).parameters if p != "self"]
+        return {}
+    return {n: p for n, p in inspect.signature(init).parameters.items() if n != "self"}
 
 
-def check_params(name: str, params: dict[str, Any], where: str = "") -> None:
-    valid = parameter_names(name)
+def parameter_names(name: str) -> list[str]:
+    return list(parameters(name))
+
+
+def parameter_types(name: str) -> dict[str, Any]:
+    """{parameter: its constructor annotation}; an unannotated parameter takes anything."""
+    init = step_class(name).__init__
+    hints = typing.get_type_hints(init) if init is not object.__init__ else {}
+    return {n: hints.get(n, Any) for n in parameters(name)}
+
+
+def check_params(name: str, params: Any, where: str = "") -> None:
+    """Refuses, before any data is read, parameters that are not a mapping, unknown ones, and values that
+    do not fit the constructor's annotations: a step given a wrong type would reject every pair."""
+    place = where or f"steps.{name}"
+    if not isinstance(params, dict):
+        raise ConfigError(
+            f"config: {place} must be a mapping of parameters, {_mapping_example(name, params)}"
+        )
+    types = parameter_types(name)
     for key in params:
-        if key not in valid:
-            raise unknown_name_error(f"parameter of step {name!r}", key, valid, where)
+        if key not in types:
+            raise unknown_name_error(f"parameter of step {name!r}", key, types, where)
+    for key, value in params.items():
+        check_value(types[key], value, f"config: {place}.{key}")
+
+
+def _mapping_example(name: str, given: Any) -> str:
+    """'e.g. min_side: {min_side: 256}': the given scalar as the value when the step takes just one
+    parameter (what the user meant), else the first parameter's default."""
+    params = parameters(name)
+    if not params:
+        return f"but {name} takes none: leave it out"
+    first, param = next(iter(params.items()))
+    plain = (str, int, float, bool)
+    value = given if len(params) == 1 and isinstance(given, plain) else param.default
+    shown = str(value).lower() if isinstance(value, bool) else value if isinstance(value, plain) else "..."
+    return f"e.g. {name}: {{{first}: {shown}}}"
 
 
 def build_step(name: str, params: dict[str, Any] | None = None, where: str = "") -> Step:

@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from typing import Any
 
 import apache_beam as beam
@@ -28,7 +29,7 @@ from vlcurate.pipelines.output import (
     write_json,
 )
 from vlcurate.pipelines.progress import ProgressPrinter, ProgressTap, worker_logs_to_file
-from vlcurate.pipelines.read import ReadSource
+from vlcurate.pipelines.read import ReadSource, carried_scores
 from vlcurate.pipelines.steps import REJECTED, STATS, CountFinal, MergeStats, RunSteps
 from vlcurate.pipelines.write import WriteKeptShards, WriteRejects, buckets_for_input
 from vlcurate.schemas.batch import PairBatch
@@ -184,14 +185,19 @@ def warn_about_bundled_clip(chain: Chain) -> None:
         )
 
 
-def run_clean(config: CleanConfig, beam_args: list[str] | None = None, progress: bool = True) -> dict:
+def run_clean(
+    config: CleanConfig,
+    beam_args: list[str] | None = None,
+    progress: bool = True,
+    cli_disable: Collection[str] = (),
+) -> dict:
     """Runs the clean pipeline to completion and returns stats.json's content. Config errors raise
-    before any data is read."""
-    chain = build_chain(config)
-    options = pipeline_options(config.workers, beam_args)
+    before any data is read. `cli_disable`: the steps --disable named (messages show that form)."""
+    options = pipeline_options(config.workers, beam_args, config_paths(config))
+    chain = build_chain(config, carried=carried_scores, cli_disable=cli_disable)
     readers = [ReadSource(source) for source in config.sources]  # matches files, checks columns
-    warn_about_bundled_clip(chain)
     prepare_output_dir(config.output.dir, config.output.overwrite)
+    warn_about_bundled_clip(chain)  # after every check: a failing run prints its error alone
     local = is_local(options)
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
@@ -212,6 +218,16 @@ def run_clean(config: CleanConfig, beam_args: list[str] | None = None, progress:
         file=sys.stderr,
     )
     return stats
+
+
+def config_paths(config: CleanConfig) -> list[str]:
+    """Every path a config names: input patterns, image roots and the output directory."""
+    sources = config.sources
+    return [
+        *(p for s in sources for p in s.paths),
+        *(s.image_root for s in sources if s.image_root),
+        config.output.dir,
+    ]
 
 
 def default_config(inputs: list[str], output: str, input_format: str) -> CleanConfig:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -238,12 +239,21 @@ def run_format(
 ) -> dict:
     if stage not in (1, 2):
         raise ConfigError(f"--stage must be 1 or 2, not {stage}.")
+    options = pipeline_options(workers, beam_args, [*inputs, out])
     if stage == 1:
         for directory in inputs:
             require_completed(directory)
-    elif not any(r.metadata_list for pattern in inputs for r in FileSystems.match([pattern])):
-        raise ConfigError(f"no stage-2 JSONL file matches {inputs}; see formatters/stage2.py for the schema.")
-    options = pipeline_options(workers, beam_args)
+    else:
+        for pattern in inputs:
+            if os.path.isdir(pattern):  # it would match the folder itself, which no reader can open
+                folder = pattern.rstrip("/")
+                raise ConfigError(
+                    f"--input {folder} is a directory; stage 2 reads JSONL files: pass '{folder}/*.jsonl'"
+                )
+        if not any(r.metadata_list for pattern in inputs for r in FileSystems.match([pattern])):
+            raise ConfigError(
+                f"no stage-2 JSONL file matches {inputs}; see formatters/stage2.py for the schema."
+            )
     prepare_output_dir(out, overwrite)
     info = {
         "kind": f"vlcurate.format.stage{stage}",

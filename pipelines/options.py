@@ -1,24 +1,44 @@
-"""Beam pipeline options: in-process FnApiRunner by default, multi-process with --workers N."""
+"""Beam pipeline options: in-process FnApiRunner by default, multi-process with --workers N. Flags and
+paths are checked before anything runs: unknown flags, and remote paths or runners whose Beam extra is
+missing, fail with one line."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import difflib
 import gc
+import importlib
 import inspect
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from vlcurate.pipelines.beam_fixes import guard_timed_flush, stop_workers_together
+from vlcurate.schemas.errors import ConfigError
 
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
 
+# Remote paths Beam reads through an optional extra: scheme -> (the client module its filesystem imports,
+# the extra, how to install it). Beam's filesystems import without them and fail only at the first match.
+SCHEME_EXTRAS = {
+    "gs://": ("google.cloud.storage", "gcp", "pip install 'vlcurate[gcp]'"),
+    "s3://": ("boto3", "aws", "pip install 'apache-beam[aws]'"),
+    "azfs://": ("azure.storage.blob", "azure", "pip install 'apache-beam[azure]'"),
+}
+# What DataflowRunner imports to submit a job (part of the gcp extra).
+DATAFLOW_CLIENT = "apache_beam.runners.dataflow.internal.apiclient"
 
-def pipeline_options(workers: int = 1, beam_args: list[str] | None = None) -> PipelineOptions:
+
+def pipeline_options(
+    workers: int = 1, beam_args: list[str] | None = None, paths: Iterable[str] = ()
+) -> PipelineOptions:
     """FnApiRunner unless the user names another runner; the default runner would first try to download
     the Prism binary. `workers > 1` runs that many worker processes on this machine, with the fixes for
-    Beam's data-plane race and its one-by-one worker stop installed (pipelines/beam_fixes.py)."""
+    Beam's data-plane race and its one-by-one worker stop installed (pipelines/beam_fixes.py). `paths`
+    (inputs, outputs) and the flags are checked for the Beam extras they need first."""
     args = list(beam_args or [])
+    check_extras(paths, args)
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
         args.append("--runner=FnApiRunner")
     options = PipelineOptions(args)
@@ -32,8 +52,72 @@ def pipeline_options(workers: int = 1, beam_args: list[str] | None = None) -> Pi
 
 
 def is_local(options: PipelineOptions) -> bool:
-    runner = options.view_as(StandardOptions).runner or "FnApiRunner"
-    return runner.split(".")[-1] in LOCAL_RUNNERS
+    return is_local_runner(options.view_as(StandardOptions).runner)
+
+
+def is_local_runner(runner: str | None) -> bool:
+    return (runner or "FnApiRunner").split(".")[-1] in LOCAL_RUNNERS
+
+
+def check_extras(paths: Iterable[str], beam_args: list[str]) -> None:
+    """Refuses remote paths (in `paths` or flag values such as --temp_location) and the Dataflow runner
+    when the Beam extra they need is not installed; Beam would fail later with a long traceback. Nothing
+    is imported unless such a path or runner is named."""
+    values = [*paths, *(arg.split("=", 1)[-1] for arg in beam_args)]
+    for scheme, (module, extra, install) in SCHEME_EXTRAS.items():
+        if any(v.startswith(scheme) for v in values) and not _importable(module):
+            raise ConfigError(f"{scheme} paths need Beam's {extra} extra: {install}")
+    runner = _beam_parser().parse_known_args(beam_args)[0].runner
+    if runner and "dataflow" in runner.lower() and not _importable(DATAFLOW_CLIENT):
+        raise ConfigError(f"--runner={runner} needs Beam's gcp extra: pip install 'vlcurate[gcp]'")
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def check_flags(args: list[str], own_flags: Collection[str], beam: bool = True) -> None:
+    """Refuses flags that neither the command (`own_flags`) nor Beam knows, before anything runs: Beam drops
+    them with a log line, so `--worker 2` would quietly run one worker. With a remote runner they are left
+    alone: Beam passes options it does not know on to it (Dataflow's service, a portable job server).
+    `beam=False`: the command takes no Beam flags."""
+    known, leftovers = list(own_flags), list(args)
+    if beam and args:
+        parser = _beam_parser()
+        namespace, leftovers = parser.parse_known_args(args)
+        if not is_local_runner(namespace.runner):
+            return
+        known += parser_flags(parser)
+    for arg in leftovers:
+        if arg.startswith("-"):
+            name = arg.split("=", 1)[0]
+            close = difflib.get_close_matches(name, known, n=1)
+            raise ConfigError(f"unknown flag {name}" + (f" (did you mean {close[0]}?)" if close else ""))
+    if leftovers:
+        raise ConfigError(f"unexpected argument {leftovers[0]!r}")
+
+
+def parser_flags(parser: argparse.ArgumentParser) -> list[str]:
+    """Every flag a parser defines (argparse keeps them in `_actions`; Beam reads them the same way)."""
+    return [flag for action in parser._actions for flag in action.option_strings]
+
+
+def _beam_parser() -> argparse.ArgumentParser:
+    """The parser Beam reads its flags with: every PipelineOptions class loaded adds its own (a public hook
+    of get_all_options hands it over). A bad value for a known flag raises a ConfigError, not an exit."""
+    parsers: list[argparse.ArgumentParser] = []
+    PipelineOptions([]).get_all_options(add_extra_args_fn=parsers.append)
+    parser = parsers[0]
+
+    def error(message: str) -> None:
+        raise ConfigError(message)
+
+    parser.error = error  # argparse would print its usage and exit
+    return parser
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import uuid
 from collections.abc import Iterator
@@ -33,6 +34,8 @@ def is_completed(directory: str) -> bool:
 def prepare_output_dir(directory: str, overwrite: bool) -> None:
     """Refuses a finished directory unless `overwrite`; clears what a run owns (leftovers of a failed
     run, or the finished run being overwritten). Other files in the directory are left alone."""
+    if os.path.isfile(directory):  # local: a remote store has no folders to tell a file from
+        raise ConfigError(f"--output {directory} is a file; give a directory")
     if is_completed(directory) and not overwrite:
         raise ConfigError(
             f"{directory} already holds a completed run (it has {COMPLETED}). "

@@ -42,29 +42,70 @@ def match_files(source: SourceConfig) -> dict[str, int]:
     return dict(sorted(sizes.items()))
 
 
-def check_columns(source: SourceConfig, first_file: str) -> None:
-    """Fails fast when the configured caption/image columns are absent from the first file."""
+def check_columns(source: SourceConfig, sizes: dict[str, int]) -> None:
+    """Fails fast when the configured caption/image columns are absent from the first file that shows its
+    columns. A file that cannot be read is skipped here (reading it makes a `file_unreadable` reject, like
+    any break met while reading); a source none of whose files can be read is refused."""
     if source.format == "webdataset":
         return
+    broken: list[tuple[str, Exception]] = []
+    for path in sizes:
+        try:
+            names = _column_names(source, path)
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            broken.append((path, exc))
+            continue
+        if names is None:
+            continue  # an empty file, or a first line that is bad data (a reject when read): no columns
+        for role, column in (
+            ("caption_column", source.caption_column),
+            ("image_column", source.image_column),
+        ):
+            if column is not None and column not in names:
+                raise ConfigError(
+                    f"source {source.name!r}: {role} {column!r} is not in {path} "
+                    f"(columns: {', '.join(names)}). Set `{role}` in the source's config."
+                )
+        return
+    if len(broken) == len(sizes):
+        path, exc = broken[0]
+        what = "is not a Parquet file" if source.format == "parquet" else "cannot be read"
+        others = f"; none of its {len(sizes)} files can be read" if len(sizes) > 1 else ""
+        detail = " ".join(str(exc).split())
+        raise ConfigError(
+            f"source {source.name!r}: {path} {what} ({sizes[path]:,} bytes): {detail}{others}. "
+            f"Replace {'them' if others else 'it'}, or check the source's `paths` and `format`."
+        )
+
+
+def _column_names(source: SourceConfig, path: str) -> list[str] | None:
+    """The column names of one input file; None when the file shows none (empty, or a bad first line)."""
     if source.format == "parquet":
-        with FileSystems.open(first_file) as fh:
-            names = pq.ParquetFile(fh).schema_arrow.names
-    else:
-        with FileSystems.open(first_file) as fh:
-            first = io.TextIOWrapper(fh, encoding="utf-8", errors="replace").readline()
-        if source.format == "csv":
-            names = next(csv.reader([first]), [])
-        else:
-            try:
-                names = list(json.loads(first))
-            except (json.JSONDecodeError, TypeError):
-                return  # the first line itself is bad data: it becomes a reject when read
-    for role, column in (("caption_column", source.caption_column), ("image_column", source.image_column)):
-        if column is not None and column not in names:
-            raise ConfigError(
-                f"source {source.name!r}: {role} {column!r} is not in {first_file} "
-                f"(columns: {', '.join(names)}). Set `{role}` in the source's config."
-            )
+        with FileSystems.open(path) as fh:
+            return pq.ParquetFile(fh).schema_arrow.names
+    with FileSystems.open(path) as fh:
+        first = io.TextIOWrapper(fh, encoding="utf-8", errors="replace").readline()
+    if not first.strip():
+        return None
+    if source.format == "csv":
+        return next(csv.reader([first]), [])
+    try:
+        row = json.loads(first)
+    except json.JSONDecodeError:
+        return None
+    return list(row) if isinstance(row, dict) else None
+
+
+def carried_scores(source: SourceConfig) -> set[str]:
+    """The score names the first record of a source carries. vlcurate's own WebDataset shards keep every
+    score, so a run on them may re-tune a threshold without the step that wrote it (filters/chain.py,
+    check_needs); the other formats carry none."""
+    if source.format != "webdataset":
+        return set()
+    for path in match_files(source):
+        for pair in read_file(source, path):
+            return set(pair.scores)
+    return set()
 
 
 def _stem(path: str) -> str:
@@ -161,7 +202,7 @@ class ReadSource(beam.PTransform):
         sizes = match_files(source)
         self.files = list(sizes)
         self.input_bytes = sum(sizes.values())
-        check_columns(source, self.files[0])
+        check_columns(source, sizes)
 
     def expand(self, pbegin):
         source = self.source

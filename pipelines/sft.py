@@ -62,7 +62,6 @@ from vlcurate.pipelines.sft_io import (
 )
 from vlcurate.pipelines.steps import MergeStats, in_global_window
 from vlcurate.pipelines.write import REJECTS_PER_FILE, write_hash_buckets
-from vlcurate.schemas.errors import ConfigError
 from vlcurate.schemas.sft_config import SftConfig, SftInputConfig, load_sft_config
 
 __all__ = ["add_sft_parser", "cmd_sft", "run_sft", "validate_output_dir", "write_demo_sft_inputs"]
@@ -270,9 +269,13 @@ def finalize(
 def run_sft(config: SftConfig, beam_args: list[str] | None = None) -> dict[str, Any]:
     """Builds the shards and returns stats.json's content ({} on a remote runner). Config errors (unknown
     keys, globs matching nothing, a `pairs` directory without COMPLETED) raise before any data is read."""
-    files = [(i, path) for i, spec in enumerate(config.inputs) for path in input_files(spec)]
-    options = pipeline_options(config.workers, beam_args)
     out = config.output.dir
+    paths = [
+        *(p for spec in config.inputs for p in spec.paths),
+        *(s.image_root for s in config.inputs if s.image_root),
+    ]
+    options = pipeline_options(config.workers, beam_args, [*paths, out])
+    files = [(i, path) for i, spec in enumerate(config.inputs) for path in input_files(spec)]
     prepare_output_dir(out, config.output.overwrite)
     info = {
         "kind": "vlcurate.sft",
@@ -352,14 +355,10 @@ def cmd_sft(args: argparse.Namespace, beam_args: list[str] | None = None) -> int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vlcurate.pipelines.sft")
-    add_sft_parser(parser.add_subparsers(dest="command", required=True))
-    args, beam_args = parser.parse_known_args(["sft", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return cmd_sft(args, beam_args)
-    except ConfigError as exc:
-        print(f"vlcurate: error: {exc}", file=sys.stderr)
-        return 2
+    """`python -m vlcurate.pipelines.sft ARGS` is `vlcurate sft ARGS`: the same checks and messages."""
+    from vlcurate.cli import main as cli_main  # imported here: the CLI imports this module
+
+    return cli_main(["sft", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from vlcurate.schemas.errors import ConfigError, unknown_name_error
+from vlcurate.schemas.typecheck import check_value, describe
 
 INPUT_FORMATS = ("webdataset", "parquet", "jsonl", "csv")
 OUTPUT_IMAGE_FORMATS = ("jpg", "keep")
@@ -34,7 +35,9 @@ class SourceConfig:
     # Folder that relative image paths (Parquet path columns, JSONL/CSV) are resolved against.
     image_root: str | None = None
     # Per-source step parameter overrides: {step name: {parameter: value}}.
-    steps: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    steps: dict[str, dict[str, Any]] = dataclasses.field(
+        default_factory=dict, metadata={"example": "steps: {clip_filter: {keep_fraction: 0.5}}"}
+    )
 
     def __post_init__(self) -> None:
         if self.format not in INPUT_FORMATS:
@@ -76,10 +79,16 @@ class OutputConfig:
 class CleanConfig:
     """What `vlcurate clean` runs. `steps` overrides default step parameters for every source."""
 
-    sources: list[SourceConfig]
+    sources: list[SourceConfig] = dataclasses.field(
+        metadata={"example": "sources: [{name: web, format: webdataset, paths: [shards/*.tar]}]"}
+    )
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
-    steps: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    disable: list[str] = dataclasses.field(default_factory=list)
+    steps: dict[str, dict[str, Any]] = dataclasses.field(
+        default_factory=dict, metadata={"example": "steps: {min_side: {min_side: 256}}"}
+    )
+    disable: list[str] = dataclasses.field(
+        default_factory=list, metadata={"example": "disable: [decode_check]"}
+    )
     audit: bool = False
     workers: int = 1
 
@@ -97,10 +106,11 @@ class CleanConfig:
         return dataclasses.asdict(self)
 
 
-def from_dict(cls: type, data: Any, where: str = "config") -> Any:
-    """Builds dataclass `cls` from plain data, refusing unknown keys and missing required ones."""
+def from_dict(cls: type, data: Any, where: str = "config", example: str = "") -> Any:
+    """Builds dataclass `cls` from plain data, refusing unknown keys, missing required ones and values of
+    the wrong type. `example` (a field's metadata) shows the right shape in the message."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}.")
+        raise ConfigError(f"{where} must be a mapping, got {describe(data)}{_example(example)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
@@ -109,7 +119,9 @@ def from_dict(cls: type, data: Any, where: str = "config") -> Any:
     kwargs = {}
     for name, field in fields.items():
         if name in data:
-            kwargs[name] = _convert(hints[name], data[name], f"{where}.{name}")
+            kwargs[name] = _convert(
+                hints[name], data[name], f"{where}.{name}", field.metadata.get("example", "")
+            )
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{where} is missing the required key {name!r}.")
     try:
@@ -118,32 +130,32 @@ def from_dict(cls: type, data: Any, where: str = "config") -> Any:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-def _convert(hint: Any, value: Any, where: str) -> Any:
+def _example(example: str) -> str:
+    return f", e.g. {example}" if example else ""
+
+
+def _convert(hint: Any, value: Any, where: str, example: str = "") -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         hint = next(a for a in args if a is not type(None))
-        return _convert(hint, value, where)
+        return _convert(hint, value, where, example)
     if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, where)
+        return from_dict(hint, value, where, example)
     if origin is list:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list):
-            raise ConfigError(f"{where} must be a list.")
-        return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+            raise ConfigError(f"{where} must be a list, got {describe(value)}{_example(example)}")
+        return [_convert(args[0], v, f"{where}[{i}]", example) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a mapping.")
+            raise ConfigError(f"{where} must be a mapping, got {describe(value)}{_example(example)}")
+        # Values are left to their owner: step parameters are checked against the steps (filters/).
         return {k: ({} if v is None else v) for k, v in value.items()}
-    if hint is bool and not isinstance(value, bool):
-        raise ConfigError(f"{where} must be true or false, got {value!r}.")
-    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(f"{where} must be an integer, got {value!r}.")
-    if hint is str and not isinstance(value, str):
-        raise ConfigError(f"{where} must be a string, got {value!r}.")
+    check_value(hint, value, where)
     return value
 
 

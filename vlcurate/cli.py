@@ -21,6 +21,7 @@ logging.getLogger().addFilter(lambda record: not any(n in record.getMessage() fo
 _collecting = gc.isenabled()
 gc.disable()
 from vlcurate.pipelines.format import add_format_parser, cmd_format  # noqa: E402
+from vlcurate.pipelines.options import check_flags, parser_flags  # noqa: E402
 from vlcurate.pipelines.sft import add_sft_parser, cmd_sft  # noqa: E402
 from vlcurate.pipelines.synth import add_synth_parser, cmd_synth  # noqa: E402
 from vlcurate.schemas.errors import ConfigError  # noqa: E402
@@ -34,7 +35,8 @@ def _add_clean(sub) -> None:
     p = sub.add_parser(
         "clean",
         help="clean image-text pairs into WebDataset shards",
-        description="Unknown flags are passed to Beam (e.g. --runner=DataflowRunner).",
+        description="Other flags go to Beam (e.g. --runner=DataflowRunner); ones Beam does not know either "
+        "are refused on a local runner.",
     )
     p.add_argument("--config", help="YAML config (see README); --input/--output override it")
     p.add_argument("--input", nargs="+", help="input files or globs (without --config: one source)")
@@ -81,12 +83,12 @@ def cmd_clean(args: argparse.Namespace, beam_args: list[str]) -> int:
         config.output.dir = args.output
     if args.workers is not None:
         config.workers = args.workers
-    if args.disable:
-        config.disable = [*config.disable, *[s.strip() for s in args.disable.split(",") if s.strip()]]
+    cli_disable = [s.strip() for s in (args.disable or "").split(",") if s.strip()]
+    config.disable = [*config.disable, *cli_disable]
     config.audit = config.audit or args.audit
     config.output.overwrite = config.output.overwrite or args.overwrite
     config.__post_init__()
-    run_clean(config, beam_args, progress=not args.no_progress)
+    run_clean(config, beam_args, progress=not args.no_progress, cli_disable=cli_disable)
     return 0
 
 
@@ -105,15 +107,19 @@ def cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vlcurate", description=__doc__)
+    parser = argparse.ArgumentParser(prog="vlcurate", description=__doc__, allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_clean(sub)
     add_synth_parser(sub)
     add_format_parser(sub)
     add_sft_parser(sub)
     _add_demo(sub)
+    # No abbreviations: `--worker` must not pass for --workers, nor `--run` for Beam's --runner.
+    for command in sub.choices.values():
+        command.allow_abbrev = False
     args, beam_args = parser.parse_known_args(argv)
     try:
+        check_flags(beam_args, parser_flags(sub.choices[args.command]), beam=args.command != "synth")
         if args.command == "clean":
             return cmd_clean(args, beam_args)
         if args.command == "synth":
@@ -125,9 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             return cmd_demo(args, beam_args)
     except ConfigError as exc:
-        print(f"vlcurate: error: {exc}", file=sys.stderr)
+        print(f"vlcurate: error: {one_line(exc)}", file=sys.stderr)
         return 2
     return 1
+
+
+def one_line(exc: Exception) -> str:
+    """An error as one line of stderr (a YAML parser's message spans several)."""
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
 def exit_without_teardown(code: int) -> None:
