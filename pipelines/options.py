@@ -67,6 +67,8 @@ def check_extras(paths: Iterable[str], beam_args: list[str]) -> None:
     for scheme, (module, extra, install) in SCHEME_EXTRAS.items():
         if any(v.startswith(scheme) for v in values) and not _importable(module):
             raise ConfigError(f"{scheme} paths need Beam's {extra} extra: {install}")
+    if not any("dataflow" in arg.lower() for arg in beam_args):
+        return  # no Dataflow runner named: Beam's parser (~3 ms to build) is not needed
     runner = _beam_parser().parse_known_args(beam_args)[0].runner
     if runner and "dataflow" in runner.lower() and not _importable(DATAFLOW_CLIENT):
         raise ConfigError(f"--runner={runner} needs Beam's gcp extra: pip install 'vlcurate[gcp]'")
