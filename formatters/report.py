@@ -13,11 +13,14 @@ import html
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from vlcurate.schemas.stats import READ_STEP
+
 _STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
 table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
 td.img{text-align:center}.hist{display:inline-block;margin:0 1.5em 1em 0;vertical-align:top}.muted{color:#777}
+.warn{background:#fff3cd;border:2px solid #c98a00;padding:.4em 1em;margin:1em 0}
 """
 
 
@@ -77,8 +80,8 @@ def _sources_table(sources: Mapping[str, Any]) -> str:
 
 
 def _steps_table(stats: Mapping[str, Any], info: Mapping[str, Any]) -> str:
-    """Steps in the order they ran."""
-    order = {name: i for i, name in enumerate(info.get("steps", []))}
+    """Steps in the order they ran, the readers (READ_STEP) first."""
+    order = {name: i for i, name in enumerate([READ_STEP, *info.get("steps", [])])}
     steps = sorted(stats["steps"].items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
     rows = [
         [
@@ -91,6 +94,16 @@ def _steps_table(stats: Mapping[str, Any], info: Mapping[str, Any]) -> str:
         for name, s in steps
     ]
     return _table(["step", "seen", "dropped", "changed", "reasons"], rows)
+
+
+def _warnings(info: Mapping[str, Any]) -> str:
+    """The run's failure and warnings (pipelines/outcome.py), in a box at the top; empty when none."""
+    lines = ([f"FAILED: {info['failure']}"] if info.get("failure") else []) + list(info.get("warnings", []))
+    if not lines:
+        return ""
+    return (
+        "<div class='warn'><b>WARNING</b><ul>" + "".join(f"<li>{_e(x)}</li>" for x in lines) + "</ul></div>"
+    )
 
 
 def _samples_table(samples: Iterable[Mapping[str, str]], thumbnails: Mapping[str, bytes]) -> str:
@@ -124,6 +137,7 @@ def render_report(
         f"<style>{_STYLE}</style></head><body><h1>vlcurate clean report</h1>",
         f"<p>read <b>{totals['read']:,}</b>, kept <b>{totals['kept']:,}</b>, rejected "
         f"<b>{totals['rejected']:,}</b>. Steps: {_e(', '.join(info.get('steps', [])))}.</p>",
+        _warnings(info),
         "<h2>Sources</h2>",
         _sources_table(stats["sources"]),
         "<h2>Steps</h2><p class='muted'>seen: pairs that reached the step (all pairs in --audit runs); "

@@ -264,3 +264,47 @@ def image_size_of(spec: ModelSpec | str) -> int:
             raise ClipModelError(f"cannot read the config of {spec}. {_OPTIONS}")
         size = config["vision_cfg"]["image_size"]
     return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+def weights_file(spec: ModelSpec | str) -> str | None:
+    """The local file `spec`'s weights load from, for info.json's sha256: a bundled or local-dir model's
+    checkpoint, a checkpoint path, or a hub model's file in the local cache. None for random weights and
+    for hub models not cached on this machine. Never downloads."""
+    spec = ModelSpec.parse(spec) if isinstance(spec, str) else spec
+    name = spec.name
+    if name.startswith(BUNDLED_PREFIX):
+        name = LOCAL_DIR_PREFIX + os.path.join(WEIGHTS_DIR, name[len(BUNDLED_PREFIX) :])
+    if name.startswith(LOCAL_DIR_PREFIX):
+        folder = name[len(LOCAL_DIR_PREFIX) :]
+        # When both are there open_clip takes the safetensors file, the first of CHECKPOINT_NAMES.
+        found = (os.path.join(folder, c) for c in CHECKPOINT_NAMES)
+        return next((path for path in found if os.path.isfile(path)), None)
+    if name.startswith(HF_HUB_PREFIX):
+        return _hub_cached(name[len(HF_HUB_PREFIX) :], "")
+    if spec.pretrained in (None, RANDOM):
+        return None
+    if os.path.isfile(spec.pretrained):
+        return spec.pretrained
+    from open_clip.pretrained import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name, spec.pretrained)
+    if cfg.get("hf_hub"):  # "org/repo/" or "org/repo/file.bin", as open_clip splits it
+        return _hub_cached(*os.path.split(cfg["hf_hub"]))
+    url = cfg.get("url", "")
+    cached = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))  # open_clip's default
+    return cached if url and os.path.isfile(cached) else None
+
+
+def _hub_cached(repo: str, filename: str) -> str | None:
+    """The cached file open_clip would load from a hub repo (a .bin's safetensors twin first), or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    filename = filename or CHECKPOINT_NAMES[1]  # open_clip's default name, open_clip_pytorch_model.bin
+    twin = filename.rsplit(".", 1)[0] + ".safetensors" if filename.endswith((".bin", ".pth")) else None
+    if filename == CHECKPOINT_NAMES[1]:
+        twin = CHECKPOINT_NAMES[0]
+    for candidate in (twin, filename):
+        found = try_to_load_from_cache(repo, candidate) if candidate else None
+        if isinstance(found, str):
+            return found
+    return None

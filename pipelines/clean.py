@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import tempfile
@@ -11,29 +12,33 @@ from collections.abc import Collection
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 
 from vlcurate.filters.chain import Chain, build_chain
 from vlcurate.formatters.report import render_report
+from vlcurate.pipelines import provenance
 from vlcurate.pipelines.batch_coder import of_batches
 from vlcurate.pipelines.dedup import REJECT_FILES, Deduplicate
 from vlcurate.pipelines.image_spans import detach_images
+from vlcurate.pipelines.input_size import Total, estimate_records, sum_totals
 from vlcurate.pipelines.options import in_process_tuning, is_local, pipeline_options
+from vlcurate.pipelines.outcome import assess, warning_block
 from vlcurate.pipelines.output import (
     COMPLETED,
     join,
     prepare_output_dir,
     read_json,
     run_last,
-    versions,
     write_bytes_atomic,
     write_json,
 )
-from vlcurate.pipelines.progress import ProgressPrinter, ProgressTap, worker_logs_to_file
-from vlcurate.pipelines.read import ReadSource, carried_scores
+from vlcurate.pipelines.progress import progress_folder, tap, worker_logs_to_file
+from vlcurate.pipelines.read import ReadSource, carried_scores, match_files
 from vlcurate.pipelines.steps import REJECTED, STATS, CountFinal, MergeStats, RunSteps
 from vlcurate.pipelines.write import WriteKeptShards, WriteRejects, buckets_for_input
 from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
+from vlcurate.schemas.errors import RunFailedError
 from vlcurate.schemas.stats import RunStats
 
 
@@ -56,25 +61,47 @@ def check_accounting(totals: dict[str, int], shards: list[dict], rejects: list[d
 
 
 def finalize(
-    _: Any, shards: list[dict], rejects: list[dict], stats: RunStats, directory: str, info: dict[str, Any]
+    _: Any,
+    shards: list[dict],
+    rejects: list[dict],
+    stats: RunStats,
+    directory: str,
+    info: dict[str, Any],
+    max_reject_share: float | None = None,
+    raise_on_failure: bool = False,
 ) -> None:
     """Writes stats.json, info.json and report.html, checks that every pair read is accounted for, then
-    writes COMPLETED last."""
+    writes COMPLETED last, unless a step rejected more than `max_reject_share` of the pairs that reached
+    it. Such a failure raises with `raise_on_failure` (remote runners: the job fails where its user looks);
+    a local run leaves it to run_clean, which says it in one line."""
     summary = stats.to_json()
+    outcome = assess(summary, info.get("steps", ()), max_reject_share)
     write_bytes_atomic(join(directory, "stats.json"), stats.dumps().encode("utf-8"))
-    info = {
-        **info,
-        "counts": summary["totals"],
-        "shards": sorted(shards, key=lambda s: s["shard"]),
-        "rejects": sorted(rejects, key=lambda r: r["file"]),
-    }
+    info = provenance.finished(
+        {
+            **info,
+            "counts": summary["totals"],
+            "shards": sorted(shards, key=lambda s: s["shard"]),
+            "rejects": sorted(rejects, key=lambda r: r["file"]),
+            "warnings": outcome.warnings,
+            "failure": outcome.failure,
+        }
+    )
     write_json(join(directory, "info.json"), info)
     write_bytes_atomic(
         join(directory, "report.html"),
         render_report(summary, info, stats.sample_thumbnails()).encode("utf-8"),
     )
     check_accounting(summary["totals"], shards, rejects)
+    if outcome.failure is not None:
+        if raise_on_failure:
+            raise RunFailedError(failure_message(outcome.failure, directory))
+        return
     write_bytes_atomic(join(directory, COMPLETED), b"")
+
+
+def failure_message(failure: str, directory: str) -> str:
+    return f"{failure}; {directory} has no {COMPLETED} marker (see its report.html)"
 
 
 def _clip_segment(kept, model: dict, after: dict, audit: bool):
@@ -103,18 +130,17 @@ def build_pipeline(
     chain: Chain,
     readers: list[ReadSource],
     progress_folder: str | None,
+    remote: bool = False,
 ) -> None:
-    def tap(pcoll, stage: str, label: str = ""):
-        if progress_folder is None:
-            return pcoll
-        tapped = pcoll | f"Progress[{stage}{label}]" >> beam.ParDo(ProgressTap(progress_folder, stage))
-        return of_batches(tapped)
+    def counted(pcoll, stage: str, label: str = ""):
+        tapped = tap(pcoll, progress_folder, stage, label)
+        return pcoll if tapped is pcoll else of_batches(tapped)
 
     read = [p | reader for reader in readers]
     pairs = read | "AllSources" >> beam.Flatten()
     before, model, after = chain.split()
     buckets = buckets_for_input(sum(reader.input_bytes for reader in readers))
-    stepped = tap(pairs, "read") | "Steps" >> beam.ParDo(
+    stepped = counted(pairs, "read") | "Steps" >> beam.ParDo(
         RunSteps(before, audit=config.audit, count_read=True)
     ).with_outputs(REJECTED, STATS, main="kept")
     kept, rejects, partials = (
@@ -139,8 +165,8 @@ def build_pipeline(
         partials.append(deduped[STATS])
     # Rejects leave several steps; each part is tapped, counted and bucketed where it is made, so the
     # parts meet only in the rejects' shuffle (a Flatten first would store and re-read them all).
-    kept = tap(kept, "kept")
-    rejects = [tap(part, "rejected", f"/{i}") for i, part in enumerate(rejects)]
+    kept = counted(kept, "kept")
+    rejects = [counted(part, "rejected", f"/{i}") for i, part in enumerate(rejects)]
     for i, part in enumerate([kept, *rejects]):
         partials.append(part | f"CountFinal/{i}" >> beam.ParDo(CountFinal()))
     stats = partials | "StatsPartials" >> beam.Flatten() | "MergeStats" >> beam.CombineGlobally(MergeStats())
@@ -157,7 +183,7 @@ def build_pipeline(
         "config": config.to_dict(),
         "steps": chain.names + chain.group_steps,
         "step_params": chain.params(),
-        "versions": versions(),
+        **provenance.started(clip_specs(chain)),
     }
     run_last(
         p,
@@ -167,15 +193,20 @@ def build_pipeline(
         beam.pvalue.AsSingleton(stats),
         directory=out,
         info=info,
+        max_reject_share=config.max_reject_share,
+        raise_on_failure=remote,
     )
+
+
+def clip_specs(chain: Chain) -> list[str]:
+    """Every CLIP model the run scores with (none when the CLIP step is off)."""
+    _, model, _ = chain.split()
+    return sorted({spec for step in model.values() for spec in step.specs()})
 
 
 def warn_about_bundled_clip(chain: Chain) -> None:
     """The bundled tiny CLIP only knows the synthetic scenes; on real pairs its scores mean nothing."""
-    _, model, _ = chain.split()
-    bundled = sorted(
-        {spec for step in model.values() for spec in step.specs() if spec.startswith("bundled:")}
-    )
+    bundled = [spec for spec in clip_specs(chain) if spec.startswith("bundled:")]
     if bundled:
         print(
             f"[vlcurate] note: CLIP scores come from {', '.join(bundled)}, trained on synthetic scenes only; "
@@ -205,19 +236,31 @@ def run_clean(
         if local and config.workers > 1:
             log = os.path.join(tempfile.gettempdir(), f"vlcurate-workers-{os.getpid()}.log")
             stream = stack.enter_context(worker_logs_to_file(log))
-        printer = stack.enter_context(ProgressPrinter(stream=stream)) if (progress and local) else None
+        count = functools.partial(count_input, config.sources)
+        folder = stack.enter_context(progress_folder(progress and local, "clean", total=count, stream=stream))
         with in_process_tuning(), beam.Pipeline(options=options) as p:
-            build_pipeline(p, config, chain, readers, printer.folder if printer else None)
-    if not local:
-        return {}
-    stats = read_json(join(config.output.dir, "stats.json"))
+            build_pipeline(p, config, chain, readers, folder, remote=not local)
+    out = config.output.dir
+    if not local and not FileSystems.exists(join(out, "stats.json")):
+        return {}  # a remote job that wrote nothing yet (e.g. a template was made)
+    stats = read_json(join(out, "stats.json"))
     totals = stats["totals"]
     print(
         f"[vlcurate] done in {time.monotonic() - started:.1f}s: read {totals['read']:,}, "
-        f"kept {totals['kept']:,}, rejected {totals['rejected']:,} -> {config.output.dir}",
+        f"kept {totals['kept']:,}, rejected {totals['rejected']:,} -> {out}",
         file=sys.stderr,
     )
+    outcome = assess(stats, chain.names + chain.group_steps, config.max_reject_share)
+    if outcome.warnings:
+        print(warning_block(outcome.warnings, join(out, "report.html")), file=sys.stderr, flush=True)
+    if outcome.failure is not None:
+        raise RunFailedError(failure_message(outcome.failure, out))
     return stats
+
+
+def count_input(sources: list[SourceConfig]) -> Total | None:
+    """Records in every source's files (pipelines/input_size.py), for the progress lines."""
+    return sum_totals([estimate_records(s.format, match_files(s)) for s in sources])
 
 
 def config_paths(config: CleanConfig) -> list[str]:

@@ -7,13 +7,19 @@ import json
 import os
 import shutil
 import sys
+from collections import Counter
+from typing import Any
+
+import pyarrow.parquet as pq
 
 from vlcurate.pipelines.clean import run_clean
 from vlcurate.pipelines.format import run_format
+from vlcurate.pipelines.output import join, read_json
 from vlcurate.pipelines.sft import run_sft, write_demo_sft_inputs
-from vlcurate.pipelines.synth import write_synthetic_dataset
+from vlcurate.pipelines.synth import SOURCE_NAME, write_synthetic_dataset
 from vlcurate.schemas.config import load_clean_config
 from vlcurate.schemas.errors import ConfigError
+from vlcurate.schemas.record import make_uid
 from vlcurate.schemas.sft_config import load_sft_config
 
 STAGES = 5
@@ -23,14 +29,17 @@ def _say(step: int, text: str) -> None:
     print(f"[demo] {step}/{STAGES} {text}", file=sys.stderr, flush=True)
 
 
-def run_demo(out: str, n: int = 600, overwrite: bool = False, beam_args: list[str] | None = None) -> None:
+def run_demo(out: str, n: int = 600, overwrite: bool = False, beam_args: list[str] | None = None) -> dict:
+    """Runs every stage into `out` and returns the summary it prints (also written to
+    `out`/summary.json): the clean run's kept and rejected pairs and their agreement with the ground
+    truth the synthetic data was planted with."""
     if os.path.exists(out) and os.listdir(out) and not overwrite:
         raise ConfigError(f"{out} is not empty; pass --overwrite or choose another --out.")
     synth = os.path.join(out, "synth")
     if os.path.exists(synth):
         shutil.rmtree(synth)
     _say(1, f"synthetic data: {n} pairs with planted defects -> {synth}")
-    write_synthetic_dataset(synth, n, 0)
+    write_synthetic_dataset(synth, n, 0, progress=sys.stderr)
 
     config = load_clean_config(os.path.join(synth, "clean.yaml"))
     config.output.dir = os.path.join(out, "clean")
@@ -62,6 +71,65 @@ def run_demo(out: str, n: int = 600, overwrite: bool = False, beam_args: list[st
         "  sft/shards/         Qwen-VL finetune.py JSON arrays (+ JSONL twins), sft/images/\n"
         "  stage1/, stage2/    samples/ (JSONL + Parquet), packed/ (2048-token sequences), images/\n"
         "  each stage also has info.json and COMPLETED"
+    )
+    summary = demo_summary(config.output.dir, os.path.join(synth, "ground_truth.jsonl"))
+    with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+    print(summary_text(summary, os.path.join(out, "clean", "report.html")))
+    return summary
+
+
+def _uids(directory: str, files: list[str], columns: list[str]) -> list[dict]:
+    return [row for f in files for row in pq.read_table(join(directory, f), columns=columns).to_pylist()]
+
+
+def demo_summary(clean_dir: str, truth_path: str) -> dict[str, Any]:
+    """What the clean run kept and rejected (stats.json) and how that agrees with the planted defects:
+    each planted defect must be rejected for its planted reason, every other pair kept (synth.py)."""
+    stats = read_json(join(clean_dir, "stats.json"))
+    info = read_json(join(clean_dir, "info.json"))
+    kept = {r["uid"] for r in _uids(clean_dir, [s["metadata"] for s in info["shards"]], ["uid"])}
+    reasons = {
+        r["uid"]: r["reason"]
+        for r in _uids(clean_dir, [f["file"] for f in info["rejects"]], ["uid", "reason"])
+    }
+    by_reason: Counter[str] = Counter()
+    for source in stats["sources"].values():
+        by_reason.update(source["rejected_by_reason"])
+    with open(truth_path, encoding="utf-8") as fh:
+        truth = [json.loads(line) for line in fh]
+    # The demo cleans with CLIP on, so a mismatched caption must go as clip_low_score.
+    planted = [(make_uid(SOURCE_NAME, t["key"]), t["expected_reason_with_clip"]) for t in truth]
+    defects = [(uid, reason) for uid, reason in planted if reason is not None]
+    clean = [uid for uid, reason in planted if reason is None]
+    return {
+        "read": stats["totals"]["read"],
+        "kept": stats["totals"]["kept"],
+        "rejected": stats["totals"]["rejected"],
+        "rejected_by_reason": dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "planted_defects": len(defects),
+        "planted_defects_rejected_as_planted": sum(reasons.get(uid) == reason for uid, reason in defects),
+        "clean_pairs": len(clean),
+        "clean_pairs_kept": sum(uid in kept for uid in clean),
+    }
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part:,} of {whole:,} ({part / whole:.1%})" if whole else f"{part:,} of 0"
+
+
+def summary_text(summary: dict[str, Any], report: str) -> str:
+    reasons = ", ".join(f"{reason} {n:,}" for reason, n in summary["rejected_by_reason"].items())
+    return (
+        f"\nDemo summary (clean step):\n"
+        f"  kept      {_share(summary['kept'], summary['read'])}\n"
+        f"  rejected  {_share(summary['rejected'], summary['read'])}: {reasons}\n"
+        "  against the planted ground truth (synth/ground_truth.jsonl):\n"
+        "    planted defects rejected for the planted reason: "
+        f"{_share(summary['planted_defects_rejected_as_planted'], summary['planted_defects'])}\n"
+        f"    clean pairs kept: {_share(summary['clean_pairs_kept'], summary['clean_pairs'])}\n"
+        f"  open {report}"
     )
 
 

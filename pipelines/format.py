@@ -12,6 +12,7 @@ images/ (stage 1), rejects/rejects-NNNNN.jsonl, info.json, stats.json, COMPLETED
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -27,6 +28,8 @@ from vlcurate.formatters.packing import DEFAULT_MAX_TOKENS, Pack, Packer, PackRe
 from vlcurate.formatters.samples_io import PACK_SCHEMA, SAMPLE_SCHEMA, write_jsonl, write_parquet
 from vlcurate.formatters.stage1 import RejectSample, format_pair
 from vlcurate.formatters.stage2 import format_stage2_line
+from vlcurate.pipelines import provenance
+from vlcurate.pipelines.input_size import Total, estimate_records, sum_totals
 from vlcurate.pipelines.options import in_process_tuning, is_local, pipeline_options
 from vlcurate.pipelines.output import (
     COMPLETED,
@@ -36,10 +39,10 @@ from vlcurate.pipelines.output import (
     read_json,
     require_completed,
     run_last,
-    versions,
     write_bytes_atomic,
     write_json,
 )
+from vlcurate.pipelines.progress import progress_folder, tap
 from vlcurate.pipelines.read import ReadSource
 from vlcurate.pipelines.sft_io import image_file, write_image
 from vlcurate.pipelines.write import shard_name, write_hash_buckets
@@ -143,12 +146,23 @@ def _sharded(
     )
 
 
-def build_pipeline(p: beam.Pipeline, stage: int, inputs: list[str], out: str, max_tokens: int, info: dict):
+def build_pipeline(
+    p: beam.Pipeline,
+    stage: int,
+    inputs: list[str],
+    out: str,
+    max_tokens: int,
+    info: dict,
+    progress: str | None = None,
+):
+    """`progress`: the folder progress taps count into (pipelines/progress.py), None for no taps."""
     if stage == 1:
         source = SourceConfig(
             name="clean", format="webdataset", paths=[join(d, "shards", "*.tar") for d in inputs]
         )
-        pairs = p | ReadSource(source) | "Unbatch" >> beam.FlatMap(iter)
+        batches = p | ReadSource(source)
+        tap(batches, progress, "read")
+        pairs = batches | "Unbatch" >> beam.FlatMap(iter)
         tagged = pairs | "Stage1" >> beam.FlatMap(stage1_sample, out)
     else:
         files = sorted(
@@ -157,6 +171,7 @@ def build_pipeline(p: beam.Pipeline, stage: int, inputs: list[str], out: str, ma
         tagged = (
             p | "Files" >> beam.Create(files) | beam.Reshuffle() | "Stage2" >> beam.FlatMap(stage2_samples)
         )
+        tap(tagged, progress, "read", batches=False)  # one element per record read
     samples = tagged | "Samples" >> beam.Filter(lambda t: t[0] == "sample") | "S" >> beam.Map(lambda t: t[1])
     packed = (
         samples
@@ -181,6 +196,8 @@ def build_pipeline(p: beam.Pipeline, stage: int, inputs: list[str], out: str, ma
     reject_files = _sharded(
         rejects, out, "rejects", "rejects", SAMPLES_PER_FILE, False, "Rejects", schema=None
     )
+    tap(samples, progress, "samples", batches=False)
+    tap(rejects, progress, "rejected", batches=False)
     reject_reasons = (
         rejects | "ReasonOf" >> beam.Map(lambda r: r["reason"]) | beam.combiners.Count.PerElement()
     )
@@ -221,10 +238,8 @@ def finalize(_, samples, packs, rejects, pack_stats, tasks, reasons, directory: 
         "packed": sorted(f["file"] for f in packs),
         "rejects": sorted(f["file"] for f in rejects),
     }
-    write_json(
-        join(directory, "info.json"),
-        {**info, "counts": {k: stats[k] for k in ("samples", "packs", "rejected")}, "files": files},
-    )
+    counts = {k: stats[k] for k in ("samples", "packs", "rejected")}
+    write_json(join(directory, "info.json"), provenance.finished({**info, "counts": counts, "files": files}))
     write_bytes_atomic(join(directory, COMPLETED), b"")
 
 
@@ -236,6 +251,7 @@ def run_format(
     overwrite: bool = False,
     workers: int = 1,
     beam_args: list[str] | None = None,
+    progress: bool = True,
 ) -> dict:
     if stage not in (1, 2):
         raise ConfigError(f"--stage must be 1 or 2, not {stage}.")
@@ -260,11 +276,19 @@ def run_format(
         "inputs": inputs,
         "max_tokens": max_tokens,
         "image_root": ".",
-        "versions": versions(),
+        **provenance.started(),
     }
     started = time.monotonic()
-    with in_process_tuning(), beam.Pipeline(options=options) as p:
-        build_pipeline(p, stage, inputs, out, max_tokens, info)
+    printing = progress_folder(
+        progress and is_local(options),
+        f"format stage {stage}",
+        outcomes=("samples", "rejected"),  # packing rejects samples too: outcomes are not shares of read
+        unit="pairs" if stage == 1 else "records",
+        total=functools.partial(input_total, stage, inputs),
+        shares=False,
+    )
+    with printing as folder, in_process_tuning(), beam.Pipeline(options=options) as p:
+        build_pipeline(p, stage, inputs, out, max_tokens, info, folder)
     if not is_local(options):
         return {}
     stats = read_json(join(out, "stats.json"))
@@ -275,6 +299,15 @@ def run_format(
         file=sys.stderr,
     )
     return stats
+
+
+def input_total(stage: int, inputs: list[str]) -> Total | None:
+    """Records the run will read: the pairs each completed `clean` output kept (stage 1), or the records
+    of the JSONL files (stage 2)."""
+    if stage == 1:
+        return sum_totals([Total(read_json(join(d, "info.json"))["counts"]["kept"], True) for d in inputs])
+    matched = (m for pattern in inputs for r in FileSystems.match([pattern]) for m in r.metadata_list)
+    return estimate_records("jsonl", dict(sorted((m.path, m.size_in_bytes) for m in matched)))
 
 
 def add_format_parser(sub: Any) -> None:
@@ -292,10 +325,20 @@ def add_format_parser(sub: Any) -> None:
     p.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="packed length (default 2048)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="do not print progress lines")
 
 
 def cmd_format(args: argparse.Namespace, beam_args: list[str]) -> int:
-    run_format(args.stage, args.input, args.output, args.max_tokens, args.overwrite, args.workers, beam_args)
+    run_format(
+        args.stage,
+        args.input,
+        args.output,
+        args.max_tokens,
+        args.overwrite,
+        args.workers,
+        beam_args,
+        progress=not args.no_progress,
+    )
     return 0
 
 

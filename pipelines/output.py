@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import uuid
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -102,22 +101,6 @@ def require_completed(directory: str) -> None:
             f"{directory} is not a completed vlcurate output (no {COMPLETED} marker); "
             "its run failed or is still going. Rerun the step that writes it."
         )
-
-
-def versions() -> dict[str, str]:
-    import apache_beam
-    import PIL
-    import pyarrow
-
-    import vlcurate
-
-    return {
-        "vlcurate": vlcurate.__version__,
-        "python": platform.python_version(),
-        "apache_beam": apache_beam.__version__,
-        "pyarrow": pyarrow.__version__,
-        "pillow": PIL.__version__,
-    }
 
 
 def run_last(p, fn, *side_inputs, **kwargs):

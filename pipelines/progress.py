@@ -1,4 +1,5 @@
-"""Live progress for local runs: pairs read / kept / rejected and the rate, every few seconds.
+"""Live progress for local runs: which command runs, records read (of how many, where known), their
+outcomes and the rate, every few seconds.
 
 Workers (threads or processes of the local runner) each write their running counts to a small file in a
 shared temporary folder; a thread in the launching process sums the files and prints. Remote runners
@@ -17,12 +18,13 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import apache_beam as beam
 
-STAGES = ("read", "kept", "rejected")
+from vlcurate.pipelines.input_size import Total
+from vlcurate.pipelines.progress_lines import progress_line
 
 # Taps sit on PCollections of any batch type (PairBatch in clean, lists of packs in format) and pass each
 # element on unchanged; a type variable tells Beam's type check exactly that.
@@ -55,50 +57,76 @@ class ProgressCounter:
 
 
 class ProgressTap(beam.DoFn):
-    """Counts the pairs of the batches passing through (ProgressCounter)."""
+    """Counts the records passing through (ProgressCounter): the length of each batch, or each element
+    as one with `batches=False`."""
 
-    def __init__(self, folder: str, stage: str) -> None:
-        self.folder, self.stage = folder, stage
+    def __init__(self, folder: str, stage: str, batches: bool = True) -> None:
+        self.folder, self.stage, self.batches = folder, stage, batches
 
     def setup(self) -> None:
         self._counter = ProgressCounter(self.folder, self.stage)
 
     def process(self, batch: BatchT) -> Iterator[BatchT]:
-        self._counter.add(len(batch))
+        self._counter.add(len(batch) if self.batches else 1)
         yield batch
 
     def finish_bundle(self) -> None:
         self._counter.flush()
 
 
-class ProgressPrinter:
-    """Context manager: prints totals every `interval` seconds while the pipeline runs."""
+def tap(pcoll, folder: str | None, stage: str, label: str = "", batches: bool = True):
+    """`pcoll` with a ProgressTap counting `stage` when progress is on (`folder` set), else unchanged."""
+    if folder is None:
+        return pcoll
+    return pcoll | f"Progress[{stage}{label}]" >> beam.ParDo(ProgressTap(folder, stage, batches))
 
-    def __init__(self, interval: float = 10.0, stream=None) -> None:
+
+class ProgressPrinter:
+    """Context manager: prints a progress_line every `interval` seconds while a pipeline runs, and once at
+    the end. `total`, when given, is called once in a background thread (it may read file headers); the
+    lines show a total from the moment it returns one."""
+
+    def __init__(
+        self,
+        label: str,
+        outcomes: Sequence[str] = ("kept", "rejected"),
+        unit: str = "pairs",
+        total: Callable[[], Total | None] | None = None,
+        shares: bool = True,
+        interval: float = 10.0,
+        stream=None,
+    ) -> None:
+        self.label, self.outcomes, self.unit, self.shares = label, tuple(outcomes), unit, shares
         self.interval = interval
         self.stream = stream or sys.stderr
         self.folder = tempfile.mkdtemp(prefix="vlcurate-progress-")
+        self.total: Total | None = None
+        self._count_total = total
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def totals(self) -> dict[str, int]:
-        sums = dict.fromkeys(STAGES, 0)
+    def counts(self) -> dict[str, int]:
+        sums: dict[str, int] = {}
         for name in os.listdir(self.folder):
             if name.endswith(".json"):
+                stage = name.split("-", 1)[0]
                 try:
                     with open(os.path.join(self.folder, name)) as fh:
-                        sums[name.split("-", 1)[0]] += int(json.load(fh))
-                except (OSError, ValueError, KeyError):
+                        sums[stage] = sums.get(stage, 0) + int(json.load(fh))
+                except (OSError, ValueError):
                     continue
         return sums
 
     def line(self, elapsed: float) -> str:
-        t = self.totals()
-        rate = t["read"] / elapsed if elapsed > 0 else 0.0
-        return (
-            f"[vlcurate] {elapsed:6.0f}s  read {t['read']:,}  kept {t['kept']:,}  "
-            f"rejected {t['rejected']:,}  ({rate:,.0f} pairs/s read)"
+        return progress_line(
+            self.label, elapsed, self.counts(), self.outcomes, self.unit, self.total, self.shares
         )
+
+    def _find_total(self) -> None:
+        try:
+            self.total = self._count_total() if self._count_total else None
+        except Exception:  # progress is best effort: no total rather than a failed run
+            self.total = None
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -106,6 +134,8 @@ class ProgressPrinter:
 
     def __enter__(self) -> ProgressPrinter:
         self._start = time.monotonic()
+        if self._count_total is not None:
+            threading.Thread(target=self._find_total, daemon=True).start()
         self._thread.start()
         return self
 
@@ -114,6 +144,17 @@ class ProgressPrinter:
         self._thread.join()
         print(self.line(time.monotonic() - self._start), file=self.stream, flush=True)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def progress_folder(enabled: bool, label: str, **printer_args: Any) -> Iterator[str | None]:
+    """While the block runs, a ProgressPrinter prints and this is the folder taps count into; None (add no
+    taps) when progress is off or the runner is remote."""
+    if not enabled:
+        yield None
+        return
+    with ProgressPrinter(label, **printer_args) as printer:
+        yield printer.folder
 
 
 @contextlib.contextmanager

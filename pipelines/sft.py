@@ -37,6 +37,7 @@ from vlcurate.formatters.sft import (
     unit_hash,
 )
 from vlcurate.model.qwen_tokenizer import MAX_IMAGE_PATH_BYTES, SYSTEM_MESSAGE, get_tokenizer
+from vlcurate.pipelines import provenance
 from vlcurate.pipelines.options import in_process_tuning, is_local, pipeline_options
 from vlcurate.pipelines.output import (
     COMPLETED,
@@ -44,11 +45,10 @@ from vlcurate.pipelines.output import (
     prepare_output_dir,
     read_json,
     run_last,
-    versions,
     write_bytes_atomic,
     write_json,
 )
-from vlcurate.pipelines.progress import worker_logs_to_file
+from vlcurate.pipelines.progress import progress_folder, tap, worker_logs_to_file
 from vlcurate.pipelines.sft_demo import write_demo_sft_inputs
 from vlcurate.pipelines.sft_io import (
     SftStats,
@@ -166,8 +166,13 @@ def _write_images(element: tuple[str, dict[str, list]], directory: str) -> Itera
 
 
 def build_pipeline(
-    p: beam.Pipeline, config: SftConfig, files: list[tuple[int, str]], info: dict[str, Any]
+    p: beam.Pipeline,
+    config: SftConfig,
+    files: list[tuple[int, str]],
+    info: dict[str, Any],
+    progress: str | None = None,
 ) -> None:
+    """`progress`: the folder progress taps count into (pipelines/progress.py), None for no taps."""
     seed, max_len, out = config.seed, config.model_max_length, config.output.dir
     multi = config.multi_image
     read = (
@@ -177,6 +182,8 @@ def build_pipeline(
         | "Read"
         >> beam.ParDo(ReadInputs(config.inputs, max_len)).with_outputs(TEXT, IMAGE, REJECT, STATS, main=ITEM)
     )
+    for tag in (ITEM, TEXT, REJECT):  # every record read leaves on one of these
+        tap(read[tag], progress, "read", f"/{tag}", batches=False)
     pooled = read[ITEM] | "Pool" >> beam.Partition(
         lambda item, _: int(in_multi_image_pool(item, seed, multi.share)), 2
     )
@@ -226,6 +233,8 @@ def build_pipeline(
         | "CountImages" >> beam.combiners.Count.Globally()
     )
     rejects = (read[REJECT], built[REJECT]) | "AllRejects" >> beam.Flatten()
+    tap(built.samples, progress, "samples", batches=False)
+    tap(rejects, progress, "rejected", batches=False)
     reject_files = write_hash_buckets(
         rejects,
         REJECTS_PER_FILE,
@@ -262,11 +271,11 @@ def finalize(
         "shards": sorted(shards, key=lambda s: s["json"]),
         "rejects": sorted(rejects, key=lambda r: r["file"]),
     }
-    write_json(join(directory, "info.json"), info)
+    write_json(join(directory, "info.json"), provenance.finished(info))
     write_bytes_atomic(join(directory, COMPLETED), b"")
 
 
-def run_sft(config: SftConfig, beam_args: list[str] | None = None) -> dict[str, Any]:
+def run_sft(config: SftConfig, beam_args: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
     """Builds the shards and returns stats.json's content ({} on a remote runner). Config errors (unknown
     keys, globs matching nothing, a `pairs` directory without COMPLETED) raise before any data is read."""
     out = config.output.dir
@@ -288,15 +297,27 @@ def run_sft(config: SftConfig, beam_args: list[str] | None = None) -> dict[str, 
         "system_message": SYSTEM_MESSAGE,
         "model_max_length": config.model_max_length,
         "config": config.to_dict(),
-        "versions": versions(),
+        **provenance.started(),
     }
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
+        stream = sys.stderr
         if is_local(options) and config.workers > 1:  # worker processes log at INFO on the shared stderr
             log = os.path.join(tempfile.gettempdir(), f"vlcurate-sft-workers-{os.getpid()}.log")
-            stack.enter_context(worker_logs_to_file(log))
+            stream = stack.enter_context(worker_logs_to_file(log))
+        # Records and samples are not one to one (dialogues group and split them): no shares, no total.
+        folder = stack.enter_context(
+            progress_folder(
+                progress and is_local(options),
+                "sft",
+                outcomes=("samples", "rejected"),
+                unit="records",
+                shares=False,
+                stream=stream,
+            )
+        )
         with in_process_tuning(), beam.Pipeline(options=options) as p:
-            build_pipeline(p, config, files, info)
+            build_pipeline(p, config, files, info, folder)
     if not is_local(options):
         return {}
     stats = read_json(join(out, "stats.json"))
@@ -325,6 +346,7 @@ def add_sft_parser(subparsers: Any) -> None:
     p.add_argument("--workers", type=int, help="local worker processes (default: the config's, 1)")
     p.add_argument("--seed", type=int, help="construction seed (overrides the config's)")
     p.add_argument("--overwrite", action="store_true", help="replace a completed output directory")
+    p.add_argument("--no-progress", action="store_true", help="do not print progress lines")
     p.add_argument(
         "--check", action="store_true", help="afterwards re-read and validate every shard from disk"
     )
@@ -340,7 +362,7 @@ def cmd_sft(args: argparse.Namespace, beam_args: list[str] | None = None) -> int
         config.seed = args.seed
     config.output.overwrite = config.output.overwrite or args.overwrite
     config.__post_init__()
-    run_sft(config, beam_args)
+    run_sft(config, beam_args, progress=not args.no_progress)
     if args.check:
         report = validate_output_dir(config.output.dir)
         for problem in report["problems"][:20]:

@@ -59,7 +59,7 @@ class RunSteps(beam.DoFn):
             by_source.setdefault(pair.source, []).append(pair)
         for source, pairs in by_source.items():
             if self.count_read:
-                self._stats.read[source] += len(pairs)
+                self._stats.observe_read(source, pairs)
             for step in self._steps(source, computed_thresholds):
                 if not self.audit:
                     pairs = [p for p in pairs if p.reject is None]

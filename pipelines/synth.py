@@ -48,6 +48,7 @@ image_truncated are always JPEG; image_undecodable is stored as .jpg). Same n an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -60,7 +61,7 @@ import sys
 import time
 import warnings
 from collections import Counter
-from typing import Any
+from typing import Any, TextIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -76,6 +77,7 @@ from vlcurate.model.scenes import (
     random_scene,
     render,
 )
+from vlcurate.pipelines.progress_lines import CountReporter
 from vlcurate.schemas.errors import ConfigError
 
 SOURCE_NAME = "synth"
@@ -494,17 +496,24 @@ def default_workers(n: int) -> int:
     return max(1, min(cpus, 8))
 
 
-def make_records(n: int, seed: int, workers: int = 1) -> list[SynthRecord]:
+def make_records(n: int, seed: int, workers: int = 1, made: CountReporter | None = None) -> list[SynthRecord]:
     """All n records in key order; the same for any number of worker processes. Image bytes are unique
-    except for planted duplicates, so an exact dedup step finds exactly the duplicates."""
+    except for planted duplicates, so an exact dedup step finds exactly the duplicates. `made` counts
+    the records as they are made."""
+    made = made or CountReporter(SOURCE_NAME, "made", n)
     labels = assign_defects(n, seed)
     jobs = [(i, d, seed) for i, d in enumerate(labels) if d != "duplicate"]
-    if workers > 1:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            made = pool.map(_make_independent, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
-    else:
-        made = [_make_independent(job) for job in jobs]
-    by_index = {job[0]: record for job, record in zip(jobs, made)}
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers))
+            chunk = max(1, min(64, len(jobs) // (workers * 8)))  # small enough for live progress
+            each = pool.imap(_make_independent, jobs, chunksize=chunk)
+        else:
+            each = map(_make_independent, jobs)
+        by_index = {}
+        for job, record in zip(jobs, each):
+            by_index[job[0]] = record
+            made.add()
 
     records: list[SynthRecord] = []
     originals: list[SynthRecord] = []
@@ -525,6 +534,8 @@ def make_records(n: int, seed: int, workers: int = 1) -> list[SynthRecord]:
         records.append(record)
         if defect in ("none", "chinese"):
             originals.append(record)
+    made.add(n - len(jobs))  # the duplicates, copied in the loop above
+    made.done()
     return records
 
 
@@ -575,9 +586,8 @@ def _dumps(obj: dict[str, Any]) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
-def _write_shard(out_dir: str, shard: int, records: list[SynthRecord]) -> list[str]:
-    name = f"{SOURCE_NAME}-{shard:05d}"
-    tar_path = os.path.join(out_dir, "wds", f"{name}.tar")
+def _write_tar(out_dir: str, shard: int, records: list[SynthRecord]) -> str:
+    tar_path = os.path.join(out_dir, "wds", f"{SOURCE_NAME}-{shard:05d}.tar")
     with open(tar_path, "wb") as fh, TarShardWriter(fh) as writer:
         for r in records:
             meta = {
@@ -591,7 +601,11 @@ def _write_shard(out_dir: str, shard: int, records: list[SynthRecord]) -> list[s
             files = {r.ext: r.image} if r.image is not None else {}
             files.update({"txt": r.caption.encode("utf-8"), "json": _dumps(meta).encode("utf-8")})
             writer.add(r.key, files)
-    parquet_path = os.path.join(out_dir, "parquet", f"{name}.parquet")
+    return tar_path
+
+
+def _write_parquet(out_dir: str, shard: int, records: list[SynthRecord]) -> str:
+    parquet_path = os.path.join(out_dir, "parquet", f"{SOURCE_NAME}-{shard:05d}.parquet")
     table = pa.table(
         {
             "key": [r.key for r in records],
@@ -602,10 +616,10 @@ def _write_shard(out_dir: str, shard: int, records: list[SynthRecord]) -> list[s
         schema=_PARQUET_SCHEMA,
     )
     pq.write_table(table, parquet_path)
-    return [tar_path, parquet_path]
+    return parquet_path
 
 
-def _write_jsonl(out_dir: str, records: list[SynthRecord]) -> str:
+def _write_jsonl(out_dir: str, records: list[SynthRecord], wrote: CountReporter) -> str:
     folder = os.path.join(out_dir, "jsonl")
     path = os.path.join(folder, f"{SOURCE_NAME}.jsonl")
     with open(path, "w", encoding="utf-8", newline="\n") as fh:
@@ -615,27 +629,48 @@ def _write_jsonl(out_dir: str, records: list[SynthRecord]) -> str:
                 with open(os.path.join(folder, relative), "wb") as img:
                     img.write(r.image)
             fh.write(_dumps({"key": r.key, "caption": r.caption, "image": relative, "url": r.url}) + "\n")
+            wrote.add()
     return path
 
 
 def write_synthetic_dataset(
-    out_dir: str, n: int, seed: int, *, overwrite: bool = False, workers: int | None = None
+    out_dir: str,
+    n: int,
+    seed: int,
+    *,
+    overwrite: bool = False,
+    workers: int | None = None,
+    progress: TextIO | None = None,
+    interval: float = 2.0,
 ) -> dict[str, Any]:
     """Writes n synthetic pairs in three formats plus ground truth and a clean config; returns a summary.
 
     Refuses a directory that already holds a dataset unless `overwrite` (then only the generator's own
     files are replaced; anything else in the directory, such as a `clean-out/`, is left alone).
-    `workers` (default: `default_workers(n)`) never changes the output, only the speed.
+    `workers` (default: `default_workers(n)`) never changes the output, only the speed. With a
+    `progress` stream, how many pairs are made, then written in each format, is printed there every
+    `interval` seconds and at the end of each phase.
     """
     if n < 1:
         raise ConfigError(f"n must be >= 1, got {n}.")
     started = time.monotonic()
     _prepare(out_dir, overwrite)
-    records = make_records(n, seed, default_workers(n) if workers is None else workers)
+
+    def reporter(what: str) -> CountReporter:
+        return CountReporter(SOURCE_NAME, what, n, stream=progress, interval=interval, start=started)
+
+    records = make_records(n, seed, default_workers(n) if workers is None else workers, reporter("made"))
+    shards = [records[start : start + SAMPLES_PER_SHARD] for start in range(0, n, SAMPLES_PER_SHARD)]
     files: list[str] = []
-    for shard, start in enumerate(range(0, n, SAMPLES_PER_SHARD)):
-        files.extend(_write_shard(out_dir, shard, records[start : start + SAMPLES_PER_SHARD]))
-    files.append(_write_jsonl(out_dir, records))
+    for fmt, write in (("webdataset", _write_tar), ("parquet", _write_parquet)):
+        wrote = reporter(f"wrote {fmt}")
+        for shard, part in enumerate(shards):
+            files.append(write(out_dir, shard, part))
+            wrote.add(len(part))
+        wrote.done()
+    wrote = reporter("wrote jsonl")
+    files.append(_write_jsonl(out_dir, records, wrote))
+    wrote.done()
     config_path = os.path.join(out_dir, "clean.yaml")
     with open(config_path, "w", encoding="utf-8") as fh:
         fh.write(_CLEAN_YAML)
@@ -681,7 +716,12 @@ def add_synth_parser(sub: Any) -> None:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     summary = write_synthetic_dataset(
-        args.out, args.n, args.seed, overwrite=args.overwrite, workers=getattr(args, "workers", None)
+        args.out,
+        args.n,
+        args.seed,
+        overwrite=args.overwrite,
+        workers=getattr(args, "workers", None),
+        progress=sys.stderr,
     )
     rejected = sum(summary["expected_rejected"].values())
     print(

@@ -91,6 +91,9 @@ class CleanConfig:
     )
     audit: bool = False
     workers: int = 1
+    # The run fails (exit 1, no COMPLETED) when one step rejects more than this share of the pairs that
+    # reached it (pipelines/outcome.py); --max-reject-share overrides it.
+    max_reject_share: float | None = None
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.sources]
@@ -101,6 +104,13 @@ class CleanConfig:
             raise ConfigError(f"source names must be unique; repeated: {', '.join(dupes)}.")
         if self.workers < 1:
             raise ConfigError("workers must be >= 1.")
+        share = self.max_reject_share
+        if share is not None and (
+            isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1
+        ):
+            raise ConfigError(
+                f"max_reject_share (--max-reject-share) must be a number F with 0 < F <= 1, got {share!r}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

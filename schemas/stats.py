@@ -16,6 +16,10 @@ import numpy as np
 from vlcurate.schemas.record import Pair, stable_hash
 
 SAMPLES_PER_REASON = 8
+# The pseudo step that stands for the readers: it sees every pair read and "drops" those a reader already
+# rejected (unreadable file, unparseable row, bad UTF-8, an image file that is not there), so that every
+# reject is attributed to some step in stats.json, and per-step shares (--max-reject-share) cover reading.
+READ_STEP = "read"
 
 
 class Histogram:
@@ -83,6 +87,14 @@ class RunStats:
         self.thumbnails: dict[str, list[tuple[int, str, Any]]] = {}  # reason -> [(hash, uid, jpeg)]
 
     # --- recording -------------------------------------------------------------------------------
+    def observe_read(self, source: str, pairs: list[Pair]) -> None:
+        """Counts pairs as read, and the readers' rejects among them as READ_STEP's drops."""
+        self.read[source] += len(pairs)
+        self.step_seen[(READ_STEP, source)] += len(pairs)
+        for pair in pairs:
+            if pair.reject is not None:
+                self.step_dropped[(READ_STEP, source, pair.reject)] += 1
+
     def observe_scores(
         self, name: str, source: str, values: list[float], bins: tuple[float, float, int]
     ) -> None:

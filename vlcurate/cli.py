@@ -24,7 +24,7 @@ from vlcurate.pipelines.format import add_format_parser, cmd_format  # noqa: E40
 from vlcurate.pipelines.options import check_flags, parser_flags  # noqa: E402
 from vlcurate.pipelines.sft import add_sft_parser, cmd_sft  # noqa: E402
 from vlcurate.pipelines.synth import add_synth_parser, cmd_synth  # noqa: E402
-from vlcurate.schemas.errors import ConfigError  # noqa: E402
+from vlcurate.schemas.errors import ConfigError, RunFailedError  # noqa: E402
 
 gc.freeze()
 if _collecting:
@@ -52,6 +52,12 @@ def _add_clean(sub) -> None:
     p.add_argument("--audit", action="store_true", help="run every filter on every pair (overlap stats)")
     p.add_argument("--overwrite", action="store_true", help="replace a completed output directory")
     p.add_argument("--no-progress", action="store_true", help="do not print progress lines")
+    p.add_argument(
+        "--max-reject-share",
+        metavar="F",
+        help="fail (exit 1, no COMPLETED) when one step rejects more than this share (0 < F <= 1) of the "
+        "pairs that reached it; overrides the config's max_reject_share",
+    )
 
 
 def _guess_format(paths: list[str]) -> str:
@@ -87,6 +93,11 @@ def cmd_clean(args: argparse.Namespace, beam_args: list[str]) -> int:
     config.disable = [*config.disable, *cli_disable]
     config.audit = config.audit or args.audit
     config.output.overwrite = config.output.overwrite or args.overwrite
+    if args.max_reject_share is not None:
+        try:
+            config.max_reject_share = float(args.max_reject_share)
+        except ValueError:  # __post_init__ refuses it, naming the valid range
+            config.max_reject_share = args.max_reject_share
     config.__post_init__()
     run_clean(config, beam_args, progress=not args.no_progress, cli_disable=cli_disable)
     return 0
@@ -133,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"vlcurate: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except RunFailedError as exc:
+        print(f"vlcurate: error: {exc}", file=sys.stderr)
+        return 1
     return 1
 
 

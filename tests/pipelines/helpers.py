@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import glob
+import io
+import json
 import os
 
 import pyarrow.parquet as pq
+from PIL import Image
 
+from vlcurate.formatters.webdataset import TarShardWriter
 from vlcurate.pipelines.clean import run_clean
 from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
 
@@ -16,6 +20,20 @@ FORMAT_PATHS = {"webdataset": "wds/*.tar", "parquet": "parquet/*.parquet", "json
 def synth_config(synth_dir, fmt: str, out: str, **kwargs) -> CleanConfig:
     source = SourceConfig(name="synth", format=fmt, paths=[os.path.join(str(synth_dir), FORMAT_PATHS[fmt])])
     return CleanConfig(sources=[source], output=OutputConfig(dir=out), **kwargs)
+
+
+def jpeg(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (10, 120, 200)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def write_tar(path, samples: list[tuple[str, str, bytes | None]]) -> None:
+    """A WebDataset tar of (key, caption, JPEG bytes or None for a sample without an image)."""
+    with open(path, "wb") as fh, TarShardWriter(fh) as writer:
+        for key, caption, image in samples:
+            files = {"txt": caption.encode(), "json": json.dumps({"key": key}).encode()}
+            writer.add(key, {"jpg": image, **files} if image is not None else files)
 
 
 def run(config: CleanConfig) -> dict:

@@ -1,28 +1,10 @@
 """--audit: every per-pair filter runs on every pair, so stats show each filter's own effect and overlaps."""
 
-import io
 import json
 
-from PIL import Image
-
-from vlcurate.formatters.webdataset import TarShardWriter
 from vlcurate.pipelines.clean import run_clean
 from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
-from vlcurate.tests.pipelines.helpers import reject_rows
-
-
-def jpeg(width, height):
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (10, 120, 200)).save(buffer, "JPEG")
-    return buffer.getvalue()
-
-
-def write_tar(path, samples):
-    with open(path, "wb") as fh, TarShardWriter(fh) as writer:
-        for key, caption, image in samples:
-            writer.add(
-                key, {"jpg": image, "txt": caption.encode(), "json": json.dumps({"key": key}).encode()}
-            )
+from vlcurate.tests.pipelines.helpers import jpeg, reject_rows, write_tar
 
 
 def test_audit_records_every_reason_and_the_overlaps(tmp_path):

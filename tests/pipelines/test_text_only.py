@@ -48,6 +48,6 @@ def test_progress_lines_count_duplicates_as_rejected(tmp_path, capsys):
     stats = run_clean(CleanConfig(sources=[source], output=OutputConfig(dir=str(tmp_path / "out"))))
     assert stats["sources"]["web"]["kept"] == 10
     assert stats["sources"]["web"]["rejected_by_reason"] == {"duplicate": 20}
-    last_progress = [line for line in capsys.readouterr().err.splitlines() if "pairs/s read" in line][-1]
-    assert "read 30  kept 10  rejected 20 " in last_progress
+    last_progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[clean]")][-1]
+    assert "kept 10 (33.3%)  rejected 20 (66.7%)" in last_progress and "read 30 " in last_progress
     assert sorted(p.name for p in (tmp_path / "out" / "rejects").iterdir()) == ["duplicates-00000.parquet"]

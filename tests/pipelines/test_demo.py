@@ -1,0 +1,100 @@
+"""`vlcurate demo`: its summary against the planted ground truth, and every output's info.json."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+
+import pytest
+
+from vlcurate.model.clip_models import WEIGHTS_DIR
+from vlcurate.pipelines.demo import run_demo
+
+N = 200
+# Checked by hand against synth/ground_truth.jsonl for n=200, seed 0: 84 planted defects (8 or 6 of each
+# rejecting kind, synth.defect_counts) and 116 pairs to keep (none 70, chinese 24, exif_rotated 6, html 8,
+# irregular_pattern 8). The bundled CLIP lets 2 of the 8 mismatched captions (keys 26 and 177) through:
+# those are the 2 planted defects missed, and the 2 pairs kept beyond the 116.
+EXPECTED = {
+    "read": 200,
+    "kept": 118,
+    "rejected": 82,
+    "rejected_by_reason": {
+        "aspect_ratio": 8,
+        "disallowed_script": 8,
+        "emoji": 8,
+        "too_short": 8,
+        "too_small": 8,
+        "caption_empty": 6,
+        "clip_low_score": 6,
+        "duplicate": 6,
+        "image_missing": 6,
+        "image_truncated": 6,
+        "image_undecodable": 6,
+        "too_long": 6,
+    },
+    "planted_defects": 84,
+    "planted_defects_rejected_as_planted": 82,
+    "clean_pairs": 116,
+    "clean_pairs_kept": 116,
+}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("demo") / "demo-out")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        summary = run_demo(out, n=N)
+    return out, summary, printed.getvalue()
+
+
+@pytest.mark.slow
+def test_summary_counts_agree_with_the_planted_ground_truth(demo):
+    out, summary, printed = demo
+    assert summary == EXPECTED
+    assert list(summary["rejected_by_reason"]) == list(EXPECTED["rejected_by_reason"])  # most first
+    with open(os.path.join(out, "summary.json")) as fh:
+        assert json.load(fh) == EXPECTED
+    assert printed.splitlines()[-7:] == [
+        "Demo summary (clean step):",
+        "  kept      118 of 200 (59.0%)",
+        "  rejected  82 of 200 (41.0%): aspect_ratio 8, disallowed_script 8, emoji 8, too_short 8, too_small 8, "
+        "caption_empty 6, clip_low_score 6, duplicate 6, image_missing 6, image_truncated 6, image_undecodable 6, "
+        "too_long 6",
+        "  against the planted ground truth (synth/ground_truth.jsonl):",
+        "    planted defects rejected for the planted reason: 82 of 84 (97.6%)",
+        "    clean pairs kept: 116 of 116 (100.0%)",
+        f"  open {os.path.join(out, 'clean', 'report.html')}",
+    ]
+    assert os.path.isfile(os.path.join(out, "clean", "report.html"))
+
+
+ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["clean", "sft", "stage1", "stage2"])
+def test_every_output_records_what_reproduces_it(demo, kind):
+    out, _, _ = demo
+    with open(os.path.join(out, kind, "info.json")) as fh:
+        info = json.load(fh)
+    assert set(info["versions"]) == {
+        "vlcurate", "python", "torch", "open_clip", "apache_beam", "pyarrow", "pillow", "numpy",
+    }  # fmt: skip
+    assert all(isinstance(v, str) for v in info["versions"].values())  # all installed here
+    assert info["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}(-dirty)?", info["git_commit"])
+    run = info["run"]
+    assert re.fullmatch(ISO, run["started"]) and re.fullmatch(ISO, run["finished"])
+    assert run["started"] <= run["finished"] and run["wall_seconds"] >= 0
+    if kind == "clean":
+        weights = os.path.join(WEIGHTS_DIR, "tiny-synth-clip", "open_clip_model.safetensors")
+        with open(weights, "rb") as fh:
+            digest = hashlib.sha256(fh.read()).hexdigest()
+        assert info["models"] == {"bundled:tiny-synth-clip": {"file": weights, "sha256": digest}}
+    else:
+        assert info["models"] == {}
