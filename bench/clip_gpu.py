@@ -43,7 +43,7 @@ import time
 
 from report import write_results
 
-PEAK_TFLOPS = 800.0  # measured bf16 dense matmul peak on the H100 used here (ENVIRONMENT.md)
+PEAK_TFLOPS = 800.0  # measured bf16 dense matmul peak on an H100 (bench/README.md)
 
 
 def device_name() -> str:

@@ -1,6 +1,6 @@
 """Rules for academic caption sets (CC12M, SBU, ...): Qwen-VL's secondary sources describe them as
 "drop texts carrying the dataset's special tags" and "where several texts belong to one image, keep the
-longest" (QWENVL_FORMAT.md section 1).
+longest" (docs/qwenvl-format.md section 1).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The default order of steps and how a config turns it into step instances per source.
 
 Cheap text steps run first, then header-only image steps, then decoding, so the expensive work only sees
-survivors (DESIGN.md, "The flow").
+survivors (docs/architecture.md, "The flow").
 """
 
 from __future__ import annotations

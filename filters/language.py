@@ -277,7 +277,7 @@ class LanguageTag(Step):
     """Sets `pair.lang` and `scores["lang_prob"]`. With `allowed` (e.g. ["en", "zh"]), a pair whose
     language is not in the list is rejected as `language`; the default None only tags. The paper keeps
     English and Chinese, but its script filter already enforces that; tagging feeds per-language CLIP
-    models and thresholds (DESIGN.md, "CLIP scoring"). `candidates` restricts the labels the model
+    models and thresholds (docs/architecture.md, "CLIP scoring"). `candidates` restricts the labels the model
     chooses from; the default ["en", "zh"] matches what the script filter lets through (on short English
     captions the full label set often answers pcm, lb or la, which would pick the wrong CLIP threshold).
     `candidates: null` uses all of py3langid's labels, e.g. with `allowed` to drop other Latin-script

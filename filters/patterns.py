@@ -1,7 +1,7 @@
 """Removal of unregular patterns from captions (Qwen-VL paper, appendix A.1, step 8).
 
 What goes, in this order:
-1. Qwen-VL special-token strings (QWENVL_FORMAT.md section 4): finetune.py encodes with every special
+1. Qwen-VL special-token strings (docs/qwenvl-format.md section 4): finetune.py encodes with every special
    token allowed, so a literal `<|im_end|>` or `<box>` in a caption would become a control token.
 2. URLs (with a scheme, `www.`, or a bare domain followed by a path), e-mail addresses, camera file names
    (IMG_1234.JPG, DSC_0042, PXL_20210101_...), generic image file names (image.png, photo-2.jpg) and a

@@ -1,7 +1,7 @@
 """Pixel boxes and quads to Qwen-VL's `<box>(x1,y1),(x2,y2)</box>` and `<quad>...</quad>` strings.
 
 Coordinates are relative to the ORIGINAL image size (Qwen-VL squashes images to 448x448, so relative
-coordinates survive the resize), scaled to [0, 1000) as QWENVL_FORMAT.md section 2 says:
+coordinates survive the resize), scaled to [0, 1000) as docs/qwenvl-format.md section 2 says:
 `v = min(999, max(0, int(x / W * 1000)))`. Inputs are pixel corners `[x1, y1, x2, y2]` (not x, y, w, h),
 and quads are 4 `[x, y]` points in reading order (kept as given). Bad input raises a BoxError subclass
 whose `reason` is the reject reason; the formatters turn it into a reject.

@@ -1,4 +1,4 @@
-"""SFT dialogues for Qwen-VL's finetune.py (QWENVL_FORMAT.md section 3): input records -> dialogues ->
+"""SFT dialogues for Qwen-VL's finetune.py (docs/qwenvl-format.md section 3): input records -> dialogues ->
 token-exact samples that fit `model_max_length`.
 
 Input records (one JSON object per JSONL line; `id` is optional, a string or an integer, and defaults to

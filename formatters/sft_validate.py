@@ -1,4 +1,4 @@
-"""Validation of finetune.py SFT samples (QWENVL_FORMAT.md section 3) before they are written (and, by
+"""Validation of finetune.py SFT samples (docs/qwenvl-format.md section 3) before they are written (and, by
 pipelines/sft_io.validate_output_dir, after).
 
 A sample is `{"id": str, "conversations": [{"from": "user"|"assistant", "value": str}, ...]}`. It is valid

@@ -8,7 +8,7 @@ tokenizer with every special token allowed (what a trainer does), prefix and tar
 (as finetune.py tokenizes each piece); an image costs 258 prefix tokens.
 
 Stage-1 input: a cleaned pair, i.e. caption, lang ("en" or "zh") and the image path as the trainer will
-see it (at most 254 UTF-8 bytes). Output, QWENVL_FORMAT.md section 2:
+see it (at most 254 UTF-8 bytes). Output, docs/qwenvl-format.md section 2:
     prefix `<img>{path}</img>Generate the caption in English:` (zh: `... in Chinese:`)
     target ` {caption}<|endoftext|>`
 

@@ -1,4 +1,4 @@
-"""Stage-2 multi-task samples (QWENVL_FORMAT.md section 2) from one JSONL record per sample.
+"""Stage-2 multi-task samples (docs/qwenvl-format.md section 2) from one JSONL record per sample.
 
 Input schemas. Every record is a JSON object with `task` and an optional `id` (string or integer).
 `image` is the path as the trainer will see it (<= 254 UTF-8 bytes, NFC). `width`/`height` are the

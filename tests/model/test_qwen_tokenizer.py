@@ -1,4 +1,4 @@
-"""The Qwen-VL tokenizer against the facts of QWENVL_FORMAT.md section 4, and finetune.py's preprocess."""
+"""The Qwen-VL tokenizer against the facts of docs/qwenvl-format.md section 4, and finetune.py's preprocess."""
 
 from __future__ import annotations
 
