@@ -78,8 +78,8 @@ def _images_missing(summary: Mapping[str, Any], steps: Sequence[StepCounts]) -> 
 def assess(
     summary: Mapping[str, Any], order: Sequence[str] = (), max_reject_share: float | None = None
 ) -> Outcome:
-    """Warnings (zero pairs read; no image found for a source; a step that rejected every pair that reached
-    it) and, with `max_reject_share`, the failure of the first step, in run order, that rejected a larger
+    """Warnings (zero pairs read; zero kept; no image found for a source; a step that rejected every pair
+    that reached it) and, with `max_reject_share`, the failure of the first step, in run order, that rejected a larger
     share of the pairs that reached it."""
     warnings = []
     if summary["totals"]["read"] == 0:
@@ -87,6 +87,9 @@ def assess(
             "0 pairs were read: the files that `paths` matched hold no records (empty files? the wrong "
             "format?)"
         )
+    elif summary["totals"]["kept"] == 0:
+        # Each step may have dropped only part; together they left nothing, which no step line says.
+        warnings.append(f"0 of {summary['totals']['read']:,} pairs were kept: every pair read was rejected")
     steps = step_counts(summary, order)
     warnings += _images_missing(summary, steps)
     no_image = {IMAGE_MISSING, *_BEFORE_IMAGE}

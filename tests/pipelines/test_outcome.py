@@ -55,12 +55,13 @@ def test_a_step_that_rejects_every_pair_is_named_with_its_reason(tmp_path, capsy
     out = tmp_path / "out"
     code, lines = clean(capsys, "--input", str(tmp_path / "*.tar"), "--output", str(out))
     assert code == 0
-    assert block(lines) == ["min_side rejected 3 of 3 pairs that reached it (too_small)"]
+    nothing_kept = "0 of 4 pairs were kept: every pair read was rejected"
+    assert block(lines) == [nothing_kept, "min_side rejected 3 of 3 pairs that reached it (too_small)"]
     assert lines[-1] == BAR  # the block is the last thing the run prints
     assert (out / COMPLETED).exists()
     with open(out / "info.json") as fh:
         info = json.load(fh)
-    assert info["warnings"] == ["min_side rejected 3 of 3 pairs that reached it (too_small)"]
+    assert info["warnings"] == [nothing_kept, "min_side rejected 3 of 3 pairs that reached it (too_small)"]
     assert info["failure"] is None
     assert "min_side rejected 3 of 3 pairs" in (out / "report.html").read_text()
 
@@ -72,8 +73,9 @@ def test_missing_images_blame_the_paths_for_files_and_tars(tmp_path, capsys):
     code, lines = clean(capsys, "--input", str(tmp_path / "rows.jsonl"), "--output", str(tmp_path / "o1"))
     assert code == 0
     assert block(lines) == [
+        "0 of 4 pairs were kept: every pair read was rejected",
         "source 'input': every image is missing (image_missing for all 3 pairs whose image was looked "
-        "for, at step read): the source's image_root or its image paths are probably wrong"
+        "for, at step read): the source's image_root or its image paths are probably wrong",
     ]
     with open(tmp_path / "o1" / "stats.json") as fh:
         read = json.load(fh)["steps"]["read"]
@@ -84,8 +86,9 @@ def test_missing_images_blame_the_paths_for_files_and_tars(tmp_path, capsys):
     assert code == 0
     # probe_image rejected all it saw, but the likely cause is told once, not as a second finding.
     assert block(lines) == [
+        "0 of 5 pairs were kept: every pair read was rejected",
         "source 'input': every image is missing (image_missing for all 4 pairs whose image was looked "
-        "for, at step probe_image): the source's image_root or its image paths are probably wrong"
+        "for, at step probe_image): the source's image_root or its image paths are probably wrong",
     ]
 
 
@@ -140,9 +143,12 @@ def test_a_bad_max_reject_share_is_refused_at_start(tmp_path, capsys, value):
     assert not out.exists()
 
 
-def stats_of(seen: dict[str, int], dropped: dict[tuple[str, str], int], read: int = 10) -> RunStats:
+def stats_of(
+    seen: dict[str, int], dropped: dict[tuple[str, str], int], read: int = 10, kept: int = 1
+) -> RunStats:
     stats = RunStats()
     stats.read["s"] = read
+    stats.kept["s"] = kept
     for step, n in seen.items():
         stats.step_seen[(step, "s")] = n
     for (step, reason), n in dropped.items():
@@ -162,6 +168,8 @@ def test_assess_reports_the_first_step_over_the_limit_in_run_order():
         "--max-reject-share 0.3 allows (also over it: aspect_ratio)"
     )
     assert outcome.warnings == ["aspect_ratio rejected 5 of 5 pairs that reached it (aspect_ratio)"]
+    nothing_kept = assess(stats_of({"emoji": 10}, {("emoji", "emoji"): 10}, kept=0).to_json())
+    assert nothing_kept.warnings[0] == "0 of 10 pairs were kept: every pair read was rejected"
     assert assess(stats.to_json(), order).failure is None  # no limit, no failure
 
 
