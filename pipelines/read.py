@@ -22,10 +22,11 @@ from apache_beam.io.filesystems import FileSystems
 from vlcurate.formatters.webdataset import iter_samples
 from vlcurate.pipelines import batch_coder  # noqa: F401  (registers PairBatch's coder)
 from vlcurate.pipelines.image_spans import rereadable_path
+from vlcurate.pipelines.load_images import load_images
 from vlcurate.schemas.batch import PairBatch, batched
 from vlcurate.schemas.config import SourceConfig
 from vlcurate.schemas.errors import ConfigError
-from vlcurate.schemas.record import ImageSpan, Pair, make_uid
+from vlcurate.schemas.record import Pair, make_uid
 from vlcurate.schemas.rows import pair_from_row, pair_from_sample
 
 _BATCH_ROWS = 1024
@@ -175,24 +176,6 @@ def _read_text_rows(source: SourceConfig, path: str, fh) -> Iterator[Pair]:
         yield pair_from_row(source, row, fallback, folder)
 
 
-def load_image_bytes(pair: Pair) -> None:
-    """Fetches the pair's `image_ref` file through Beam's filesystems; a missing file is a reject."""
-    if pair.image is None and pair.image_ref is not None and pair.reject is None:
-        if pair.image_ref.startswith(("http://", "https://")):
-            pair.reject = "image_missing"
-            pair.meta["error"] = "remote URLs are not downloaded; fetch images first (img2dataset)"
-        else:
-            try:
-                with FileSystems.open(pair.image_ref) as fh:
-                    pair.image = fh.read()
-                at = rereadable_path(pair.image_ref)
-                if at is not None:
-                    pair.image_span = ImageSpan(at, 0, len(pair.image))
-            except (OSError, ValueError) as exc:
-                pair.reject = "image_missing"
-                pair.meta["error"] = f"{type(exc).__name__}: {exc}"[:300]
-
-
 class ReadSource(beam.PTransform):
     """All records of one configured source, as PairBatch elements (a batch never spans two files)."""
 
@@ -215,10 +198,4 @@ class ReadSource(beam.PTransform):
         )
         if source.image_column is None or source.format == "webdataset":  # no image files to fetch
             return pairs
-        return pairs | "LoadImages" >> beam.Map(_load_images).with_output_types(PairBatch)
-
-
-def _load_images(batch: PairBatch) -> PairBatch:
-    for pair in batch:
-        load_image_bytes(pair)
-    return batch
+        return pairs | "LoadImages" >> beam.Map(load_images).with_output_types(PairBatch)

@@ -45,8 +45,8 @@ from vlcurate.pipelines.read import read_file
 from vlcurate.pipelines.write import shard_name
 from vlcurate.schemas.config import SourceConfig
 from vlcurate.schemas.errors import ConfigError
+from vlcurate.schemas.image_paths import resolve_image_path
 from vlcurate.schemas.record import Pair
-from vlcurate.schemas.rows import resolve_image_path
 from vlcurate.schemas.sft_config import SftInputConfig
 from vlcurate.schemas.stats import Histogram
 

@@ -7,10 +7,10 @@ Trouble in a row becomes a rejected Pair with a reason, never an exception.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from vlcurate.schemas.config import SourceConfig
+from vlcurate.schemas.image_paths import resolve_image_path
 from vlcurate.schemas.record import IMAGE_EXTENSIONS, ImageSpan, Pair, make_uid
 
 # JSON metadata keys img2dataset writes that vlcurate tracks itself; everything else passes through.
@@ -134,12 +134,6 @@ def _replace_bad_bytes(text: str) -> str:
     if _utf8_clean(text):
         return text
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def resolve_image_path(ref: str, root: str) -> str:
-    if "://" in ref or os.path.isabs(ref):
-        return ref
-    return root.rstrip("/") + "/" + ref if "://" in root else os.path.join(root, ref)
 
 
 def _jsonable(value: Any) -> Any:

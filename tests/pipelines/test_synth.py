@@ -19,7 +19,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from vlcurate.filters.image_probe import DecodeCheck, ProbeImage, header_size
 from vlcurate.model.scenes import COLORS_ZH, KINDS_ZH, render
 from vlcurate.pipelines import synth
-from vlcurate.pipelines.read import load_image_bytes, read_file
+from vlcurate.pipelines.load_images import load_image_bytes
+from vlcurate.pipelines.read import read_file
 from vlcurate.schemas.config import SourceConfig, load_clean_config
 from vlcurate.schemas.errors import ConfigError
 from vlcurate.schemas.record import Pair
