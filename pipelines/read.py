@@ -196,6 +196,7 @@ class ReadSource(beam.PTransform):
             | "Parse"
             >> beam.FlatMap(lambda path: batched(read_file(source, path))).with_output_types(PairBatch)
         )
-        if source.image_column is None or source.format == "webdataset":  # no image files to fetch
+        if source.image_column is None:  # caption-only: no images to cap or fetch
             return pairs
-        return pairs | "LoadImages" >> beam.Map(load_images).with_output_types(PairBatch)
+        load = beam.Map(load_images, source.max_image_bytes)  # also caps tar members and Parquet bytes
+        return pairs | "LoadImages" >> load.with_output_types(PairBatch)

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from vlcurate.schemas.errors import ConfigError, unknown_name_error
+from vlcurate.schemas.image_paths import DEFAULT_MAX_IMAGE_BYTES
 from vlcurate.schemas.typecheck import check_value, describe
 
 INPUT_FORMATS = ("webdataset", "parquet", "jsonl", "csv")
@@ -34,6 +35,12 @@ class SourceConfig:
     key_column: str = "key"
     # Folder that relative image paths (Parquet path columns, JSONL/CSV) are resolved against.
     image_root: str | None = None
+    # Image paths must lie inside image_root (default: the input file's folder) once symlinks and `..` are
+    # resolved, else the pair is rejected as image_outside_root; true reads them wherever they are.
+    allow_outside_root: bool = False
+    # Larger images (files by path, tar members, Parquet bytes) are rejected as image_too_large; a file is
+    # never read past it (schemas/image_paths.py says why 64 MiB).
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     # Per-source step parameter overrides: {step name: {parameter: value}}.
     steps: dict[str, dict[str, Any]] = dataclasses.field(
         default_factory=dict, metadata={"example": "steps: {clip_filter: {keep_fraction: 0.5}}"}
@@ -43,6 +50,8 @@ class SourceConfig:
         if self.format not in INPUT_FORMATS:
             raise unknown_name_error("input format", self.format, INPUT_FORMATS, f"source {self.name!r}")
         self.paths = check_name_and_paths("source", self.name, self.paths)
+        if self.max_image_bytes < 1:
+            raise ConfigError(f"source {self.name!r}: max_image_bytes must be >= 1 (bytes).")
 
 
 def check_name_and_paths(what: str, name: str, paths: list[str] | str) -> list[str]:

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from vlcurate.schemas.config import SourceConfig
-from vlcurate.schemas.image_paths import resolve_image_path
+from vlcurate.schemas.image_paths import outside_root, resolve_image_path
 from vlcurate.schemas.record import IMAGE_EXTENSIONS, ImageSpan, Pair, make_uid
 
 # JSON metadata keys img2dataset writes that vlcurate tracks itself; everything else passes through.
@@ -103,12 +103,17 @@ def pair_from_row(
         image = bytes(value) or None
     elif isinstance(value, str) and value:
         image_ref = value
+    outside = None
     if image is None and image_ref is not None:
-        image_ref = resolve_image_path(image_ref, source.image_root or file_dir)
+        root = source.image_root or file_dir
+        image_ref = resolve_image_path(image_ref, root)
+        outside = None if source.allow_outside_root else outside_root(image_ref, root)
     elif image is not None and at is not None:
         image_ref = at  # an HF {bytes, path} struct's path names the original file, not this copy
     own = {source.key_column, source.caption_column, source.image_column} - {None}
     meta = {k: _jsonable(v) for k, v in row.items() if k not in own}
+    if outside is not None:  # never read: schemas/image_paths.py
+        meta["error"] = outside
     return Pair(
         uid=make_uid(source.name, key),
         source=source.name,
@@ -116,6 +121,7 @@ def pair_from_row(
         caption_raw=caption,
         image=image,
         image_ref=image_ref,
+        reject="image_outside_root" if outside is not None else None,
         meta=meta,
     )
 
