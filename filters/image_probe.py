@@ -3,6 +3,12 @@
 The probe reads only the header: format and the EXIF-oriented width/height that size and aspect filters
 use. The decode check then decodes the image (JPEG at 1/8 scale through PIL's draft mode, which still
 reads every byte) so truncated files are rejected before the GPU step sees them.
+
+A multi-frame image (GIF, APNG, TIFF, animated WebP) is its first frame, here and in every later step (CLIP
+preprocessing, shard re-encoding, thumbnails): PIL parses and decodes a later frame only when asked to seek
+to it, and nothing seeks, so a later frame that is enormous (a GIF frame claiming 65535 x 65535) or broken
+costs nothing. libwebp checks every frame of an animation when it opens one, so a WebP with a bad later
+frame cannot be opened at all (`image_undecodable`). tests/hostile/test_images.py holds each case.
 """
 
 from __future__ import annotations
