@@ -42,19 +42,26 @@ def load_image_bytes(pair: Pair, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES)
     if ref is None:
         return
     try:
-        if ref.startswith(("http://", "https://")):
-            raise ImageRejected(
-                "image_missing", "remote URLs are not downloaded; fetch images first (img2dataset)"
-            )
-        if "://" in ref:
-            pair.image = _read_remote(ref, max_image_bytes)
-        else:
-            pair.image = read_image_file(ref, max_image_bytes)
-            at = rereadable_path(ref)
-            if at is not None:
-                pair.image_span = ImageSpan(at, 0, len(pair.image))
+        pair.image = read_image(ref, max_image_bytes)
     except ImageRejected as exc:
         _reject(pair, exc.reason, str(exc))
+        return
+    at = rereadable_path(ref)
+    if at is not None:
+        pair.image_span = ImageSpan(at, 0, len(pair.image))
+
+
+def read_image(ref: str, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> bytes:
+    """The bytes of the image file `ref` names (a local path or a URL Beam reads), at most
+    `max_image_bytes`; raises ImageRejected with the reject reason. Whether `ref` may be read at all
+    (schemas/image_paths.py, outside_root) is the caller's to decide first."""
+    if ref.startswith(("http://", "https://")):
+        raise ImageRejected(
+            "image_missing", "remote URLs are not downloaded; fetch images first (img2dataset)"
+        )
+    if "://" in ref:
+        return _read_remote(ref, max_image_bytes)
+    return read_image_file(ref, max_image_bytes)
 
 
 def _read_remote(url: str, max_image_bytes: int) -> bytes:

@@ -40,12 +40,13 @@ from vlcurate.formatters.sft import (
 )
 from vlcurate.formatters.sft_validate import validate_sample
 from vlcurate.formatters.webdataset import EXTENSION_OF_FORMAT
+from vlcurate.pipelines.load_images import load_image_bytes, read_image
 from vlcurate.pipelines.output import ensure_dir, join, read_json, require_completed, write_bytes_atomic
 from vlcurate.pipelines.read import read_file
 from vlcurate.pipelines.write import shard_name
 from vlcurate.schemas.config import SourceConfig
 from vlcurate.schemas.errors import ConfigError
-from vlcurate.schemas.image_paths import resolve_image_path
+from vlcurate.schemas.image_paths import ImageRejected, outside_root, resolve_image_path
 from vlcurate.schemas.record import Pair
 from vlcurate.schemas.sft_config import SftInputConfig
 from vlcurate.schemas.stats import Histogram
@@ -97,12 +98,16 @@ def _reject_row(spec: SftInputConfig, item_id: str, exc: RejectSample) -> dict[s
     return {"id": item_id, "input": spec.name, "kind": spec.kind, "reason": exc.reason, "detail": exc.detail}
 
 
-def _read_bytes(path: str) -> bytes | None:
+def _read_image(spec: SftInputConfig, path: str, root: str) -> bytes:
+    """The image file a record names, as `clean` reads one (pipelines/load_images.py): inside the input's
+    image root unless allow_outside_root, never a device or FIFO, at most max_image_bytes."""
+    outside = None if spec.allow_outside_root else outside_root(path, root)
+    if outside is not None:
+        raise RejectSample("image_outside_root", outside)
     try:
-        with FileSystems.open(path) as fh:
-            return fh.read()
-    except (OSError, ValueError):  # Beam raises BeamIOError (an OSError) for a missing file
-        return None
+        return read_image(path, spec.max_image_bytes)
+    except ImageRejected as exc:
+        raise RejectSample(exc.reason, str(exc)) from None
 
 
 def read_input_file(spec: SftInputConfig, path: str) -> Iterator[tuple[str, Any]]:
@@ -143,10 +148,11 @@ def read_input_file(spec: SftInputConfig, path: str) -> Iterator[tuple[str, Any]
             ref = record.get("image")
             if not isinstance(ref, str) or not ref:
                 raise RejectSample("missing_field", "image")
-            source = resolve_image_path(ref, spec.image_root or folder)
+            root = spec.image_root or folder
+            source = resolve_image_path(ref, root)
             if source not in images:
                 try:
-                    data = _read_bytes(source)
+                    data = _read_image(spec, source, root)
                     images[source] = image_file(data)
                     yield "image", (images[source][0], data)
                 except RejectSample as exc:
@@ -170,6 +176,7 @@ def _item(spec: SftInputConfig, item_id: str, record: dict, image: str, size: tu
 def _read_pairs(spec: SftInputConfig, path: str) -> Iterator[tuple[str, Any]]:
     source = SourceConfig(name=spec.name, format="webdataset", paths=[path])
     for pair in read_file(source, path):  # the reader `clean` itself uses for its tar shards
+        load_image_bytes(pair, spec.max_image_bytes)  # the size cap on tar members
         item_id = f"{spec.name}/{pair.meta.get('uid') or pair.key}"
         try:
             if pair.reject is not None:

@@ -66,7 +66,7 @@ def outside_root(path: str, root: str) -> str | None:
     never fetched (the loader rejects them as `image_missing`), so they are not judged here."""
     if path.startswith(("http://", "https://")):
         return None
-    fix = "set the source's image_root to a folder that holds it, or allow_outside_root: true"
+    fix = "set image_root to a folder that holds it, or allow_outside_root: true"
     if "://" in path or "://" in root:
         inside = "://" in path and "://" in root and _url_inside(path, root)
         where = path

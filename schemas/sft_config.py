@@ -26,6 +26,7 @@ from typing import Any
 
 from vlcurate.schemas.config import check_name_and_paths, from_dict, read_yaml_config, resolve_path
 from vlcurate.schemas.errors import ConfigError, unknown_name_error
+from vlcurate.schemas.image_paths import DEFAULT_MAX_IMAGE_BYTES
 
 # One picture in an SFT turn, `Picture n: <img>...</img>\n` (docs/qwenvl-format.md section 3), and what a first
 # turn needs besides its pictures (system block, turn structure, a short question and answer).
@@ -51,11 +52,17 @@ class SftInputConfig:
     kind: str
     paths: list[str]
     image_root: str | None = None
+    # As for `clean` sources (schemas/config.py, SourceConfig): image paths must resolve inside the image
+    # root unless true; larger images are rejected as image_too_large.
+    allow_outside_root: bool = False
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
 
     def __post_init__(self) -> None:
         if self.kind not in INPUT_KINDS:
             raise unknown_name_error("input kind", self.kind, INPUT_KINDS, f"input {self.name!r}")
         self.paths = check_name_and_paths("input", self.name, self.paths)
+        if self.max_image_bytes < 1:
+            raise ConfigError(f"input {self.name!r}: max_image_bytes must be >= 1 (bytes).")
 
 
 @dataclasses.dataclass

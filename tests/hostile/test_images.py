@@ -430,3 +430,45 @@ def test_multi_frame_images_use_their_first_frame_and_never_decode_a_later_one(t
         with Image.open(io.BytesIO(data)) as img:
             red, green, blue = img.convert("RGB").resize((1, 1)).getpixel((0, 0))
         assert red > 180 and green < 60 and blue < 60
+
+
+# --- the same rules in `vlcurate sft` ------------------------------------------------------------------
+
+
+def test_sft_reads_image_paths_by_the_same_rules(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "good.jpg").write_bytes(jpeg(64, 48))
+    (images / "big.jpg").write_bytes(noisy_jpeg(300, 300))
+    os.mkfifo(images / "fifo.jpg")
+    (tmp_path / "secret.jpg").write_bytes(jpeg(64, 48))
+    paths = {
+        "good": "good.jpg",
+        "fifo": "fifo.jpg",
+        "big": "big.jpg",
+        "zero": "/dev/zero",
+        "up": "../secret.jpg",
+        "remote": "gs://bucket/a.jpg",
+    }
+    records = [{"id": k, "image": v, "caption": "A red square.", "lang": "en"} for k, v in paths.items()]
+    (tmp_path / "caps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    caps = {"name": "caps", "kind": "captions", "paths": ["caps.jsonl"], "image_root": "images"}
+    config = tmp_path / "sft.yaml"
+    config.write_text(yaml.safe_dump({"inputs": [{**caps, "max_image_bytes": 20_000}]}))
+    code = f"import sys\nfrom vlcurate.cli import main\nsys.exit(main(['sft', '--config', {str(config)!r}, '--output', {str(tmp_path / 'out')!r}, '--no-progress']))"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"sft did not finish in {SUBPROCESS_TIMEOUT_S} s: an image read blocks")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert os.path.exists(tmp_path / "out" / COMPLETED)
+    with open(tmp_path / "out" / "stats.json") as fh:
+        stats = json.load(fh)
+    assert stats["totals"]["records_read"] == 6 and stats["totals"]["records_in_dialogues"] == 1
+    assert stats["rejects_by_reason"] == {
+        "image_not_a_file": 1,
+        "image_too_large": 1,
+        "image_outside_root": 3,
+    }
