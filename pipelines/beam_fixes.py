@@ -1,4 +1,4 @@
-"""Two fixes for Beam's local multi-process runner (FnApiRunner, multi_processing), installed by
+"""Three fixes for Beam's local multi-process runner (FnApiRunner, multi_processing), installed by
 pipelines/options.py for `--workers N`.
 
 1. Lost elements. The runner sends each bundle's input to a worker process through a data-plane output
@@ -21,12 +21,27 @@ and closing one tells its process to stop and then waits for it to exit; only th
 A worker holding a GPU model takes 1-2 s to exit (the H200 machine, ViT-B-32), so four workers spent the
 last ~7 s of every run exiting one by one. `stop_workers_together` tells every worker to stop first; the
 runner's own loop then waits for exits that run side by side (~4 s for four there).
+
+3. Workers outlived a killed launcher. A worker notices that the process running the pipeline is gone
+only when its gRPC channels time out: 3-15 s after a SIGKILL, each still holding its memory (and a GPU
+model). `workers_die_with_launcher` starts each worker through this module (`python -m
+vlcurate.pipelines.beam_fixes <launcher pid>`, exec'd by Beam's shell, so the launcher is its parent),
+which asks Linux to SIGKILL it when its parent dies (prctl PR_SET_PDEATHSIG) and then runs Beam's worker
+main as `-m` would. Where prctl is missing (macOS) or the parent is not the launcher, a thread checks
+every half second that the launcher is alive. Beam's own command for a worker is changed only where it
+is the one this was made for.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+
 _GUARDED = "_vlcurate_write_guarded"
 _TOGETHER = "_vlcurate_stop_together"
+_DIE_WITH_LAUNCHER = "_vlcurate_die_with_launcher"
+BEAM_WORKER_MAIN = "-m apache_beam.runners.worker.sdk_worker_main"  # what FnApiRunner runs per worker
+WATCH_SECONDS = 0.5
 
 
 def guard_timed_flush() -> None:
@@ -71,3 +86,75 @@ def stop_workers_together() -> None:
 
     manager.close_all = close_all_together
     setattr(manager, _TOGETHER, True)
+
+
+def workers_die_with_launcher() -> None:
+    """Installs fix 3 in this process (the launcher): worker processes started from now on exit when it
+    dies. Idempotent."""
+    from apache_beam.runners.portability import local_job_service
+
+    worker = local_job_service.SubprocessSdkWorker
+    if vars(worker).get(_DIE_WITH_LAUNCHER):
+        return
+    init = worker.__init__
+
+    def __init__(self, *args, **kwargs) -> None:
+        init(self, *args, **kwargs)
+        command = getattr(self, "_worker_command_line", None)
+        if isinstance(command, str) and command.endswith(BEAM_WORKER_MAIN):
+            start = command[: -len(BEAM_WORKER_MAIN)]
+            self._worker_command_line = f"exec {start}-m {__spec__.name} {os.getpid()}"
+
+    worker.__init__ = __init__
+    setattr(worker, _DIE_WITH_LAUNCHER, True)
+
+
+def die_with_launcher(launcher: int) -> None:
+    """In a worker: exit as soon as the launcher (process `launcher`) is gone."""
+    # Checked again after prctl: a launcher that died before it took hold is left to the thread below.
+    if os.getppid() == launcher and _kill_on_parent_death() and os.getppid() == launcher:
+        return
+    import threading
+
+    threading.Thread(target=_watch, args=(launcher,), name="vlcurate-launcher-watch", daemon=True).start()
+
+
+def _kill_on_parent_death() -> bool:
+    """prctl(PR_SET_PDEATHSIG, SIGKILL) on Linux; False where it is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch(launcher: int) -> None:
+    import time
+
+    while True:
+        try:
+            os.kill(launcher, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:
+            pass  # alive (under another user: its pid was reused, which a watcher cannot tell)
+        time.sleep(WATCH_SECONDS)
+
+
+def _worker_main() -> None:
+    """`python -m vlcurate.pipelines.beam_fixes <launcher pid>`: Beam's worker main, dying with the
+    launcher."""
+    import runpy
+
+    die_with_launcher(int(sys.argv[1]))
+    del sys.argv[1:]
+    runpy.run_module(BEAM_WORKER_MAIN.split()[-1], run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    _worker_main()

@@ -18,7 +18,7 @@ from vlcurate.filters.chain import Chain, build_chain
 from vlcurate.formatters.report import render_report
 from vlcurate.pipelines import provenance
 from vlcurate.pipelines.batch_coder import of_batches
-from vlcurate.pipelines.dedup import REJECT_FILES, Deduplicate
+from vlcurate.pipelines.dedup import Deduplicate
 from vlcurate.pipelines.image_spans import detach_images
 from vlcurate.pipelines.input_size import Total, estimate_records, sum_totals
 from vlcurate.pipelines.options import in_process_tuning, is_local, pipeline_options
@@ -27,6 +27,7 @@ from vlcurate.pipelines.output import (
     COMPLETED,
     join,
     prepare_output_dir,
+    publish,
     read_json,
     run_last,
     write_bytes_atomic,
@@ -35,9 +36,10 @@ from vlcurate.pipelines.output import (
 from vlcurate.pipelines.progress import progress_folder, tap, worker_logs_to_file
 from vlcurate.pipelines.read import ReadSource, carried_scores, match_files
 from vlcurate.pipelines.steps import REJECTED, STATS, CountFinal, MergeStats, RunSteps
-from vlcurate.pipelines.write import WriteKeptShards, WriteRejects, buckets_for_input
+from vlcurate.pipelines.write import REJECT_FILES, WriteKeptShards, WriteRejects, buckets_for_input
 from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
+from vlcurate.schemas.encoding import utf8
 from vlcurate.schemas.errors import RunFailedError
 from vlcurate.schemas.stats import RunStats
 
@@ -69,14 +71,16 @@ def finalize(
     info: dict[str, Any],
     max_reject_share: float | None = None,
     raise_on_failure: bool = False,
+    publish_to: str | None = None,
 ) -> None:
     """Writes stats.json, info.json and report.html, checks that every pair read is accounted for, then
     writes COMPLETED last, unless a step rejected more than `max_reject_share` of the pairs that reached
     it. Such a failure raises with `raise_on_failure` (remote runners: the job fails where its user looks);
-    a local run leaves it to run_clean, which says it in one line."""
+    a local run leaves it to run_clean, which says it in one line. With `publish_to`, `directory` is the
+    run's staging directory, moved there at the end (pipelines/output.py, publish)."""
     summary = stats.to_json()
     outcome = assess(summary, info.get("steps", ()), max_reject_share)
-    write_bytes_atomic(join(directory, "stats.json"), stats.dumps().encode("utf-8"))
+    write_bytes_atomic(join(directory, "stats.json"), utf8(stats.dumps()))
     info = provenance.finished(
         {
             **info,
@@ -90,18 +94,23 @@ def finalize(
     write_json(join(directory, "info.json"), info)
     write_bytes_atomic(
         join(directory, "report.html"),
-        render_report(summary, info, stats.sample_thumbnails()).encode("utf-8"),
+        utf8(render_report(summary, info, stats.sample_thumbnails())),
     )
     check_accounting(summary["totals"], shards, rejects)
-    if outcome.failure is not None:
-        if raise_on_failure:
-            raise RunFailedError(failure_message(outcome.failure, directory))
-        return
-    write_bytes_atomic(join(directory, COMPLETED), b"")
+    if outcome.failure is None:
+        write_bytes_atomic(join(directory, COMPLETED), b"")
+    where = publish(directory, publish_to) if publish_to else directory
+    if outcome.failure is not None and raise_on_failure:
+        raise RunFailedError(failure_message(outcome.failure, where, publish_to))
 
 
-def failure_message(failure: str, directory: str) -> str:
-    return f"{failure}; {directory} has no {COMPLETED} marker (see its report.html)"
+def failure_message(failure: str, directory: str, output: str | None = None) -> str:
+    """`directory`: where the failed run's files are; `output`, when they are not there, still holds the
+    completed run it had (a run without COMPLETED never replaces one)."""
+    message = f"{failure}; {directory} has no {COMPLETED} marker (see its report.html)"
+    if output is not None and output != directory:
+        message += f"; {output} keeps its completed run"
+    return message
 
 
 def _clip_segment(kept, model: dict, after: dict, audit: bool):
@@ -131,7 +140,11 @@ def build_pipeline(
     readers: list[ReadSource],
     progress_folder: str | None,
     remote: bool = False,
+    staging: str | None = None,
 ) -> None:
+    """`staging`: the directory to write into (prepare_output_dir), published to the output at the end;
+    None writes straight into the output."""
+
     def counted(pcoll, stage: str, label: str = ""):
         tapped = tap(pcoll, progress_folder, stage, label)
         return pcoll if tapped is pcoll else of_batches(tapped)
@@ -155,7 +168,7 @@ def build_pipeline(
     if config.output.reread_images:  # every step that looks at pixels has run: see image_spans.py
         with_digest = "dedup" in chain.group_steps  # dedup compares image digests
         kept = kept | "DetachImages" >> beam.Map(detach_images, with_digest).with_output_types(PairBatch)
-    out = config.output.dir
+    out = staging or config.output.dir
     score_names = chain.score_names()  # one scores struct for every Parquet file of the output
     duplicate_files = []  # dedup writes and counts its rejects itself (pipelines/dedup.py)
     if "dedup" in chain.group_steps:
@@ -167,12 +180,15 @@ def build_pipeline(
     # parts meet only in the rejects' shuffle (a Flatten first would store and re-read them all).
     kept = counted(kept, "kept")
     rejects = [counted(part, "rejected", f"/{i}") for i, part in enumerate(rejects)]
-    for i, part in enumerate([kept, *rejects]):
+    for i, part in enumerate(rejects):  # the shard writer counts kept pairs (and duplicate uids)
         partials.append(part | f"CountFinal/{i}" >> beam.ParDo(CountFinal()))
-    stats = partials | "StatsPartials" >> beam.Flatten() | "MergeStats" >> beam.CombineGlobally(MergeStats())
-    shards = kept | "WriteShards" >> WriteKeptShards(
+    written = kept | "WriteShards" >> WriteKeptShards(
         out, config.output.pairs_per_shard, score_names, config.output.image_format
     )
+    shards = written.shards
+    duplicate_files.append(written[REJECT_FILES])
+    partials.append(written[STATS])
+    stats = partials | "StatsPartials" >> beam.Flatten() | "MergeStats" >> beam.CombineGlobally(MergeStats())
     reject_files = [
         tuple(rejects) | "WriteRejects" >> WriteRejects(out, buckets, score_names),
         *duplicate_files,
@@ -195,6 +211,7 @@ def build_pipeline(
         info=info,
         max_reject_share=config.max_reject_share,
         raise_on_failure=remote,
+        publish_to=config.output.dir if staging else None,
     )
 
 
@@ -227,7 +244,7 @@ def run_clean(
     options = pipeline_options(config.workers, beam_args, config_paths(config))
     chain = build_chain(config, carried=carried_scores, cli_disable=cli_disable)
     readers = [ReadSource(source) for source in config.sources]  # matches files, checks columns
-    prepare_output_dir(config.output.dir, config.output.overwrite)
+    staging = prepare_output_dir(config.output.dir, config.output.overwrite)
     warn_about_bundled_clip(chain)  # after every check: a failing run prints its error alone
     local = is_local(options)
     started = time.monotonic()
@@ -239,11 +256,13 @@ def run_clean(
         count = functools.partial(count_input, config.sources)
         folder = stack.enter_context(progress_folder(progress and local, "clean", total=count, stream=stream))
         with in_process_tuning(), beam.Pipeline(options=options) as p:
-            build_pipeline(p, config, chain, readers, folder, remote=not local)
+            build_pipeline(p, config, chain, readers, folder, remote=not local, staging=staging)
     out = config.output.dir
-    if not local and not FileSystems.exists(join(out, "stats.json")):
+    # A failed run stays in its staging directory when the output holds a completed run.
+    where = staging if FileSystems.exists(join(staging, "stats.json")) else out
+    if not local and not FileSystems.exists(join(where, "stats.json")):
         return {}  # a remote job that wrote nothing yet (e.g. a template was made)
-    stats = read_json(join(out, "stats.json"))
+    stats = read_json(join(where, "stats.json"))
     totals = stats["totals"]
     print(
         f"[vlcurate] done in {time.monotonic() - started:.1f}s: read {totals['read']:,}, "
@@ -252,9 +271,9 @@ def run_clean(
     )
     outcome = assess(stats, chain.names + chain.group_steps, config.max_reject_share)
     if outcome.warnings:
-        print(warning_block(outcome.warnings, join(out, "report.html")), file=sys.stderr, flush=True)
+        print(warning_block(outcome.warnings, join(where, "report.html")), file=sys.stderr, flush=True)
     if outcome.failure is not None:
-        raise RunFailedError(failure_message(outcome.failure, out))
+        raise RunFailedError(failure_message(outcome.failure, where, out))
     return stats
 
 

@@ -21,12 +21,11 @@ from vlcurate.filters.dedup import REASON, content_key, mark_if_duplicate, survi
 from vlcurate.pipelines.batch_coder import of_batches
 from vlcurate.pipelines.progress import ProgressCounter
 from vlcurate.pipelines.steps import STATS, as_rejects, in_global_window, publish_counters
-from vlcurate.pipelines.write import write_reject_file
+from vlcurate.pipelines.write import REJECT_FILES, write_reject_file
 from vlcurate.schemas.batch import BATCH_SIZE, PairBatch
 from vlcurate.schemas.stats import RunStats
 
 STEP = "dedup"
-REJECT_FILES = "reject_files"  # manifest rows of the duplicates' files
 
 
 def bucket_of(key: str, buckets: int) -> int:

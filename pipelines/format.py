@@ -36,6 +36,7 @@ from vlcurate.pipelines.output import (
     ensure_dir,
     join,
     prepare_output_dir,
+    publish,
     read_json,
     require_completed,
     run_last,
@@ -154,8 +155,10 @@ def build_pipeline(
     max_tokens: int,
     info: dict,
     progress: str | None = None,
+    publish_to: str | None = None,
 ):
-    """`progress`: the folder progress taps count into (pipelines/progress.py), None for no taps."""
+    """`progress`: the folder progress taps count into (pipelines/progress.py), None for no taps; with
+    `publish_to`, `out` is the run's staging directory, moved there at the end (pipelines/output.py)."""
     if stage == 1:
         source = SourceConfig(
             name="clean", format="webdataset", paths=[join(d, "shards", "*.tar") for d in inputs]
@@ -217,10 +220,13 @@ def build_pipeline(
         beam.pvalue.AsDict(reject_reasons),
         directory=out,
         info=info,
+        publish_to=publish_to,
     )
 
 
-def finalize(_, samples, packs, rejects, pack_stats, tasks, reasons, directory: str, info: dict) -> None:
+def finalize(
+    _, samples, packs, rejects, pack_stats, tasks, reasons, directory: str, info: dict, publish_to=None
+) -> None:
     stats = {
         "samples": sum(f["rows"] for f in samples),
         "samples_by_task": dict(sorted(tasks.items())),
@@ -241,6 +247,8 @@ def finalize(_, samples, packs, rejects, pack_stats, tasks, reasons, directory: 
     counts = {k: stats[k] for k in ("samples", "packs", "rejected")}
     write_json(join(directory, "info.json"), provenance.finished({**info, "counts": counts, "files": files}))
     write_bytes_atomic(join(directory, COMPLETED), b"")
+    if publish_to:
+        publish(directory, publish_to)
 
 
 def run_format(
@@ -270,7 +278,7 @@ def run_format(
             raise ConfigError(
                 f"no stage-2 JSONL file matches {inputs}; see formatters/stage2.py for the schema."
             )
-    prepare_output_dir(out, overwrite)
+    staging = prepare_output_dir(out, overwrite)
     info = {
         "kind": f"vlcurate.format.stage{stage}",
         "inputs": inputs,
@@ -288,7 +296,7 @@ def run_format(
         shares=False,
     )
     with printing as folder, in_process_tuning(), beam.Pipeline(options=options) as p:
-        build_pipeline(p, stage, inputs, out, max_tokens, info, folder)
+        build_pipeline(p, stage, inputs, staging, max_tokens, info, folder, publish_to=out)
     if not is_local(options):
         return {}
     stats = read_json(join(out, "stats.json"))

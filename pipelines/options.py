@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Iterator
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from vlcurate.pipelines.beam_fixes import guard_timed_flush, stop_workers_together
+from vlcurate.pipelines.beam_fixes import guard_timed_flush, stop_workers_together, workers_die_with_launcher
 from vlcurate.schemas.errors import ConfigError
 
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
@@ -35,7 +35,8 @@ def pipeline_options(
 ) -> PipelineOptions:
     """FnApiRunner unless the user names another runner; the default runner would first try to download
     the Prism binary. `workers > 1` runs that many worker processes on this machine, with the fixes for
-    Beam's data-plane race and its one-by-one worker stop installed (pipelines/beam_fixes.py). `paths`
+    Beam's data-plane race, its one-by-one worker stop and workers outliving a killed launcher installed
+    (pipelines/beam_fixes.py). `paths`
     (inputs, outputs) and the flags are checked for the Beam extras they need first."""
     args = list(beam_args or [])
     check_extras(paths, args)
@@ -45,6 +46,7 @@ def pipeline_options(
     if workers > 1 and is_local(options):
         guard_timed_flush()
         stop_workers_together()
+        workers_die_with_launcher()
         options = PipelineOptions(
             [*args, f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
         )

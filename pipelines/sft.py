@@ -43,6 +43,7 @@ from vlcurate.pipelines.output import (
     COMPLETED,
     join,
     prepare_output_dir,
+    publish,
     read_json,
     run_last,
     write_bytes_atomic,
@@ -171,9 +172,11 @@ def build_pipeline(
     files: list[tuple[int, str]],
     info: dict[str, Any],
     progress: str | None = None,
+    staging: str | None = None,
 ) -> None:
-    """`progress`: the folder progress taps count into (pipelines/progress.py), None for no taps."""
-    seed, max_len, out = config.seed, config.model_max_length, config.output.dir
+    """`progress`: the folder progress taps count into (pipelines/progress.py), None for no taps;
+    `staging`: the directory to write into (prepare_output_dir), published to the output at the end."""
+    seed, max_len, out = config.seed, config.model_max_length, staging or config.output.dir
     multi = config.multi_image
     read = (
         p
@@ -256,13 +259,22 @@ def build_pipeline(
         beam.pvalue.AsSingleton(stats),
         directory=out,
         info=info,
+        publish_to=config.output.dir if staging else None,
     )
 
 
 def finalize(
-    _: Any, shards: list[dict], images: int, rejects: list[dict], stats: SftStats, directory: str, info: dict
+    _: Any,
+    shards: list[dict],
+    images: int,
+    rejects: list[dict],
+    stats: SftStats,
+    directory: str,
+    info: dict,
+    publish_to: str | None = None,
 ) -> None:
-    """stats.json, info.json, then COMPLETED last."""
+    """stats.json, info.json, then COMPLETED last; then, with `publish_to`, the run moves there from its
+    staging directory (pipelines/output.py)."""
     summary = stats.to_json()
     write_json(join(directory, "stats.json"), summary)
     info = {
@@ -273,6 +285,8 @@ def finalize(
     }
     write_json(join(directory, "info.json"), provenance.finished(info))
     write_bytes_atomic(join(directory, COMPLETED), b"")
+    if publish_to:
+        publish(directory, publish_to)
 
 
 def run_sft(config: SftConfig, beam_args: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
@@ -285,7 +299,7 @@ def run_sft(config: SftConfig, beam_args: list[str] | None = None, progress: boo
     ]
     options = pipeline_options(config.workers, beam_args, [*paths, out])
     files = [(i, path) for i, spec in enumerate(config.inputs) for path in input_files(spec)]
-    prepare_output_dir(out, config.output.overwrite)
+    staging = prepare_output_dir(out, config.output.overwrite)
     info = {
         "kind": "vlcurate.sft",
         "format": "Qwen-VL finetune.py: each shards/*.json is a JSON array of {id, conversations}",
@@ -317,7 +331,7 @@ def run_sft(config: SftConfig, beam_args: list[str] | None = None, progress: boo
             )
         )
         with in_process_tuning(), beam.Pipeline(options=options) as p:
-            build_pipeline(p, config, files, info, folder)
+            build_pipeline(p, config, files, info, folder, staging)
     if not is_local(options):
         return {}
     stats = read_json(join(out, "stats.json"))

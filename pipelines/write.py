@@ -8,10 +8,18 @@ sqrt(pairs_per_shard)).
 Rejects go to `hash(uid) mod n` files too, but n comes from the input's size (one file per
 BYTES_PER_BUCKET of input), known when the pipeline is built: counting the rejects first would hold every
 reject back until all were counted.
+
+Uids are unique in the shards: all kept copies of a uid (a tar that reuses a key, two rows with the same
+key_column value) meet in one shard's group, where every copy but one becomes a `duplicate_uid` reject
+(unique_uids), written beside the shards to rejects/uid-duplicates-NNNNN.parquet and counted there. Two
+rejects may share a uid; a reject file orders them by their whole row after the uid (sort_rows), so
+neither case lets arrival order, and so the number of workers, change a byte. Every text written goes
+through schemas/encoding.py first (make_writable): a string UTF-8 cannot encode never fails a writer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import math
@@ -25,15 +33,21 @@ from vlcurate.formatters.shard_images import StoredImage, stored_image
 from vlcurate.formatters.webdataset import TarShardWriter
 from vlcurate.pipelines.image_spans import SpanReader
 from vlcurate.pipelines.output import atomic_writer, ensure_dir, join, write_bytes_atomic
+from vlcurate.pipelines.steps import STATS, as_rejects, in_global_window, publish_counters
 from vlcurate.schemas.arrow import SORTED_JSON, kept_table, reject_table
 from vlcurate.schemas.batch import PairBatch
-from vlcurate.schemas.record import Pair, stable_hash
+from vlcurate.schemas.encoding import make_writable, utf8
+from vlcurate.schemas.record import Pair, image_digest, stable_hash
+from vlcurate.schemas.stats import RunStats
 
 REJECTS_PER_FILE = 50_000  # the SFT job's reject files (counted; rejects there are few)
 # Input bytes per hash bucket (reject files, dedup buckets): a bucket stays far below a worker's memory,
 # and a caption-only job of a few hundred MB is one bucket (no tiny elements to shuffle).
 BYTES_PER_BUCKET = 256 * 2**20
 MAX_BUCKETS = 65_536
+REJECT_FILES = "reject_files"  # tagged output: manifest rows of reject files written beside other output
+DUPLICATE_UID = "duplicate_uid"  # the reason of a kept pair's extra copies (unique_uids)
+UID_STEP = "unique_uid"  # the pseudo step that drops them, in stats.json
 
 
 def buckets_for_input(input_bytes: int) -> int:
@@ -73,7 +87,52 @@ def sample_json(pair: Pair, key: str, stored: StoredImage | None = None) -> byte
     }
     if stored is not None and stored.error is not None:
         fields["image_reencode_error"] = stored.error
-    return SORTED_JSON.encode(fields).encode("utf-8")
+    return utf8(SORTED_JSON.encode(fields))
+
+
+def sort_rows(pairs: Iterable[Pair]) -> list[Pair]:
+    """Writable pairs (schemas/encoding.py) sorted by uid; pairs that share a uid by their whole row."""
+    pairs = sorted(map(make_writable, pairs), key=lambda p: p.uid)
+    start = 0
+    for end in range(1, len(pairs) + 1):
+        if end == len(pairs) or pairs[end].uid != pairs[start].uid:
+            if end - start > 1:  # rare: a run of equal uids
+                pairs[start:end] = sorted(pairs[start:end], key=_row_rank)
+            start = end
+    return pairs
+
+
+def _row_rank(pair: Pair) -> str:
+    """Everything a pair's rows hold, and its image's identity, as one comparable string."""
+    span = pair.image_span
+    image = image_digest(pair.image) if pair.image is not None else None
+    return SORTED_JSON.encode(
+        [
+            pair.image_ref,
+            dataclasses.astuple(span) if span is not None else None,
+            pair.reject,
+            pair.caption,
+            pair.caption_raw,
+            pair.meta,
+            pair.scores,
+            [pair.width, pair.height, pair.image_format, pair.lang, image],
+        ]
+    )
+
+
+def unique_uids(pairs: Iterable[Pair]) -> tuple[list[Pair], list[Pair]]:
+    """(kept pairs with one copy per uid, sorted by uid; the other copies, now `duplicate_uid` rejects).
+    The copy kept is the first by _row_rank: where it was read (image_ref: a path, `file.tar#member`,
+    `file.parquet#row=N`), then its content; never arrival order."""
+    unique: list[Pair] = []
+    duplicates: list[Pair] = []
+    for pair in sort_rows(pairs):
+        if unique and unique[-1].uid == pair.uid:
+            pair.reject = DUPLICATE_UID
+            duplicates.append(pair)
+        else:
+            unique.append(pair)
+    return unique, duplicates
 
 
 def write_kept_shard(
@@ -87,8 +146,9 @@ def write_kept_shard(
 ) -> dict:
     """Streams the tar to its file: images read back from their input files pass through one at a time.
     `score_names`: the run's (the Parquet twin's scores fields); `image_format`: output.image_format, "jpg"
-    (images re-encoded where they are not JPEG, formatters/shard_images.py) or "keep"."""
-    pairs = sorted(pairs, key=lambda p: p.uid)
+    (images re-encoded where they are not JPEG, formatters/shard_images.py) or "keep". Uids should be
+    unique (unique_uids)."""
+    pairs = sort_rows(pairs)
     name = shard_name(index, count)
     width = max(4, len(str(per_shard)) + 1)
     keys = [f"{name}{i:0{width}d}" for i in range(len(pairs))]
@@ -98,12 +158,12 @@ def write_kept_shard(
     with (
         atomic_writer(join(folder, f"{name}.tar")) as fh,
         TarShardWriter(fh) as writer,
-        SpanReader() as images,
+        SpanReader(pairs) as images,  # pairs: so each Parquet input is read once (image_spans.py)
     ):
         for pair, key in zip(pairs, keys):
             image = images.image(pair)  # None for text-only sources
             stored = None if image is None else stored_image(image, pair.image_format, image_format != "keep")
-            files = {"txt": pair.caption.encode("utf-8"), "json": sample_json(pair, key, stored)}
+            files = {"txt": utf8(pair.caption), "json": sample_json(pair, key, stored)}
             if stored is not None:
                 files = {stored.ext: stored.data, **files}
             formats.append(None if stored is None else stored.format)
@@ -121,12 +181,50 @@ def write_reject_file(
     score_names: Sequence[str],
     prefix: str = "rejects",
 ) -> dict:
-    pairs = sorted(pairs, key=lambda p: p.uid)
+    pairs = sort_rows(pairs)
     name = f"{prefix}-{shard_name(index, count)}.parquet"
     folder = join(directory, "rejects")
     ensure_dir(folder)
     write_bytes_atomic(join(folder, name), parquet_bytes(reject_table(pairs, score_names)))
     return {"file": f"rejects/{name}", "pairs": len(pairs)}
+
+
+class _WriteShard(beam.DoFn):
+    """(shard index, batches) -> the shard's files; copies of a uid after the first become
+    `duplicate_uid` rejects, written to rejects/uid-duplicates-NNNNN.parquet (REJECT_FILES). Kept pairs
+    and those rejects are counted here (STATS partials, as CountFinal counts other pairs)."""
+
+    def __init__(self, directory: str, per_shard: int, score_names: Sequence[str], image_format: str):
+        self.directory, self.per_shard = directory, per_shard
+        self.score_names, self.image_format = list(score_names), image_format
+
+    def start_bundle(self) -> None:
+        self._stats = RunStats()
+
+    def process(self, shard: tuple[int, Iterable[PairBatch]], total: int) -> Iterator:
+        index, parts = shard
+        count = shard_count(total, self.per_shard)
+        pairs, duplicates = unique_uids(_pairs(parts))
+        stats = self._stats
+        for pair in itertools.chain(pairs, duplicates):
+            stats.step_seen[(UID_STEP, pair.source)] += 1
+        for pair in pairs:
+            stats.observe_final(pair)
+        yield write_kept_shard(
+            self.directory, index, count, self.per_shard, pairs, self.score_names, self.image_format
+        )
+        if duplicates:
+            for pair in as_rejects(duplicates, stats):
+                stats.step_dropped[(UID_STEP, pair.source, DUPLICATE_UID)] += 1
+                stats.observe_final(pair)
+            written = write_reject_file(
+                self.directory, index, count, duplicates, self.score_names, prefix="uid-duplicates"
+            )
+            yield beam.pvalue.TaggedOutput(REJECT_FILES, written)
+
+    def finish_bundle(self) -> Iterator:
+        publish_counters(self._stats)
+        yield beam.pvalue.TaggedOutput(STATS, in_global_window(self._stats))
 
 
 class _Bucket(beam.DoFn):
@@ -182,8 +280,9 @@ def _pairs(parts: Iterable[PairBatch]) -> Iterator[Pair]:
 
 
 class WriteKeptShards(beam.PTransform):
-    """Batches of kept pairs -> shards/NNNNN.tar + shards/NNNNN.parquet; outputs one manifest row per
-    shard. `score_names` and `image_format`: see write_kept_shard."""
+    """Batches of kept pairs -> shards/NNNNN.tar + shards/NNNNN.parquet. Outputs `shards` (one manifest
+    row per shard), REJECT_FILES (files of `duplicate_uid` rejects) and STATS partials, which count the
+    kept pairs and those rejects. `score_names` and `image_format`: see write_kept_shard."""
 
     def __init__(self, directory: str, per_shard: int, score_names: Sequence[str], image_format: str = "jpg"):
         super().__init__()
@@ -192,27 +291,17 @@ class WriteKeptShards(beam.PTransform):
 
     def expand(self, pairs):
         total = pairs | "Count" >> CountPairs()
-        directory, per_shard = self.directory, self.per_shard
-        score_names, image_format = self.score_names, self.image_format
+        write = _WriteShard(self.directory, self.per_shard, self.score_names, self.image_format)
         return (
             pairs
             | "Bucket"
-            >> beam.ParDo(_Bucket(per_shard), beam.pvalue.AsSingleton(total)).with_output_types(
+            >> beam.ParDo(_Bucket(self.per_shard), beam.pvalue.AsSingleton(total)).with_output_types(
                 KV[int, PairBatch]
             )
             | "Group" >> beam.GroupByKey()
             | "Write"
-            >> beam.Map(
-                lambda kv, n: write_kept_shard(
-                    directory,
-                    kv[0],
-                    shard_count(n, per_shard),
-                    per_shard,
-                    _pairs(kv[1]),
-                    score_names,
-                    image_format,
-                ),
-                beam.pvalue.AsSingleton(total),
+            >> beam.ParDo(write, beam.pvalue.AsSingleton(total)).with_outputs(
+                REJECT_FILES, STATS, main="shards"
             )
         )
 

@@ -33,8 +33,8 @@ def kept_schema(score_names: Sequence[str]) -> pa.Schema:
             ("caption_raw", pa.string()),
             ("image_format", pa.string()),  # what the shard stores ("JPEG" unless output.image_format: keep)
             ("original_image_format", pa.string()),  # what the input held
-            ("width", pa.int32()),
-            ("height", pa.int32()),
+            ("width", pa.int64()),  # int64: a header may claim any size (schemas/encoding.py)
+            ("height", pa.int64()),
             ("lang", pa.string()),
             ("scores", scores_type(score_names)),
             ("meta", pa.string()),  # JSON: passthrough fields of the input
@@ -51,8 +51,8 @@ def reject_schema(score_names: Sequence[str]) -> pa.Schema:
             ("caption_raw", pa.string()),
             ("caption", pa.string()),
             ("image_ref", pa.string()),  # where the image is: a path, `file.tar#member`, `file.parquet#row=N`
-            ("width", pa.int32()),
-            ("height", pa.int32()),
+            ("width", pa.int64()),  # int64: a header may claim any size (schemas/encoding.py)
+            ("height", pa.int64()),
             ("scores", scores_type(score_names)),
             ("meta", pa.string()),
         ]

@@ -6,6 +6,8 @@ import dataclasses
 import hashlib
 from typing import Any
 
+from vlcurate.schemas.encoding import utf8
+
 # File extensions of image members/files, in the order a sample's image is picked.
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 
@@ -70,5 +72,7 @@ def image_digest(data: bytes) -> str:
 
 
 def stable_hash(text: str) -> int:
-    """A 64-bit hash that is the same in every process (Python's hash() is salted per process)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+    """A 64-bit hash that is the same in every process (Python's hash() is salted per process). Text that
+    cannot be encoded hashes as it is written (schemas/encoding.py), so a uid and its written form share
+    a shard."""
+    return int.from_bytes(hashlib.blake2b(utf8(text), digest_size=8).digest(), "big")

@@ -53,16 +53,21 @@ class Histogram:
 def _offer(table: dict[str, list[tuple]], reason: str, uid: str, value: Any) -> None:
     """Adds (hash, uid, value) to the reason's list if it would be among the SAMPLES_PER_REASON lowest."""
     chosen = table.setdefault(reason, [])
-    digest = stable_hash(uid)
-    if len(chosen) < SAMPLES_PER_REASON or (digest, uid) < chosen[-1][:2]:
-        _keep_lowest(chosen, [(digest, uid, value)])
+    entry = (stable_hash(uid), uid, value)
+    if len(chosen) < SAMPLES_PER_REASON or _rank(entry) < _rank(chosen[-1]):
+        _keep_lowest(chosen, [entry])
+
+
+def _rank(entry: tuple) -> tuple:
+    """(hash, uid), then the value where it compares (a caption): two rejects may share a uid."""
+    return entry if isinstance(entry[2], (str, bytes)) else entry[:2]
 
 
 def _keep_lowest(chosen: list[tuple], entries: list[tuple]) -> None:
     """Adds entries to a (hash, uid, ...) list and keeps the SAMPLES_PER_REASON lowest: the same choice in
     any order of adding and merging."""
     chosen.extend(entries)
-    chosen.sort(key=lambda entry: entry[:2])
+    chosen.sort(key=_rank)
     del chosen[SAMPLES_PER_REASON:]
 
 
