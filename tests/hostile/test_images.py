@@ -297,6 +297,38 @@ def test_image_paths_outside_the_root_are_never_read(tmp_path):
     assert outcome(clean(tmp_path, allow, "allow")) == {"kept": 5, "image_undecodable": 2}
 
 
+def test_the_resolved_path_is_realpath_through_a_maze_of_symlinks(tmp_path, monkeypatch):
+    (tmp_path / "x" / "y").mkdir(parents=True)
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "f").touch()
+    os.symlink(tmp_path / "o", tmp_path / "x" / "to_o")
+    os.symlink("../o/f", tmp_path / "x" / "to_f")
+    os.symlink(tmp_path / "x" / "to_f", tmp_path / "x" / "y" / "chain")
+    os.symlink("y/../to_o", tmp_path / "x" / "dotdot")
+    monkeypatch.chdir(tmp_path)
+    names = [
+        "f",
+        "to_o",
+        "to_f",
+        "chain",
+        "dotdot",
+        "y",
+        "..",
+        ".",
+        "missing",
+        "to_o/f",
+        "to_o/..",
+        "y/../to_o/f",
+    ]
+    for base in (str(tmp_path / "x"), str(tmp_path / "x" / "y"), str(tmp_path / "x" / "dotdot"), "x"):
+        for name in names:
+            for last in ("", "f", ".."):
+                path = os.path.join(base, name, last)
+                real, root = os.path.realpath(path), str(tmp_path / "x")
+                inside = real == root or real.startswith(root + os.sep)
+                assert (outside_root(path, str(tmp_path / "x")) is None) == inside, path
+
+
 # --- 4. a header claiming an absurd size --------------------------------------------------------------
 
 
