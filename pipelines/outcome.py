@@ -14,6 +14,8 @@ from typing import Any
 from vlcurate.schemas.stats import READ_STEP
 
 IMAGE_MISSING = "image_missing"
+# Reasons that say the image a row names was not found where it may be read: all point at wrong paths.
+NOT_FOUND = (IMAGE_MISSING, "image_outside_root", "image_not_a_file")
 # Reasons a reader gives before it looks for the pair's image: such a pair says nothing about the paths.
 _BEFORE_IMAGE = ("file_unreadable", "row_unparseable", "caption_bad_utf8")
 
@@ -63,11 +65,12 @@ def _images_missing(summary: Mapping[str, Any], steps: Sequence[StepCounts]) -> 
             counts = summary["steps"][step.step]["by_source"].get(source)
             if not counts:
                 continue
-            missing = counts["dropped"].get(IMAGE_MISSING, 0)
+            reasons = [r for r in NOT_FOUND if counts["dropped"].get(r)]
+            missing = sum(counts["dropped"][r] for r in reasons)
             before = sum(counts["dropped"].get(r, 0) for r in _BEFORE_IMAGE)
             if missing and missing + before == counts["seen"]:
                 found.append(
-                    f"source {source!r}: every image is missing ({IMAGE_MISSING} for all {missing:,} pairs "
+                    f"source {source!r}: every image is missing ({', '.join(reasons)} for all {missing:,} pairs "
                     f"whose image was looked for, at step {step.step}): the source's image_root or its "
                     "image paths are probably wrong"
                 )
@@ -92,10 +95,10 @@ def assess(
         warnings.append(f"0 of {summary['totals']['read']:,} pairs were kept: every pair read was rejected")
     steps = step_counts(summary, order)
     warnings += _images_missing(summary, steps)
-    no_image = {IMAGE_MISSING, *_BEFORE_IMAGE}
+    no_image = {*NOT_FOUND, *_BEFORE_IMAGE}
     for step in steps:
         # A step that found no image anywhere was told above, with the likely cause.
-        told = IMAGE_MISSING in step.dropped and set(step.dropped) <= no_image
+        told = any(r in step.dropped for r in NOT_FOUND) and set(step.dropped) <= no_image
         if step.seen and step.rejected == step.seen and not told:
             warnings.append(
                 f"{step.step} rejected {step.rejected:,} of {step.seen:,} pairs that reached it ({step.reasons()})"

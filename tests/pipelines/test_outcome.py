@@ -199,3 +199,11 @@ def test_finalize_on_a_remote_runner_fails_the_job_and_writes_no_completed(tmp_p
     assert not os.path.exists(tmp_path / COMPLETED)
     finalize(*args, max_reject_share=0.5)
     assert (tmp_path / COMPLETED).exists()
+
+
+def test_images_all_outside_the_root_blame_the_paths():
+    stats = stats_of({"read": 4}, {("read", "image_outside_root"): 3, ("read", "row_unparseable"): 1}, read=4)
+    assert assess(stats.to_json()).warnings == [
+        "source 's': every image is missing (image_outside_root for all 3 pairs whose image was looked for, "
+        "at step read): the source's image_root or its image paths are probably wrong"
+    ]
