@@ -6,12 +6,17 @@ basename). Writing is deterministic: fixed mtime, owner and mode, so equal input
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
 import tarfile
+import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
 from vlcurate.schemas.record import IMAGE_EXTENSIONS  # noqa: F401  (re-exported for readers)
+from vlcurate.schemas.rows import NotAFile
 
 EXTENSION_OF_FORMAT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
 
@@ -23,15 +28,18 @@ def split_member_name(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), ext.lower()
 
 
-def iter_samples(fileobj: BinaryIO) -> Iterator[tuple[str, dict[str, bytes], dict[str, int]]]:
+def iter_samples(fileobj: BinaryIO) -> Iterator[tuple[str, dict[str, bytes | NotAFile], dict[str, int]]]:
     """Yields (key, {extension: bytes}, {extension: offset of the member's data in the stream}) in tar
-    order; the offsets are empty for a compressed tar, where they point nowhere in the file. Raises
-    tarfile.TarError on a broken archive after yielding every sample before the break."""
+    order; the offsets are empty for a compressed tar, where they point nowhere in the file. A member that
+    is no regular file (a link, a device, a directory named like a member) is a NotAFile in place of its
+    bytes, so a sample made of one is still seen. Raises tarfile.TarError on a broken archive after
+    yielding every sample before the break (the one the broken member belongs to, when that is certain,
+    is incomplete and not yielded)."""
     key: str | None = None
-    files: dict[str, bytes] = {}
+    files: dict[str, bytes | NotAFile] = {}
     offsets: dict[str, int] = {}
     try:
-        for name, data, offset in iter_members(fileobj):
+        for name, data, offset in _entries(fileobj):
             member_key, ext = split_member_name(name)
             if member_key != key:
                 if key is not None:
@@ -40,38 +48,50 @@ def iter_samples(fileobj: BinaryIO) -> Iterator[tuple[str, dict[str, bytes], dic
             files[ext] = data
             if offset is not None:
                 offsets[ext] = offset
-    except TruncatedMember as exc:
-        # The sample before a truncated member of another sample is whole.
-        if key is not None and split_member_name(exc.name)[0] != key:
+    except BrokenMember as exc:
+        # The sample before the break is whole unless the broken member certainly belongs to it.
+        if key is not None and (exc.name is None or split_member_name(exc.name)[0] != key):
             yield key, files, offsets
         raise
     if key is not None:
         yield key, files, offsets
 
 
-class TruncatedMember(tarfile.ReadError):
-    """A member whose header was read but whose data the archive cuts short."""
+class BrokenMember(tarfile.ReadError):
+    """A member whose header is bad or cut short, or whose data the archive cuts short; `name`: the
+    member's name, None where it could not be read whole."""
 
-    def __init__(self, name: str, message: str) -> None:
+    def __init__(self, name: str | None, message: str) -> None:
         super().__init__(message)
         self.name = name
 
 
 def iter_members(fileobj: BinaryIO) -> Iterator[tuple[str, bytes, int | None]]:
     """(name, bytes, offset of the bytes in the stream) of every regular file in a tar stream, in order;
-    the offset is None in a compressed stream.
+    the offset is None in a compressed stream. Raises tarfile.ReadError where the archive breaks, after
+    the members before the break."""
+    for name, data, offset in _entries(fileobj):
+        if isinstance(data, bytes):
+            yield name, data, offset
 
-    Uncompressed tars (what img2dataset writes) are parsed here: tarfile builds a TarInfo per member at
-    ~30 us each, several times the cost of the rest of reading a sample. Handled: ustar names with
-    prefix, GNU long names (`L`), pax `path`/`size` records, base-256 sizes; other member types are
-    skipped like tarfile's isfile() skips them. A compressed stream goes to tarfile. A bad header or a
-    truncated member raises tarfile.ReadError, also mid-archive (tarfile would stop there silently).
+
+def _entries(fileobj: BinaryIO) -> Iterator[tuple[str, bytes | NotAFile, int | None]]:
+    """(name, bytes or NotAFile, offset of the bytes in the stream) of every member with a name in a tar
+    stream, in order: regular files, and members that are none (see below).
+
+    Tars are parsed here: tarfile builds a TarInfo per member at ~30 us each, several times the cost of
+    the rest of reading a sample, and it stops silently at a bad header after the first. Handled: ustar
+    names with prefix, GNU long names (`L`), pax `path`/`size` records, base-256 sizes, gzip, bzip2 and xz
+    streams (decompressed here; offsets are then None). Links, devices, FIFOs, GNU sparse and other
+    non-file members come as NotAFile; directories too where their name looks like a sample member
+    (`000001.jpg/`), other directories are folders and are skipped. A bad or cut header, a cut member or
+    a corrupt compressed stream raises BrokenMember (a tarfile.ReadError), also mid-archive.
     """
     first = _read_exact(fileobj, BLOCK)
-    if first[:2] == b"\x1f\x8b" or first[:3] == b"BZh" or first[:6] == b"\xfd7zXZ\x00":
-        for name, data in _tarfile_members(_Prefixed(first, fileobj)):
-            yield name, data, None
-        return
+    compressed = _decompressor(first, fileobj)
+    if compressed is not None:
+        fileobj = compressed
+        first = _read_guarded(fileobj, BLOCK, None)
     if not first:
         raise tarfile.ReadError("empty file")
     header: bytes | None = first
@@ -80,36 +100,47 @@ def iter_members(fileobj: BinaryIO) -> Iterator[tuple[str, bytes, int | None]]:
     pax: dict[str, str] = {}
     while True:
         if header is None:
-            header = _read_exact(fileobj, BLOCK)
+            header = _read_guarded(fileobj, BLOCK, None)
             position += BLOCK
         if len(header) < BLOCK:
             if not header:
                 return  # no end-of-archive blocks: tarfile accepts that too
-            raise tarfile.ReadError("unexpected end of data in a tar header")
+            name = pax.get("path") or long_name or _cut_ustar_name(header)
+            raise BrokenMember(name, "unexpected end of data in a tar header")
         if header == _ZERO_BLOCK:
             return
-        _check_header(header)
+        name = pax.get("path") or long_name or _ustar_name(header)
+        _check_header(header, name)
         kind = header[156:157]
-        size = int(pax["size"]) if "size" in pax else _number(header[124:136])
-        data = _read_exact(fileobj, size)
+        try:
+            size = int(pax["size"]) if "size" in pax else _number(header[124:136])
+        except ValueError:
+            raise BrokenMember(name, f"bad tar header of {name!r} (size field)") from None
+        data = _read_guarded(fileobj, size, name)
         padding = -size % BLOCK
-        if len(data) < size or (padding and len(_read_exact(fileobj, padding)) < padding):
-            name = pax.get("path") or long_name or _ustar_name(header)
-            raise TruncatedMember(name, f"unexpected end of data in member {name!r}")
+        if len(data) < size or (padding and len(_read_guarded(fileobj, padding, name)) < padding):
+            raise BrokenMember(name, f"unexpected end of data in member {name!r}")
         offset, position = position, position + size + padding
         current, header = header, None
         if kind == b"L":  # GNU long name of the next member
             long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
             continue
         if kind == b"x":  # pax extended header of the next member
-            pax = _pax_records(data)
+            pax = _pax_records(data, name)
             continue
-        if kind == b"g" or kind == b"K":  # global pax header, GNU long link name: nothing to yield
+        if kind in _METADATA:
             continue
-        name = pax.get("path") or long_name or _ustar_name(current)
         long_name, pax = None, {}
         if kind in _REGULAR:
-            yield name, data, offset
+            yield name, data, None if compressed is not None else offset
+            continue
+        what = _NOT_FILES.get(kind, f"member of type {kind.decode('latin-1')!r}")
+        if kind in _DIRECTORIES:
+            name = name.rstrip("/")
+            if not split_member_name(name)[1]:
+                continue  # a folder, not a member of a sample
+        target = current[157:257].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        yield name, NotAFile(what, target if kind in _LINKS else ""), None
 
 
 def _read_exact(fileobj: BinaryIO, size: int) -> bytes:
@@ -130,18 +161,40 @@ def _read_exact(fileobj: BinaryIO, size: int) -> bytes:
 
 _ZERO_BLOCK = bytes(512)
 _REGULAR = (b"0", b"\0", b"7")
+_METADATA = (b"g", b"K", b"V")  # global pax header, GNU long link name, volume label: no member
+_LINKS = (b"1", b"2")
+_DIRECTORIES = (b"5", b"D")
+_NOT_FILES = {
+    b"1": "hard link",
+    b"2": "symbolic link",
+    b"3": "character device",
+    b"4": "block device",
+    b"5": "directory",
+    b"6": "FIFO",
+    b"D": "directory",
+    b"S": "GNU sparse file",
+}
 
 
-def _check_header(header: bytes) -> None:
+def _read_guarded(fileobj: BinaryIO, size: int, name: str | None) -> bytes:
+    """_read_exact, with a corrupt compressed stream raising BrokenMember (`name`: the member being
+    read, None for a header)."""
+    try:
+        return _read_exact(fileobj, size)
+    except _CorruptStream as exc:
+        raise BrokenMember(name, str(exc)) from None
+
+
+def _check_header(header: bytes, name: str) -> None:
     try:
         stored = _number(header[148:156])
     except ValueError:
-        raise tarfile.ReadError("bad tar header (checksum field)") from None
+        raise BrokenMember(name, "bad tar header (checksum field)") from None
     unsigned = sum(header) - sum(header[148:156]) + 8 * 32
     if stored != unsigned:
         signed = unsigned - 2 * sum(b for b in header[:148] + header[156:] if b > 127)
         if stored != signed:
-            raise tarfile.ReadError("bad tar header (checksum mismatch)")
+            raise BrokenMember(name, "bad tar header (checksum mismatch)")
 
 
 def _number(field: bytes) -> int:
@@ -162,7 +215,16 @@ def _ustar_name(header: bytes) -> str:
     return name.decode("utf-8", "surrogateescape")
 
 
-def _pax_records(data: bytes) -> dict[str, str]:
+def _cut_ustar_name(header: bytes) -> str | None:
+    """The name in a header the archive cuts short, or None where the cut falls inside it."""
+    if b"\0" not in header[:100] and len(header) < 100:
+        return None
+    if header[257:262] == b"ustar" and b"\0" not in header[345:500] and len(header) < 500:
+        return None  # a prefix that may go on
+    return _ustar_name(header)
+
+
+def _pax_records(data: bytes, name: str | None = None) -> dict[str, str]:
     """`<length> <key>=<value>\\n` records."""
     records: dict[str, str] = {}
     position = 0
@@ -173,21 +235,50 @@ def _pax_records(data: bytes) -> dict[str, str]:
         try:
             length = int(data[position:space])
         except ValueError:
-            raise tarfile.ReadError("bad pax header") from None
+            raise BrokenMember(name, "bad pax header") from None
         if length <= 0:
-            raise tarfile.ReadError("bad pax header")
+            raise BrokenMember(name, "bad pax header")
         key, _, value = data[space + 1 : position + length - 1].partition(b"=")
         records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
         position += length
     return records
 
 
-def _tarfile_members(fileobj) -> Iterator[tuple[str, bytes]]:
-    with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
-        for member in tar:
-            if member.isfile():
-                handle = tar.extractfile(member)
-                yield member.name, handle.read() if handle else b""
+class _CorruptStream(Exception):
+    """A compressed stream that does not decompress (corrupt, or cut short)."""
+
+
+def _decompressor(first: bytes, fileobj: BinaryIO) -> BinaryIO | None:
+    """A stream of the decompressed tar when `first` (the first bytes read) starts a gzip, bzip2 or xz
+    stream, else None."""
+    for magic, opener in _DECOMPRESSORS:
+        if first.startswith(magic):
+            return _Guarded(opener(_Prefixed(first, fileobj)))
+    return None
+
+
+_DECOMPRESSORS = (
+    (b"\x1f\x8b", lambda raw: gzip.GzipFile(fileobj=raw, mode="rb")),
+    (b"BZh", bz2.BZ2File),
+    (b"\xfd7zXZ\x00", lzma.LZMAFile),
+)
+
+
+class _Guarded(io.RawIOBase):
+    """A decompressing stream whose every failure (a cut stream's EOFError, zlib.error, LZMAError, a bad
+    header's OSError) is a _CorruptStream."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._stream.read(size)
+        except (EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+            raise _CorruptStream(f"compressed stream: {type(exc).__name__}: {exc}") from None
 
 
 class _Prefixed(io.RawIOBase):

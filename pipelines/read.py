@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import itertools
 import os
 import posixpath
 import tarfile
@@ -26,10 +26,16 @@ from vlcurate.pipelines.load_images import load_images
 from vlcurate.schemas.batch import PairBatch, batched
 from vlcurate.schemas.config import SourceConfig
 from vlcurate.schemas.errors import ConfigError
-from vlcurate.schemas.record import Pair, make_uid
-from vlcurate.schemas.rows import pair_from_row, pair_from_sample
+from vlcurate.schemas.record import ImageSpan, Pair, make_uid
+from vlcurate.schemas.rows import pair_from_row, pair_from_sample, parse_json
 
 _BATCH_ROWS = 1024
+# The longest CSV field read (csv's own limit, 131,072 characters, is below real passthrough columns); a
+# longer one costs its row (`row_unparseable`), so no row read is larger than a few times this.
+CSV_FIELD_LIMIT = 16 * 2**20
+# The start-up column check of a JSONL file looks at its first few lines that parse (a damaged first line
+# must not refuse the job), reading no more than this.
+_SNIFF_LINES, _SNIFF_CHARS = 8, 4 * 2**20
 
 
 def match_files(source: SourceConfig) -> dict[str, int]:
@@ -50,24 +56,27 @@ def check_columns(source: SourceConfig, sizes: dict[str, int]) -> None:
     if source.format == "webdataset":
         return
     broken: list[tuple[str, Exception]] = []
+    wanted = [
+        (role, column)
+        for role, column in (("caption_column", source.caption_column), ("image_column", source.image_column))
+        if column is not None
+    ]
     for path in sizes:
         try:
-            names = _column_names(source, path)
+            found = _column_names(source, path)
         except (OSError, pa.ArrowException, ValueError) as exc:
             broken.append((path, exc))
             continue
-        if names is None:
-            continue  # an empty file, or a first line that is bad data (a reject when read): no columns
-        for role, column in (
-            ("caption_column", source.caption_column),
-            ("image_column", source.image_column),
-        ):
-            if column is not None and column not in names:
-                raise ConfigError(
-                    f"source {source.name!r}: {role} {column!r} is not in {path} "
-                    f"(columns: {', '.join(names)}). Set `{role}` in the source's config."
-                )
-        return
+        if not found:
+            continue  # an empty file, or first lines that are bad data (rejects when read): no columns
+        if any(all(column in names for _, column in wanted) for names in found):
+            return
+        names = found[0]
+        role, column = next((role, column) for role, column in wanted if column not in names)
+        raise ConfigError(
+            f"source {source.name!r}: {role} {column!r} is not in {path} "
+            f"(columns: {', '.join(names)}). Set `{role}` in the source's config."
+        )
     if len(broken) == len(sizes):
         path, exc = broken[0]
         what = "is not a Parquet file" if source.format == "parquet" else "cannot be read"
@@ -79,22 +88,30 @@ def check_columns(source: SourceConfig, sizes: dict[str, int]) -> None:
         )
 
 
-def _column_names(source: SourceConfig, path: str) -> list[str] | None:
-    """The column names of one input file; None when the file shows none (empty, or a bad first line)."""
+def _column_names(source: SourceConfig, path: str) -> list[list[str]]:
+    """The column names one input file shows: its schema or header, or those of each of the first few JSONL
+    lines that parse (a line may lack a column, and a damaged one names wrong ones); empty when it shows
+    none (an empty file, no line that parses)."""
     if source.format == "parquet":
         with FileSystems.open(path) as fh:
-            return pq.ParquetFile(fh).schema_arrow.names
+            return [pq.ParquetFile(fh).schema_arrow.names]
     with FileSystems.open(path) as fh:
-        first = io.TextIOWrapper(fh, encoding="utf-8", errors="replace").readline()
-    if not first.strip():
-        return None
-    if source.format == "csv":
-        return next(csv.reader([first]), [])
-    try:
-        row = json.loads(first)
-    except json.JSONDecodeError:
-        return None
-    return list(row) if isinstance(row, dict) else None
+        text = io.TextIOWrapper(fh, encoding="utf-8", errors="replace")
+        if source.format == "csv":
+            csv.field_size_limit(CSV_FIELD_LIMIT)
+            first = text.readline(CSV_FIELD_LIMIT)
+            return [next(csv.reader([first]))] if first.strip() else []
+        found: list[list[str]] = []
+        left = _SNIFF_CHARS
+        while len(found) < _SNIFF_LINES and left > 0:
+            line = text.readline(left)
+            if not line:
+                break
+            left -= len(line)
+            row, error = parse_json(line) if line.strip() else (None, "blank")
+            if error is None and isinstance(row, dict):
+                found.append(list(row))
+    return found
 
 
 def carried_scores(source: SourceConfig) -> set[str]:
@@ -110,7 +127,14 @@ def carried_scores(source: SourceConfig) -> set[str]:
 
 
 def _stem(path: str) -> str:
-    return posixpath.basename(path).split(".", 1)[0]
+    """The file name up to its first '.', the start of its records' fallback keys. Bytes of a name that are
+    not UTF-8 (carried as surrogates) are written as `\\xNN`, so the keys of two such files stay apart."""
+    stem = posixpath.basename(path).split(".", 1)[0]
+    try:
+        stem.encode("utf-8")
+    except UnicodeEncodeError:
+        return stem.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return stem
 
 
 def _file_error(source: SourceConfig, path: str, exc: Exception) -> Pair:
@@ -139,13 +163,53 @@ def read_file(source: SourceConfig, path: str) -> Iterator[Pair]:
 
 
 def _read_parquet(source: SourceConfig, path: str, fh) -> Iterator[Pair]:
+    """Rows by row group, so that image bytes held in the image column get an ImageSpan (row group, row)
+    to be read back by (pipelines/image_spans.py) instead of travelling with the record."""
     folder = posixpath.dirname(path) if "://" in path else os.path.dirname(path)
     row_number, stem = 0, _stem(path)
-    for batch in pq.ParquetFile(fh).iter_batches(batch_size=_BATCH_ROWS):
-        for row in batch.to_pylist():
-            at = f"{path}#row={row_number}"
-            yield pair_from_row(source, row, f"{stem}-{row_number:09d}", folder, at)
-            row_number += 1
+    parquet = pq.ParquetFile(fh)
+    at = rereadable_path(path) if source.image_column in parquet.schema_arrow.names else None
+    for group in range(parquet.num_row_groups):
+        row_in_group = 0
+        for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, row_groups=[group]):
+            for row, error in _batch_rows(batch):
+                fallback = f"{stem}-{row_number:09d}"
+                if error is not None:
+                    yield _unparseable(source, fallback, path, error)
+                else:
+                    pair = pair_from_row(source, row, fallback, folder, f"{path}#row={row_number}")
+                    if at is not None and pair.image is not None and pair.reject is None:
+                        pair.image_span = ImageSpan(
+                            at, row_in_group, len(pair.image), row_group=group, column=source.image_column
+                        )
+                    yield pair
+                row_number += 1
+                row_in_group += 1
+
+
+def _batch_rows(batch: pa.RecordBatch) -> Iterator[tuple[dict | None, str | None]]:
+    """(row, None) for each row of a batch, or (None, why) for a row whose values Python cannot hold (a
+    string column with bytes that are not UTF-8): one such value costs its row, not the batch."""
+    try:
+        rows = batch.to_pylist()
+    except (ValueError, pa.ArrowException):
+        for i in range(batch.num_rows):
+            try:
+                yield batch.slice(i, 1).to_pylist()[0], None
+            except (ValueError, pa.ArrowException) as exc:
+                yield None, f"{type(exc).__name__}: {exc}"[:200]
+        return
+    for row in rows:
+        yield row, None
+
+
+def _unparseable(source: SourceConfig, key: str, path: str, error: str) -> Pair:
+    return Pair(
+        uid=make_uid(source.name, key),
+        source=source.name,
+        reject="row_unparseable",
+        meta={"file": path, "error": error},
+    )
 
 
 def _read_text_rows(source: SourceConfig, path: str, fh) -> Iterator[Pair]:
@@ -153,27 +217,60 @@ def _read_text_rows(source: SourceConfig, path: str, fh) -> Iterator[Pair]:
     # Invalid UTF-8 must cost one row, not the rest of the file: bytes that do not decode are carried as
     # surrogates (surrogateescape) and the row becomes a `caption_bad_utf8` reject in pair_from_row.
     text = io.TextIOWrapper(fh, encoding="utf-8", errors="surrogateescape", newline="")
-    rows = enumerate(csv.DictReader(text)) if source.format == "csv" else enumerate(text)
+    rows = _csv_rows(text) if source.format == "csv" else _jsonl_rows(text, source.caption_column)
     stem = _stem(path)
-    for number, row in rows:
+    for number, row, error in rows:
         fallback = f"{stem}-{number:09d}"
-        if source.format == "jsonl":
-            if not row.strip():
-                continue  # blank lines are not records
-            try:
-                row = json.loads(row)
-                error = None if isinstance(row, dict) else "a JSONL line must be an object"
-            except json.JSONDecodeError as exc:
-                error = str(exc)[:200]
-            if error is not None:
-                yield Pair(
-                    uid=make_uid(source.name, fallback),
-                    source=source.name,
-                    reject="row_unparseable",
-                    meta={"file": path, "error": error},
-                )
-                continue
-        yield pair_from_row(source, row, fallback, folder)
+        if error is not None:
+            yield _unparseable(source, fallback, path, error)
+        else:
+            yield pair_from_row(source, row, fallback, folder)
+
+
+def _jsonl_rows(lines: Iterator[str], caption_column: str) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(line number, row, None) per JSONL line, or (line number, None, why) for one that is no usable JSON
+    object (schemas/rows.py parse_json). Blank lines are not records."""
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        row, error = parse_json(line, caption_column)
+        if error is None and not isinstance(row, dict):
+            row, error = None, "a JSONL line must be an object"
+        yield number, row, error
+
+
+def _csv_rows(text: Iterator[str]) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(record number, row, None) per CSV record after the header, as csv.DictReader numbers and fills
+    them (blank records skipped, missing fields None), or (record number, None, why) for a record that
+    cannot be one row: a field over CSV_FIELD_LIMIT characters, or more fields than the header names
+    (DictReader would file the extras under a None key; they are usually a caption's unquoted comma,
+    which shifts every column after it). A bad header makes the file unreadable."""
+    csv.field_size_limit(CSV_FIELD_LIMIT)  # process-wide; every reader here sets the same
+    reader = csv.reader(text)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise ValueError(f"CSV header: {exc}") from None
+    if header is None:
+        return
+    number = 0
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield number, None, f"CSV record ending on line {reader.line_num}: {exc}"[:200]
+            number += 1
+            continue
+        if not values:
+            continue
+        if len(values) > len(header):
+            error = f"{len(values)} fields where the header names {len(header)} (an unquoted comma?)"
+            yield number, None, error
+        else:
+            yield number, dict(itertools.zip_longest(header, values)), None
+        number += 1
 
 
 class ReadSource(beam.PTransform):
@@ -188,13 +285,15 @@ class ReadSource(beam.PTransform):
         check_columns(source, sizes)
 
     def expand(self, pbegin):
-        source = self.source
+        source, files = self.source, self.files
         pairs = (
             pbegin
-            | "Files" >> beam.Create(self.files)
+            # Indices, not paths: a file name that is not UTF-8 (carried as surrogates) fails Beam's str
+            # coder; the paths travel inside the pickled function instead.
+            | "Files" >> beam.Create(range(len(files)))
             | "SpreadFiles" >> beam.Reshuffle()
             | "Parse"
-            >> beam.FlatMap(lambda path: batched(read_file(source, path))).with_output_types(PairBatch)
+            >> beam.FlatMap(lambda i: batched(read_file(source, files[i]))).with_output_types(PairBatch)
         )
         if source.image_column is None:  # caption-only: no images to cap or fetch
             return pairs

@@ -14,7 +14,9 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 
 @dataclasses.dataclass(frozen=True)
 class ImageSpan:
-    """Where a pair's image bytes lie in a local input file (`length` bytes from `offset`).
+    """Where a pair's image bytes lie in a local input file (`length` bytes from `offset`), or, with
+    `row_group` set, in a Parquet file's image column: row `offset` of row group `row_group` of `column`
+    (its bytes, or the `bytes` field of an HF datasets {bytes, path} struct).
 
     Kept pairs travel to the shard writer without their bytes when a span says where to read them back:
     carrying every image through the writer's shuffle cost most of a local run's time. When the bytes
@@ -27,6 +29,8 @@ class ImageSpan:
     length: int
     crc32: int | None = None
     digest: str = ""
+    row_group: int | None = None
+    column: str | None = None
 
 
 @dataclasses.dataclass

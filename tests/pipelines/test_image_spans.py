@@ -109,7 +109,7 @@ def test_an_input_changed_during_the_run_fails_the_write_loudly(stored, tmp_path
 
 @pytest.mark.parametrize("fmt", ["webdataset", "jsonl", "parquet"])
 def test_rereading_kept_images_changes_no_output_byte(synth_dir, tmp_path, monkeypatch, fmt):
-    # WebDataset tars and image folders are read back; Parquet bytes have no span and are carried.
+    # WebDataset tars, image folders and Parquet image columns are read back.
     read_back = []
 
     def counting_image(reader, pair):
@@ -128,9 +128,7 @@ def test_rereading_kept_images_changes_no_output_byte(synth_dir, tmp_path, monke
         stats = run(config)
         outs[reread] = output_files(config.output.dir)
         if reread:
-            assert (
-                len(set(read_back)) == len(read_back) == (0 if fmt == "parquet" else stats["totals"]["kept"])
-            )
+            assert len(set(read_back)) == len(read_back) == stats["totals"]["kept"]
             read_back.clear()
         else:
             assert read_back == []
@@ -153,3 +151,32 @@ def test_readers_record_spans_only_where_offsets_address_the_file(tmp_path):
     compressed = list(read_file(source, str(packed)))
     assert [p.image for p in compressed] == IMAGES
     assert [p.image_span for p in compressed] == [None, None, None]
+
+
+def test_parquet_images_are_read_back_by_row_group_and_row_in_any_order(tmp_path):
+    import random
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    images = [b"\xff\xd8" + bytes([i]) * (100 + i) for i in range(40)]
+    path = tmp_path / "rows.parquet"
+    hf = pa.array([{"bytes": image, "path": f"{i}.jpg"} for i, image in enumerate(images)])
+    table = pa.table({"key": [f"{i:02d}" for i in range(40)], "caption": ["a caption"] * 40, "image": hf})
+    pq.write_table(table, path, row_group_size=15)  # row groups of 15, 15 and 10 rows
+    source = SourceConfig(name="p", format="parquet", paths=[str(path)])
+    pairs = list(read_file(source, str(path)))
+    assert [(p.image_span.row_group, p.image_span.offset) for p in pairs[14:17]] == [(0, 14), (1, 0), (1, 1)]
+    assert [p.image_ref for p in pairs[:2]] == [f"{path}#row=0", f"{path}#row=1"]
+    detach_images(pairs)
+    assert all(p.image is None for p in pairs)
+    shuffled = random.Random(3).sample(pairs, len(pairs))  # keys in no row order: still one pass
+    with SpanReader(shuffled[:30]) as reader:
+        assert [reader.image(p) for p in shuffled] == [images[int(p.key)] for p in shuffled]
+    assert read_span(pairs[33].image_span) == images[33]
+    pq.write_table(table.slice(0, 20), path)  # the input changed under the run
+    with (
+        pytest.raises(ImageChangedError, match=r"rows\.parquet changed while the run was going"),
+        SpanReader(pairs) as reader,
+    ):
+        [reader.image(p) for p in pairs]
