@@ -352,3 +352,17 @@ def test_parquet_images_are_read_back_at_the_writer_with_the_same_output(tmp_pat
                     if member.name.endswith(".jpg"):
                         stored[member.name] = tar.extractfile(member).read()
     assert sorted(stored.values()) == sorted(images)
+
+
+def test_a_parquet_row_whose_strings_are_not_utf8_costs_that_row(tmp_path):
+    raw = pa.array([caption(0).encode(), b"A caption with \xff in it", caption(2).encode()], pa.binary())
+    strings = pa.Array.from_buffers(pa.string(), len(raw), raw.buffers())  # unvalidated, as a writer may
+    pq.write_table(pa.table({"key": ["a", "b", "c"], "caption": strings}), tmp_path / "rows.parquet")
+    source = {
+        "name": "p",
+        "format": "parquet",
+        "paths": [str(tmp_path / "rows.parquet")],
+        "image_column": None,
+    }
+    assert counts(clean(tmp_path, [source])["p"]) == (3, 2, {"row_unparseable": 1})
+    assert [row["uid"] for row in reject_rows(str(tmp_path / "out"))] == ["p/rows-000000001"]
