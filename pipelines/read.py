@@ -36,6 +36,9 @@ CSV_FIELD_LIMIT = 16 * 2**20
 # The start-up column check of a JSONL file looks at its first few lines that parse (a damaged first line
 # must not refuse the job), reading no more than this.
 _SNIFF_LINES, _SNIFF_CHARS = 8, 4 * 2**20
+# Lines that parse but lack a configured column before a JSONL source is refused: more than a few damaged
+# lines (each costs its record when read) could make.
+JSONL_LINES_TO_REFUSE = 4
 
 
 def match_files(source: SourceConfig) -> dict[str, int]:
@@ -50,12 +53,16 @@ def match_files(source: SourceConfig) -> dict[str, int]:
 
 
 def check_columns(source: SourceConfig, sizes: dict[str, int]) -> None:
-    """Fails fast when the configured caption/image columns are absent from the first file that shows its
-    columns. A file that cannot be read is skipped here (reading it makes a `file_unreadable` reject, like
+    """Fails fast when the configured caption/image columns are absent: from the schema or header of the
+    first file that shows one, or, for JSONL, from every one of the first lines that parse, once at least
+    JSONL_LINES_TO_REFUSE such lines were seen (a line damaged in its keys must not refuse a job; a few
+    lines cannot tell damage from a wrong column name, and the run's end warns when every caption is
+    empty). A file that cannot be read is skipped here (reading it makes a `file_unreadable` reject, like
     any break met while reading); a source none of whose files can be read is refused."""
     if source.format == "webdataset":
         return
     broken: list[tuple[str, Exception]] = []
+    lacking: list[tuple[str, list[str]]] = []  # (file, columns) of schemas or lines without a wanted column
     wanted = [
         (role, column)
         for role, column in (("caption_column", source.caption_column), ("image_column", source.image_column))
@@ -67,16 +74,16 @@ def check_columns(source: SourceConfig, sizes: dict[str, int]) -> None:
         except (OSError, pa.ArrowException, ValueError) as exc:
             broken.append((path, exc))
             continue
-        if not found:
-            continue  # an empty file, or first lines that are bad data (rejects when read): no columns
         if any(all(column in names for _, column in wanted) for names in found):
             return
-        names = found[0]
-        role, column = next((role, column) for role, column in wanted if column not in names)
-        raise ConfigError(
-            f"source {source.name!r}: {role} {column!r} is not in {path} "
-            f"(columns: {', '.join(names)}). Set `{role}` in the source's config."
-        )
+        lacking += [(path, names) for names in found]
+        if lacking and (source.format != "jsonl" or len(lacking) >= JSONL_LINES_TO_REFUSE):
+            path, names = lacking[0]
+            role, column = next((role, column) for role, column in wanted if column not in names)
+            raise ConfigError(
+                f"source {source.name!r}: {role} {column!r} is not in {path} "
+                f"(columns: {', '.join(names)}). Set `{role}` in the source's config."
+            )
     if len(broken) == len(sizes):
         path, exc = broken[0]
         what = "is not a Parquet file" if source.format == "parquet" else "cannot be read"

@@ -289,7 +289,7 @@ def test_input_file_names_that_are_not_utf8_are_read(tmp_path):
 
 
 def test_a_damaged_first_jsonl_line_does_not_refuse_the_job(tmp_path):
-    write_images(tmp_path, 15)
+    write_images(tmp_path, 16)
 
     def damage(first: bytes, name: str) -> bytes:
         at = first.index(b"caption")
@@ -305,11 +305,15 @@ def test_a_damaged_first_jsonl_line_does_not_refuse_the_job(tmp_path):
         lines[0] = damage(lines[0], name)
         (tmp_path / f"{name}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
         sources.append({"name": name, "format": "jsonl", "paths": [str(tmp_path / f"{name}.jsonl")]})
+    # A file of one line, damaged: one line cannot tell damage from a wrong column name.
+    (tmp_path / "single.jsonl").write_bytes(damage(good_line(15).encode(), "renamed") + b"\n")
+    sources.append({"name": "single", "format": "jsonl", "paths": [str(tmp_path / "single.jsonl")]})
     found = clean(tmp_path, sources)
     assert counts(found["renamed"]) == (5, 4, {"caption_empty": 1})
     assert counts(found["not_utf8"]) == (5, 4, {"caption_empty": 1})
     assert counts(found["syntax"]) == (5, 4, {"row_unparseable": 1})
-    # A file none of whose first lines has the column is still refused at start-up.
+    assert counts(found["single"]) == (1, 0, {"caption_empty": 1})
+    # A file whose first lines (JSONL_LINES_TO_REFUSE or more) all lack the column is refused at start-up.
     lines = [good_line(i).replace('"caption"', '"text"') for i in range(5)]
     (tmp_path / "wrong.jsonl").write_text("".join(line + "\n" for line in lines))
     config = tmp_path / "wrong.yaml"
