@@ -2,6 +2,7 @@
 
 from vlcurate.filters import (  # noqa: F401
     academic,
+    caption_size,
     clip_filter,
     emoji_text,
     html_text,

@@ -16,7 +16,8 @@ from vlcurate.schemas.config import CleanConfig, SourceConfig
 from vlcurate.schemas.errors import ConfigError, unknown_name_error
 
 DEFAULT_CHAIN: tuple[str, ...] = (
-    # text: clean, then filter; a caption emptied by cleaning is caught by `length` as too_short
+    # text: a size guard, clean, then filter; a caption emptied by cleaning is caught by `length` as too_short
+    "max_caption_bytes",
     "normalize_caption",
     "clean_html",
     "clean_patterns",

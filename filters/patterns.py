@@ -9,6 +9,9 @@ What goes, in this order:
    "Sunset at Alabama.jpg" -> "Sunset at Alabama", "wrapping_paper.jpg" -> "wrapping paper".
 3. Brackets left empty, runs of repeated punctuation ("!!!!" -> "!", "....." -> "..."), whitespace runs,
    and separators dangling at either end (" - ", "|", ":").
+
+Time is linear in the caption's length, also on long runs of what it removes (tests/hostile/test_text.py):
+the patterns are written so that no match is tried from every position of a run.
 """
 
 from __future__ import annotations
@@ -26,18 +29,79 @@ _SPECIAL_TOKENS = regex.compile(
 
 
 def scrub_special_tokens(text: str) -> str:
-    """Removes every Qwen-VL special-token string from `text`.
+    """Removes every Qwen-VL special-token string from `text`, also those that removing one forms
+    ("<im<img>g>" -> "<img>" -> "").
 
-    Repeats until none is left, because removing one can join the pieces of another
-    ("<im<img>g>" -> "<img>").
+    One pass with a stack (`_scrub_nested`), not the pattern re-run until nothing changes: that took one
+    pass per level of nesting, quadratic on a caption built to nest. Every token starts with its only "<"
+    and ends with its only ">", so two occurrences never overlap and every order of removals ends in the
+    same text.
     """
-    if "<" not in text:
+    if "<" not in text or _SPECIAL_TOKENS.search(text) is None:
         return text
-    while True:
-        cleaned = _SPECIAL_TOKENS.sub("", text)
-        if cleaned == text:
-            return cleaned
-        text = cleaned
+    return _scrub_nested(text)
+
+
+_PIECES = regex.compile(r"[<>]|[^<>]+")
+_SHORT = len("<|endoftext|")  # the longest token without its ">", but for <|extra_N|> with many digits
+_EXTRA = "<|extra_"
+_DIGITS = regex.compile(r"\d*")
+_DIGITS_BAR = regex.compile(r"\d*\|")
+
+
+class _Open:
+    """A "<" kept in the output and what follows it so far: its first characters (`head`), its length,
+    and for a long one whether it is still `<|extra_` + digits (`digits`: how many), then "|" (`bar`)."""
+
+    __slots__ = ("at", "bar", "dead", "digits", "head", "length")
+
+    def __init__(self, at: int) -> None:
+        self.at, self.head, self.length = at, "<", 1
+        self.digits, self.bar, self.dead = 0, False, False
+
+    def append(self, piece: str) -> None:
+        before = self.length
+        self.length += len(piece)
+        if before <= _SHORT:
+            self.head += piece[: _SHORT + 1 - before]
+        if self.dead or self.length <= len(_EXTRA):
+            return
+        if not self.head.startswith(_EXTRA) or self.bar:
+            self.dead = True
+            return
+        rest = piece[max(0, len(_EXTRA) - before) :]
+        if _DIGITS.fullmatch(rest):
+            self.digits += len(rest)
+        elif _DIGITS_BAR.fullmatch(rest) and self.digits + len(rest) > 1:
+            self.bar = True
+        else:
+            self.dead = True
+
+    def closes_token(self) -> bool:
+        """Whether this "<", what follows it and a ">" now form a special token."""
+        if self.length <= _SHORT:
+            return _SPECIAL_TOKENS.fullmatch(self.head + ">") is not None
+        return self.bar and not self.dead
+
+
+def _scrub_nested(text: str) -> str:
+    out: list[str] = []
+    opens: list[_Open] = []  # the "<" after the last ">" kept in `out`: only these can start a token
+    for piece in _PIECES.findall(text):
+        if piece == "<":
+            opens.append(_Open(len(out)))
+            out.append(piece)
+        elif piece == ">":
+            if opens and opens[-1].closes_token():
+                del out[opens.pop().at :]  # what follows the "<" before it is as it was when this one came
+            else:
+                out.append(piece)
+                opens.clear()  # a kept ">" ends every candidate before it for good
+        else:
+            out.append(piece)
+            if opens:
+                opens[-1].append(piece)
+    return "".join(out)
 
 
 def has_special_tokens(text: str) -> bool:
@@ -80,11 +144,22 @@ DEFAULT_BOILERPLATE: tuple[str, ...] = (
 )
 
 _IMAGE_EXT = r"(?:jpe?g|png|gif|webp|bmp|tiff?|heic|svg)"
-_URL = regex.compile(
-    r"(?:\b(?i:https?|ftp)://|\b(?i:www)\.)[^\s<>\"]*[^\s<>\".,;:!?)\]}']"
-    r"|\b(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,6}/[^\s<>\"]*[^\s<>\".,;:!?)\]}']?"
-)
-_EMAIL = regex.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}\b")
+# A URL is one with a scheme or `www.` (_URL_SCHEME) or a bare domain followed by a path (_URL_BARE),
+# whichever starts first (the scheme form when both start at one place): `_remove_urls`.
+_URL_SCHEME = regex.compile(r"(?:\b(?i:https?|ftp)://|\b(?i:www)\.)[^\s<>\"]*[^\s<>\".,;:!?)\]}']")
+# Possessive: a label never gives characters back (it must end at a "."), nor the group of labels one
+# (the last 2-6 letters end at the "/", not at a "."); backtracking over them was quadratic on "a.a.a...".
+_URL_BARE = regex.compile(r"\b(?:[A-Za-z0-9-]++\.)++[A-Za-z]{2,6}/[^\s<>\"]*[^\s<>\".,;:!?)\]}']?")
+# The run of domain characters that ends where the match is made (`(?r)`: matched from its end), and
+# where a bare domain in it can start.
+_DOMAIN_RUN = regex.compile(r"(?r)[A-Za-z0-9.-]+")
+_BARE_START = regex.compile(r"\b[A-Za-z0-9-]")
+_BARE_DOMAIN = regex.compile(r"\b(?:[A-Za-z0-9-]++\.)++[A-Za-z]{2,6}/")
+# A match starting later in the same run of [\w.+-] would end where one from an earlier start in it
+# ends, so the address starts only where no word character of the run since the last match (\G) comes
+# before it, and takes the run possessively (it ends at the "@"): trying every start made "a.a.a.a... @"
+# quadratic.
+_EMAIL = regex.compile(r"\b(?<!\w(?!\G)(?:[.+-](?!\G))*)[\w.+-]++@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}\b")
 # Camera and phone naming schemes; the digits end the name even when words follow unspaced
 # ("IMG_3138Billabong" -> "Billabong").
 _CAMERA = regex.compile(
@@ -93,10 +168,14 @@ _CAMERA = regex.compile(
 )
 # Image file names: those whose stem says nothing go whole, the others lose only the extension (group
 # "stem" keeps their words).
+# A stem starting later in the same run of [\w-] would end where one from an earlier start in it ends
+# ("a-b-c.jpg" is one stem), so a stem starts only where no word character of the run since the last
+# match (\G) comes before it, and takes the run possessively (it must end at the "."; a run ending in
+# "-" cannot): trying every start, and every end, made "a-a-a-a..." quadratic.
 _FILE = regex.compile(
     rf"\b(?i:(?:image|img|photo|picture|pic|untitled|unnamed|file|thumb|thumbnail|download|screenshot)"
     rf"[_-]?\d*\.{_IMAGE_EXT})\b"
-    rf"|(?P<stem>\b[\w-]*\w)(?i:\.{_IMAGE_EXT})\b"
+    rf"|(?P<stem>\b(?<!\w(?!\G)(?:-(?!\G))*)(?:-*+\w++)++)(?i:\.{_IMAGE_EXT})\b"
 )
 # Cheap tests (on the case-folded caption) that must hold for the pattern after them to match at all:
 # each pattern only runs on the few captions that pass; most captions pass none.
@@ -123,7 +202,8 @@ def _phrase_pattern(phrase: str) -> str:
     if phrase[-1:].isalnum():
         pattern += r"\b"
     # Stock sites follow the phrase with the picture's id: "Stock Photo - 9824382", "Stock Photo #13233201".
-    return pattern + r"(?:\s*[-–—:]?\s*#?\d{5,}\b)?"
+    # Possessive: "\s*[-–—:]?\s*" tried every split of a whitespace run, quadratic in its length.
+    return pattern + r"(?:\s*+(?:[-–—:]\s*+)?#?\d{5,}\b)?"
 
 
 def _boilerplate_pattern(phrases: list[str]) -> tuple[regex.Pattern | None, tuple[str, ...]]:
@@ -153,12 +233,69 @@ _EMPTY_BRACKETS = regex.compile(r"\(\s*\)|\[\s*\]|\{\s*\}")
 # Runs of one punctuation mark; dots keep an ellipsis, other marks collapse to one.
 _PUNCT_RUN = regex.compile(r"([!?,;:])\1+|\.{4,}|…{2,}|([-_=*~#+/\\|])\2{2,}")
 # After a removal, separators can pile up ("bonfire - , Artist"): keep the first of the pile.
-_SEPARATOR_PILE = regex.compile(r"\s*([-–—|,;:/])(?:\s*[-–—|,;:/])+(?=\s|$)")
+# Removals leave whitespace runs, and the patterns below start only where a run (of whitespace, or of
+# whitespace and separators) starts: a match from inside one would end where the match from its start
+# ends, and trying every start in it made clean_patterns quadratic in what it removed.
+_SEPARATOR_PILE = regex.compile(r"(?<![\s\-–—|,;:/])\s*([-–—|,;:/])(?:\s*[-–—|,;:/])+(?=\s|$)")
 # ... and punctuation that followed the removed text is left after a space ("Visit <url>." -> "Visit .").
-_SPACE_BEFORE_PUNCT = regex.compile(r"\s+(?=[.,;:!?](?:\s|$))")
-# Separators dangling at either end; a leading dash before a digit is a minus sign and stays.
-_EDGES = regex.compile(r"^(?:[\s|:;,/·•~_=*]|[-–—](?!\d))+|[\s\-–—|:;,/·•~_=*]+$")
+_SPACE_BEFORE_PUNCT = regex.compile(r"(?<!\s)\s+(?=[.,;:!?](?:\s|$))")
+# Separators dangling at either end; a leading dash before a digit is a minus sign and stays. The end's
+# run is found from the end (`(?r)`): `[...]+$` tried from every position of every run in the text.
+_LEADING_EDGE = regex.compile(r"(?:[\s|:;,/·•~_=*]|[-–—](?!\d))+")
+_TRAILING_EDGE = regex.compile(r"(?r)[\s\-–—|:;,/·•~_=*]+$")
 _EDGE_CHARS = frozenset(" -–—|:;,/·•~_=*")
+# Rounds of clean_patterns while tidying leaves a token (each of the 10k real captions needs one); a
+# caption built to need more loses its "<" after these.
+_MAX_ROUNDS = 8
+
+
+def _trim_edges(text: str) -> str:
+    lead = _LEADING_EDGE.match(text)
+    start = lead.end() if lead else 0
+    trail = _TRAILING_EDGE.search(text, start)
+    return text[start : trail.start() if trail else len(text)]
+
+
+def _bare_url(text: str, slash: int) -> regex.Match | None:
+    """The match of _URL_BARE that _URL_BARE.sub would make in the run of domain characters before the
+    "/" at `slash`, if any. Only the run's first start after its last ".." is tried: a later one needs the
+    same ending (2-6 letters, then this "/"), so it fails where that one fails; trying every start made a
+    run like "a.a.a.a..." quadratic. The domain is checked up to the "/" first (the whole pattern, tried
+    where it fails, scans the rest of the text for a "." it needs)."""
+    run = _DOMAIN_RUN.match(text, 0, slash)
+    if run is None:
+        return None
+    empty = text.rfind("..", run.start(), slash)
+    first = _BARE_START.search(text, run.start() if empty < 0 else empty + 2, slash)
+    if first is None or _BARE_DOMAIN.match(text, first.start(), slash + 1) is None:
+        return None
+    return _URL_BARE.match(text, first.start())
+
+
+def _remove_urls(text: str) -> str:
+    """Each URL replaced by a space, as the one pattern `scheme|bare` would do it, in linear time."""
+    out: list[str] = []
+    pos = 0
+    scheme = _URL_SCHEME.search(text)
+    bare, slash = None, -1  # the next bare URL, and the "/" it ends at (-2: there is none after pos)
+    while True:
+        if scheme is not None and scheme.start() < pos:
+            scheme = _URL_SCHEME.search(text, pos)
+        if slash != -2 and (bare is None or bare.start() < pos):
+            bare = None
+            slash = text.find("/", max(slash + 1, pos))
+            while slash >= 0 and (bare := _bare_url(text, slash)) is None:
+                slash = text.find("/", slash + 1)
+            if bare is None:
+                slash = -2
+        if scheme is None and bare is None:
+            break
+        match = scheme if bare is None or (scheme is not None and scheme.start() <= bare.start()) else bare
+        out.append(text[pos : match.start()])
+        out.append(" ")
+        pos = match.end()
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _punct_run(match: regex.Match) -> str:
@@ -192,6 +329,14 @@ class CleanPatterns(Cleaner):
         self._boilerplate, self._anchors = _boilerplate_pattern(self.boilerplate + self.extra_boilerplate)
 
     def clean(self, text: str) -> str:
+        for _ in range(_MAX_ROUNDS):
+            text = self._clean_once(text)
+            if not has_special_tokens(text):
+                return text
+        # Built so that every round's tidying joins another token: without "<", none can form.
+        return self._clean_once(text.replace("<", " "))
+
+    def _clean_once(self, text: str) -> str:
         text = scrub_special_tokens(text)
         cleaned = self._remove(text)
         removed = cleaned != text
@@ -204,16 +349,14 @@ class CleanPatterns(Cleaner):
         if "  " in text or removed:
             text = " ".join(text.split())
         if text and (text[0] in _EDGE_CHARS or text[-1] in _EDGE_CHARS):
-            text = _EDGES.sub("", text)
-        if has_special_tokens(text):  # tidying can join one ("<|||im_end|>" -> "<|im_end|>"): again
-            return self.clean(text)
-        return text
+            text = _trim_edges(text)
+        return text  # tidying can join a token ("<|||im_end|>" -> "<|im_end|>"): clean() goes again
 
     def _remove(self, text: str) -> str:
         # In this order: a URL may hold an e-mail-like or file-like part, which goes with it.
         folded = text.casefold()
         if "/" in text or "www." in folded:
-            text = _URL.sub(" ", text)
+            text = _remove_urls(text)
         if "@" in text:
             text = _EMAIL.sub(" ", text)
         if _holds_any(folded, _CAMERA_HINTS):

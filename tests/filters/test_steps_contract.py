@@ -14,6 +14,7 @@ from vlcurate.schemas.errors import ConfigError
 from vlcurate.schemas.record import Pair
 
 OURS = (
+    "max_caption_bytes",
     "clean_html",
     "clean_patterns",
     "strip_tags",
@@ -29,6 +30,7 @@ OURS = (
 
 def test_chain_order():
     assert DEFAULT_CHAIN == (
+        "max_caption_bytes",
         "normalize_caption",
         "clean_html",
         "clean_patterns",
@@ -155,5 +157,5 @@ def test_the_chain_lists_its_score_names_in_step_order():
         "aspect_ratio",
         "clip",
     ]
-    text_only = build_chain(_config(), DEFAULT_CHAIN[:8])  # the text steps only
+    text_only = build_chain(_config(), DEFAULT_CHAIN[: DEFAULT_CHAIN.index("probe_image")])  # text steps
     assert text_only.score_names() == chain.score_names()[:7]

@@ -44,6 +44,7 @@ def run_text_stage(texts: list[str]) -> tuple[list[Pair], Counter, Counter]:
 
 def test_text_steps_are_the_chain_head():
     assert TEXT_STEPS == (
+        "max_caption_bytes",
         "normalize_caption",
         "clean_html",
         "clean_patterns",
