@@ -5,6 +5,13 @@ costs are paid per group. A ClipInput is the pair plus its prepared image, eithe
 on the CPU or raw JPEG bytes left for nvjpeg on the GPU. The prediction for a group is the sequence of its
 cosine similarities of the normalized image and caption embeddings.
 
+Every model call sees exactly `batch_size` rows: a batch with fewer pairs is padded (zero images, empty
+captions) and the padding's scores are dropped. With the same shapes, the kernels compute each row the
+same way whatever rows share its batch, so a pair's score does not depend on which pairs Beam batched it
+with, nor on timing (BatchElements sized batches by timing, from 1 pair up, and scores moved by ~1e-7).
+pipelines/clip.py regroups the pairs into groups of exactly `batch_size`, so only a bundle's last batch is
+padded.
+
 run_inference only queues the work on a GPU: its scores are `ScoreSlice`s of a `PendingScores`, copied to
 the host as the GPU gets to them, and reading one waits for its own batch only. So the CPU can go on
 (read, probe, write) while the GPU computes; pipelines/clip.py's AttachScores holds a batch back until the
@@ -100,8 +107,9 @@ class ClipModelHandler(ModelHandler[list[ClipInput], ClipPrediction, LoadedClip]
         return self.share
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
-        # Sizes count pairs, not groups: small groups (a file's tail, a rare language) are pooled.
-        return {"min_batch_size": 1, "max_batch_size": self.batch_size, "element_size_fn": len}
+        # Sizes count pairs, not groups: small groups (a file's tail, a rare language) are pooled. A fixed
+        # size (min = max): Beam's default grows and shrinks batches with their timing.
+        return {"min_batch_size": self.batch_size, "max_batch_size": self.batch_size, "element_size_fn": len}
 
     def get_metrics_namespace(self) -> str:
         return "vlcurate.clip_score"
@@ -120,16 +128,16 @@ class ClipModelHandler(ModelHandler[list[ClipInput], ClipPrediction, LoadedClip]
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[ClipPrediction]:
         inputs = [e for group in batch for e in group]
-        # Equal chunks of at most batch_size (300 inputs -> 150 + 150, not 256 + 44).
-        chunk = max(1, -(-len(inputs) // max(1, -(-len(inputs) // self.batch_size))))
+        # Chunks of batch_size, each padded to batch_size (the module docstring says why).
+        size = max(1, self.batch_size)
         pending = PendingScores()
-        for start in range(0, len(inputs), chunk):
-            part = inputs[start : start + chunk]
+        for start in range(0, len(inputs), size):
+            part = inputs[start : start + size]
             if self.share:  # `model` is a proxy of the machine's SharedClipScorer: only methods cross
                 images = [e.pixels if e.pixels is not None else e.jpeg for e in part]
-                pending.add(model.score(images, [e.pair.caption for e in part]))
+                pending.add(model.score(images, [e.pair.caption for e in part], size))
             else:
-                pending.queue(model, part)
+                pending.queue(model, part, pad_to=size)
         results, start = [], 0
         for group in batch:
             results.append(ClipPrediction(group, ScoreSlice(pending, start, start + len(group))))
@@ -148,9 +156,11 @@ class SharedClipScorer:
         self.model = model
         self._one_at_a_time = threading.Lock()
 
-    def score(self, images: Sequence[np.ndarray | bytes | None], captions: Sequence[str]) -> list[float]:
-        """Cosines of one batch, in order. An image is decoded pixels, or JPEG bytes for GPU decoding;
-        NaN for an image that failed GPU decoding."""
+    def score(
+        self, images: Sequence[np.ndarray | bytes | None], captions: Sequence[str], pad_to: int = 0
+    ) -> list[float]:
+        """Cosines of one batch, in order, computed padded to `pad_to` rows. An image is decoded pixels, or
+        JPEG bytes for GPU decoding; NaN for an image that failed GPU decoding."""
         batch = [
             ClipInput(
                 Pair(uid="", source="", caption=caption),
@@ -160,7 +170,7 @@ class SharedClipScorer:
             for image, caption in zip(images, captions, strict=True)
         ]
         with self._one_at_a_time:
-            return score_batch(self.model, batch)
+            return score_batch(self.model, batch, pad_to)
 
 
 class PendingScores:
@@ -171,8 +181,10 @@ class PendingScores:
         self._parts: list[tuple[Any, Any, list[int], int]] = []
         self._scores: list[float] | None = None
 
-    def queue(self, model: LoadedClip, batch: Sequence[ClipInput]) -> None:
-        """Queues a batch's scoring; on a GPU this returns before the scores exist."""
+    def queue(self, model: LoadedClip, batch: Sequence[ClipInput], pad_to: int = 0) -> None:
+        """Queues a batch's scoring; on a GPU this returns before the scores exist. With `pad_to`, the
+        model sees `pad_to` rows (zero images, empty captions after the batch's own), whatever the
+        batch's size and whatever of its images failed to decode."""
         import torch
 
         with torch.inference_mode():
@@ -180,10 +192,14 @@ class PendingScores:
             if not ok:
                 self._parts.append((None, None, [], len(batch)))
                 return
+            captions = [batch[i].pair.caption for i in ok]
+            if pad_to > len(ok):
+                pixels = torch.cat([pixels, pixels.new_zeros((pad_to - len(ok), *pixels.shape[1:]))])
+                captions += [""] * (pad_to - len(ok))
             images = _encode_images(model, normalize(pixels, model.mean, model.std, model.dtype))
-            texts = encode_captions(model, [batch[i].pair.caption for i in ok])
+            texts = encode_captions(model, captions)
             images = torch.nn.functional.normalize(images.float(), dim=-1)
-            cosine = (images * texts).sum(dim=-1)
+            cosine = (images * texts).sum(dim=-1)[: len(ok)]
             event = None
             if cosine.is_cuda:  # copied into pinned memory as soon as the GPU gets there
                 host = torch.empty(cosine.shape, dtype=cosine.dtype, pin_memory=True)
@@ -233,10 +249,11 @@ class ScoreSlice(Sequence[float]):
         return iter(self.pending.result()[self.start : self.stop])
 
 
-def score_batch(model: LoadedClip, batch: Sequence[ClipInput]) -> list[float]:
-    """Cosine similarities for a batch, waiting for them; NaN for an image that failed GPU decoding."""
+def score_batch(model: LoadedClip, batch: Sequence[ClipInput], pad_to: int = 0) -> list[float]:
+    """Cosine similarities for a batch (computed padded to `pad_to` rows), waiting for them; NaN for an
+    image that failed GPU decoding."""
     pending = PendingScores()
-    pending.queue(model, batch)
+    pending.queue(model, batch, pad_to)
     return pending.result()
 
 
@@ -252,24 +269,55 @@ def _encode_images(model: LoadedClip, pixels):
     return model.encode_image(pixels)[:n]
 
 
-def encode_captions(model: LoadedClip, captions: Sequence[str]):
-    """Normalized float32 text embeddings.
+# Caption lengths the text tower runs at: captions of up to SHORT_TOKENS tokens (start and end included;
+# 95% of the 10k real web captions in tests/data that the text steps keep) at that length, all rows of the
+# batch; the others at the full context, LONG_ROWS rows per call (padded with empty captions).
+SHORT_TOKENS = 32
+LONG_ROWS = 32
 
-    For open_clip's CLIP class with end-token pooling, tokens are cut after the longest caption of the
-    batch: with the causal mask, padding after the end token cannot change its features, and web captions
-    are ~15 tokens of a 77-token context, so the text tower runs several times faster. Other models run
-    unchanged.
+
+def encode_captions(model: LoadedClip, captions: Sequence[str]):
+    """Normalized float32 text embeddings, computed at lengths that depend on each caption alone.
+
+    For open_clip's CLIP class with end-token pooling, padding after the end token cannot change its
+    features (causal mask), so tokens are cut: every row at SHORT_TOKENS, and captions longer than that
+    again at the full context length in chunks of LONG_ROWS rows. The text tower's shapes are then the
+    same whatever captions share the batch (with a batch padded to a fixed size, as run_inference does),
+    and so is a caption's embedding. Cutting after the batch's longest caption, as before, made every
+    caption's last bits depend on that one (CPU, tiny CLIP: 61 of 160 scores moved, by up to 1.8e-7), cost
+    ~65 of 77 tokens per row with 256 web captions (~32 here), and counted a caption's length by its nonzero
+    ids, while "!" before other punctuation ("wow!)))") is id 0: such a caption, alone or beside shorter
+    ones, lost its end token (0.138 off on real captions). The end token is the largest id, where the
+    pooling looks too. Other models run unchanged.
     """
     import open_clip
     import torch
-    from open_clip.transformer import text_global_pool
 
     tokens = model.tokenizer(list(captions))  # on the CPU
     m = model.model
+    context = tokens.shape[1]
     if not (isinstance(m, open_clip.CLIP) and getattr(m, "text_pool_type", "") == "argmax"):
         return torch.nn.functional.normalize(m.encode_text(to_device(tokens, model.device)).float(), dim=-1)
-    length = int((tokens != 0).sum(dim=1).max())  # read on the CPU: no wait for the image tower
-    tokens = to_device(tokens[:, :length], model.device)
+    if context <= SHORT_TOKENS:
+        return _text_tower(m, to_device(tokens, model.device))
+    long = (tokens.argmax(dim=1) >= SHORT_TOKENS).nonzero().flatten().tolist()  # read on the CPU
+    texts = _text_tower(m, to_device(tokens[:, :SHORT_TOKENS].contiguous(), model.device))
+    if long:
+        empty = model.tokenizer([""])
+        for start in range(0, len(long), LONG_ROWS):
+            rows = long[start : start + LONG_ROWS]
+            chunk = torch.cat([tokens[rows], empty.expand(LONG_ROWS - len(rows), -1)])
+            index = to_device(torch.tensor(rows), model.device)
+            texts.index_copy_(0, index, _text_tower(m, to_device(chunk, model.device))[: len(rows)])
+    return texts
+
+
+def _text_tower(m, tokens):
+    """open_clip's CLIP.encode_text on tokens cut to any length, normalized float32."""
+    import torch
+    from open_clip.transformer import text_global_pool
+
+    length = tokens.shape[1]
     cast = m.transformer.get_cast_dtype()
     x = m.token_embedding(tokens).to(cast) + m.positional_embedding[:length].to(cast)
     x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])

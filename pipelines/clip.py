@@ -123,6 +123,33 @@ beam.coders.registry.register_coder(ClipGroup, ClipGroupCoder)
 beam.coders.registry.register_coder(ClipPrediction, ClipPredictionCoder)
 
 
+class FixedSizeGroups(beam.DoFn):
+    """ClipGroups in, ClipGroups of exactly `size` inputs out, the bundle's last one aside. RunInference
+    then gets one full model batch per group: every model call is padded to `size` rows
+    (model/clip_handler.py), and regrouping here leaves only the bundle's last one with padding to
+    compute, where pooling whole groups would leave a partial chunk in most batches."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+
+    def start_bundle(self) -> None:
+        self._pending = ClipGroup()
+
+    def process(self, group: ClipGroup) -> Iterator[ClipGroup]:
+        self._pending.extend(group)
+        if len(self._pending) < self.size:
+            return
+        full = len(self._pending) // self.size * self.size
+        for start in range(0, full, self.size):
+            yield ClipGroup(self._pending[start : start + self.size])
+        self._pending = ClipGroup(self._pending[full:])
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        if self._pending:
+            yield GlobalWindows.windowed_value(self._pending)
+        self._pending = ClipGroup()
+
+
 def _attach_scores(result: ClipPrediction) -> PairBatch:
     batch = PairBatch()
     for example, score in zip(result.example, result.inference, strict=True):  # never drop a pair
@@ -192,7 +219,10 @@ class ScoreWithClip(beam.PTransform):
                 precision=step.precision,
                 share=step.share_model,
             )
-            predictions = prepared[spec] | f"RunInference[{spec}]" >> RunInference(handler)
+            groups = prepared[spec] | f"Regroup[{spec}]" >> beam.ParDo(
+                FixedSizeGroups(step.batch_size)
+            ).with_output_types(ClipGroup)
+            predictions = groups | f"RunInference[{spec}]" >> RunInference(handler)
             predictions.element_type = ClipPrediction
             scored.append(
                 predictions

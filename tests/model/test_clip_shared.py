@@ -1,7 +1,6 @@
 """clip_score.share_model: the handler scores through the machine's one SharedClipScorer."""
 
 import numpy as np
-import pytest
 
 from vlcurate.model.clip_handler import ClipInput, ClipModelHandler, SharedClipScorer, score_batch
 from vlcurate.schemas.record import Pair
@@ -16,9 +15,9 @@ def test_with_share_model_run_inference_calls_the_shared_scorer(tiny):
         def __init__(self, scorer):
             self._scorer = scorer
 
-        def score(self, images, captions):
-            calls.append(len(images))
-            return self._scorer.score(images, captions)
+        def score(self, images, captions, pad_to=0):
+            calls.append((len(images), pad_to))
+            return self._scorer.score(images, captions, pad_to)
 
     rng = np.random.default_rng(0)
     inputs = [
@@ -27,10 +26,13 @@ def test_with_share_model_run_inference_calls_the_shared_scorer(tiny):
     ]
     handler = ClipModelHandler("tiny", batch_size=4, device="cpu", share=True)
     predictions = handler.run_inference([inputs[:2], inputs[2:]], Proxy(SharedClipScorer(tiny)))
-    assert calls == [3, 3]  # equal chunks of at most batch_size
+    assert calls == [(4, 4), (2, 4)]  # chunks of batch_size, each computed padded to batch_size
     assert [len(p.inference) for p in predictions] == [2, 4]
     scores = [score for p in predictions for score in p.inference]
-    assert scores == pytest.approx(score_batch(tiny, inputs[:3]) + score_batch(tiny, inputs[3:]), abs=1e-6)
+    assert scores == score_batch(tiny, inputs[:4], 4) + score_batch(tiny, inputs[4:], 4)
+    by_uid = dict(zip([e.pair.uid for e in inputs], scores))
+    mixed = [inputs[5], inputs[2], inputs[0]]  # other batch-mates, the same padded size: the same scores
+    assert score_batch(tiny, mixed, 4) == [by_uid["5"], by_uid["2"], by_uid["0"]]
 
 
 def test_the_shared_scorer_scores_one_call_at_a_time(monkeypatch):
@@ -44,7 +46,7 @@ def test_the_shared_scorer_scores_one_call_at_a_time(monkeypatch):
     running, most = [0], [0]
     guard = threading.Lock()
 
-    def fake_score_batch(model, batch):
+    def fake_score_batch(model, batch, pad_to=0):
         with guard:
             running[0] += 1
             most[0] = max(most[0], running[0])

@@ -23,6 +23,19 @@ EDGE_CASES = [
     " ".join(["word"] * 75),  # 75 words: exactly fills the 77-token context with start and end
     " ".join(["word"] * 76),  # one too many: truncated, end token last
     " ".join(f"w{i}" for i in range(300)),
+    # "!" before other punctuation in one word is id 0, the value of the padding after the end token
+    "wow!)))",
+    "Angry Birds Go!</em>",
+    "$#!+ happens",
+    "a !+ b",
+    'Jeopardy!""',
+    "wow!amazing",
+    "Yahoo!Japan",
+    "!!!",
+    "a!b!c",
+    "!",
+    "Sale! 50% off!",
+    " ".join(["wow!)))"] * 30),  # truncated: the end token still last
 ]
 
 
@@ -49,8 +62,17 @@ def test_same_ids_as_open_clip_on_real_captions_twice(tokenizers):
 
 def test_truncation_keeps_the_end_token_last(tokenizers):
     _, fast = tokenizers
-    ids = fast([EDGE_CASES[-1]])[0]
+    ids = fast([" ".join(f"w{i}" for i in range(300))])[0]
     assert ids.shape == (77,) and int(ids[-1]) == 49407 and int(ids[0]) == 49406
+
+
+def test_exclamation_marks_are_id_0_and_the_end_token_follows(tokenizers):
+    reference, fast = tokenizers
+    ids = fast(["wow!)))", "a !+ b"])
+    assert torch.equal(ids, reference(["wow!)))", "a !+ b"]))
+    for row in ids:
+        end = int(row.argmax())  # the end token: the largest id, where the text tower pools
+        assert int(row[end]) == 49407 and 0 in row[1:end].tolist() and not row[end + 1 :].any()
 
 
 def test_other_tokenizers_are_called_unchanged():
