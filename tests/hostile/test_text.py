@@ -204,7 +204,20 @@ def test_caption_too_large_counts_through_vlcurate_clean(tmp_path, capsys):
 
 
 # --- any text ----------------------------------------------------------------------------------------
-HOSTILE_UNITS = ["stock photo ", "<a ", "<b>", "&amp;", " ", ", ", "http://a.b/c ", "a-", "a.", "<im", "<|", "😀"]
+HOSTILE_UNITS = [
+    "stock photo ",
+    "<a ",
+    "<b>",
+    "&amp;",
+    " ",
+    ", ",
+    "http://a.b/c ",
+    "a-",
+    "a.",
+    "<im",
+    "<|",
+    "😀",
+]
 surrogate_free = st.text(st.characters(codec="utf-8"), max_size=60)
 long_repeats = st.builds(
     lambda unit, n: unit * n, st.sampled_from(HOSTILE_UNITS) | st.text(max_size=6), st.integers(0, 3000)
