@@ -216,7 +216,7 @@ def test_csv_long_fields_and_extra_fields(tmp_path):
     long_note = "n" * 200_000  # over csv's default field limit (131,072 characters)
     rows = [
         ["k0", caption(0), "a note"],
-        ["k1", "word " * 40_000, "a long caption"],  # read, then rejected by the length step
+        ["k1", "word " * 40_000, "a long caption"],  # read, then rejected by max_caption_bytes
         ["k2", caption(2), long_note],  # a long passthrough field is kept
         ["k3", caption(3), "x", "an extra field"],  # the columns no longer line up
         ["k4", caption(4), "y" * (CSV_FIELD_LIMIT + 1)],  # over vlcurate's own limit
@@ -231,7 +231,7 @@ def test_csv_long_fields_and_extra_fields(tmp_path):
         tmp_path,
         [{"name": "c", "format": "csv", "paths": [str(tmp_path / "rows.csv")], "image_column": None}],
     )
-    assert counts(sources["c"]) == (6, 3, {"row_unparseable": 2, "too_long": 1})
+    assert counts(sources["c"]) == (6, 3, {"row_unparseable": 2, "caption_too_large": 1})
     kept = {row["uid"]: json.loads(row["meta"]) for row in kept_rows(str(tmp_path / "out"))}
     assert kept == {
         "c/k0": {"note": "a note"},
