@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from vlcurate.schemas.config import SourceConfig
+from vlcurate.schemas.encoding import encodable
 from vlcurate.schemas.image_paths import outside_root, resolve_image_path
 from vlcurate.schemas.record import IMAGE_EXTENSIONS, ImageSpan, Pair, make_uid
 
@@ -45,7 +46,7 @@ def parse_json(text: str | bytes, caption_key: str | None = None) -> tuple[Any, 
     deep = text.count("[") + text.count("{") > MAX_JSON_DEPTH
     escaped = "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None
     if deep or escaped:
-        surrogates = _SURROGATES if _utf8_clean(text) else _ESCAPE_ONLY_SURROGATES
+        surrogates = _SURROGATES if encodable(text) else _ESCAPE_ONLY_SURROGATES
         error = _walk_json(value, surrogates if escaped else None, caption_key)
         if error is not None:
             return None, error
@@ -178,7 +179,7 @@ def pair_from_row(
             return _bad(source.name, key, "caption_bad_utf8")
     elif not isinstance(caption, str):
         caption = str(caption)
-    if not _utf8_clean(caption):  # undecodable bytes a text reader carried through as surrogates
+    if not encodable(caption):  # undecodable bytes a text reader carried through as surrogates
         return _bad(source.name, key, "caption_bad_utf8")
     image: bytes | None = None
     image_ref: str | None = None
@@ -218,18 +219,10 @@ def _fits_float(value: Any) -> bool:
     return isinstance(value, int) and -(2**1023) < value < 2**1023
 
 
-def _utf8_clean(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _replace_bad_bytes(text: str) -> str:
     """Keys and passthrough fields keep their row: undecodable bytes become U+FFFD there (only the caption,
     which training reads, turns a row into a reject)."""
-    if _utf8_clean(text):
+    if encodable(text):
         return text
     try:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
