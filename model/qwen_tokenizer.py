@@ -219,7 +219,7 @@ class ChatMLEncoding:
 
 def preprocess_chatml(
     conversations: Sequence[Mapping[str, str]],
-    max_len: int,
+    max_len: int | None,
     *,
     system_message: str = SYSTEM_MESSAGE,
     tokenizer: QwenTokenizer | None = None,
@@ -230,7 +230,7 @@ def preprocess_chatml(
     newline after it in every block; in assistant turns also the content. Masked (-100): `system`/`user`/
     `assistant` role names and their newline, system and user content, padding. As in finetune.py, a first
     turn that is not from the user is dropped, a role other than user/assistant raises KeyError, padding is
-    `<|endoftext|>` and the sequence is cut at max_len.
+    `<|endoftext|>` and the sequence is cut at max_len (max_len None: neither padded nor cut).
     """
     tok = tokenizer or get_tokenizer()
     roles = {"user": "<|im_start|>user", "assistant": "<|im_start|>assistant"}
@@ -251,6 +251,8 @@ def preprocess_chatml(
         else:  # the role name and its newline are masked, content + <|im_end|> + \n supervised
             labels += [IM_START_ID] + [IGNORE_INDEX] * len(role_ids) + piece[len(role_ids) + 1 :]
     length = len(input_ids)
+    if max_len is None:  # the sequence as it is, neither padded nor cut
+        max_len = length
     input_ids = (input_ids + [ENDOFTEXT_ID] * (max_len - length))[:max_len]
     labels = (labels + [IGNORE_INDEX] * (max_len - length))[:max_len]
     return ChatMLEncoding(input_ids, labels, [t != ENDOFTEXT_ID for t in input_ids], length)
