@@ -16,7 +16,8 @@ when all of these hold (the reason names in brackets become `invalid_<reason>` r
   relative to the output root (a `path_exists` callable decides);
 - [special_tokens] no special-token string outside the markup the format intends: image announcements,
   `<ref>...</ref>` (not nested, no markup inside) and `<box>(x1,y1),(x2,y2)</box>` ([bad_box]: integers
-  0..999, x1 <= x2, y1 <= y2);
+  0..999, x1 <= x2, y1 <= y2); `check_markup` also serves stage-2 text, where `<quad>` with 4 points
+  ([bad_quad]) is allowed too;
 - [too_long] the exact token length of finetune.py's `preprocess` is at most `max_len` (nothing is cut).
 """
 
@@ -31,6 +32,7 @@ from vlcurate.model.qwen_tokenizer import (
     IMG_END,
     IMG_PAD,
     IMG_START,
+    QUAD_START,
     REF_END,
     REF_START,
     SPECIAL_PATTERN,
@@ -48,7 +50,9 @@ ANNOUNCEMENT = re.compile(r"Picture (\d+): <img>([^\n]*?)</img>\n")
 # Text that names a picture: "Picture 2" (not an announcement) or "图2".
 PICTURE_REF = re.compile(r"Picture (\d+)(?!\d|: <img>)|图(\d+)(?!\d)")
 BOX = re.compile(r"<box>\((\d{1,3}),(\d{1,3})\),\((\d{1,3}),(\d{1,3})\)</box>")
+QUAD = re.compile(r"<quad>\(\d{1,3},\d{1,3}\)(?:,\(\d{1,3},\d{1,3}\)){3}</quad>")
 _IMAGE_TOKENS = (IMG_START, IMG_END, IMG_PAD)
+SFT_MARKUP = frozenset({REF_START, BOX_START})  # what SFT text may hold besides image announcements
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,8 +127,9 @@ def check_image_path(path: str, path_exists: Callable[[str], bool] | None) -> Pr
     return None
 
 
-def _markup(text: str, where: str) -> Problem | None:
-    """Special tokens outside image announcements: only well-formed `<ref>` and `<box>` markup."""
+def check_markup(text: str, where: str, allowed: frozenset[str] = SFT_MARKUP) -> Problem | None:
+    """Special tokens in `text` (NFC, image announcements already cut out): only well-formed markup of the
+    kinds in `allowed` (REF_START, BOX_START, QUAD_START), else the first problem found."""
     in_ref = False
     pos = 0
     while True:
@@ -132,21 +137,25 @@ def _markup(text: str, where: str) -> Problem | None:
         if match is None:
             break
         token = match.group()
-        if token == BOX_START:
-            box = BOX.match(text, match.start())
-            if box is None:
-                return Problem("bad_box", f"{where}: {text[match.start() : match.start() + 40]!r}")
-            x1, y1, x2, y2 = (int(v) for v in box.groups())
-            if x1 > x2 or y1 > y2:
-                return Problem("bad_box", f"{where}: {box.group()} is not top-left then bottom-right")
-            pos = box.end()
+        if token in (BOX_START, QUAD_START) and token in allowed:
+            shape, reason = (BOX, "bad_box") if token == BOX_START else (QUAD, "bad_quad")
+            found = shape.match(text, match.start())
+            if found is None:
+                return Problem(reason, f"{where}: {text[match.start() : match.start() + 60]!r}")
+            if token == BOX_START:
+                x1, y1, x2, y2 = (int(v) for v in found.groups())
+                if x1 > x2 or y1 > y2:
+                    return Problem("bad_box", f"{where}: {found.group()} is not top-left then bottom-right")
+            pos = found.end()
             continue
-        if token == REF_START and not in_ref:
+        if token == REF_START and not in_ref and REF_START in allowed:
             in_ref = True
         elif token == REF_END and in_ref:
             in_ref = False
         elif token in _IMAGE_TOKENS:
-            return Problem("bad_image_markup", f"{where}: {token} outside a `Picture n: <img>...</img>\\n`")
+            return Problem(
+                "bad_image_markup", f"{where}: {token} outside the image markup the format intends"
+            )
         else:
             return Problem("special_tokens", f"{where}: {token} is not allowed here")
         pos = match.end()
@@ -178,7 +187,7 @@ def _turns(turns: list[Mapping[str, str]], path_exists: Callable[[str], bool] | 
             pieces.append(value[pos:])
             value = "".join(pieces)  # what is left must hold no image markup
         value = nfc(value)  # as the tokenizer sees it
-        problem = _markup(value, where)
+        problem = check_markup(value, where)
         if problem is not None:
             return problem
         refs += [(int(m.group(1) or m.group(2)), shown, where) for m in PICTURE_REF.finditer(value)]
@@ -196,19 +205,21 @@ def validate_sample(
     path_exists: Callable[[str], bool] | None = None,
     tokenizer: QwenTokenizer | None = None,
     length_hint: int | None = None,
+    pad: bool = True,
 ) -> Validation:
     """Checks one sample (see the module docstring). `path_exists(path)` says whether an image path
     resolves under the output root; None skips that check. Tokenizes only a structurally valid sample.
 
     The encoding is finetune.py's, padded and cut at `max_len`. With `length_hint` (the caller's own
     count) it is cut at min(max_len, length_hint) instead: no padding to build when the hint is right,
-    which is most of the cost for short samples. `encoding.length` is the real length either way."""
+    which is most of the cost for short samples. With `pad=False` it is the whole sequence, neither
+    padded nor cut (what `vlcurate check` inspects). `encoding.length` is the real length either way."""
     problem = _structure(sample)
     if problem is None:
         problem = _roles(sample["conversations"]) or _turns(sample["conversations"], path_exists)
     if problem is not None:
         return Validation([problem])
-    cut = max_len if length_hint is None else min(max_len, length_hint)
+    cut = None if not pad else max_len if length_hint is None else min(max_len, length_hint)
     encoding = preprocess_chatml(sample["conversations"], cut, tokenizer=tokenizer or get_tokenizer())
     if encoding.length > max_len:
         return Validation([Problem("too_long", f"{encoding.length} tokens > {max_len}")], encoding)
