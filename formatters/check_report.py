@@ -37,7 +37,9 @@ def _num(value: float | None) -> str:
 
 def render_check_report(check: Mapping[str, Any], findings: Sequence[Mapping[str, Any]]) -> str:
     """The page for one check.json and its findings (sorted by reason, then id hash)."""
-    verdict = "no structural findings" if check["passed_structural"] else "structural findings: fix before training"
+    verdict = (
+        "no structural findings" if check["passed_structural"] else "structural findings: fix before training"
+    )
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>vlcurate check report</title>",
         f"<style>{_STYLE}</style></head><body><h1>vlcurate check report</h1>",
@@ -64,8 +66,18 @@ def render_check_report(check: Mapping[str, Any], findings: Sequence[Mapping[str
                 sum(model.get("findings_by_reason", {}).values()) if model else "",
             ]
         )
-    header = ["task", "records", "tokens", "supervised", "with findings", "scored", "loss p50", "loss p99",
-              "image gain p50", "model findings"]
+    header = [
+        "task",
+        "records",
+        "tokens",
+        "supervised",
+        "with findings",
+        "scored",
+        "loss p50",
+        "loss p99",
+        "image gain p50",
+        "model findings",
+    ]
     parts.append(_table(header, rows))
     by_reason = {**check["structural_findings_by_reason"], **check["model_findings_by_reason"]}
     if by_reason:

@@ -112,7 +112,7 @@ def image_status(location: str, root: str, max_bytes: int) -> tuple[str, str] | 
 
 
 def _image_problems(element: tuple[str, dict[str, list]]) -> Iterator[tuple[str, tuple[str, str]]]:
-    location, groups = element
+    _, groups = element
     status = groups["status"][0] if groups["status"] else None
     if status is not None:
         for sample_id in sorted(set(groups["refs"])):
@@ -138,8 +138,15 @@ def finding_rows(record: Checked) -> Iterator[dict[str, Any]]:
     for reason, detail in record.problems:
         if reason not in seen:
             seen.add(reason)
-            yield {"id": record.id, "task": record.task, "check": "structural", "reason": reason,
-                   "loss": None, "swap_loss": None, "detail": detail}
+            yield {
+                "id": record.id,
+                "task": record.task,
+                "check": "structural",
+                "reason": reason,
+                "loss": None,
+                "swap_loss": None,
+                "detail": detail,
+            }
 
 
 class CountRecords(beam.CombineFn):
@@ -187,8 +194,14 @@ def loss_batches(
         partner = located[(i + 1) % len(records)] if len(records) > 1 else ()
         view = record.view
         items.append(
-            LossItem(record.id, record.task, tuple(view.input_ids), tuple(view.labels), located[i],
-                     partner_images(located[i], partner))
+            LossItem(
+                record.id,
+                record.task,
+                tuple(view.input_ids),
+                tuple(view.labels),
+                located[i],
+                partner_images(located[i], partner),
+            )
         )
     items.sort(key=lambda item: (len(item.input_ids), stable_hash(item.id), item.id))
     batch: list[LossItem] = []

@@ -22,7 +22,6 @@ from apache_beam.io.filesystems import FileSystems
 from vlcurate.formatters.check_report import render_check_report
 from vlcurate.formatters.check_summary import CheckCounts, loss_summary, summary_json
 from vlcurate.model.loss_flags import flag_samples
-from vlcurate.model.qwenvl_weights import DEFAULT_SPEC
 from vlcurate.pipelines import provenance
 from vlcurate.pipelines.check import (
     BATCH_TOKENS,
@@ -54,6 +53,7 @@ from vlcurate.pipelines.output import (
 )
 from vlcurate.schemas.errors import ConfigError, RunFailedError
 from vlcurate.schemas.image_paths import DEFAULT_MAX_IMAGE_BYTES
+from vlcurate.schemas.model_spec import DEFAULT_CHECK_MODEL
 from vlcurate.schemas.record import stable_hash
 
 FINDINGS_SCHEMA = pa.schema(
@@ -71,7 +71,7 @@ FINDINGS_SCHEMA = pa.schema(
 
 @dataclasses.dataclass
 class CheckOptions:
-    model: str | None = DEFAULT_SPEC  # None: structural checks only
+    model: str | None = DEFAULT_CHECK_MODEL  # None: structural checks only
     sample: int | None = None  # model checks on this many samples (lowest id hash); None: all
     fraction: float | None = None  # ... or on this share of them
     image_root: str | None = None
@@ -116,8 +116,9 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def build_pipeline(p: beam.Pipeline, layout: Layout, options: CheckOptions, out: str, info: dict,
-                   publish_to: str | None) -> None:
+def build_pipeline(
+    p: beam.Pipeline, layout: Layout, options: CheckOptions, out: str, info: dict, publish_to: str | None
+) -> None:
     files = p | "Files" >> beam.Create(layout.files) | "SpreadFiles" >> beam.Reshuffle()
     read = files | "Read" >> beam.ParDo(ReadRecords(layout)).with_outputs(ROWS, PACK_ROWS, main="records")
     packs = (
@@ -137,9 +138,8 @@ def build_pipeline(p: beam.Pipeline, layout: Layout, options: CheckOptions, out:
         refs
         | "Locations" >> beam.Keys()
         | "Distinct" >> beam.Distinct()
-        | "CheckImages" >> beam.Map(
-            lambda loc: (loc, image_status(loc, layout.image_root, options.max_image_bytes))
-        )
+        | "CheckImages"
+        >> beam.Map(lambda loc: (loc, image_status(loc, layout.image_root, options.max_image_bytes)))
     )
     image_problems = (
         {"refs": refs, "status": statuses}
@@ -166,9 +166,13 @@ def build_pipeline(p: beam.Pipeline, layout: Layout, options: CheckOptions, out:
                 | "Smallest" >> beam.combiners.Top.Smallest(options.sample)
                 | "ChosenIds" >> beam.Map(lambda top: {sample_id for _, sample_id in top})
             )
-            candidates = candidates | "Select" >> beam.Filter(lambda r, ids: selected(r.id, None, ids), chosen)
+            candidates = candidates | "Select" >> beam.Filter(
+                lambda r, ids: selected(r.id, None, ids), chosen
+            )
         elif options.fraction is not None:
-            candidates = candidates | "Select" >> beam.Filter(lambda r: selected(r.id, options.fraction, None))
+            candidates = candidates | "Select" >> beam.Filter(
+                lambda r: selected(r.id, options.fraction, None)
+            )
         results = model_results(
             candidates, layout.image_root, options.model, options.max_image_bytes, options.batch_tokens
         )
@@ -198,8 +202,9 @@ def findings_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=FINDINGS_SCHEMA)
 
 
-def finalize(_, counts: CheckCounts, model: list, findings: list, directory: str, info: dict,
-             publish_to: str | None) -> None:
+def finalize(
+    _, counts: CheckCounts, model: list, findings: list, directory: str, info: dict, publish_to: str | None
+) -> None:
     summary = summary_json(counts, dict(model))
     check = {**info["check"], **summary}
     check["passed_structural"] = summary["structural_findings"] == 0
@@ -210,7 +215,9 @@ def finalize(_, counts: CheckCounts, model: list, findings: list, directory: str
     examples = sorted(findings, key=lambda r: (r["reason"], stable_hash(r["id"]), r["id"]))
     html = render_check_report(check, examples)
     write_bytes_atomic(join(directory, "report.html"), html.encode("utf-8"))
-    write_json(join(directory, "info.json"), provenance.finished({k: v for k, v in info.items() if k != "check"}))
+    write_json(
+        join(directory, "info.json"), provenance.finished({k: v for k, v in info.items() if k != "check"})
+    )
     write_bytes_atomic(join(directory, COMPLETED), b"")
     if publish_to:
         publish(directory, publish_to)
@@ -265,7 +272,9 @@ def run_check(
     if not quiet:
         print(summary_line(check, out, time.monotonic() - started), file=sys.stderr)
     if check["samples"] == 0:
-        print(f"[vlcurate] check: WARNING: {directory} holds no samples; nothing was checked.", file=sys.stderr)
+        print(
+            f"[vlcurate] check: WARNING: {directory} holds no samples; nothing was checked.", file=sys.stderr
+        )
     if strict and check["structural_findings"]:
         raise RunFailedError(
             f"check --strict: {check['structural_findings']:,} structural findings in {directory} "
@@ -321,8 +330,8 @@ def add_check_parser(sub: Any) -> None:
     p.add_argument("--output", help="where the check is written (default: <input>/check)")
     p.add_argument(
         "--model",
-        default=DEFAULT_SPEC,
-        help=f"model for the loss checks: {DEFAULT_SPEC} (default), local-dir:PATH, qwen-vl:PATH "
+        default=DEFAULT_CHECK_MODEL,
+        help=f"model for the loss checks: {DEFAULT_CHECK_MODEL} (default), local-dir:PATH, qwen-vl:PATH "
         "(a local Qwen-VL checkpoint), or none (structural checks only)",
     )
     group = p.add_mutually_exclusive_group()

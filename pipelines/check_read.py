@@ -68,7 +68,9 @@ def read_layout(directory: str, image_root: str | None = None) -> Layout:
         files = [(CLEAN_SHARD, s["tar"]) for s in info["shards"]]
         max_tokens = DEFAULT_MAX_TOKENS
     else:
-        files = [(SAMPLES, f) for f in info["files"]["samples"]] + [(PACKS, f) for f in info["files"]["packed"]]
+        files = [(SAMPLES, f) for f in info["files"]["samples"]] + [
+            (PACKS, f) for f in info["files"]["packed"]
+        ]
         max_tokens = int(info.get("max_tokens", DEFAULT_MAX_TOKENS))
     if image_root is None:
         recorded = info.get("image_root", ".")

@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from vlcurate.pipelines.check_job import run_check, summary_line
 from vlcurate.pipelines.clean import run_clean
 from vlcurate.pipelines.format import run_format
 from vlcurate.pipelines.output import join, read_json
@@ -22,7 +23,7 @@ from vlcurate.schemas.errors import ConfigError
 from vlcurate.schemas.record import make_uid
 from vlcurate.schemas.sft_config import load_sft_config
 
-STAGES = 5
+STAGES = 6
 
 
 def _say(step: int, text: str) -> None:
@@ -61,6 +62,12 @@ def run_demo(out: str, n: int = 600, overwrite: bool = False, beam_args: list[st
     _say(5, f"stage-2 multi-task samples from {stage2_input}, packed -> {out}/stage2")
     run_format(2, [stage2_input], os.path.join(out, "stage2"), overwrite=True, beam_args=beam_args)
 
+    _say(6, "check every output (tokens, images, the bundled compact Qwen-VL's loss) -> <output>/check")
+    checks = {}
+    for name in ("clean", "stage1", "stage2", "sft"):
+        check = run_check(os.path.join(out, name), overwrite=True, beam_args=beam_args, quiet=True)
+        checks[name] = check
+
     print(
         f"\nDemo outputs in {out}/:\n"
         "  synth/              input: WebDataset tars, Parquet, JSONL + images, ground_truth.jsonl\n"
@@ -70,14 +77,26 @@ def run_demo(out: str, n: int = 600, overwrite: bool = False, beam_args: list[st
         "  clean/report.html   the same as one page, with the thresholds in effect\n"
         "  sft/shards/         Qwen-VL finetune.py JSON arrays (+ JSONL twins), sft/images/\n"
         "  stage1/, stage2/    samples/ (JSONL + Parquet), packed/ (2048-token sequences), images/\n"
-        "  each stage also has info.json and COMPLETED"
+        "  each stage also has info.json and COMPLETED, and check/ (check.json, findings.parquet, report.html)"
     )
+    for name, check in checks.items():
+        print(summary_line(check, os.path.join(out, name, "check")))
     summary = demo_summary(config.output.dir, os.path.join(synth, "ground_truth.jsonl"))
+    summary["checks"] = {name: check_counts(check) for name, check in checks.items()}
     with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=1, sort_keys=True)
         fh.write("\n")
     print(summary_text(summary, os.path.join(out, "clean", "report.html")))
     return summary
+
+
+def check_counts(check: dict[str, Any]) -> dict[str, Any]:
+    """What summary.json keeps of one output's check."""
+    return {
+        "samples": check["samples"],
+        "structural_findings": check["structural_findings"],
+        "model_findings_by_reason": check["model_findings_by_reason"],
+    }
 
 
 def _uids(directory: str, files: list[str], columns: list[str]) -> list[dict]:

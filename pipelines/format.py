@@ -283,7 +283,7 @@ def run_format(
         "kind": f"vlcurate.format.stage{stage}",
         "inputs": inputs,
         "max_tokens": max_tokens,
-        "image_root": ".",
+        "image_root": "." if stage == 1 else stage2_image_root(inputs),
         **provenance.started(),
     }
     started = time.monotonic()
@@ -307,6 +307,14 @@ def run_format(
         file=sys.stderr,
     )
     return stats
+
+
+def stage2_image_root(inputs: list[str]) -> str:
+    """Where stage-2 image paths resolve for `vlcurate check`: records give paths as the trainer will see
+    them, which vlcurate takes to be relative to the folder of their JSONL file (so the demo's are). With
+    inputs in several folders there is no one answer: "." and `check --image-root` says where."""
+    folders = {os.path.dirname(os.path.abspath(p)) if "://" not in p else p.rsplit("/", 1)[0] for p in inputs}
+    return folders.pop() if len(folders) == 1 else "."
 
 
 def input_total(stage: int, inputs: list[str]) -> Total | None:
@@ -334,6 +342,11 @@ def add_format_parser(sub: Any) -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="do not print progress lines")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="afterwards run `vlcurate check` on the output (into <output>/check); exit 1 on a structural finding",
+    )
 
 
 def cmd_format(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -347,6 +360,10 @@ def cmd_format(args: argparse.Namespace, beam_args: list[str]) -> int:
         beam_args,
         progress=not args.no_progress,
     )
+    if args.check:
+        from vlcurate.pipelines.check_job import run_check  # the check's model is loaded only when asked
+
+        run_check(args.output, workers=args.workers, overwrite=True, beam_args=beam_args, strict=True)
     return 0
 
 

@@ -56,7 +56,6 @@ from vlcurate.pipelines.sft_io import (
     input_files,
     read_input_file,
     sample_reject_row,
-    validate_output_dir,
     write_image,
     write_reject_file,
     write_shard,
@@ -65,7 +64,7 @@ from vlcurate.pipelines.steps import MergeStats, in_global_window
 from vlcurate.pipelines.write import REJECTS_PER_FILE, write_hash_buckets
 from vlcurate.schemas.sft_config import SftConfig, SftInputConfig, load_sft_config
 
-__all__ = ["add_sft_parser", "cmd_sft", "run_sft", "validate_output_dir", "write_demo_sft_inputs"]
+__all__ = ["add_sft_parser", "cmd_sft", "run_sft", "write_demo_sft_inputs"]
 
 ITEM, TEXT, IMAGE, REJECT, STATS = "item", "text", "image", "reject", "stats"
 
@@ -362,7 +361,9 @@ def add_sft_parser(subparsers: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a completed output directory")
     p.add_argument("--no-progress", action="store_true", help="do not print progress lines")
     p.add_argument(
-        "--check", action="store_true", help="afterwards re-read and validate every shard from disk"
+        "--check",
+        action="store_true",
+        help="afterwards run `vlcurate check` on the output (into <output>/check); exit 1 on a structural finding",
     )
 
 
@@ -378,15 +379,9 @@ def cmd_sft(args: argparse.Namespace, beam_args: list[str] | None = None) -> int
     config.__post_init__()
     run_sft(config, beam_args, progress=not args.no_progress)
     if args.check:
-        report = validate_output_dir(config.output.dir)
-        for problem in report["problems"][:20]:
-            print(f"[vlcurate] check: {problem}", file=sys.stderr)
-        print(
-            f"[vlcurate] check: {report['samples']:,} samples in {report['shards']} shards, "
-            f"{len(report['problems'])} problems",
-            file=sys.stderr,
-        )
-        return 1 if report["problems"] else 0
+        from vlcurate.pipelines.check_job import run_check  # the check's model is loaded only when asked
+
+        run_check(config.output.dir, workers=config.workers, overwrite=True, beam_args=beam_args, strict=True)
     return 0
 
 

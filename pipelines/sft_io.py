@@ -38,10 +38,9 @@ from vlcurate.formatters.sft import (
     text_dialogue,
     vqa_item,
 )
-from vlcurate.formatters.sft_validate import validate_sample
 from vlcurate.formatters.webdataset import EXTENSION_OF_FORMAT
 from vlcurate.pipelines.load_images import load_image_bytes, read_image
-from vlcurate.pipelines.output import ensure_dir, join, read_json, require_completed, write_bytes_atomic
+from vlcurate.pipelines.output import ensure_dir, join, require_completed, write_bytes_atomic
 from vlcurate.pipelines.read import read_file
 from vlcurate.pipelines.write import shard_name
 from vlcurate.schemas.config import SourceConfig
@@ -365,42 +364,3 @@ def _by_reason(counter: Counter[tuple[str, str]]) -> Counter[str]:
     for (_, reason), n in counter.items():
         out[reason] += n
     return out
-
-
-# --- check a finished directory ------------------------------------------------------------------------
-
-
-def _read_text(path: str) -> str:
-    with FileSystems.open(path) as fh:
-        return fh.read().decode("utf-8")
-
-
-def validate_output_dir(directory: str, max_len: int | None = None) -> dict[str, Any]:
-    """Loads every shard with json.loads (as finetune.py's json.load), checks its JSONL twin holds the
-    same samples, and validates every sample with its images looked up under `directory`. `max_len`
-    defaults to info.json's. Returns {"shards", "samples", "problems": [{shard, id, reason, detail}]}.
-    A directory without COMPLETED raises ConfigError."""
-    require_completed(directory)
-    info = read_json(join(directory, "info.json"))
-    max_len = max_len or info["model_max_length"]
-    known: dict[str, bool] = {}
-
-    def exists(path: str) -> bool:
-        if path not in known:
-            known[path] = FileSystems.exists(join(directory, path))
-        return known[path]
-
-    problems: list[dict[str, Any]] = []
-    samples = 0
-    shards = sorted(s["json"] for s in info["shards"])
-    for shard in shards:
-        array = json.loads(_read_text(join(directory, shard)))
-        twin = shard[: -len(".json")] + ".jsonl"
-        if [json.loads(line) for line in _read_text(join(directory, twin)).split("\n") if line] != array:
-            problems.append({"shard": twin, "id": None, "reason": "twin_differs", "detail": shard})
-        for sample in array if isinstance(array, list) else [array]:
-            samples += 1
-            sample_id = sample.get("id") if isinstance(sample, dict) else None
-            for p in validate_sample(sample, max_len, path_exists=exists).problems:
-                problems.append({"shard": shard, "id": sample_id, "reason": p.reason, "detail": p.detail})
-    return {"shards": len(shards), "samples": samples, "problems": problems}

@@ -7,6 +7,8 @@ import dataclasses
 from vlcurate.schemas.errors import ConfigError
 
 DEFAULT_BUNDLED = "bundled:tiny-synth-clip"
+# The model `vlcurate check` scores samples with unless told otherwise (model/qwenvl_weights.py loads it).
+DEFAULT_CHECK_MODEL = "bundled:compact-qwenvl"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ logging.getLogger().addFilter(lambda record: not any(n in record.getMessage() fo
 # imported with collection off, then frozen out of later passes.
 _collecting = gc.isenabled()
 gc.disable()
+from vlcurate.pipelines.check_job import add_check_parser, cmd_check  # noqa: E402
 from vlcurate.pipelines.format import add_format_parser, cmd_format  # noqa: E402
 from vlcurate.pipelines.options import check_flags, parser_flags  # noqa: E402
 from vlcurate.pipelines.sft import add_sft_parser, cmd_sft  # noqa: E402
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     add_synth_parser(sub)
     add_format_parser(sub)
     add_sft_parser(sub)
+    add_check_parser(sub)
     _add_demo(sub)
     # No abbreviations: `--worker` must not pass for --workers, nor `--run` for Beam's --runner.
     for command in sub.choices.values():
@@ -139,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_format(args, beam_args)
         if args.command == "sft":
             return cmd_sft(args, beam_args)
+        if args.command == "check":
+            return cmd_check(args, beam_args)
         if args.command == "demo":
             return cmd_demo(args, beam_args)
     except ConfigError as exc:

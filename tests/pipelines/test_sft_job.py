@@ -16,8 +16,9 @@ from PIL import Image
 from vlcurate.formatters.sft_validate import ANNOUNCEMENT
 from vlcurate.model import scenes
 from vlcurate.model.scenes import Scene, Shape, render
+from vlcurate.pipelines.check_job import CheckOptions, run_check
 from vlcurate.pipelines.output import COMPLETED
-from vlcurate.pipelines.sft import add_sft_parser, cmd_sft, run_sft, text_cutoff, validate_output_dir
+from vlcurate.pipelines.sft import add_sft_parser, cmd_sft, run_sft, text_cutoff
 from vlcurate.pipelines.sft_demo import shape_boxes, write_demo_sft_inputs
 from vlcurate.pipelines.write import write_kept_shard
 from vlcurate.schemas.errors import ConfigError
@@ -172,9 +173,9 @@ def test_every_shard_loads_with_json_load_and_passes_validation(job):
         assert all(set(s) == {"id", "conversations"} for s in array)
         with open(path + "l", encoding="utf-8") as fh:
             assert [json.loads(line) for line in fh] == array
-    report = validate_output_dir(out)
-    assert report["problems"] == []
-    assert report["samples"] == job["stats"]["totals"]["samples_written"] == len(_samples(out))
+    check = run_check(out, os.path.join(job["root"], "check"), CheckOptions(model=None), quiet=True)
+    assert check["structural_findings"] == 0
+    assert check["samples"] == job["stats"]["totals"]["samples_written"] == len(_samples(out))
     with open(os.path.join(out, "info.json")) as fh:
         info = json.load(fh)
     assert info["image_root"] == "." and info["model_max_length"] == MAX_LEN
@@ -286,6 +287,8 @@ def test_same_input_and_seed_give_byte_identical_output_with_two_workers(job):
     args = parser.parse_args(["sft", "--config", config_path, "--workers", "2", "--check"])
     assert cmd_sft(args) == 0
     first, second = _files(job["out"]), _files(out2)
+    check = {name: second.pop(name) for name in list(second) if name.startswith("check/")}
+    assert json.loads(check["check/check.json"])["structural_findings"] == 0
     assert sorted(first) == sorted(second)
     info = [json.loads(files.pop("info.json")) for files in (first, second)]
     for i in info:
