@@ -90,11 +90,11 @@ def first_per_reason(problems: Iterable[Problem | None]) -> list[Problem]:
 
 @functools.lru_cache(maxsize=4)
 def _not_content_ids(tokenizer: QwenTokenizer) -> frozenset[int]:
-    """Ids that are never supervised content: the always-supervised control tokens and every ordinary
-    token whose text is only whitespace (built once per tokenizer, ~0.1 s)."""
+    """Labels that are never supervised content: -100, the always-supervised control tokens and every
+    ordinary token whose text is only whitespace (built once per tokenizer, ~0.1 s)."""
     decode = tokenizer.encoding.decode_single_token_bytes
     blank = (token for token in range(N_RANKS) if _blank_utf8(decode(token)))
-    return frozenset({IM_START_ID, IM_END_ID, ENDOFTEXT_ID, *blank})
+    return frozenset({IGNORE_INDEX, IM_START_ID, IM_END_ID, ENDOFTEXT_ID, *blank})
 
 
 def _blank_utf8(data: bytes) -> bool:
@@ -106,5 +106,5 @@ def _blank_utf8(data: bytes) -> bool:
 
 def has_supervised_content(labels: Sequence[int], tokenizer: QwenTokenizer | None = None) -> bool:
     """Whether some label is supervised content (module docstring)."""
-    skip = _not_content_ids(tokenizer or get_tokenizer())
-    return any(label != IGNORE_INDEX and label not in skip for label in labels)
+    # The set walks the labels in C: several times faster than a generator on 2,048 labels.
+    return not _not_content_ids(tokenizer or get_tokenizer()).issuperset(labels)

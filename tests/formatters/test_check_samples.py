@@ -4,9 +4,12 @@ defects give their exact reasons."""
 from __future__ import annotations
 
 import copy
+import pathlib
+import re
 
 import pytest
 
+from vlcurate.formatters import check_samples
 from vlcurate.formatters.check_findings import STRUCTURAL_REASONS
 from vlcurate.formatters.check_samples import check_pack, check_stage_sample
 from vlcurate.formatters.packing import pack_samples
@@ -272,3 +275,30 @@ def test_pack_too_long_and_malformed(packed):
     assert pack_reasons(packs[0], samples, packs[0]["num_tokens"] - 1) == ["too_long"]
     assert pack_reasons({**packs[0], "loss_mask": None}, samples) == ["bad_pack"]
     assert pack_reasons({**packs[0], "input_ids": None}, samples) == []  # packed without a tokenizer
+
+
+def test_every_reason_the_checks_give_is_listed():
+    folder = pathlib.Path(check_samples.__file__).parent
+    names = [
+        "check_images",
+        "check_samples",
+        "check_sft",
+        "check_clean",
+        "sft_validate",
+        "../model/qwen_tokenizer",
+    ]
+    given = set()
+    for name in names:
+        text = (folder / f"{name}.py").read_text()
+        given |= set(re.findall(r'Problem\(\s*"([a-z_]+)"', text))
+        given |= {
+            m for pair in re.findall(r'reason = "([a-z_]+)"|, "(bad_[a-z]+)"\)', text) for m in pair if m
+        }
+    assert given >= {
+        "bad_image_markup",
+        "bad_quad",
+        "image_path_too_long",
+        "image_truncated",
+        "pack_mismatch",
+    }
+    assert given <= set(STRUCTURAL_REASONS), given - set(STRUCTURAL_REASONS)
