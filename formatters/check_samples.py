@@ -2,7 +2,7 @@
 exact tokenizer (model/trainer_view.py) and compared with what is stored.
 
 A sample row `{id, task, images, prefix, target, prefix_tokens, target_tokens, num_tokens}`:
-- `bad_sample`: fields missing or of the wrong type (nothing else is checked);
+- `bad_sample`: fields missing or of the wrong type, no id (nothing else is checked);
 - `unknown_task`: a task formatters/stage2.py does not write (its markup is then judged leniently);
 - text (NFC, as the tokenizer reads it): the prefix starts with the `<img>..</img>` spans and nothing
   else holds image markup (`bad_image_markup`); each path passes sft_validate.check_image_path
@@ -69,6 +69,8 @@ def _is_int(value: object) -> bool:
 def _shape(row: object) -> Problem | None:
     if not isinstance(row, Mapping):
         return Problem("bad_sample", "a sample row is an object")
+    if not isinstance(row.get("id"), str) or not row["id"]:
+        return Problem("bad_sample", "id must be a non-empty string (packs name samples by it)")
     for name, kind in _SAMPLE_FIELDS.items():
         if not isinstance(row.get(name), kind):
             return Problem("bad_sample", f"{name} must be a {kind.__name__}")
@@ -154,6 +156,8 @@ def _pack_shape(pack: object) -> Problem | None:
         value = pack.get(name)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             return Problem("bad_pack", f"{name} must be a list of strings")
+    if not pack["ids"]:
+        return Problem("bad_pack", "a pack holds at least one sample")
     if not (_is_int(pack.get("num_samples")) and _is_int(pack.get("num_tokens"))):
         return Problem("bad_pack", "num_samples and num_tokens must be integers")
     bounds = pack.get("boundaries")
@@ -245,7 +249,7 @@ def check_pack(
         problems.append(
             Problem("pack_sample_missing", f"{len(missing)} ids without a sample: {missing[0]!r}")
         )
-    elif pack["ids"]:
+    else:
         disagreements += _sample_disagreements(pack, [samples[i] for i in pack["ids"]], tok)
     if pack["input_ids"] is not None:
         spans = image_spans(pack["input_ids"])

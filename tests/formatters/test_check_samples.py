@@ -192,6 +192,7 @@ def test_unknown_task_and_malformed_rows(rows):
     assert reasons({**row, "num_tokens": "281"}) == ["bad_sample"]
     assert reasons({k: v for k, v in row.items() if k != "target"}) == ["bad_sample"]
     assert reasons([row]) == ["bad_sample"]
+    assert reasons({**row, "id": None}) == ["bad_sample"]
 
 
 def test_several_problems_are_all_reported(rows):
@@ -274,6 +275,7 @@ def test_pack_too_long_and_malformed(packed):
     packs, samples = packed
     assert pack_reasons(packs[0], samples, packs[0]["num_tokens"] - 1) == ["too_long"]
     assert pack_reasons({**packs[0], "loss_mask": None}, samples) == ["bad_pack"]
+    assert pack_reasons({**packs[0], "ids": [], "boundaries": [], "num_samples": 0}, samples) == ["bad_pack"]
     assert pack_reasons({**packs[0], "input_ids": None}, samples) == []  # packed without a tokenizer
 
 
