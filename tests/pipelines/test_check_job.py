@@ -96,34 +96,34 @@ def test_every_planted_sft_defect_is_found_with_its_reason(outputs, tmp_path):
     directory = _copy(outputs, "sft", tmp_path)
     shards = _sft_samples(directory)
     samples = [s for array in shards.values() for s in array]
-    with_image = [s for s in samples if len(_images_of(s)) == 1]
     used_by: dict[str, list[str]] = {}
     for s in samples:
         for path in _images_of(s):
             used_by.setdefault(path, []).append(s["id"])
-    # Images used by exactly one sample, so each defect has one victim.
-    single = [s for s in with_image if len(used_by[_images_of(s)[0]]) == 1]
-    garbage, truncated, missing, long_path, too_long, special = single[:6]
+    garbage, truncated, missing = sorted(used_by)[:3]  # every sample that shows one of these is hit
     expected: dict[str, set[str]] = {}
-
-    def image_file(sample):
-        return os.path.join(directory, _images_of(sample)[0])
-
-    with open(image_file(garbage), "wb") as fh:
+    with open(os.path.join(directory, garbage), "wb") as fh:
         fh.write(os.urandom(3000))
-    expected[garbage["id"]] = {"image_undecodable"}
-    data = _bytes(image_file(truncated))
-    with open(image_file(truncated), "wb") as fh:
+    data = _bytes(os.path.join(directory, truncated))
+    with open(os.path.join(directory, truncated), "wb") as fh:
         fh.write(data[: len(data) // 2])
-    expected[truncated["id"]] = {"image_truncated"}
-    os.remove(image_file(missing))
-    expected[missing["id"]] = {"image_missing"}
+    os.remove(os.path.join(directory, missing))
+    for path, reason in (
+        (garbage, "image_undecodable"),
+        (truncated, "image_truncated"),
+        (missing, "image_missing"),
+    ):
+        for sample_id in used_by[path]:
+            expected.setdefault(sample_id, set()).add(reason)
+    spared = [s for s in samples if s["id"] not in expected]
+    long_path = next(s for s in spared if len(_images_of(s)) == 1)
     old = _images_of(long_path)[0]
     long_path["conversations"][0]["value"] = long_path["conversations"][0]["value"].replace(
         old, "images/" + "x" * 289 + ".jpg"
     )
     expected[long_path["id"]] = {"image_path_too_long"}
-    too_long["conversations"][-1]["value"] += " and then" * 700
+    too_long, special = [s for s in spared if s is not long_path][:2]
+    too_long["conversations"][-1]["value"] += " and then" * 1200
     expected[too_long["id"]] = {"too_long"}
     special["conversations"][-1]["value"] += " <|im_end|> done"
     expected[special["id"]] = {"special_tokens"}
@@ -131,13 +131,18 @@ def test_every_planted_sft_defect_is_found_with_its_reason(outputs, tmp_path):
 
     check = run_check(directory, options=STRUCTURAL, quiet=True)
     assert _findings(os.path.join(directory, "check")) == expected
-    assert check["structural_findings_by_reason"] == {
-        "image_missing": 1,
-        "image_path_too_long": 1,
-        "image_truncated": 1,
-        "image_undecodable": 1,
-        "special_tokens": 1,
-        "too_long": 1,
+    by_reason = {}
+    for reasons in expected.values():
+        for reason in reasons:
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+    assert check["structural_findings_by_reason"] == dict(sorted(by_reason.items()))
+    assert set(by_reason) == {
+        "image_missing",
+        "image_path_too_long",
+        "image_truncated",
+        "image_undecodable",
+        "special_tokens",
+        "too_long",
     }
     assert check["samples"] == len(samples)
 
@@ -148,7 +153,8 @@ def test_a_pack_whose_ids_disagree_with_its_samples_is_found(outputs, tmp_path):
     with open(path, encoding="utf-8") as fh:
         packs = [json.loads(line) for line in fh]
     victim = next(i for i, p in enumerate(packs) if p["images"])
-    packs[victim]["input_ids"][300] = 13  # one token of the first sample's text changed
+    target = packs[victim]["boundaries"][0][1]  # the first sample's first target token
+    packs[victim]["input_ids"][target] = 13 if packs[victim]["input_ids"][target] != 13 else 14
     with open(path, "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(p, separators=(",", ":")) + "\n" for p in packs)
     run_check(directory, options=STRUCTURAL, quiet=True)
