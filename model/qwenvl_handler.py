@@ -1,52 +1,18 @@
-"""The compact (or a real) Qwen-VL behind Beam's RunInference, for the model checks of `vlcurate check`.
+"""The Qwen-VL loss model behind Beam's RunInference, for the model checks of `vlcurate check`.
 
-An example is a `LossBatch`: samples of one task that pipelines/check.py already grouped (by length, in
-an order fixed by the data), so a sample's loss does not depend on the number of workers or on timing.
-Beam is told to hand over one example per call. For each sample the handler computes the mean loss over
-its supervised tokens twice: with its own images and with its partner's (another sample of the same
-task), the image-swap delta that tells whether the text belongs to its image.
-
-Images are read by path (as Qwen-VL's own model does) with the reader the pipeline passes in (it knows
-roots, size limits and remote filesystems), decoded and preprocessed once per distinct path per worker
-(a small cache: stage-2 tasks reuse one image many times).
+An example is a `LossBatch` (model/qwenvl_losses.py) that pipelines/check.py formed from the data alone,
+so Beam is told to hand over one example per call: batching by timing would make losses depend on it.
+The model is loaded once per worker process (GPU when present, bf16 there; fp32 on the CPU).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from apache_beam.ml.inference.base import ModelHandler
 
-from vlcurate.model.qwen_tokenizer import ENDOFTEXT_ID, IGNORE_INDEX
-
-IMAGE_CACHE = 512  # preprocessed images kept per worker (448 px float: 2.4 MB each)
-
-
-@dataclasses.dataclass(frozen=True)
-class LossItem:
-    id: str
-    task: str
-    input_ids: tuple[int, ...]
-    labels: tuple[int, ...]
-    images: tuple[str, ...]  # where to read each image (resolved paths or URLs), in <img> order
-    partner_images: tuple[str, ...]  # the partner's, cycled to len(images); empty when no image
-
-
-@dataclasses.dataclass(frozen=True)
-class LossBatch:
-    items: tuple[LossItem, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class LossResult:
-    id: str
-    task: str
-    loss: float  # NaN when not computable (no supervised token, an image that failed to load)
-    swap_loss: float | None  # None without images (or without a partner)
-    detail: str = ""
+from vlcurate.model.qwenvl_losses import LossBatch, LossResult, sample_losses
 
 
 class QwenVLLossHandler(ModelHandler[LossBatch, list[LossResult], Any]):
@@ -70,74 +36,3 @@ class QwenVLLossHandler(ModelHandler[LossBatch, list[LossResult], Any]):
 
     def get_metrics_namespace(self) -> str:
         return "vlcurate.check"
-
-
-def sample_losses(model: Any, batch: LossBatch, read_image: Callable[[str], bytes]) -> list[LossResult]:
-    """The own-image and swapped-image losses of every sample in `batch` (two forward passes)."""
-    import torch
-
-    items = batch.items
-    device = next(model.parameters()).device
-    length = max(len(item.input_ids) for item in items)
-    ids = torch.full((len(items), length), ENDOFTEXT_ID, dtype=torch.long)
-    labels = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long)
-    for row, item in enumerate(items):
-        ids[row, : len(item.input_ids)] = torch.tensor(item.input_ids)
-        labels[row, : len(item.labels)] = torch.tensor(item.labels)
-    ids, labels = ids.to(device), labels.to(device)
-    try:
-        own = _losses(model, ids, labels, [p for item in items for p in item.images], read_image)
-    except ImageLoadError as exc:  # the structural check decoded it: it changed while the job ran
-        return [LossResult(i.id, i.task, math.nan, None, str(exc)) for i in items]
-    swapped: list[float | None] = [None] * len(items)
-    if any(item.partner_images for item in items):
-        partner = [p for item in items for p in (item.partner_images or item.images)]
-        try:
-            losses = _losses(model, ids, labels, partner, read_image)
-            swapped = [loss if item.partner_images else None for item, loss in zip(items, losses)]
-        except ImageLoadError:
-            pass
-    return [LossResult(item.id, item.task, own[i], swapped[i]) for i, item in enumerate(items)]
-
-
-class ImageLoadError(Exception):
-    pass
-
-
-def _losses(model: Any, ids, labels, paths: list[str], read_image: Callable[[str], bytes]) -> list[float]:
-    import torch
-
-    pixels = None
-    if paths:
-        pixels = torch.stack([_pixels(path, read_image) for path in paths])
-        pixels = pixels.to(next(model.parameters()).device)
-    with torch.inference_mode():
-        return [float(v) for v in model.sample_losses(ids, labels, pixels).float().cpu()]
-
-
-_cache: dict[str, Any] = {}
-
-
-def _pixels(path: str, read_image: Callable[[str], bytes]) -> Any:
-    """The preprocessed image at `path`, from the worker's cache (first in, first out)."""
-    if path not in _cache:
-        from vlcurate.model.qwenvl_images import image_tensor
-
-        try:
-            tensor = image_tensor(read_image(path))
-        except Exception as exc:  # reported per sample, never fails the job
-            raise ImageLoadError(f"{path}: {type(exc).__name__}: {exc}"[:300]) from None
-        if len(_cache) >= IMAGE_CACHE:
-            del _cache[next(iter(_cache))]
-        _cache[path] = tensor
-    return _cache[path]
-
-
-def partner_images(own: Sequence[str], partner: Sequence[str]) -> tuple[str, ...]:
-    """The partner's images cycled (or cut) to as many as `own` holds; () when either has none."""
-    if not own or not partner:
-        return ()
-    return tuple(partner[i % len(partner)] for i in range(len(own)))
-
-
-__all__ = ["LossBatch", "LossItem", "LossResult", "QwenVLLossHandler", "partner_images", "sample_losses"]

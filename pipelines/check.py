@@ -24,7 +24,8 @@ from apache_beam.ml.inference.base import RunInference
 from vlcurate.formatters.check_images import check_image
 from vlcurate.formatters.check_samples import check_pack
 from vlcurate.formatters.check_summary import CheckCounts
-from vlcurate.model.qwenvl_handler import LossBatch, LossItem, QwenVLLossHandler, partner_images
+from vlcurate.model.qwenvl_handler import QwenVLLossHandler
+from vlcurate.model.qwenvl_losses import LossBatch, LossItem, partner_images
 from vlcurate.pipelines.check_read import (
     CLEAN_SHARD,
     PACKS,
