@@ -25,7 +25,7 @@ from vlcurate.formatters.check_images import check_image
 from vlcurate.formatters.check_samples import check_pack
 from vlcurate.formatters.check_summary import CheckCounts
 from vlcurate.model.qwenvl_handler import QwenVLLossHandler
-from vlcurate.model.qwenvl_losses import LossBatch, LossItem, partner_images
+from vlcurate.model.qwenvl_losses import loss_batches
 from vlcurate.pipelines.check_read import (
     CLEAN_SHARD,
     PACKS,
@@ -181,41 +181,6 @@ def selected(sample_id: str, fraction: float | None, chosen: set[str] | None) ->
     return fraction is None or stable_hash(sample_id) / 2**64 < fraction
 
 
-def loss_batches(
-    element: tuple[tuple[str, int], list[Checked]], root: str, batch_tokens: int
-) -> Iterator[LossBatch]:
-    """One bucket of a task's samples -> model batches. Partners: in id-hash order each sample takes the
-    next one's images (the last the first's); batches: by length, then id hash, up to `batch_tokens`
-    rows x padded length. Only the data decides either, never the workers."""
-    _, records = element
-    records = sorted(records, key=lambda r: (stable_hash(r.id), r.id))
-    located = [tuple(f"{root}/{p}" if "://" not in p else p for p in r.images) for r in records]
-    items = []
-    for i, record in enumerate(records):
-        partner = located[(i + 1) % len(records)] if len(records) > 1 else ()
-        view = record.view
-        items.append(
-            LossItem(
-                record.id,
-                record.task,
-                tuple(view.input_ids),
-                tuple(view.labels),
-                located[i],
-                partner_images(located[i], partner),
-            )
-        )
-    items.sort(key=lambda item: (len(item.input_ids), stable_hash(item.id), item.id))
-    batch: list[LossItem] = []
-    for item in items:
-        longest = max([len(item.input_ids), *(len(b.input_ids) for b in batch)])
-        if batch and longest * (len(batch) + 1) > batch_tokens:
-            yield LossBatch(tuple(batch))
-            batch = []
-        batch.append(item)
-    if batch:
-        yield LossBatch(tuple(batch))
-
-
 def _bucket(record: Checked, counts: dict[str, int]) -> tuple[tuple[str, int], Checked]:
     buckets = max(1, math.ceil(counts.get(record.task, 1) / PER_BUCKET))
     return (record.task, stable_hash(record.id) % buckets), record
@@ -229,7 +194,7 @@ def model_results(candidates, root: str, spec: str, max_image_bytes: int, batch_
         candidates
         | "Bucket" >> beam.Map(_bucket, beam.pvalue.AsDict(counts))
         | "GroupBuckets" >> beam.GroupByKey()
-        | "Batches" >> beam.FlatMap(loss_batches, root, batch_tokens)
+        | "Batches" >> beam.FlatMap(lambda kv: loss_batches(kv[1], root, batch_tokens))
         | "SpreadBatches" >> beam.Reshuffle()
         | "Losses" >> RunInference(handler)
         | "Results" >> beam.FlatMap(lambda results: results)
