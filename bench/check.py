@@ -1,0 +1,279 @@
+"""What `vlcurate check` costs: structural checks per core, model checks per device, and the whole check
+job against the job that wrote the output.
+
+    python bench/check.py --build DIR [--scenes 300]     # here: builds SFT + stage-2 outputs, times jobs
+    python bench/check.py --outputs DIR [--device cuda]   # anywhere: component rates (no Beam needed)
+
+--build writes DIR/sft and DIR/stage2 (the demo's synthetic inputs, --scenes scenes) with the real jobs,
+timing each, then times `vlcurate check` on each (structural only, and with the bundled model) on the same
+machine, and then runs the component rates below. --outputs reads such a DIR (copy it to a GPU machine).
+
+Component rows (one process; a "per core" rate pins torch and the process to one thread):
+- structural: check_sft_sample / check_stage_sample on every sample, check_pack on every pack, and
+  check_image on every distinct image (full decode), samples/s; the decode share is the image time over
+  the sum;
+- model: the bundled compact Qwen-VL's two losses (own and partner images) per sample, batched as the
+  job batches (qwenvl_losses.loss_batches, 16,384 tokens a batch), samples/s, split into image
+  preprocessing (decode + 448 px resize, first use of each image) and the forward passes.
+Prints a table and writes bench/results/check.json (or --json PATH).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from typing import Any
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "check.json")
+
+
+def _jsonl(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _load(directory: str) -> dict[str, Any]:
+    with open(os.path.join(directory, "info.json"), encoding="utf-8") as fh:
+        info = json.load(fh)
+    out: dict[str, Any] = {"info": info}
+    if info["kind"] == "vlcurate.sft":
+        out["samples"] = []
+        for shard in info["shards"]:
+            with open(os.path.join(directory, shard["json"]), encoding="utf-8") as fh:
+                out["samples"] += json.load(fh)
+    else:
+        out["samples"] = [r for f in info["files"]["samples"] for r in _jsonl(os.path.join(directory, f))]
+        out["packs"] = [r for f in info["files"]["packed"] for r in _jsonl(os.path.join(directory, f))]
+    return out
+
+
+def _rate(n: int, seconds: float) -> float:
+    return round(n / seconds, 1) if seconds else 0.0
+
+
+def structural_rates(directory: str, image_root: str) -> dict[str, Any]:
+    from vlcurate.formatters.check_images import check_image
+    from vlcurate.formatters.check_samples import check_pack, check_stage_sample
+    from vlcurate.formatters.check_sft import check_sft_sample
+    from vlcurate.model.qwen_tokenizer import get_tokenizer
+
+    tok = get_tokenizer()
+    data = _load(directory)
+    sft = data["info"]["kind"] == "vlcurate.sft"
+    max_len = data["info"].get("model_max_length") or data["info"].get("max_tokens", 2048)
+    start = time.perf_counter()
+    views = []
+    for sample in data["samples"]:
+        _, view = (check_sft_sample if sft else check_stage_sample)(sample, max_len, tok)
+        views.append(view)
+    tokens_s = time.perf_counter() - start
+    row: dict[str, Any] = {"samples": len(data["samples"]), "samples_per_s": _rate(len(views), tokens_s)}
+    if not sft:
+        by_id = {s["id"]: s for s in data["samples"]}
+        start = time.perf_counter()
+        for pack in data["packs"]:
+            check_pack(pack, {i: by_id[i] for i in pack["ids"]}, max_len, tok)
+        pack_s = time.perf_counter() - start
+        row.update(packs=len(data["packs"]), packs_per_s=_rate(len(data["packs"]), pack_s))
+    paths = sorted({p for v in views if v is not None for p in v.images})
+    start = time.perf_counter()
+    for path in paths:
+        with open(os.path.join(image_root, path), "rb") as fh:
+            check_image(fh.read())
+    image_s = time.perf_counter() - start
+    row.update(
+        images=len(paths),
+        images_per_s=_rate(len(paths), image_s),
+        with_images_samples_per_s=_rate(len(views), tokens_s + image_s),
+        decode_share=round(image_s / (tokens_s + image_s), 3) if paths else 0.0,
+    )
+    return row
+
+
+class _Record:
+    def __init__(self, sample_id: str, task: str, view: Any) -> None:
+        self.id, self.task, self.view, self.images = sample_id, task, view, tuple(view.images)
+
+
+def model_rates(directory: str, image_root: str, device: str | None, spec: str) -> dict[str, Any]:
+    import torch
+
+    from vlcurate.formatters.check_samples import check_stage_sample
+    from vlcurate.formatters.check_sft import check_sft_sample
+    from vlcurate.model import qwenvl_losses
+    from vlcurate.model.qwenvl_weights import load_model
+
+    data = _load(directory)
+    sft = data["info"]["kind"] == "vlcurate.sft"
+    max_len = data["info"].get("model_max_length") or data["info"].get("max_tokens", 2048)
+    records = []
+    for sample in data["samples"]:
+        _, view = (check_sft_sample if sft else check_stage_sample)(sample, max_len)
+        if view is not None:
+            task = sample["id"].split("/", 1)[0] if sft else sample["task"]
+            records.append(_Record(sample["id"], task, view))
+    by_task: dict[str, list] = {}
+    for r in records:
+        by_task.setdefault(r.task, []).append(r)
+    batches = [b for group in by_task.values() for b in qwenvl_losses.loss_batches(group, image_root, 16384)]
+    model, _ = load_model(spec, device)
+    read_seconds = [0.0]
+
+    def read(path: str) -> bytes:
+        start = time.perf_counter()
+        with open(path, "rb") as fh:
+            data = fh.read()
+        read_seconds[0] += time.perf_counter() - start
+        return data
+
+    qwenvl_losses._cache.clear()
+    # preprocessing alone, then the forwards with every image cached (the cache holds them all here)
+    qwenvl_losses.IMAGE_CACHE = 1 << 20
+    start = time.perf_counter()
+    for b in batches:
+        for item in b.items:
+            for p in (*item.images, *item.partner_images):
+                qwenvl_losses._pixels(p, read)
+    prep_s = time.perf_counter() - start
+    sync = (
+        torch.cuda.synchronize if str(next(model.parameters()).device).startswith("cuda") else (lambda: None)
+    )
+    qwenvl_losses.sample_losses(model, batches[0], read)  # warm-up (kernels, allocator)
+    sync()
+    start = time.perf_counter()
+    results = [r for b in batches for r in qwenvl_losses.sample_losses(model, b, read)]
+    sync()
+    forward_s = time.perf_counter() - start
+    return {
+        "device": str(next(model.parameters()).device),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "samples": len(results),
+        "batches": len(batches),
+        "images": len(qwenvl_losses._cache),
+        "preprocess_s": round(prep_s, 3),
+        "forward_s": round(forward_s, 3),
+        "forward_samples_per_s": _rate(len(results), forward_s),
+        "samples_per_s": _rate(len(results), forward_s + prep_s),
+        "preprocess_share": round(prep_s / (prep_s + forward_s), 3),
+    }
+
+
+def build(directory: str, scenes: int) -> dict[str, Any]:
+    """Writes the outputs with the real jobs and times them, then the check job on each."""
+    from vlcurate.pipelines.check_job import CheckOptions, run_check
+    from vlcurate.pipelines.demo import write_demo_stage2_inputs
+    from vlcurate.pipelines.format import run_format
+    from vlcurate.pipelines.sft import run_sft
+    from vlcurate.pipelines.sft_demo import write_demo_sft_inputs
+    from vlcurate.schemas.sft_config import load_sft_config
+
+    if os.path.exists(directory):
+        shutil.rmtree(directory)
+    inputs = os.path.join(directory, "inputs")
+    config = load_sft_config(write_demo_sft_inputs(inputs, seed=0, n=scenes))
+    config.output.dir = os.path.join(directory, "sft")
+    jobs: dict[str, Any] = {}
+    start = time.perf_counter()
+    run_sft(config, progress=False)
+    jobs["sft"] = {"write_s": round(time.perf_counter() - start, 2)}
+    start = time.perf_counter()
+    run_format(2, [write_demo_stage2_inputs(inputs)], os.path.join(directory, "stage2"), progress=False)
+    jobs["stage2"] = {"write_s": round(time.perf_counter() - start, 2)}
+    for name in ("sft", "stage2"):
+        for label, options in (("structural", CheckOptions(model=None)), ("with_model", CheckOptions())):
+            start = time.perf_counter()
+            check = run_check(
+                os.path.join(directory, name),
+                os.path.join(directory, f"check-{name}-{label}"),
+                options,
+                overwrite=True,
+                quiet=True,
+            )
+            seconds = time.perf_counter() - start
+            jobs[name][f"check_{label}_s"] = round(seconds, 2)
+            jobs[name][f"check_{label}_over_write"] = round(seconds / jobs[name]["write_s"], 3)
+            jobs[name]["samples"] = check["samples"]
+    return jobs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--build", help="write outputs into this folder with the real jobs, then measure")
+    where.add_argument("--outputs", help="a folder --build wrote")
+    parser.add_argument("--scenes", type=int, default=300)
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
+    parser.add_argument("--model", default="bundled:compact-qwenvl")
+    parser.add_argument("--json", default=RESULTS)
+    args = parser.parse_args()
+    import torch
+
+    directory = args.build or args.outputs
+    result: dict[str, Any] = {
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    if args.build:
+        result["jobs"] = build(directory, args.scenes)
+    roots = {"sft": os.path.join(directory, "sft"), "stage2": os.path.join(directory, "inputs")}
+    torch.set_num_threads(1)
+    result["structural_per_core"] = {
+        name: structural_rates(os.path.join(directory, name), roots[name]) for name in ("sft", "stage2")
+    }
+    torch.set_num_threads(os.cpu_count() or 1)
+    result["model"] = {
+        name: model_rates(os.path.join(directory, name), roots[name], args.device, args.model)
+        for name in ("sft", "stage2")
+    }
+    print(table(result))
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+    return 0
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = ["output   part                       rate             note"]
+    for name, row in result["structural_per_core"].items():
+        lines.append(
+            f"{name:8} structural (tokens)         {row['samples_per_s']:>9,.0f} /s     {row['samples']} samples, 1 core"
+        )
+        if "packs_per_s" in row:
+            lines.append(
+                f"{name:8} packs                      {row['packs_per_s']:>9,.0f} /s     {row['packs']} packs"
+            )
+        lines.append(
+            f"{name:8} image full decode          {row['images_per_s']:>9,.0f} /s     {row['images']} images"
+        )
+        lines.append(
+            f"{name:8} structural incl. images    {row['with_images_samples_per_s']:>9,.0f} /s     decode share {row['decode_share']:.0%}"
+        )
+    for name, row in result["model"].items():
+        where = row["gpu"] or row["device"]
+        lines.append(
+            f"{name:8} model (2 losses/sample)    {row['samples_per_s']:>9,.0f} /s     {where}; preprocess share {row['preprocess_share']:.0%}"
+        )
+        lines.append(
+            f"{name:8} model forwards only        {row['forward_samples_per_s']:>9,.0f} /s     {row['batches']} batches"
+        )
+    for name, row in result.get("jobs", {}).items():
+        lines.append(
+            f"{name:8} job wrote in {row['write_s']:.1f}s; check {row['check_structural_s']:.1f}s structural "
+            f"({row['check_structural_over_write']:.0%}), {row['check_with_model_s']:.1f}s with model "
+            f"({row['check_with_model_over_write']:.0%})"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
