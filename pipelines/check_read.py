@@ -13,7 +13,7 @@ import dataclasses
 import io
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -23,7 +23,7 @@ from vlcurate.formatters.check_clean import check_clean_sample
 from vlcurate.formatters.check_samples import check_stage_sample
 from vlcurate.formatters.check_sft import check_sft_sample
 from vlcurate.formatters.packing import DEFAULT_MAX_TOKENS
-from vlcurate.formatters.webdataset import iter_samples, split_member_name
+from vlcurate.formatters.webdataset import iter_samples
 from vlcurate.model.qwen_tokenizer import get_tokenizer
 from vlcurate.model.trainer_view import TrainerView
 from vlcurate.pipelines.output import join, read_json, require_completed
@@ -65,7 +65,7 @@ def read_layout(directory: str, image_root: str | None = None) -> Layout:
         files = [(SFT_SHARD, s["json"]) for s in info["shards"]]
         max_tokens = int(info["model_max_length"])
     elif kind == "clean":
-        files = [(CLEAN_SHARD, s["tar"]) for s in info["shards"]]
+        files = [(CLEAN_SHARD, s["shard"]) for s in info["shards"]]
         max_tokens = DEFAULT_MAX_TOKENS
     else:
         files = [(SAMPLES, f) for f in info["files"]["samples"]] + [
@@ -74,7 +74,12 @@ def read_layout(directory: str, image_root: str | None = None) -> Layout:
         max_tokens = int(info.get("max_tokens", DEFAULT_MAX_TOKENS))
     if image_root is None:
         recorded = info.get("image_root", ".")
-        image_root = recorded if "://" in recorded or os.path.isabs(recorded) else join(directory, recorded)
+        if recorded in ("", "."):
+            image_root = directory
+        else:
+            image_root = (
+                recorded if "://" in recorded or os.path.isabs(recorded) else join(directory, recorded)
+            )
     return Layout(directory, kind, image_root.rstrip("/") or "/", max_tokens, sorted(files), info)
 
 
@@ -185,18 +190,3 @@ def read_clean_shard(layout: Layout, path: str) -> Iterator[Checked]:
 
 def _pairs(problems: list) -> list[tuple[str, str]]:
     return [(p.reason, p.detail) for p in problems]
-
-
-def member_extension(name: str) -> str:
-    return split_member_name(name)[1]
-
-
-def image_key(layout: Layout, path: str) -> str:
-    """Where an image a sample names is read from."""
-    return join(layout.image_root, path)
-
-
-def info_digest(info: Mapping[str, Any]) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()

@@ -56,10 +56,12 @@ def demo(tmp_path_factory):
 @pytest.mark.slow
 def test_summary_counts_agree_with_the_planted_ground_truth(demo):
     out, summary, printed = demo
+    summary = dict(summary)
+    checks = summary.pop("checks")
     assert summary == EXPECTED
     assert list(summary["rejected_by_reason"]) == list(EXPECTED["rejected_by_reason"])  # most first
     with open(os.path.join(out, "summary.json")) as fh:
-        assert json.load(fh) == EXPECTED
+        assert json.load(fh) == {**EXPECTED, "checks": checks}
     assert printed.splitlines()[-7:] == [
         "Demo summary (clean step):",
         "  kept      118 of 200 (59.0%)",
@@ -72,6 +74,19 @@ def test_summary_counts_agree_with_the_planted_ground_truth(demo):
         f"  open {os.path.join(out, 'clean', 'report.html')}",
     ]
     assert os.path.isfile(os.path.join(out, "clean", "report.html"))
+
+
+@pytest.mark.slow
+def test_every_output_is_checked_and_has_no_structural_finding(demo):
+    out, summary, printed = demo
+    checks = summary["checks"]
+    assert sorted(checks) == ["clean", "sft", "stage1", "stage2"]
+    assert checks["clean"]["samples"] == EXPECTED["kept"]
+    for name, check in checks.items():
+        assert check["samples"] > 0 and check["structural_findings"] == 0, (name, check)
+        assert os.path.isfile(os.path.join(out, name, "check", "COMPLETED"))
+        line = next(line for line in printed.splitlines() if line.startswith(f"[vlcurate] check {name} "))
+        assert f"{check['samples']:,} samples, 0 structural findings" in line
 
 
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
