@@ -1,0 +1,118 @@
+"""How the model checks batch samples and pair them with partners (model/qwenvl_losses.py), with a fake
+model that records what it is given."""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+from types import SimpleNamespace
+
+import pytest
+import torch
+from PIL import Image
+
+from vlcurate.model import qwenvl_losses
+from vlcurate.model.qwen_tokenizer import ENDOFTEXT_ID, IGNORE_INDEX
+from vlcurate.model.qwenvl_losses import LossBatch, LossItem, loss_batches, partner_images, sample_losses
+from vlcurate.model.trainer_view import stage_sample_view
+from vlcurate.schemas.record import stable_hash
+
+
+def _record(i: int, words: int = 3, image: bool = True):
+    prefix = f"<img>images/{i:05d}.jpg</img>Generate the caption in English:" if image else ""
+    view = stage_sample_view(prefix, " a red circle" * words + "<|endoftext|>")
+    return SimpleNamespace(id=f"s{i}", task="captioning", view=view, images=tuple(view.images))
+
+
+def test_partners_follow_id_hash_order_and_batches_keep_the_token_budget():
+    records = [_record(i, words=1 + i % 7) for i in range(40)]
+    batches = list(loss_batches(records, "/root", batch_tokens=2000))
+    items = [item for b in batches for item in b.items]
+    assert sorted(item.id for item in items) == sorted(r.id for r in records)
+    order = sorted(records, key=lambda r: (stable_hash(r.id), r.id))
+    partner_of = {r.id: f"/root/{order[(i + 1) % len(order)].images[0]}" for i, r in enumerate(order)}
+    for item in items:
+        assert item.images == (f"/root/images/{item.id[1:].zfill(5)}.jpg",)
+        assert item.partner_images == (partner_of[item.id],)
+    for b in batches:
+        assert max(len(i.input_ids) for i in b.items) * len(b.items) <= 2000
+    lengths = [len(item.input_ids) for item in items]
+    assert lengths == sorted(lengths)  # by length, so padding is small
+    shuffled = records[:]
+    random.Random(0).shuffle(shuffled)
+    assert list(loss_batches(shuffled, "/root", 2000)) == batches  # the data decides, not arrival order
+
+
+def test_a_lone_sample_and_text_only_samples_get_no_partner():
+    (batch,) = loss_batches([_record(1)], "/root", 16384)
+    assert batch.items[0].partner_images == ()
+    text = [_record(i, image=False) for i in range(3)]
+    assert all(item.partner_images == () for b in loss_batches(text, "/root", 16384) for item in b.items)
+    assert partner_images(("a", "b", "c"), ("x", "y")) == ("x", "y", "x")
+    assert partner_images(("a",), ()) == ()
+
+
+class FakeModel(torch.nn.Module):
+    """Loss = mean pixel value of the row's first image (or the row's length without images), and it
+    records every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.calls = []
+
+    def sample_losses(self, ids, labels, pixels):
+        self.calls.append((ids.clone(), labels.clone(), None if pixels is None else pixels.clone()))
+        out, k = [], 0
+        for row in range(ids.shape[0]):
+            n_images = int((ids[row] == 151857).sum())
+            out.append(float(pixels[k].mean()) if n_images else float((labels[row] != -100).sum()))
+            k += n_images
+        return torch.tensor(out)
+
+
+def _jpeg(value: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 24), (value, value, value)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    qwenvl_losses._cache.clear()
+    yield
+    qwenvl_losses._cache.clear()
+
+
+def test_own_then_partner_images_rows_padded_with_endoftext():
+    images = {"/a.png": _jpeg(0), "/b.png": _jpeg(255)}
+    short, long = _record(1, words=1), _record(2, words=5)
+    batch = LossBatch(
+        (
+            LossItem(
+                "s1", "t", tuple(short.view.input_ids), tuple(short.view.labels), ("/a.png",), ("/b.png",)
+            ),
+            LossItem(
+                "s2", "t", tuple(long.view.input_ids), tuple(long.view.labels), ("/b.png",), ("/a.png",)
+            ),
+        )
+    )
+    model = FakeModel()
+    results = sample_losses(model, batch, images.__getitem__)
+    (ids, labels, own), (_, _, swapped) = model.calls
+    assert ids.shape == (2, len(long.view.input_ids))
+    pad = len(long.view.input_ids) - len(short.view.input_ids)
+    assert (
+        ids[0, -pad:].tolist() == [ENDOFTEXT_ID] * pad and labels[0, -pad:].tolist() == [IGNORE_INDEX] * pad
+    )
+    assert torch.equal(own[0], swapped[1]) and torch.equal(own[1], swapped[0])
+    assert [r.id for r in results] == ["s1", "s2"]
+    assert results[0].loss < results[0].swap_loss and results[1].loss > results[1].swap_loss
+
+
+def test_an_image_that_fails_to_load_gives_nan_not_an_exception():
+    record = _record(1)
+    item = LossItem("s1", "t", tuple(record.view.input_ids), tuple(record.view.labels), ("/gone.png",), ())
+    (result,) = sample_losses(FakeModel(), LossBatch((item,)), {}.__getitem__)
+    assert math.isnan(result.loss) and result.swap_loss is None and "/gone.png" in result.detail
