@@ -24,7 +24,7 @@ from vlcurate.filters.registry import register
 from vlcurate.schemas.record import Pair
 
 # EXIF orientations 5-8 rotate by 90 or 270 degrees, swapping width and height.
-_ROTATED_ORIENTATIONS = {5, 6, 7, 8}
+ROTATED_ORIENTATIONS = {5, 6, 7, 8}
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -33,7 +33,7 @@ def header_size(data: bytes) -> tuple[str, int, int]:
     fast = _jpeg_header(data) if data[:3] == b"\xff\xd8\xff" else None
     if fast is not None:
         width, height, orientation = fast
-        if orientation in _ROTATED_ORIENTATIONS:
+        if orientation in ROTATED_ORIENTATIONS:
             width, height = height, width
         return "JPEG", width, height
     return pil_header_size(data)
@@ -49,10 +49,10 @@ def pil_header_size(data: bytes) -> tuple[str, int, int]:
             with Image.open(io.BytesIO(data)) as img:
                 width, height = img.size
                 fmt = img.format or "UNKNOWN"
-                orientation = _orientation(img)
+                orientation = pil_orientation(img)
         finally:
             Image.MAX_IMAGE_PIXELS = saved
-    if orientation in _ROTATED_ORIENTATIONS:
+    if orientation in ROTATED_ORIENTATIONS:
         width, height = height, width
     return fmt, width, height
 
@@ -135,7 +135,7 @@ def _exif_orientation(tiff: bytes) -> int | None:
     return 1
 
 
-def _orientation(img: Image.Image) -> int:
+def pil_orientation(img: Image.Image) -> int:
     # Read EXIF from the header chunks only: PIL's PNG getexif() would decode the whole image to find
     # a late eXIf chunk (the spec puts it before the pixel data anyway).
     raw = img.info.get("exif")

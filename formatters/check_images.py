@@ -24,7 +24,7 @@ import warnings
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from vlcurate.filters.image_probe import _ROTATED_ORIENTATIONS, _orientation
+from vlcurate.filters.image_probe import ROTATED_ORIENTATIONS, pil_orientation
 from vlcurate.filters.image_size import PIL_MAX_IMAGE_PIXELS
 from vlcurate.formatters.check_findings import Problem
 
@@ -55,7 +55,7 @@ def check_image_size(
                     return Problem("too_many_pixels", f"{width}x{height} > {max_pixels} pixels"), None
                 # Read before load(), from the header chunks, as clean's probe did (a PNG's late eXIf
                 # chunk only appears in img.info once the pixels are read).
-                turned = _orientation(img) in _ROTATED_ORIENTATIONS
+                turned = pil_orientation(img) in ROTATED_ORIENTATIONS
                 img.load()
                 img.convert("RGB")
     except Image.DecompressionBombError as exc:  # over twice PIL's limit when max_pixels is raised
