@@ -12,6 +12,7 @@ import math
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import apache_beam as beam
@@ -87,7 +88,7 @@ class CheckOptions:
             raise ConfigError(f"--fraction must be in (0, 1], not {self.fraction}.")
 
 
-def _flags(element: tuple[str, list]) -> Any:
+def _flags(element: tuple[str, Iterable[Any]]) -> Any:
     """A task's LossResults -> (task, model summary, finding rows)."""
     task, results = element
     results = sorted(results, key=lambda r: r.id)
