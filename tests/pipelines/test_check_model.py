@@ -121,3 +121,16 @@ def test_model_checks_flag_planted_mismatches_and_few_clean_samples(stage2, tmp_
     assert scored == check["samples"] and clean > 200
     assert all(r >= 0.8 for r in recall.values()), recall
     assert false_flags <= 0.05, (false_flags, recall)
+
+
+def test_model_results_do_not_depend_on_workers(stage2, tmp_path):
+    directory = str(stage2 / "stage2")
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    run_check(directory, one, CheckOptions(sample=60), workers=1, quiet=True)
+    run_check(directory, two, CheckOptions(sample=60), workers=2, quiet=True)
+    for name in ("check.json", "findings.parquet", "report.html"):
+        with open(os.path.join(one, name), "rb") as a, open(os.path.join(two, name), "rb") as b:
+            assert a.read() == b.read(), name
+    with open(os.path.join(one, "check.json"), encoding="utf-8") as fh:
+        check = json.load(fh)
+    assert sum(t["model"]["scored"] for t in check["tasks"].values() if t["model"]) == 60
