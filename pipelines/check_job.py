@@ -114,7 +114,9 @@ def _flags(element: tuple[str, Iterable[Any]]) -> Any:
 
 
 def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
+    """A loss as findings.parquet stores it: None when not finite, else to 6 decimals (beyond that it is
+    kernel noise, which would make files differ between machines)."""
+    return round(value, 6) if value is not None and math.isfinite(value) else None
 
 
 def build_pipeline(
