@@ -1,7 +1,7 @@
 """What `vlcurate check` costs: structural checks per core, model checks per device, and the whole check
 job against the job that wrote the output.
 
-    python bench/check.py --build DIR [--scenes 300]     # here: builds SFT + stage-2 outputs, times jobs
+    python bench/check.py --build DIR [--scenes 300] [--model-sample N]   # builds outputs, times jobs
     python bench/check.py --outputs DIR [--device cuda]   # anywhere: component rates (no Beam needed)
 
 --build writes DIR/sft and DIR/stage2 (the demo's synthetic inputs, --scenes scenes) with the real jobs,
@@ -163,8 +163,9 @@ def model_rates(directory: str, image_root: str, device: str | None, spec: str) 
     }
 
 
-def build(directory: str, scenes: int) -> dict[str, Any]:
-    """Writes the outputs with the real jobs and times them, then the check job on each."""
+def build(directory: str, scenes: int, model_sample: int | None) -> dict[str, Any]:
+    """Writes the outputs with the real jobs and times them, then the check job on each: structural only,
+    and with the bundled model on `model_sample` samples (None: all)."""
     from vlcurate.pipelines.check_job import CheckOptions, run_check
     from vlcurate.pipelines.demo import write_demo_stage2_inputs
     from vlcurate.pipelines.format import run_format
@@ -185,7 +186,8 @@ def build(directory: str, scenes: int) -> dict[str, Any]:
     run_format(2, [write_demo_stage2_inputs(inputs)], os.path.join(directory, "stage2"), progress=False)
     jobs["stage2"] = {"write_s": round(time.perf_counter() - start, 2)}
     for name in ("sft", "stage2"):
-        for label, options in (("structural", CheckOptions(model=None)), ("with_model", CheckOptions())):
+        with_model = CheckOptions(sample=model_sample)
+        for label, options in (("structural", CheckOptions(model=None)), ("with_model", with_model)):
             start = time.perf_counter()
             check = run_check(
                 os.path.join(directory, name),
@@ -198,6 +200,7 @@ def build(directory: str, scenes: int) -> dict[str, Any]:
             jobs[name][f"check_{label}_s"] = round(seconds, 2)
             jobs[name][f"check_{label}_over_write"] = round(seconds / jobs[name]["write_s"], 3)
             jobs[name]["samples"] = check["samples"]
+        jobs[name]["model_sample"] = model_sample
     return jobs
 
 
@@ -207,6 +210,9 @@ def main() -> int:
     where.add_argument("--build", help="write outputs into this folder with the real jobs, then measure")
     where.add_argument("--outputs", help="a folder --build wrote")
     parser.add_argument("--scenes", type=int, default=300)
+    parser.add_argument(
+        "--model-sample", type=int, default=None, help="--build: the check job's model checks on N samples"
+    )
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     parser.add_argument("--model", default="bundled:compact-qwenvl")
     parser.add_argument("--json", default=RESULTS)
@@ -223,7 +229,7 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d"),
     }
     if args.build:
-        result["jobs"] = build(directory, args.scenes)
+        result["jobs"] = build(directory, args.scenes, args.model_sample)
     roots = {"sft": os.path.join(directory, "sft"), "stage2": os.path.join(directory, "inputs")}
     torch.set_num_threads(1)
     result["structural_per_core"] = {
@@ -269,8 +275,8 @@ def table(result: dict[str, Any]) -> str:
     for name, row in result.get("jobs", {}).items():
         lines.append(
             f"{name:8} job wrote in {row['write_s']:.1f}s; check {row['check_structural_s']:.1f}s structural "
-            f"({row['check_structural_over_write']:.0%}), {row['check_with_model_s']:.1f}s with model "
-            f"({row['check_with_model_over_write']:.0%})"
+            f"({row['check_structural_over_write']:.0%}), {row['check_with_model_s']:.1f}s with model on "
+            f"{row['model_sample'] or 'all'} samples ({row['check_with_model_over_write']:.0%})"
         )
     return "\n".join(lines)
 
