@@ -100,7 +100,9 @@ class _Record:
         self.id, self.task, self.view, self.images = sample_id, task, view, tuple(view.images)
 
 
-def model_rates(directory: str, image_root: str, device: str | None, spec: str) -> dict[str, Any]:
+def model_rates(
+    directory: str, image_root: str, device: str | None, spec: str, limit: int | None = None
+) -> dict[str, Any]:
     import torch
 
     from vlcurate.formatters.check_samples import check_stage_sample
@@ -112,7 +114,7 @@ def model_rates(directory: str, image_root: str, device: str | None, spec: str) 
     sft = data["info"]["kind"] == "vlcurate.sft"
     max_len = data["info"].get("model_max_length") or data["info"].get("max_tokens", 2048)
     records = []
-    for sample in data["samples"]:
+    for sample in data["samples"][:limit]:
         _, view = (check_sft_sample if sft else check_stage_sample)(sample, max_len)
         if view is not None:
             task = sample["id"].split("/", 1)[0] if sft else sample["task"]
@@ -138,7 +140,7 @@ def model_rates(directory: str, image_root: str, device: str | None, spec: str) 
     for b in batches:
         for item in b.items:
             for p in (*item.images, *item.partner_images):
-                qwenvl_losses._pixels(p, read)
+                qwenvl_losses._pixels(p, read, next(model.parameters()).device)
     prep_s = time.perf_counter() - start
     sync = (
         torch.cuda.synchronize if str(next(model.parameters()).device).startswith("cuda") else (lambda: None)
@@ -163,7 +165,7 @@ def model_rates(directory: str, image_root: str, device: str | None, spec: str) 
     }
 
 
-def build(directory: str, scenes: int, model_sample: int | None) -> dict[str, Any]:
+def build(directory: str, scenes: int, model_sample: int | None, spec: str) -> dict[str, Any]:
     """Writes the outputs with the real jobs and times them, then the check job on each: structural only,
     and with the bundled model on `model_sample` samples (None: all)."""
     from vlcurate.pipelines.check_job import CheckOptions, run_check
@@ -186,7 +188,7 @@ def build(directory: str, scenes: int, model_sample: int | None) -> dict[str, An
     run_format(2, [write_demo_stage2_inputs(inputs)], os.path.join(directory, "stage2"), progress=False)
     jobs["stage2"] = {"write_s": round(time.perf_counter() - start, 2)}
     for name in ("sft", "stage2"):
-        with_model = CheckOptions(sample=model_sample)
+        with_model = CheckOptions(model=spec, sample=model_sample)
         for label, options in (("structural", CheckOptions(model=None)), ("with_model", with_model)):
             start = time.perf_counter()
             check = run_check(
@@ -215,6 +217,9 @@ def main() -> int:
     )
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     parser.add_argument("--model", default="bundled:compact-qwenvl")
+    parser.add_argument(
+        "--model-rate-samples", type=int, default=None, help="model rows on the first N samples"
+    )
     parser.add_argument("--json", default=RESULTS)
     args = parser.parse_args()
     import torch
@@ -229,7 +234,7 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d"),
     }
     if args.build:
-        result["jobs"] = build(directory, args.scenes, args.model_sample)
+        result["jobs"] = build(directory, args.scenes, args.model_sample, args.model)
     roots = {"sft": os.path.join(directory, "sft"), "stage2": os.path.join(directory, "inputs")}
     torch.set_num_threads(1)
     result["structural_per_core"] = {
@@ -237,7 +242,9 @@ def main() -> int:
     }
     torch.set_num_threads(os.cpu_count() or 1)
     result["model"] = {
-        name: model_rates(os.path.join(directory, name), roots[name], args.device, args.model)
+        name: model_rates(
+            os.path.join(directory, name), roots[name], args.device, args.model, args.model_rate_samples
+        )
         for name in ("sft", "stage2")
     }
     print(table(result))

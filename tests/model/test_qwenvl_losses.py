@@ -85,7 +85,7 @@ def _empty_cache():
     qwenvl_losses._cache.clear()
 
 
-def test_own_then_partner_images_rows_padded_with_endoftext():
+def test_one_pass_own_images_then_partner_images_rows_padded_with_endoftext():
     images = {"/a.png": _jpeg(0), "/b.png": _jpeg(255)}
     short, long = _record(1, words=1), _record(2, words=5)
     batch = LossBatch(
@@ -100,13 +100,14 @@ def test_own_then_partner_images_rows_padded_with_endoftext():
     )
     model = FakeModel()
     results = sample_losses(model, batch, images.__getitem__)
-    (ids, labels, own), (_, _, swapped) = model.calls
-    assert ids.shape == (2, len(long.view.input_ids))
+    ((ids, labels, pixels),) = model.calls  # both passes in one call: rows 2 and 3 repeat rows 0 and 1
+    assert ids.shape == (4, len(long.view.input_ids)) and torch.equal(ids[:2], ids[2:])
     pad = len(long.view.input_ids) - len(short.view.input_ids)
     assert (
         ids[0, -pad:].tolist() == [ENDOFTEXT_ID] * pad and labels[0, -pad:].tolist() == [IGNORE_INDEX] * pad
     )
-    assert torch.equal(own[0], swapped[1]) and torch.equal(own[1], swapped[0])
+    assert torch.equal(pixels[0], pixels[3]) and torch.equal(pixels[1], pixels[2])  # a, b, then b, a
+    assert pixels.shape == (4, 3, 448, 448) and pixels.dtype == torch.float32
     assert [r.id for r in results] == ["s1", "s2"]
     assert results[0].loss < results[0].swap_loss and results[1].loss > results[1].swap_loss
 
