@@ -101,7 +101,12 @@ class _Record:
 
 
 def model_rates(
-    directory: str, image_root: str, device: str | None, spec: str, limit: int | None = None
+    directory: str,
+    image_root: str,
+    device: str | None,
+    spec: str,
+    limit: int | None = None,
+    batch_tokens: int = 16384,
 ) -> dict[str, Any]:
     import torch
 
@@ -122,7 +127,9 @@ def model_rates(
     by_task: dict[str, list] = {}
     for r in records:
         by_task.setdefault(r.task, []).append(r)
-    batches = [b for group in by_task.values() for b in qwenvl_losses.loss_batches(group, image_root, 16384)]
+    batches = [
+        b for group in by_task.values() for b in qwenvl_losses.loss_batches(group, image_root, batch_tokens)
+    ]
     model, _ = load_model(spec, device)
     read_seconds = [0.0]
 
@@ -156,6 +163,7 @@ def model_rates(
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "samples": len(results),
         "batches": len(batches),
+        "batch_tokens": batch_tokens,
         "images": len(qwenvl_losses._cache),
         "preprocess_s": round(prep_s, 3),
         "forward_s": round(forward_s, 3),
@@ -243,7 +251,12 @@ def main() -> int:
     torch.set_num_threads(os.cpu_count() or 1)
     result["model"] = {
         name: model_rates(
-            os.path.join(directory, name), roots[name], args.device, args.model, args.model_rate_samples
+            os.path.join(directory, name),
+            roots[name],
+            args.device,
+            args.model,
+            args.model_rate_samples,
+            args.batch_tokens,
         )
         for name in ("sft", "stage2")
     }
