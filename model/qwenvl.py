@@ -153,6 +153,13 @@ class Adapter(nn.Module):
         self.attn = CrossAttention(dim, heads)
         self.ln_q = nn.LayerNorm(dim, eps=LN_EPS)
         self.ln_kv = nn.LayerNorm(dim, eps=LN_EPS)
+        # Fresh training only (loaded weights overwrite it): q and k projections start as one shared
+        # orthogonal matrix x 2, so the scores start dominated by the sin-cos terms and each query looks
+        # at the patches around its grid cell. From xavier, the scores are small, every query starts
+        # with the same average of all patches, and a short training never makes the image matter.
+        shared = nn.init.orthogonal_(torch.empty(dim, dim)) * 2.0
+        with torch.no_grad():
+            self.attn.in_proj_weight[: 2 * dim] = torch.cat([shared, shared])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         key_pos = interpolate_grid(self.pos_embed, math.isqrt(x.shape[1]))  # [patches, dim]
@@ -258,8 +265,11 @@ class QwenVL(nn.Module):
         )
         self.ln_f = RMSNorm(d.hidden_size, d.rms_norm_eps)
         self.lm_head = None if d.tie_word_embeddings else nn.Linear(d.hidden_size, d.vocab_size, bias=False)
-        for name, p in self.named_parameters():  # small init, GPT-2 style; norms and pos tables as made
-            if p.dim() == 2 and "positional_embedding" not in name and not name.endswith(".proj"):
+        # Linear layers and embeddings: N(0, 0.02) (GPT-2, and Qwen-VL's Resampler for its Linears). Kept
+        # as made: norms, position tables, `proj` and the adapter's in_proj_weight (see Adapter).
+        keep = ("positional_embedding", "visual.proj", "in_proj_weight")
+        for name, p in self.named_parameters():
+            if p.dim() == 2 and not name.endswith(keep):
                 nn.init.normal_(p, std=0.02)
 
     @property
@@ -267,11 +277,16 @@ class QwenVL(nn.Module):
         """[vocab, hidden]: lm_head, or the token embedding when tied."""
         return self.wte.weight if self.lm_head is None else self.lm_head.weight
 
-    def embed(self, input_ids: torch.Tensor, pixels: torch.Tensor | None) -> torch.Tensor:
-        """[B, T] ids (+ images) -> [B, T, hidden] decoder inputs with the image features in their slots."""
+    def embed(
+        self, input_ids: torch.Tensor, pixels: torch.Tensor | None, features: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[B, T] ids (+ images) -> [B, T, hidden] decoder inputs with the image features in their slots.
+        `features` ([n_images, IMAGE_SLOTS, hidden], from self.visual) replaces `pixels` when an image's
+        features are reused (the trainer shows one image to several samples)."""
         x = self.wte(input_ids)  # [B, T, hidden]
         rows, starts = torch.nonzero(input_ids == IMG_START_ID, as_tuple=True)  # row-major order
-        given = 0 if pixels is None else pixels.shape[0]
+        images = features if features is not None else pixels
+        given = 0 if images is None else images.shape[0]
         if given != len(rows):
             raise ValueError(f"input_ids hold {len(rows)} <img> spans but {given} images were given")
         if len(rows) == 0:
@@ -280,15 +295,21 @@ class QwenVL(nn.Module):
         length = input_ids.shape[1]
         if (ends >= length).any() or (input_ids[rows, ends.clamp(max=length - 1)] != IMG_END_ID).any():
             raise ValueError(f"every <img> must be followed by {IMAGE_SLOTS} slots and </img>")
-        features = self.visual(pixels.to(x.device)).to(x.dtype)  # [n_images, IMAGE_SLOTS, hidden]
+        if features is None:
+            features = self.visual(pixels.to(x.device))  # [n_images, IMAGE_SLOTS, hidden]
         slots = starts.unsqueeze(1) + 1 + torch.arange(IMAGE_SLOTS, device=x.device)  # [n_images, SLOTS]
         x = x.clone()
-        x[rows.unsqueeze(1), slots] = features
+        x[rows.unsqueeze(1), slots] = features.to(x.dtype)
         return x
 
-    def hidden_states(self, input_ids: torch.Tensor, pixels: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        pixels: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """[B, T, hidden] after ln_f."""
-        x = self.embed(input_ids, pixels)
+        x = self.embed(input_ids, pixels, features)
         d = self.config.decoder
         cos, sin = rotary_tables(x.shape[1], d.hidden_size // d.heads, d.rotary_base, x.device)
         for block in self.h:
