@@ -34,6 +34,7 @@ from vlcurate.model.qwen_tokenizer import IGNORE_INDEX, IMAGE_SLOTS, IMG_END_ID,
 from vlcurate.model.qwenvl_config import QwenVLConfig
 
 LN_EPS = 1e-6  # Qwen-VL's visual norm_layer
+LOGIT_ROWS = 1024  # supervised positions whose logits are computed at once (bounds memory)
 
 
 # --- position helpers ------------------------------------------------------------------------------------
@@ -325,12 +326,23 @@ class QwenVL(nn.Module):
     ) -> torch.Tensor:
         """[B] fp32: each row's mean next-token cross-entropy over its supervised positions (logits[:, :-1]
         against labels[:, 1:] != -100), NaN for a row without any. Logits are computed at those positions
-        only: the full [B, T, 151936] tensor would cost more than the rest of the model."""
+        only (the full [B, T, 151936] tensor would cost more than the rest of the model), LOGIT_ROWS at a
+        time (each chunk's fp32 logits take LOGIT_ROWS x 0.6 MB)."""
         h = self.hidden_states(input_ids, pixels)[:, :-1]  # [B, T-1, hidden]
         targets = labels[:, 1:]
         rows, cols = torch.nonzero(targets != IGNORE_INDEX, as_tuple=True)
-        logits = (h[rows, cols] @ self.output_weight.T).float()  # [S, vocab]
-        nll = F.cross_entropy(logits, targets[rows, cols], reduction="none")  # [S]
+        picked, wanted = h[rows, cols], targets[rows, cols]  # [S, hidden], [S]
+        nll = torch.cat(
+            [
+                F.cross_entropy(
+                    (picked[i : i + LOGIT_ROWS] @ self.output_weight.T).float(),  # [chunk, vocab]
+                    wanted[i : i + LOGIT_ROWS],
+                    reduction="none",
+                )
+                for i in range(0, picked.shape[0], LOGIT_ROWS)
+            ]
+            or [h.new_zeros(0, dtype=torch.float32)]
+        )  # [S]
         total = torch.zeros(input_ids.shape[0], device=h.device).index_add_(0, rows, nll)
         count = torch.zeros(input_ids.shape[0], device=h.device).index_add_(0, rows, torch.ones_like(nll))
         return total / count  # 0 / 0 = NaN for rows without a supervised token
