@@ -41,20 +41,25 @@ def caption_rows():
 
 
 def test_defaults_are_the_documented_ones():
-    assert (OUTLIER_K, MIN_GAIN, MIN_TASK_SAMPLES, MAD_TO_SIGMA) == (3.5, 0.05, 20, 1.4826)
+    assert (OUTLIER_K, MIN_GAIN, MIN_TASK_SAMPLES, MAD_TO_SIGMA) == (3.5, 0.0, 20, 1.4826)
 
 
 def test_exact_findings_on_hand_made_rows():
-    findings = loss_findings(vqa_rows() + caption_rows())
+    findings = loss_findings(vqa_rows() + caption_rows(), min_gain=0.05)
     limit = 1.0 + 3.5 * 1.4826 * 0.1  # 1.51891
     assert findings == [
         Finding(
-            "c1", "captioning", "image_does_not_help", "another image's loss 9.000 - own 9.000 = 0.000 < 0.05"
+            "c1",
+            "captioning",
+            "image_does_not_help",
+            "another image's loss 9.000 - own 9.000 = 0.000 <= 0.05",
         ),
         Finding("c2", "captioning", "loss_not_finite", "loss is nan"),
-        Finding("v03", "vqa", "image_does_not_help", "another image's loss 1.110 - own 1.100 = 0.010 < 0.05"),
         Finding(
-            "v04", "vqa", "image_does_not_help", "another image's loss 1.000 - own 1.200 = -0.200 < 0.05"
+            "v03", "vqa", "image_does_not_help", "another image's loss 1.110 - own 1.100 = 0.010 <= 0.05"
+        ),
+        Finding(
+            "v04", "vqa", "image_does_not_help", "another image's loss 1.000 - own 1.200 = -0.200 <= 0.05"
         ),
         Finding("v20", "vqa", "loss_outlier", f"loss 2.000 > {limit:.3f} (robust z > 3.5 in vqa)"),
     ]
@@ -107,3 +112,16 @@ def test_infinite_losses_and_objects_as_rows():
 
     rows = [Result("a", "t", math.inf, 1.0), Result("b", "t", 1.0, math.inf), Result("c", "t", 1.0, None)]
     assert loss_findings(rows) == [Finding("a", "t", "loss_not_finite", "loss is inf")]
+
+
+def test_by_default_a_sample_is_flagged_exactly_when_its_own_image_does_not_lower_the_loss():
+    rows = [
+        {"id": "same", "task": "t", "loss": 1.0, "swap_loss": 1.0},
+        {"id": "worse", "task": "t", "loss": 1.0, "swap_loss": 0.9},
+        {"id": "better", "task": "t", "loss": 1.0, "swap_loss": 1.001},
+        {"id": "text", "task": "t", "loss": 1.0, "swap_loss": None},
+    ]
+    assert [(i, r) for i, r, _ in flag_samples(rows)] == [
+        ("same", "image_does_not_help"),
+        ("worse", "image_does_not_help"),
+    ]
