@@ -228,6 +228,7 @@ def main() -> int:
     parser.add_argument(
         "--model-rate-samples", type=int, default=None, help="model rows on the first N samples"
     )
+    parser.add_argument("--batch-tokens", type=int, default=16384, help="model rows: rows x length per batch")
     parser.add_argument("--json", default=RESULTS)
     args = parser.parse_args()
     import torch
