@@ -94,6 +94,16 @@ def resolve(spec: str) -> tuple[str, str]:
     )
 
 
+def check_spec(spec: str) -> None:
+    """QwenVLModelError now if `spec` cannot be loaded (files, config), without reading the weights: for
+    checking a job's config before any data is read."""
+    kind, folder = resolve(spec)
+    if kind == "local-dir":
+        _our_config(spec, folder)
+    else:
+        _checkpoint_files(spec, folder)
+
+
 def load_model(spec: str = DEFAULT_MODEL, device: str | None = None):
     """(model in eval mode on `device`, its QwenVLConfig). fp32 on CPU, bf16 on CUDA."""
     import torch

@@ -16,6 +16,7 @@ from vlcurate.model.qwenvl_config import QwenVLConfig
 from vlcurate.model.qwenvl_weights import (
     DEFAULT_MODEL,
     QwenVLModelError,
+    check_spec,
     default_device,
     load_model,
     qwen_vl_name,
@@ -301,6 +302,22 @@ def test_a_qwen_vl_folder_named_as_local_dir_and_broken_checkpoints(tmp_path):
     (tmp_path / "u").mkdir()
     (tmp_path / "u" / "config.json").write_text("{}")
     one_line_config_error(f"qwen-vl:{tmp_path / 'u'}", "has no weights")
+
+
+def test_check_spec_refuses_early_without_reading_weights(tmp_path, small_dir):
+    path, _ = small_dir
+    check_spec(f"local-dir:{path}")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text('{"vision": {"widht": 3}}')
+    (tmp_path / "bad" / "model.safetensors").write_bytes(b"never read")
+    with pytest.raises(QwenVLModelError, match="unknown key"):
+        check_spec(f"local-dir:{tmp_path / 'bad'}")
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "config.json").write_text("{}")
+    with pytest.raises(QwenVLModelError, match="has no weights"):
+        check_spec(f"qwen-vl:{tmp_path / 'q'}")
+    with pytest.raises(QwenVLModelError, match="unknown model spec"):
+        check_spec("ViT-L-14@openai")
 
 
 def test_the_default_is_the_bundled_model():
