@@ -74,6 +74,12 @@ STRUCTURAL_REASONS: dict[str, str] = {
     "image_undecodable": "the bytes are no image PIL can decode, or not convertible to RGB",
     "image_truncated": "the image file ends before its pixel data does",
     "too_many_pixels": "more pixels than the decompression-bomb guard allows: not decoded",
+    # Given by the check job itself (pipelines/check.py, check_read.py) rather than a record's check:
+    "image_outside_root": "the image path resolves (symlinks followed) outside the output's image root",
+    "image_not_a_file": "the image path names a device, FIFO, socket or folder: never opened",
+    "image_too_large": "the image file is over 64 MiB: not read",
+    "duplicate_id": "several records share this id",
+    "shard_unreadable": "a shard file that cannot be read or parsed as a whole",
 }
 
 

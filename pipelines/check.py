@@ -88,15 +88,17 @@ def _rows_to_packs(element: tuple[str, dict[str, list]]) -> Iterator[tuple[str, 
 
 def _check_pack(element: tuple[str, dict[str, list]], max_tokens: int) -> Iterator[Checked]:
     key, groups = element
+    samples = dict(sorted(groups["samples"]))
     for row in groups["pack"]:
-        samples = dict(sorted(groups["samples"]))
-        problems = check_pack(row, samples, max_tokens) if "unparseable" not in row else []
-        pairs = [(p.reason, p.detail) for p in problems]
         if "unparseable" in row:
-            pairs = [("bad_sample", row["unparseable"])]
+            pairs = [("bad_pack", row["unparseable"])]
+        else:
+            pairs = [(p.reason, p.detail) for p in check_pack(row, samples, max_tokens)]
         task = row.get("task") if isinstance(row.get("task"), str) else "unknown"
         tokens = row.get("num_tokens") if isinstance(row.get("num_tokens"), int) else 0
-        yield Checked(key, f"{task}/packed", tokens, sum(row.get("loss_mask") or []), (), pairs)
+        mask = row.get("loss_mask")
+        supervised = sum(mask) if isinstance(mask, list) and all(isinstance(m, int) for m in mask) else 0
+        yield Checked(key, f"{task}/packed", tokens, supervised, (), pairs)
 
 
 def image_status(location: str, root: str, max_bytes: int) -> tuple[str, str] | None:
