@@ -212,7 +212,10 @@ def finalize(
     check = {**info["check"], **summary}
     check["passed_structural"] = summary["structural_findings"] == 0
     buffer = io.BytesIO()
-    pq.write_table(findings_table(findings), buffer, compression="zstd")
+    if findings:
+        pq.write_table(findings_table(findings), buffer, compression="zstd")
+    else:  # no row group at all: HF datasets fails on a file holding an empty one
+        pq.ParquetWriter(buffer, FINDINGS_SCHEMA, compression="zstd").close()
     write_bytes_atomic(join(directory, "findings.parquet"), buffer.getvalue())
     write_json(join(directory, "check.json"), check)
     examples = sorted(findings, key=lambda r: (r["reason"], stable_hash(r["id"]), r["id"]))

@@ -40,8 +40,9 @@ LOADERS = {
     "sft/shards/*.json": "json",
     "sft/shards/*.jsonl": "json",
     "sft/rejects/*.jsonl": "json",
+    "*/check/findings.parquet": "parquet",
 }
-NOT_DATA = ("*/info.json", "*/stats.json", "*/report.html", "*/COMPLETED", "*/images/*")
+NOT_DATA = ("*/info.json", "*/stats.json", "*/check/check.json", "*/report.html", "*/COMPLETED", "*/images/*")
 STAGES = ("clean", "sft", "stage1", "stage2")
 SCORE_NAMES = [  # the demo's steps, in chain order (filters/chain.py score_names)
     "n_disallowed",
@@ -110,6 +111,19 @@ def test_every_output_is_loaded_here(demo):
                 if not any(fnmatch.fnmatch(rel, p) for p in patterns):
                     unloaded.append(rel)
     assert unloaded == []
+
+
+def test_check_findings_load_with_hf_datasets(demo, load):
+    files = _files(demo, "*/check/findings.parquet")
+    assert len(files) == len(STAGES)
+    expected = 0
+    for stage in STAGES:
+        check = _json(demo, stage, "check/check.json")
+        expected += check["structural_findings"] + check["model_findings"]
+    ds = load("parquet", files)
+    assert ds.column_names == ["id", "task", "check", "reason", "loss", "swap_loss", "detail"]
+    assert len(ds) == expected > 0  # the bundled model flags some demo samples
+    assert set(ds["check"]) <= {"structural", "model"}
 
 
 def test_kept_tars_load_with_webdatasets_reader(demo):
