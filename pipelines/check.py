@@ -39,6 +39,7 @@ from vlcurate.pipelines.check_read import (
     read_sft_shard,
 )
 from vlcurate.pipelines.load_images import read_image
+from vlcurate.pipelines.steps import MergeStats
 from vlcurate.schemas.image_paths import DEFAULT_MAX_IMAGE_BYTES, ImageRejected, outside_root
 from vlcurate.schemas.record import stable_hash
 
@@ -152,25 +153,14 @@ def finding_rows(record: Checked) -> Iterator[dict[str, Any]]:
             }
 
 
-class CountRecords(beam.CombineFn):
-    def __init__(self, max_tokens: int) -> None:
-        self._max_tokens = max_tokens
+class CountRecords(MergeStats):
+    """Counts checked records per task into CheckCounts partials, merged as the other jobs' stats."""
 
-    def create_accumulator(self) -> CheckCounts:
-        return CheckCounts(self._max_tokens)
+    def __init__(self, max_tokens: int) -> None:
+        super().__init__(functools.partial(CheckCounts, max_tokens))
 
     def add_input(self, counts: CheckCounts, record: Checked) -> CheckCounts:
         counts.add(record.task, record.tokens, record.supervised, (r for r, _ in record.problems))
-        return counts
-
-    def merge_accumulators(self, accumulators) -> CheckCounts:
-        accumulators = iter(accumulators)
-        first = next(accumulators)
-        for other in accumulators:
-            first.merge(other)
-        return first
-
-    def extract_output(self, counts: CheckCounts) -> CheckCounts:
         return counts
 
 
