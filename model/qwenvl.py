@@ -321,24 +321,46 @@ class QwenVL(nn.Module):
         """[B, T, vocab] logits (for tests and reference; the checker uses sample_losses)."""
         return self.hidden_states(input_ids, pixels) @ self.output_weight.T
 
+    def use_vocab_rows(self, ids: torch.Tensor | None) -> None:
+        """Declares that only the output rows `ids` can be non-zero (None: any row can). Every other logit
+        is then exactly 0, so the loss's log-sum-exp needs only these rows plus log(count of the zero
+        rows): the same cross-entropy, without a [positions, 151936] product. load_model calls this for
+        weights whose output rows are mostly zero (the bundled model uses a few hundred ids)."""
+        self.vocab_rows = None if ids is None else ids.to(self.output_weight.device)
+
+    vocab_rows: torch.Tensor | None = None
+
+    def _token_nll(self, picked: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
+        """[S] fp32 cross-entropy of hidden states [S, hidden] against target ids [S]."""
+        weight = self.output_weight
+        if self.vocab_rows is None:
+            return F.cross_entropy((picked @ weight.T).float(), wanted, reduction="none")  # [S, vocab]
+        logits = (picked @ weight[self.vocab_rows].T).float()  # [S, used]
+        zero_rows = weight.shape[0] - self.vocab_rows.shape[0]
+        norm = torch.logsumexp(logits, -1)
+        if zero_rows:
+            norm = torch.logaddexp(norm, torch.tensor(math.log(zero_rows), device=norm.device))
+        target = (picked.float() * weight[wanted].float()).sum(-1)  # its logit; 0 for a zero row
+        return norm - target
+
     def sample_losses(
-        self, input_ids: torch.Tensor, labels: torch.Tensor, pixels: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        pixels: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """[B] fp32: each row's mean next-token cross-entropy over its supervised positions (logits[:, :-1]
         against labels[:, 1:] != -100), NaN for a row without any. Logits are computed at those positions
         only (the full [B, T, 151936] tensor would cost more than the rest of the model), LOGIT_ROWS at a
-        time (each chunk's fp32 logits take LOGIT_ROWS x 0.6 MB)."""
-        h = self.hidden_states(input_ids, pixels)[:, :-1]  # [B, T-1, hidden]
+        time (each chunk's fp32 logits take LOGIT_ROWS x 0.6 MB). `features` as in `embed`."""
+        h = self.hidden_states(input_ids, pixels, features)[:, :-1]  # [B, T-1, hidden]
         targets = labels[:, 1:]
         rows, cols = torch.nonzero(targets != IGNORE_INDEX, as_tuple=True)
         picked, wanted = h[rows, cols], targets[rows, cols]  # [S, hidden], [S]
         nll = torch.cat(
             [
-                F.cross_entropy(
-                    (picked[i : i + LOGIT_ROWS] @ self.output_weight.T).float(),  # [chunk, vocab]
-                    wanted[i : i + LOGIT_ROWS],
-                    reduction="none",
-                )
+                self._token_nll(picked[i : i + LOGIT_ROWS], wanted[i : i + LOGIT_ROWS])
                 for i in range(0, picked.shape[0], LOGIT_ROWS)
             ]
             or [h.new_zeros(0, dtype=torch.float32)]

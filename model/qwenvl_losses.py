@@ -8,21 +8,26 @@ partner's (another sample of the same task), the image-swap delta that tells whe
 its image.
 
 Images are read by path (as Qwen-VL's own model does) with the reader the caller passes in (it knows
-roots, size limits and remote filesystems), decoded and preprocessed once per distinct path per process
-(a small cache: stage-2 tasks reuse one image many times).
+roots, size limits and remote filesystems). Each distinct image of a batch is decoded once (in a thread
+pool: PIL releases the GIL) and encoded once by the ViT and adapter; its 256 adapter outputs are cached
+per process (the own and the swapped pass show the same images, and stage-2 tasks reuse one image many
+times), so neither the decoding nor the vision tower runs twice for an image a worker has seen lately.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from vlcurate.model.qwen_tokenizer import ENDOFTEXT_ID, IGNORE_INDEX
 from vlcurate.schemas.record import stable_hash
 
-IMAGE_CACHE = 256  # preprocessed images kept per process (448 px uint8: 0.6 MB each)
+FEATURE_CACHE_BYTES = 256 << 20  # adapter outputs kept per process (the bundled model: 32 KB an image)
+DECODE_THREADS = min(8, os.cpu_count() or 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,11 +73,11 @@ def sample_losses(model: Any, batch: LossBatch, read_image: Callable[[str], byte
         paths += [p for item in items for p in (item.partner_images or item.images)]
         ids, labels = torch.cat([ids, ids]), torch.cat([labels, labels])
     try:
-        pixels = _stacked(paths, read_image, device) if paths else None
+        features = image_features(model, paths, read_image) if paths else None
     except ImageLoadError as exc:  # the structural check decoded it: it changed while the job ran
         return [LossResult(i.id, i.task, math.nan, None, str(exc)) for i in items]
     with torch.inference_mode():
-        losses = model.sample_losses(ids.to(device), labels.to(device), pixels).float().cpu().tolist()
+        losses = model.sample_losses(ids.to(device), labels.to(device), features=features).float().cpu().tolist()
     n = len(items)
     return [
         LossResult(item.id, item.task, losses[i], losses[n + i] if swap and item.partner_images else None)
@@ -84,36 +89,78 @@ class ImageLoadError(Exception):
     pass
 
 
-_cache: dict[tuple[str, str], Any] = {}
+class _FeatureCache:
+    """Adapter outputs [IMAGE_SLOTS, hidden] by (model, path), first in first out, bounded in bytes."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.used, self.entries = budget, 0, {}
+
+    def get(self, key: tuple) -> Any:
+        return self.entries.get(key)
+
+    def put(self, key: tuple, value: Any) -> None:
+        size = self._size(value)
+        while self.entries and self.used + size > self.budget:
+            self.used -= self._size(self.entries.pop(next(iter(self.entries))))
+        self.entries[key] = value
+        self.used += size
+
+    @staticmethod
+    def _size(value: Any) -> int:
+        return value.numel() * value.element_size()
 
 
-def _stacked(paths: list[str], read_image: Callable[[str], bytes], device: Any) -> Any:
-    """The normalized [n, 3, size, size] fp32 pixels of `paths` on `device`. Images are cached there as
-    uint8 (a quarter of the float size; normalizing on the device is cheap)."""
+_features = _FeatureCache(FEATURE_CACHE_BYTES)
+
+
+def clear_feature_cache() -> None:
+    """Forgets every cached image (tests; a worker never needs to)."""
+    global _features
+    _features = _FeatureCache(FEATURE_CACHE_BYTES)
+
+
+def image_features(model: Any, paths: list[str], read_image: Callable[[str], bytes]) -> Any:
+    """[len(paths), IMAGE_SLOTS, hidden]: the adapter outputs of each path's image (what fills its `<img>`
+    span), each distinct image read, decoded and encoded once."""
+    import numpy as np
     import torch
 
     from vlcurate.model.qwenvl_images import normalize_pixels
 
-    return normalize_pixels(torch.stack([_pixels(path, read_image, device) for path in paths]))
+    size = model.config.vision.image_size
+    distinct = list(dict.fromkeys(paths))
+    keys = {p: (_model_token(model), p) for p in distinct}
+    missing = [p for p in distinct if _features.get(keys[p]) is None]
+    if missing:
+        with concurrent.futures.ThreadPoolExecutor(min(DECODE_THREADS, len(missing))) as pool:
+            pixels = list(pool.map(lambda p: _decoded(p, read_image, size), missing))
+        device = next(model.parameters()).device
+        batch = normalize_pixels(torch.from_numpy(np.stack(pixels)).to(device))  # [n, 3, size, size]
+        with torch.inference_mode():
+            encoded = model.visual(batch)  # [n, slots, hidden]
+        for path, one in zip(missing, encoded):
+            _features.put(keys[path], one)
+    return torch.stack([_features.get(keys[p]) for p in paths])
 
 
-def _pixels(path: str, read_image: Callable[[str], bytes], device: Any = "cpu") -> Any:
-    """The [size, size, 3] uint8 image at `path` on `device`, from the process's cache (first in, first
-    out)."""
-    key = (path, str(device))
-    if key not in _cache:
-        import torch
+_tokens = iter(range(1 << 62))
 
-        from vlcurate.model.qwenvl_images import qwenvl_pixels
 
-        try:
-            pixels = torch.from_numpy(qwenvl_pixels(read_image(path))).to(device)
-        except Exception as exc:  # reported per sample, never fails the job
-            raise ImageLoadError(f"{path}: {type(exc).__name__}: {exc}"[:300]) from None
-        if len(_cache) >= IMAGE_CACHE:
-            del _cache[next(iter(_cache))]
-        _cache[key] = pixels
-    return _cache[key]
+def _model_token(model: Any) -> int:
+    """A number that names `model` for the cache as long as it lives (id() can be reused after it dies)."""
+    if getattr(model, "_feature_cache_token", None) is None:
+        model._feature_cache_token = next(_tokens)
+    return model._feature_cache_token
+
+
+def _decoded(path: str, read_image: Callable[[str], bytes], size: int) -> Any:
+    """[size, size, 3] uint8; ImageLoadError naming the path when it cannot be read or decoded."""
+    from vlcurate.model.qwenvl_images import qwenvl_pixels
+
+    try:
+        return qwenvl_pixels(read_image(path), size)
+    except Exception as exc:  # reported per sample, never fails the job
+        raise ImageLoadError(f"{path}: {type(exc).__name__}: {exc}"[:300]) from None
 
 
 def partner_images(own: Sequence[str], partner: Sequence[str]) -> tuple[str, ...]:
@@ -156,4 +203,12 @@ def loss_batches(records: Iterable[Any], root: str, batch_tokens: int) -> Iterat
         yield LossBatch(tuple(batch))
 
 
-__all__ = ["LossBatch", "LossItem", "LossResult", "loss_batches", "partner_images", "sample_losses"]
+__all__ = [
+    "LossBatch",
+    "LossItem",
+    "LossResult",
+    "image_features",
+    "loss_batches",
+    "partner_images",
+    "sample_losses",
+]

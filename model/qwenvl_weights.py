@@ -112,25 +112,59 @@ def load_model(spec: str = DEFAULT_MODEL, device: str | None = None):
     kind, folder = resolve(spec)
     if kind == "local-dir":
         config = _our_config(spec, folder)
-        state = _read_tensors(spec, [os.path.join(folder, WEIGHTS_FILE)])
+        state = _expand_rows(spec, config, _read_tensors(spec, [os.path.join(folder, WEIGHTS_FILE)]))
     else:
         state = _read_tensors(spec, _checkpoint_files(spec, folder))
         config = qwen_vl_config(spec, folder, state)
         state = map_qwen_vl_state(spec, state)
     dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     display = qwen_vl_display_name if kind == "qwen-vl" else (lambda name: name)
-    return _build(spec, config, state, dtype, display).to(device).eval(), config
+    model = _build(spec, config, state, dtype, display).to(device).eval()
+    model.use_vocab_rows(_used_rows(model.output_weight.detach()))
+    return model, config
 
 
 def save_local_dir(model, config: QwenVLConfig, path: str) -> None:
-    """config.json + model.safetensors (fp16) in `path`, loadable as `local-dir:PATH`."""
+    """config.json + model.safetensors (fp16) in `path`, loadable as `local-dir:PATH`. A tied embedding
+    whose rows are mostly zero (a model trained on a small domain) is stored as its non-zero rows
+    (`wte.rows`) and their ids (`wte.ids`): 151,936 x hidden fp16 would be most of the file."""
     import torch
     from safetensors.torch import save_file
 
     os.makedirs(path, exist_ok=True)
     config.to_json(os.path.join(path, CONFIG_FILE))
     state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
+    used = _used_rows(state["wte.weight"])
+    if config.decoder.tie_word_embeddings and used is not None:
+        state["wte.ids"] = used.to(torch.int32)
+        state["wte.rows"] = state.pop("wte.weight")[used].contiguous()
     save_file(state, os.path.join(path, WEIGHTS_FILE), metadata={"format": "pt"})
+
+
+def _used_rows(weight) -> object:
+    """The ids of `weight`'s non-zero rows when at most half are non-zero, else None."""
+    import torch
+
+    used = torch.nonzero(weight.ne(0).any(dim=1)).squeeze(1)
+    return used if used.numel() * 2 <= weight.shape[0] else None
+
+
+def _expand_rows(spec: str, config: QwenVLConfig, state: dict) -> dict:
+    """`wte.rows` + `wte.ids` (save_local_dir's compact embedding) -> the full `wte.weight`."""
+    if "wte.rows" not in state and "wte.ids" not in state:
+        return state
+    import torch
+
+    rows, ids = state.pop("wte.rows", None), state.pop("wte.ids", None)
+    vocab = config.decoder.vocab_size
+    if rows is None or ids is None or rows.dim() != 2 or ids.shape != rows.shape[:1]:
+        raise QwenVLModelError(f"{spec}: wte.rows and wte.ids must come together, one id per row. {_OPTIONS}")
+    ids = ids.long()
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+        raise QwenVLModelError(f"{spec}: wte.ids holds ids outside the vocabulary of {vocab}. {_OPTIONS}")
+    full = torch.zeros(vocab, rows.shape[1], dtype=rows.dtype)
+    full[ids] = rows
+    return {**state, "wte.weight": full}
 
 
 # --- our format -----------------------------------------------------------------------------------------

@@ -7,16 +7,25 @@ pipelines/ (the layering is schemas <- model <- formatters <- pipelines), becaus
 be exactly what our shards hold. Samples come from scenes (model/scenes.py) through the project's own
 formatters: stage-2 samples (formatters/stage2.format_stage2 -> trainer_view.stage_sample_view) of five
 tasks, and SFT samples (formatters/sft dialogues: caption, VQA, grounding, multi-image "Picture n:",
-text -> trainer_view.sft_view). Images are rendered small, JPEG-encoded, kept in memory by path, and
-reach the model through qwenvl_images.image_tensor, the checker's own preprocessing.
+text -> trainer_view.sft_view). Images are rendered small (112-224 px), JPEG-encoded, kept in memory by
+path, and reach the model through qwenvl_images.image_batch, the checker's own preprocessing (448 px).
 
-Seeded end to end, CPU only (about 15 minutes on 2 cores). Token ids that never occur in the training
-samples keep zero embeddings (tied in/out): their logit is exactly 0, so the training loss adds their
-count to the partition function (log-sum-exp with log(n_unused)) and equals the full-vocabulary
-cross-entropy the checker computes, while the softmax runs over the few thousand ids the domain uses.
+Seeded end to end, CPU only (about 15 minutes on 2 idle cores; --device cuda is for experiments). The
+recipe, and why:
+- A step takes one group of 3 scenes and the 6-8 samples that show them: the ViT encodes each image once.
+- A dense auxiliary head (not saved) makes every adapter output predict, for its cell of the 16x16 grid,
+  a 4x4 thumbnail, its (row, column), and the kind, colour and box digits of the shape it lies on (from
+  the renderer's geometry). It stands in for the pretraining Qwen-VL's ViT starts from (OpenCLIP):
+  without it the decoder learns the text templates within minutes and never starts to read the image.
+- Token ids that never occur in the training samples keep zero embeddings (tied in/out): their logit is
+  exactly 0, so the loss adds their count to the partition function (log-sum-exp with log(n_unused))
+  and equals the full-vocabulary cross-entropy the checker computes, while the softmax runs over the few
+  hundred ids the domain uses.
 Writes config.json + model.safetensors (fp16) and eval.json: held-out losses per task, the share of
 samples whose own image gives a lower loss than another sample's, and how model/loss_flags.py catches
-planted defects (swapped images, mirrored boxes, exchanged captions), all measured on the saved weights.
+planted defects (swapped images, mirrored boxes, exchanged captions) at its defaults and over a grid of
+its thresholds, all measured on the saved weights; the per-sample losses are stored too (`--reflag`
+recomputes the flags from them after a change of loss_flags).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import os
 import random
 import time
 
+from vlcurate.formatters.boxes import normalize_box
 from vlcurate.formatters.sft import (
     build_samples,
     caption_item,
@@ -307,12 +317,13 @@ def batch_tensors(examples: list[Example]):
 
 # --- the dense auxiliary objective ---------------------------------------------------------------------
 
-AUX_OUTPUTS = 48 + 2 + 4 + (1 + len(KINDS)) + (1 + len(COLORS))
+AUX_OUTPUTS = 48 + 2 + (1 + len(KINDS)) + (1 + len(COLORS)) + 8 * 10
 
 
 def dense_targets(shot: Shot, side: int):
     """Per grid cell (row-major), from the renderer's geometry: its (row, column) in [-1, 1]; the kind and
-    colour (0: background) of the shape whose box holds the cell's centre, and that box in [-1, 1]."""
+    colour (0: background) of the shape whose box holds the cell's centre, and the hundreds and tens
+    digits of that box's normalized coordinates, as its `<box>(x1,y1),(x2,y2)</box>` text writes them."""
     import torch
 
     axis = (torch.arange(side, dtype=torch.float32) + 0.5) / side  # cell centres in [0, 1]
@@ -320,22 +331,20 @@ def dense_targets(shot: Shot, side: int):
     x, y = cols.reshape(-1), rows.reshape(-1)
     kind = torch.zeros(side * side, dtype=torch.long)
     color = torch.zeros(side * side, dtype=torch.long)
-    box = torch.zeros(side * side, 4)
-    for shape, (x1, y1, x2, y2) in zip(shot.scene.shapes, shape_boxes(shot.scene, shot.width, shot.height)):
-        w, h = shot.width, shot.height
-        inside = (
-            (x >= x1 / w) & (x <= x2 / w) & (y >= y1 / h) & (y <= y2 / h)
-        )  # later shapes are drawn on top
-        kind[inside] = KINDS.index(shape.kind) + 1
+    digits = torch.zeros(side * side, 8, dtype=torch.long)
+    w, h = shot.width, shot.height
+    for shape, box in zip(shot.scene.shapes, shape_boxes(shot.scene, w, h)):
+        inside = (x >= box[0] / w) & (x <= box[2] / w) & (y >= box[1] / h) & (y <= box[3] / h)
+        kind[inside] = KINDS.index(shape.kind) + 1  # later shapes are drawn on top
         color[inside] = list(COLORS).index(shape.color) + 1
-        box[inside] = torch.tensor([x1 / w, y1 / h, x2 / w, y2 / h]) * 2 - 1
-    return torch.stack([y, x], -1) * 2 - 1, kind, color, box
+        digits[inside] = torch.tensor([d for v in normalize_box(box, w, h) for d in (v // 100, v // 10 % 10)])
+    return torch.stack([y, x], -1) * 2 - 1, kind, color, digits
 
 
 def dense_loss(pred, pixels, targets):
     """Each image slot predicts its cell's 4x4 thumbnail and (row, column), and the kind, colour and box
-    of the shape it lies on: the ViT and adapter learn what the decoder needs (what and where), as a
-    pretrained vision tower would bring. pred [n, slots, AUX_OUTPUTS], pixels [n, 3, S, S]."""
+    digits of the shape it lies on: the ViT and adapter learn what the decoder needs (what and where), as
+    a pretrained vision tower would bring. pred [n, slots, AUX_OUTPUTS], pixels [n, 3, S, S]."""
     import torch
     import torch.nn.functional as F
 
@@ -343,15 +352,15 @@ def dense_loss(pred, pixels, targets):
     side = math.isqrt(slots)
     thumbs = F.avg_pool2d(pixels, pixels.shape[-1] // (4 * side)).unfold(2, 4, 4).unfold(3, 4, 4)
     thumbs = thumbs.permute(0, 2, 3, 1, 4, 5).reshape(n, slots, 48)  # [n, slots, 3 x 4 x 4]
-    where, kind, color, box = (torch.stack(t) for t in zip(*targets))
+    where, kind, color, digits = (torch.stack(t) for t in zip(*targets))
     on_shape = kind > 0
-    k = 54 + 1 + len(KINDS)
+    k, c = 50 + 1 + len(KINDS), 50 + 2 + len(KINDS) + len(COLORS)
     return (
         F.mse_loss(pred[..., :48], thumbs)
         + F.mse_loss(pred[..., 48:50], where)
-        + F.mse_loss(pred[..., 50:54][on_shape], box[on_shape])
-        + F.cross_entropy(pred[..., 54:k].reshape(-1, k - 54), kind.reshape(-1))
-        + F.cross_entropy(pred[..., k:].reshape(-1, AUX_OUTPUTS - k), color.reshape(-1))
+        + F.cross_entropy(pred[..., 50:k].reshape(-1, k - 50), kind.reshape(-1))
+        + F.cross_entropy(pred[..., k:c].reshape(-1, c - k), color.reshape(-1))
+        + F.cross_entropy(pred[..., c:][on_shape].reshape(-1, 10), digits[on_shape].reshape(-1))
     )
 
 
@@ -375,7 +384,14 @@ def sub_batches(examples: list[Example], max_tokens: int = 6000) -> list[list[Ex
 
 
 def train(
-    out: str, config: QwenVLConfig, n_groups: int, steps: int, lr: float, seed: int, per_scene: int = 2
+    out: str,
+    config: QwenVLConfig,
+    n_groups: int,
+    steps: int,
+    lr: float,
+    seed: int,
+    per_scene: int = 2,
+    device: str = "cpu",
 ) -> dict:
     import torch
     import torch.nn.functional as F
@@ -393,15 +409,15 @@ def train(
     n_samples = sum(map(len, groups))
     print(f"{n_samples} training samples, {len(vocab)} distinct ids, {time.time() - start:.0f}s", flush=True)
 
-    model = QwenVL(config)
+    model = QwenVL(config).to(device)
     # While training, the embedding holds only the domain's rows; `table` maps an id to its row.
-    table = torch.zeros(config.decoder.vocab_size, dtype=torch.long)
-    table[torch.tensor(vocab)] = torch.arange(len(vocab))
-    rows = nn.Parameter(torch.randn(len(vocab), config.decoder.hidden_size) * 0.02)
+    table = torch.zeros(config.decoder.vocab_size, dtype=torch.long, device=device)
+    table[torch.tensor(vocab, device=device)] = torch.arange(len(vocab), device=device)
+    rows = nn.Parameter(torch.randn(len(vocab), config.decoder.hidden_size).mul_(0.02).to(device))
     del model.wte
     model.wte = lambda ids: F.embedding(table[ids], rows)  # what QwenVL.embed calls
-    log_unused = torch.tensor(math.log(config.decoder.vocab_size - len(vocab)))
-    aux = nn.Linear(config.decoder.hidden_size, AUX_OUTPUTS)  # the dense auxiliary head, not saved
+    log_unused = torch.tensor(math.log(config.decoder.vocab_size - len(vocab)), device=device)
+    aux = nn.Linear(config.decoder.hidden_size, AUX_OUTPUTS).to(device)  # the dense auxiliary head, not saved
     side = math.isqrt(config.adapter.queries)
     targets_of: dict[str, tuple] = {}
     params = [rows, *model.parameters(), *aux.parameters()]
@@ -435,16 +451,16 @@ def train(
             order.shuffle(groups)  # a new epoch
         group = groups[step % len(groups)]
         paths = sorted({p for e in group for p in e.view.images})
-        pixels = image_batch([domain.images[p] for p in paths], config.vision.image_size)
+        pixels = image_batch([domain.images[p] for p in paths], config.vision.image_size).to(device)
         features = model.visual(pixels)  # [n, slots, hidden]
         for p in paths:
             if p not in targets_of:
-                targets_of[p] = dense_targets(domain.shots[p], side)
+                targets_of[p] = tuple(t.to(device) for t in dense_targets(domain.shots[p], side))
         aux_loss = dense_loss(aux(features), pixels, [targets_of[p] for p in paths])
         where = {p: i for i, p in enumerate(paths)}
         losses = []
         for part in sub_batches(group):
-            ids, labels = batch_tensors(part)
+            ids, labels = (t.to(device) for t in batch_tensors(part))
             index = [where[p] for e in part for p in e.view.images]
             h = model.hidden_states(ids, features=features[index] if index else None)[:, :-1]
             targets = labels[:, 1:]
@@ -467,7 +483,8 @@ def train(
 
     # Export: the full vocabulary, zero rows for the ids the domain never uses.
     full = torch.zeros(config.decoder.vocab_size, config.decoder.hidden_size)
-    full[torch.tensor(vocab)] = rows.detach()
+    full[torch.tensor(vocab)] = rows.detach().cpu()
+    model = model.cpu()
     model.wte = nn.Embedding.from_pretrained(full, freeze=False)
     save_local_dir(model.eval(), config, out)
     return {
@@ -496,9 +513,9 @@ def score(
 
     from vlcurate.model.qwenvl_images import image_batch
 
-    out = {}
+    out, device = {}, next(model.parameters()).device
     for part in sub_batches(examples, max_tokens=8000):
-        ids, labels = batch_tensors(part)
+        ids, labels = (t.to(device) for t in batch_tensors(part))
         own = [p for e in part for p in e.view.images]
         swap = [p for e in part for p in partners[e.id]]
         with torch.inference_mode():
@@ -546,13 +563,13 @@ def flag_metrics(rows: list[dict], k: float, min_gain: float) -> dict:
     return {"recall": recall, "clean_flagged": round(clean_flags / n_clean, 4)}
 
 
-def evaluate(out: str, seed: int, n_clean: int, n_defect: int) -> dict:
+def evaluate(out: str, seed: int, n_clean: int, n_defect: int, device: str = "cpu") -> dict:
     """Held-out metrics of the saved model in `out` (loaded exactly as the checker loads it)."""
     import statistics
 
     from vlcurate.model.qwenvl_weights import load_model
 
-    model, config = load_model(f"local-dir:{out}", device="cpu")
+    model, config = load_model(f"local-dir:{out}", device=device)
     domain = Domain(f"compact-qwenvl:eval:{seed}")
     examples = make_examples(domain, dict.fromkeys(STAGE2_TASKS + SFT_TASKS, n_clean), tag="clean/")
     for kind, tasks in DEFECT_TASKS.items():
@@ -571,8 +588,8 @@ def evaluate(out: str, seed: int, n_clean: int, n_defect: int) -> dict:
             "id": e.id,
             "task": e.task,
             "defect": e.defect,
-            "loss": scores[e.id][0],
-            "swap_loss": scores[e.id][1],
+            "loss": round(scores[e.id][0], 5),
+            "swap_loss": None if scores[e.id][1] is None else round(scores[e.id][1], 5),
         }
         for e in examples
     ]
@@ -588,11 +605,6 @@ def evaluate(out: str, seed: int, n_clean: int, n_defect: int) -> dict:
             entry["median_gain"] = round(statistics.median(gains), 4)
         tasks[task] = entry
     gains = sorted(r["swap_loss"] - r["loss"] for r in clean if r["swap_loss"] is not None)
-    grid = [
-        {"k": k, "min_gain": g, **flag_metrics(rows, k, g)}
-        for k in (2.5, 3.0, 3.5, 4.0, 5.0)
-        for g in (0.0, 0.02, 0.05, 0.1, 0.2)
-    ]
     return {
         "eval_seed": seed,
         "clean_per_task": n_clean,
@@ -601,17 +613,54 @@ def evaluate(out: str, seed: int, n_clean: int, n_defect: int) -> dict:
         "clean_gain_median": round(statistics.median(gains), 4),
         "clean_gain_p01": round(gains[len(gains) // 100], 4),
         "tasks": tasks,
-        "flags": {
-            "k": loss_flags.OUTLIER_K,
-            "min_gain": loss_flags.MIN_GAIN,
-            **flag_metrics(rows, loss_flags.OUTLIER_K, loss_flags.MIN_GAIN),
-        },
+        **flag_report(rows),
+        # Every held-out sample, for recomputing the flags with other rules: [id, task, defect, loss, swap].
+        "samples": [[r["id"], r["task"], r["defect"], r["loss"], r["swap_loss"]] for r in rows],
+    }
+
+
+def flag_report(rows: list[dict]) -> dict:
+    """loss_flags at its defaults, and over a grid of its two thresholds."""
+    grid = [
+        {"k": k, "min_gain": g, **flag_metrics(rows, k, g)}
+        for k in (2.5, 3.0, 3.5, 4.0, 5.0)
+        for g in (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)
+    ]
+    at_defaults = flag_metrics(rows, loss_flags.OUTLIER_K, loss_flags.MIN_GAIN)
+    return {
+        "flags": {"k": loss_flags.OUTLIER_K, "min_gain": loss_flags.MIN_GAIN, **at_defaults},
         "flags_by_threshold": grid,
     }
 
 
-def default_config() -> QwenVLConfig:
-    return QwenVLConfig()  # its defaults are the bundled model's sizes (model/qwenvl_config.py)
+def reflag(folder: str) -> dict:
+    """Recomputes eval.json's flags in `folder` from its stored samples (after changing loss_flags)."""
+    path = os.path.join(folder, "eval.json")
+    with open(path, encoding="utf-8") as fh:
+        report = json.load(fh)
+    keys = ("id", "task", "defect", "loss", "swap_loss")
+    report.update(flag_report([dict(zip(keys, row)) for row in report["samples"]]))
+    _write_json(path, report)
+    return report
+
+
+def _write_json(path: str, report: dict) -> None:
+    """eval.json, indented, with one line per stored sample."""
+    text = json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1)
+    if "samples" in report:
+        rows = ",\n  ".join(json.dumps(row, ensure_ascii=False) for row in report["samples"])
+        text = text[: -len("\n}")] + f',\n "samples": [\n  {rows}\n ]\n}}'
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text + "\n")
+
+
+def default_config(overrides: str = "") -> QwenVLConfig:
+    """The bundled model's sizes (QwenVLConfig's defaults), with `overrides` (JSON, per section) applied:
+    '{"decoder": {"hidden_size": 128}}'."""
+    merged = QwenVLConfig().to_dict()
+    for section, values in (json.loads(overrides) if overrides else {}).items():
+        merged.setdefault(section, {}).update(values)
+    return QwenVLConfig.from_dict(merged, where="--config")
 
 
 def main() -> None:
@@ -619,25 +668,33 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "weights", "compact-qwenvl"))
-    parser.add_argument("--groups", type=int, default=4000, help="training groups of 3 scenes")
+    parser.add_argument("--groups", type=int, default=4000, help="training groups of 3 scenes (one per step)")
     parser.add_argument("--per-scene", type=int, default=2, help="single-image samples per scene")
-    parser.add_argument("--steps", type=int, default=900)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu (the bundled weights) or cuda (experiments)")
     parser.add_argument("--eval-clean", type=int, default=60, help="held-out clean samples per task")
     parser.add_argument("--eval-defects", type=int, default=20, help="planted defects per (kind, task)")
+    parser.add_argument("--config", default="", help="JSON overrides of the model sizes, per section")
+    parser.add_argument("--reflag", action="store_true", help="only recompute --out's eval.json flags")
     args = parser.parse_args()
+    if args.reflag:
+        print(json.dumps(reflag(args.out)["flags"], indent=1))
+        return
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    report = train(args.out, default_config(), args.groups, args.steps, args.lr, args.seed, args.per_scene)
+    report = train(
+        args.out, default_config(args.config), args.groups, args.steps, args.lr, args.seed, args.per_scene, args.device
+    )
     started = time.time()
-    report.update(evaluate(args.out, args.seed + 1, args.eval_clean, args.eval_defects))
+    report.update(evaluate(args.out, args.seed + 1, args.eval_clean, args.eval_defects, args.device))
     report["eval_seconds"] = round(time.time() - started, 1)
-    with open(os.path.join(args.out, "eval.json"), "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=1)
-        fh.write("\n")
-    print(json.dumps({k: v for k, v in report.items() if k != "flags_by_threshold"}, indent=1))
+    _write_json(os.path.join(args.out, "eval.json"), report)
+    print(
+        json.dumps({k: v for k, v in report.items() if k not in ("flags_by_threshold", "samples")}, indent=1)
+    )
 
 
 if __name__ == "__main__":

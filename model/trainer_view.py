@@ -52,26 +52,34 @@ def image_spans(ids: Sequence[int]) -> list[ImageSpan]:
     """Every `<img>` in `ids` with the path it names. A span is usable when `</img>` follows after exactly
     IMAGE_SLOTS ids, the slots are path bytes (ids 0..255) then only `<imgpad>`, and a pad sits within the
     first IMAGE_SLOTS - 1 slots (Qwen-VL finds the path's end by the first pad)."""
-    spans = []
-    for start, token in enumerate(ids):
-        if token != IMG_START_ID:
-            continue
+    ids = ids if isinstance(ids, (list, tuple)) else list(ids)
+    spans, start = [], -1
+    while True:  # list.index scans in C: most ids are text, and this runs on every sample
+        try:
+            start = ids.index(IMG_START_ID, start + 1)
+        except ValueError:
+            return spans
         end = start + 1 + IMAGE_SLOTS
         slots = list(ids[start + 1 : end])
-        pads = [i for i, t in enumerate(slots) if t == IMG_PAD_ID]
-        first_pad = pads[0] if pads else len(slots)
-        path = bytes(t for t in slots[:first_pad] if 0 <= t < 256).decode("utf-8", errors="replace")
+        try:
+            first_pad = slots.index(IMG_PAD_ID)
+        except ValueError:
+            first_pad = len(slots)
+        head = slots[:first_pad]
+        try:
+            path = bytes(head).decode("utf-8", errors="replace")
+            path_bytes_only = True
+        except ValueError:  # an id outside 0..255 among the path bytes
+            path = bytes(t for t in head if 0 <= t < 256).decode("utf-8", errors="replace")
+            path_bytes_only = False
         problem = None
         if len(slots) < IMAGE_SLOTS or end >= len(ids) or ids[end] != IMG_END_ID:
             problem = f"<img> at {start} is not closed by </img> after {IMAGE_SLOTS} slots"
-        elif not pads or first_pad >= IMAGE_SLOTS - 1:
+        elif first_pad >= IMAGE_SLOTS - 1:
             problem = f"<img> at {start} has no <imgpad> within its first {IMAGE_SLOTS - 1} slots"
-        elif any(not 0 <= t < 256 for t in slots[:first_pad]) or any(
-            t != IMG_PAD_ID for t in slots[first_pad:]
-        ):
+        elif not path_bytes_only or slots.count(IMG_PAD_ID) != len(slots) - first_pad:
             problem = f"<img> at {start} holds ids other than path bytes then <imgpad>"
         spans.append(ImageSpan(start, path, problem))
-    return spans
 
 
 def _view(ids: list[int], labels: list[int]) -> TrainerView:

@@ -54,20 +54,25 @@ def test_a_lone_sample_and_text_only_samples_get_no_partner():
 
 
 class FakeModel(torch.nn.Module):
-    """Loss = mean pixel value of the row's first image (or the row's length without images), and it
-    records every call."""
+    """Its vision tower gives an image's mean pixel in every slot; the loss is the mean of the row's first
+    image's features (or the row's length without images). It records every call."""
 
     def __init__(self) -> None:
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.calls = []
+        self.config = SimpleNamespace(vision=SimpleNamespace(image_size=448))
+        self.calls, self.encoded = [], []
 
-    def sample_losses(self, ids, labels, pixels):
-        self.calls.append((ids.clone(), labels.clone(), None if pixels is None else pixels.clone()))
+    def visual(self, pixels):
+        self.encoded.append(pixels.clone())
+        return pixels.mean(dim=(1, 2, 3))[:, None, None].expand(-1, 256, 2)  # [n, slots, hidden]
+
+    def sample_losses(self, ids, labels, pixels=None, features=None):
+        self.calls.append((ids.clone(), labels.clone(), None if features is None else features.clone()))
         out, k = [], 0
         for row in range(ids.shape[0]):
             n_images = int((ids[row] == 151857).sum())
-            out.append(float(pixels[k].mean()) if n_images else float((labels[row] != -100).sum()))
+            out.append(float(features[k].mean()) if n_images else float((labels[row] != -100).sum()))
             k += n_images
         return torch.tensor(out)
 
@@ -80,9 +85,9 @@ def _jpeg(value: int) -> bytes:
 
 @pytest.fixture(autouse=True)
 def _empty_cache():
-    qwenvl_losses._cache.clear()
+    qwenvl_losses.clear_feature_cache()
     yield
-    qwenvl_losses._cache.clear()
+    qwenvl_losses.clear_feature_cache()
 
 
 def test_one_pass_own_images_then_partner_images_rows_padded_with_endoftext():
@@ -100,16 +105,22 @@ def test_one_pass_own_images_then_partner_images_rows_padded_with_endoftext():
     )
     model = FakeModel()
     results = sample_losses(model, batch, images.__getitem__)
-    ((ids, labels, pixels),) = model.calls  # both passes in one call: rows 2 and 3 repeat rows 0 and 1
+    ((ids, labels, features),) = model.calls  # both passes in one call: rows 2 and 3 repeat rows 0 and 1
     assert ids.shape == (4, len(long.view.input_ids)) and torch.equal(ids[:2], ids[2:])
     pad = len(long.view.input_ids) - len(short.view.input_ids)
     assert (
         ids[0, -pad:].tolist() == [ENDOFTEXT_ID] * pad and labels[0, -pad:].tolist() == [IGNORE_INDEX] * pad
     )
-    assert torch.equal(pixels[0], pixels[3]) and torch.equal(pixels[1], pixels[2])  # a, b, then b, a
-    assert pixels.shape == (4, 3, 448, 448) and pixels.dtype == torch.float32
+    (pixels,) = model.encoded  # each distinct image decoded and encoded once, for both passes
+    assert pixels.shape == (2, 3, 448, 448) and pixels.dtype == torch.float32
+    assert features.shape == (4, 256, 2)
+    assert torch.equal(features[0], features[3]) and torch.equal(features[1], features[2])  # a, b, then b, a
+    assert not torch.equal(features[0], features[1])
     assert [r.id for r in results] == ["s1", "s2"]
     assert results[0].loss < results[0].swap_loss and results[1].loss > results[1].swap_loss
+    again = sample_losses(model, batch, images.__getitem__)
+    assert again == results and len(model.encoded) == 1  # seen images come from the cache
+    assert sample_losses(FakeModel(), batch, images.__getitem__) == results  # another model: encoded anew
 
 
 def test_an_image_that_fails_to_load_gives_nan_not_an_exception():

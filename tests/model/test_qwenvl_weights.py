@@ -60,6 +60,51 @@ def test_local_dir_round_trip_gives_the_fp16_rounded_model(small_dir):
     assert model.lm_head is None and "lm_head.weight" not in loaded.state_dict()  # tied by default
 
 
+def test_a_mostly_zero_embedding_is_stored_as_its_rows_and_gives_the_same_losses(tmp_path):
+    """A model trained on a small domain keeps zero rows for the ids it never saw: save_local_dir stores
+    the used rows and their ids only, and the loss over the used rows (+ log of the zero rows' count)
+    equals the full-vocabulary cross-entropy."""
+    from safetensors.torch import load_file
+
+    torch.manual_seed(1)
+    config = QwenVLConfig.from_dict(SMALL)
+    model = QwenVL(config).eval()
+    used = torch.tensor([5, 97, 300, 301, 302, 303, 304, 305, IMG_START_ID, IMG_END_ID, IMG_PAD_ID])
+    with torch.no_grad():
+        kept = model.wte.weight[used].clone()
+        model.wte.weight.zero_()
+        model.wte.weight[used] = kept
+    save_local_dir(model, config, str(tmp_path))
+    stored = load_file(str(tmp_path / "model.safetensors"))
+    assert "wte.weight" not in stored
+    assert stored["wte.ids"].tolist() == sorted(used.tolist()) and stored["wte.rows"].shape == (11, 16)
+    loaded, _ = load_model(f"local-dir:{tmp_path}", device="cpu")
+    assert torch.equal(loaded.wte.weight, model.wte.weight.half().float())
+    assert loaded.vocab_rows.tolist() == sorted(used.tolist())
+    ids = ids_with_image()
+    labels = ids.clone()
+    labels[0, :260] = -100
+    labels[0, -1] = 999  # a target outside the used rows: its logit is exactly 0
+    pixels = torch.randn(1, 3, 56, 56)
+    with torch.no_grad():
+        fast = loaded.sample_losses(ids, labels, pixels)
+        logits = loaded(ids, pixels)[0, :-1]
+        slow = F.cross_entropy(logits[259:], labels[0, 260:], reduction="mean")
+        loaded.use_vocab_rows(None)
+        full = loaded.sample_losses(ids, labels, pixels)
+    assert math.isclose(fast.item(), slow.item(), rel_tol=1e-5)
+    assert math.isclose(fast.item(), full.item(), rel_tol=1e-5)
+
+
+def test_a_dense_embedding_is_stored_whole(small_dir):
+    from safetensors.torch import load_file
+
+    path, _ = small_dir
+    assert "wte.weight" in load_file(str(path / "model.safetensors"))
+    loaded, _ = load_model(f"local-dir:{path}", device="cpu")
+    assert loaded.vocab_rows is None
+
+
 def test_the_default_device_is_the_cpu_without_a_gpu():
     assert default_device() == ("cuda" if torch.cuda.is_available() else "cpu")
 
