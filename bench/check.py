@@ -13,8 +13,9 @@ Component rows (one process; a "per core" rate pins torch and the process to one
   check_image on every distinct image (full decode), samples/s; the decode share is the image time over
   the sum;
 - model: the bundled compact Qwen-VL's two losses (own and partner images) per sample, batched as the
-  job batches (qwenvl_losses.loss_batches, 16,384 tokens a batch), samples/s, split into image
-  preprocessing (decode + 448 px resize, first use of each image) and the forward passes.
+  job batches (qwenvl_losses.loss_batches, 16,384 tokens a batch), samples/s as the job runs them (each
+  image decoded in threads and encoded once), and the share of tokenizing (building the trainer's view),
+  images (decode + vision tower) and the decoder (a second pass with every image's features cached).
 Prints a table and writes bench/results/check.json (or --json PATH).
 """
 
@@ -66,6 +67,8 @@ def structural_rates(directory: str, image_root: str) -> dict[str, Any]:
     data = _load(directory)
     sft = data["info"]["kind"] == "vlcurate.sft"
     max_len = data["info"].get("model_max_length") or data["info"].get("max_tokens", 2048)
+    for sample in data["samples"][:50]:  # warm-up: the tokenizer's first calls build its caches
+        (check_sft_sample if sft else check_stage_sample)(sample, max_len, tok)
     start = time.perf_counter()
     views = []
     for sample in data["samples"]:
@@ -118,6 +121,7 @@ def model_rates(
     data = _load(directory)
     sft = data["info"]["kind"] == "vlcurate.sft"
     max_len = data["info"].get("model_max_length") or data["info"].get("max_tokens", 2048)
+    started = time.perf_counter()
     records = []
     for sample in data["samples"][:limit]:
         _, view = (check_sft_sample if sft else check_stage_sample)(sample, max_len)
@@ -130,46 +134,54 @@ def model_rates(
     batches = [
         b for group in by_task.values() for b in qwenvl_losses.loss_batches(group, image_root, batch_tokens)
     ]
+    tokenize_s = time.perf_counter() - started
     model, _ = load_model(spec, device)
-    read_seconds = [0.0]
+    size = model.config.vision.image_size
 
     def read(path: str) -> bytes:
-        start = time.perf_counter()
         with open(path, "rb") as fh:
-            data = fh.read()
-        read_seconds[0] += time.perf_counter() - start
-        return data
+            return fh.read()
 
-    qwenvl_losses._cache.clear()
-    # preprocessing alone, then the forwards with every image cached (the cache holds them all here)
-    qwenvl_losses.IMAGE_CACHE = 1 << 20
-    start = time.perf_counter()
-    for b in batches:
-        for item in b.items:
-            for p in (*item.images, *item.partner_images):
-                qwenvl_losses._pixels(p, read, next(model.parameters()).device)
-    prep_s = time.perf_counter() - start
     sync = (
         torch.cuda.synchronize if str(next(model.parameters()).device).startswith("cuda") else (lambda: None)
     )
+    paths = sorted({p for b in batches for item in b.items for p in (*item.images, *item.partner_images)})
+    start = time.perf_counter()  # decoding alone, one thread (what a core costs per image)
+    for path in paths:
+        qwenvl_losses._decoded(path, read, size)
+    decode_s = time.perf_counter() - start
     qwenvl_losses.sample_losses(model, batches[0], read)  # warm-up (kernels, allocator)
+    qwenvl_losses.clear_feature_cache()
     sync()
-    start = time.perf_counter()
+    start = time.perf_counter()  # as the job runs: every image decoded (threads) and encoded once
     results = [r for b in batches for r in qwenvl_losses.sample_losses(model, b, read)]
     sync()
-    forward_s = time.perf_counter() - start
+    cold_s = time.perf_counter() - start
+    start = time.perf_counter()  # again, every image's features cached: the decoder alone
+    for b in batches:
+        qwenvl_losses.sample_losses(model, b, read)
+    sync()
+    decoder_s = time.perf_counter() - start
     return {
         "device": str(next(model.parameters()).device),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "samples": len(results),
         "batches": len(batches),
         "batch_tokens": batch_tokens,
-        "images": len(qwenvl_losses._cache),
-        "preprocess_s": round(prep_s, 3),
-        "forward_s": round(forward_s, 3),
-        "forward_samples_per_s": _rate(len(results), forward_s),
-        "samples_per_s": _rate(len(results), forward_s + prep_s),
-        "preprocess_share": round(prep_s / (prep_s + forward_s), 3),
+        "images": len(paths),
+        "decode_threads": qwenvl_losses.DECODE_THREADS,
+        "tokenize_s": round(tokenize_s, 3),
+        "decode_one_thread_s": round(decode_s, 3),
+        "model_s": round(cold_s, 3),
+        "decoder_only_s": round(decoder_s, 3),
+        "samples_per_s": _rate(len(results), cold_s),
+        "decoder_only_samples_per_s": _rate(len(results), decoder_s),
+        "with_tokenize_samples_per_s": _rate(len(results), cold_s + tokenize_s),
+        "share": {
+            "tokenize": round(tokenize_s / (tokenize_s + cold_s), 3),
+            "images (decode + vision tower)": round((cold_s - decoder_s) / (tokenize_s + cold_s), 3),
+            "decoder": round(decoder_s / (tokenize_s + cold_s), 3),
+        },
     }
 
 
@@ -287,11 +299,15 @@ def table(result: dict[str, Any]) -> str:
         )
     for name, row in result["model"].items():
         where = row["gpu"] or row["device"]
+        share = ", ".join(f"{k} {v:.0%}" for k, v in row["share"].items())
         lines.append(
-            f"{name:8} model (2 losses/sample)    {row['samples_per_s']:>9,.0f} /s     {where}; preprocess share {row['preprocess_share']:.0%}"
+            f"{name:8} model (2 losses/sample)    {row['samples_per_s']:>9,.0f} /s     {where}, {row['images']} images"
         )
         lines.append(
-            f"{name:8} model forwards only        {row['forward_samples_per_s']:>9,.0f} /s     {row['batches']} batches"
+            f"{name:8} model incl. tokenizing     {row['with_tokenize_samples_per_s']:>9,.0f} /s     {share}"
+        )
+        lines.append(
+            f"{name:8} decoder only (cached imgs) {row['decoder_only_samples_per_s']:>9,.0f} /s     {row['batches']} batches"
         )
     for name, row in result.get("jobs", {}).items():
         lines.append(

@@ -128,6 +128,16 @@ class QwenTokenizer:
             return self.encoding.encode_ordinary(text)
         return self._encode_with_specials(text)
 
+    def encode_constant(self, text: str) -> tuple[int, ...]:
+        """`encode(text)` for the few fixed strings every sample repeats (role names, the system message),
+        remembered per tokenizer."""
+        known = self.__dict__.setdefault("_constants", {})
+        if text not in known:
+            if len(known) >= 64:  # a caller passing free text here must not grow it without bound
+                known.clear()
+            known[text] = tuple(self.encode(text))
+        return known[text]
+
     def _encode_with_specials(self, text: str) -> list[int]:
         # Same result as tiktoken's encode(allowed_special="all"): the text between special tokens is
         # encoded on its own. Splitting here is several times faster (tiktoken converts the allowed set
@@ -234,16 +244,23 @@ def preprocess_chatml(
     """
     tok = tokenizer or get_tokenizer()
     roles = {"user": "<|im_start|>user", "assistant": "<|im_start|>assistant"}
-    nl = tok.encode("\n")
+    nl = tok.encode_constant("\n")
     if conversations and roles[conversations[0]["from"]] != roles["user"]:
         conversations = conversations[1:]
 
-    system = [IM_START_ID, *tok.encode("system"), *nl, *tok.encode(system_message), IM_END_ID, *nl]
+    system = [
+        IM_START_ID,
+        *tok.encode_constant("system"),
+        *nl,
+        *tok.encode_constant(system_message),
+        IM_END_ID,
+        *nl,
+    ]
     input_ids = list(system)
     labels = [IM_START_ID] + [IGNORE_INDEX] * (len(system) - 3) + [IM_END_ID, *nl]
     for turn in conversations:
         role = roles[turn["from"]]
-        role_ids = tok.encode(role)  # [<|im_start|>, role name]
+        role_ids = tok.encode_constant(role)  # [<|im_start|>, role name]
         piece = [*role_ids, *nl, *tok.encode(turn["value"]), IM_END_ID, *nl]
         input_ids += piece
         if turn["from"] == "user":
@@ -255,4 +272,8 @@ def preprocess_chatml(
         max_len = length
     input_ids = (input_ids + [ENDOFTEXT_ID] * (max_len - length))[:max_len]
     labels = (labels + [IGNORE_INDEX] * (max_len - length))[:max_len]
-    return ChatMLEncoding(input_ids, labels, [t != ENDOFTEXT_ID for t in input_ids], length)
+    if ENDOFTEXT_ID in input_ids[:length]:  # finetune.py: attention_mask = input_ids.ne(pad id)
+        mask = [t != ENDOFTEXT_ID for t in input_ids]
+    else:
+        mask = [True] * min(length, max_len) + [False] * (max_len - length)
+    return ChatMLEncoding(input_ids, labels, mask, length)

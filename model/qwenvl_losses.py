@@ -77,7 +77,9 @@ def sample_losses(model: Any, batch: LossBatch, read_image: Callable[[str], byte
     except ImageLoadError as exc:  # the structural check decoded it: it changed while the job ran
         return [LossResult(i.id, i.task, math.nan, None, str(exc)) for i in items]
     with torch.inference_mode():
-        losses = model.sample_losses(ids.to(device), labels.to(device), features=features).float().cpu().tolist()
+        losses = (
+            model.sample_losses(ids.to(device), labels.to(device), features=features).float().cpu().tolist()
+        )
     n = len(items)
     return [
         LossResult(item.id, item.task, losses[i], losses[n + i] if swap and item.partner_images else None)
@@ -170,16 +172,44 @@ def partner_images(own: Sequence[str], partner: Sequence[str]) -> tuple[str, ...
     return tuple(partner[i % len(partner)] for i in range(len(own)))
 
 
+PARTNER_LOOKAHEAD = 8  # samples looked at after one's own for a partner with another target
+
+
+def partner_indices(targets: Sequence[Any], images: Sequence[Any]) -> list[int | None]:
+    """For each sample (in the caller's fixed order), the index of its partner: the next sample, going
+    round, whose supervised text and images both differ from its own (the first of up to
+    PARTNER_LOOKAHEAD that do; else simply the next). Swapping in the images of a sample with the very
+    same answer ("Three.") tells nothing about whether the answer fits. None for a lone sample."""
+    n = len(targets)
+    out: list[int | None] = []
+    for i in range(n):
+        if n < 2:
+            out.append(None)
+            continue
+        following = [(i + step) % n for step in range(1, min(n, PARTNER_LOOKAHEAD + 1))]
+        out.append(
+            next(
+                (j for j in following if targets[j] != targets[i] and images[j] != images[i]),
+                following[0],
+            )
+        )
+    return out
+
+
+def supervised_ids(labels: Sequence[int]) -> tuple[int, ...]:
+    return tuple(t for t in labels if t != IGNORE_INDEX)
+
+
 def loss_batches(records: Iterable[Any], root: str, batch_tokens: int) -> Iterator[LossBatch]:
     """One group of a task's records (each with `id`, `task`, `images` relative to `root`, and `view`, a
-    TrainerView) -> model batches. Partners: in id-hash order each sample takes the
-    next one's images (the last the first's); batches: by length, then id hash, up to `batch_tokens`
-    rows x padded length. Only the data decides either, never the workers."""
+    TrainerView) -> model batches. Partners: `partner_indices` in id-hash order; batches: by length, then
+    id hash, up to `batch_tokens` rows x padded length. Only the data decides either, never the
+    workers."""
     records = sorted(records, key=lambda r: (stable_hash(r.id), r.id))
     located = [tuple(f"{root}/{p}" if "://" not in p else p for p in r.images) for r in records]
+    partners = partner_indices([supervised_ids(r.view.labels) for r in records], located)
     items = []
-    for i, record in enumerate(records):
-        partner = located[(i + 1) % len(records)] if len(records) > 1 else ()
+    for record, own, partner in zip(records, located, partners):
         view = record.view
         items.append(
             LossItem(
@@ -187,8 +217,8 @@ def loss_batches(records: Iterable[Any], root: str, batch_tokens: int) -> Iterat
                 record.task,
                 tuple(view.input_ids),
                 tuple(view.labels),
-                located[i],
-                partner_images(located[i], partner),
+                own,
+                partner_images(own, () if partner is None else located[partner]),
             )
         )
     items.sort(key=lambda item: (len(item.input_ids), stable_hash(item.id), item.id))
@@ -210,5 +240,7 @@ __all__ = [
     "image_features",
     "loss_batches",
     "partner_images",
+    "partner_indices",
     "sample_losses",
+    "supervised_ids",
 ]

@@ -53,6 +53,7 @@ from vlcurate.formatters.stage2 import format_stage2
 from vlcurate.model import loss_flags
 from vlcurate.model.qwen_tokenizer import ENDOFTEXT_ID, IGNORE_INDEX
 from vlcurate.model.qwenvl_config import QwenVLConfig
+from vlcurate.model.qwenvl_losses import partner_images, partner_indices, supervised_ids
 from vlcurate.model.scenes import (
     COLORS,
     COLORS_ZH,
@@ -579,9 +580,9 @@ def evaluate(out: str, seed: int, n_clean: int, n_defect: int, device: str = "cp
     for task in STAGE2_TASKS + SFT_TASKS:
         pool = [e for e in examples if e.task == task]
         shuffle.shuffle(pool)
-        for i, e in enumerate(pool):
-            theirs = pool[(i + 1) % len(pool)].view.images
-            partners[e.id] = [theirs[j % len(theirs)] for j in range(len(e.view.images))] if theirs else []
+        found = partner_indices([supervised_ids(e.view.labels) for e in pool], [e.view.images for e in pool])
+        for e, j in zip(pool, found):
+            partners[e.id] = list(partner_images(e.view.images, () if j is None else pool[j].view.images))
     scores = score(model, examples, domain.images, partners, config.vision.image_size)
     rows = [
         {
@@ -686,7 +687,14 @@ def main() -> None:
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     report = train(
-        args.out, default_config(args.config), args.groups, args.steps, args.lr, args.seed, args.per_scene, args.device
+        args.out,
+        default_config(args.config),
+        args.groups,
+        args.steps,
+        args.lr,
+        args.seed,
+        args.per_scene,
+        args.device,
     )
     started = time.time()
     report.update(evaluate(args.out, args.seed + 1, args.eval_clean, args.eval_defects, args.device))

@@ -14,7 +14,14 @@ from PIL import Image
 
 from vlcurate.model import qwenvl_losses
 from vlcurate.model.qwen_tokenizer import ENDOFTEXT_ID, IGNORE_INDEX
-from vlcurate.model.qwenvl_losses import LossBatch, LossItem, loss_batches, partner_images, sample_losses
+from vlcurate.model.qwenvl_losses import (
+    LossBatch,
+    LossItem,
+    loss_batches,
+    partner_images,
+    partner_indices,
+    sample_losses,
+)
 from vlcurate.model.trainer_view import stage_sample_view
 from vlcurate.schemas.record import stable_hash
 
@@ -31,7 +38,11 @@ def test_partners_follow_id_hash_order_and_batches_keep_the_token_budget():
     items = [item for b in batches for item in b.items]
     assert sorted(item.id for item in items) == sorted(r.id for r in records)
     order = sorted(records, key=lambda r: (stable_hash(r.id), r.id))
-    partner_of = {r.id: f"/root/{order[(i + 1) % len(order)].images[0]}" for i, r in enumerate(order)}
+    words = {r.id: 1 + int(r.id[1:]) % 7 for r in records}  # the target text is " a red circle" x words
+    partner_of = {}
+    for i, r in enumerate(order):  # the next one in hash order whose text differs
+        after = [order[(i + k) % len(order)] for k in range(1, 9)]
+        partner_of[r.id] = f"/root/{next(o for o in after if words[o.id] != words[r.id]).images[0]}"
     for item in items:
         assert item.images == (f"/root/images/{item.id[1:].zfill(5)}.jpg",)
         assert item.partner_images == (partner_of[item.id],)
@@ -42,6 +53,15 @@ def test_partners_follow_id_hash_order_and_batches_keep_the_token_budget():
     shuffled = records[:]
     random.Random(0).shuffle(shuffled)
     assert list(loss_batches(shuffled, "/root", 2000)) == batches  # the data decides, not arrival order
+
+
+def test_a_partner_has_another_answer_and_another_image_when_one_is_near():
+    # "Three." swapped with another "Three." image tells nothing: the partner is the next other answer
+    assert partner_indices(["Three", "Three", "Two", "Three"], ["a", "b", "c", "d"]) == [2, 2, 3, 2]
+    assert partner_indices(["x", "y", "z"], ["a", "a", "b"]) == [2, 2, 0]  # the same image: skipped
+    same = ["Three"] * 12
+    assert partner_indices(same, list("abcdefghijkl")) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0]
+    assert partner_indices(["x"], ["a"]) == [None]
 
 
 def test_a_lone_sample_and_text_only_samples_get_no_partner():
