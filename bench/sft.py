@@ -31,17 +31,10 @@ import time
 import pyarrow.parquet as pq
 from timing import timed, warm_tokenizer
 
-from vlcurate.formatters.sft import (
-    RejectSample,
-    SftSample,
-    build_samples,
-    caption_item,
-    grounding_item,
-    multi_image_dialogue,
-    single_dialogue,
-    text_dialogue,
-    vqa_item,
-)
+from vlcurate.formatters.sft import SftSample, build_samples
+from vlcurate.formatters.sft_records import caption_item, grounding_item, text_dialogue, vqa_item
+from vlcurate.formatters.sft_strategies import multi_image_dialogue, single_dialogue
+from vlcurate.formatters.stage1 import RejectSample
 from vlcurate.model.qwen_tokenizer import get_tokenizer
 from vlcurate.model.scenes import random_scene
 from vlcurate.pipelines.sft_demo import scene_phrases, scene_qas, text_dialogues

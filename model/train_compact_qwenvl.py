@@ -40,15 +40,9 @@ import random
 import time
 
 from vlcurate.formatters.boxes import normalize_box
-from vlcurate.formatters.sft import (
-    build_samples,
-    caption_item,
-    grounding_item,
-    multi_image_dialogue,
-    single_dialogue,
-    text_dialogue,
-    vqa_item,
-)
+from vlcurate.formatters.sft import build_samples
+from vlcurate.formatters.sft_records import caption_item, grounding_item, text_dialogue, vqa_item
+from vlcurate.formatters.sft_strategies import multi_image_dialogue, single_dialogue
 from vlcurate.formatters.stage2 import format_stage2
 from vlcurate.model import loss_flags
 from vlcurate.model.qwen_tokenizer import ENDOFTEXT_ID, IGNORE_INDEX

@@ -27,10 +27,9 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from vlcurate.formatters.sft import (
-    Dialogue,
-    SftSample,
-    build_samples,
+from vlcurate.formatters.sft import SftSample, build_samples
+from vlcurate.formatters.sft_dialogue import Dialogue
+from vlcurate.formatters.sft_strategies import (
     group_multi_image,
     in_multi_image_pool,
     single_dialogue,

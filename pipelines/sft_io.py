@@ -26,11 +26,9 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
 from vlcurate.filters.image_probe import DecodeCheck, ProbeImage
-from vlcurate.formatters.sft import (
-    ImageItem,
-    RejectSample,
-    SftReject,
-    SftSample,
+from vlcurate.formatters.sft import SftReject, SftSample
+from vlcurate.formatters.sft_dialogue import ImageItem
+from vlcurate.formatters.sft_records import (
     caption_item,
     grounding_item,
     parse_guard,
@@ -38,6 +36,7 @@ from vlcurate.formatters.sft import (
     text_dialogue,
     vqa_item,
 )
+from vlcurate.formatters.stage1 import RejectSample
 from vlcurate.formatters.webdataset import EXTENSION_OF_FORMAT
 from vlcurate.pipelines.load_images import load_image_bytes, read_image
 from vlcurate.pipelines.output import ensure_dir, join, require_completed, write_bytes_atomic

@@ -9,17 +9,9 @@ import pytest
 
 from vlcurate.formatters.check_findings import STRUCTURAL_REASONS
 from vlcurate.formatters.check_sft import check_sft_sample
-from vlcurate.formatters.sft import (
-    SftSample,
-    build_samples,
-    caption_dialogue,
-    caption_item,
-    grounding_dialogue,
-    grounding_item,
-    text_dialogue,
-    vqa_dialogue,
-    vqa_item,
-)
+from vlcurate.formatters.sft import SftSample, build_samples
+from vlcurate.formatters.sft_records import caption_item, grounding_item, text_dialogue, vqa_item
+from vlcurate.formatters.sft_strategies import caption_dialogue, grounding_dialogue, vqa_dialogue
 from vlcurate.model.qwen_tokenizer import get_tokenizer
 from vlcurate.model.trainer_view import sft_view
 

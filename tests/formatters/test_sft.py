@@ -9,29 +9,20 @@ import re
 import pytest
 
 from vlcurate.formatters.boxes import boxes_text
-from vlcurate.formatters.sft import (
-    CAPTION_PROMPTS,
-    Dialogue,
-    Exchange,
-    ImageItem,
-    Ref,
-    RejectSample,
-    SftReject,
-    SftSample,
-    build_samples,
+from vlcurate.formatters.sft import SftReject, SftSample, build_samples
+from vlcurate.formatters.sft_dialogue import Dialogue, Exchange, ImageItem, Ref
+from vlcurate.formatters.sft_records import caption_item, grounding_item, parse_guard, text_dialogue, vqa_item
+from vlcurate.formatters.sft_render import split_dialogue
+from vlcurate.formatters.sft_strategies import (
     caption_dialogue,
-    caption_item,
     grounding_dialogue,
-    grounding_item,
     group_multi_image,
     multi_image_dialogue,
-    parse_guard,
-    split_dialogue,
-    text_dialogue,
     vqa_dialogue,
-    vqa_item,
 )
+from vlcurate.formatters.sft_templates import CAPTION_PROMPTS
 from vlcurate.formatters.sft_validate import ANNOUNCEMENT, validate_sample
+from vlcurate.formatters.stage1 import RejectSample
 from vlcurate.model.qwen_tokenizer import (
     IGNORE_INDEX,
     IM_END_ID,
