@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlcurate.model.int_math import ceil_div
+
 
 class SdpaSelfAttention(nn.Module):
     """Drop-in for a batch-first nn.MultiheadAttention used as self-attention (q is k is v).
@@ -69,7 +71,7 @@ def speed_up(
 
 def padded_size(n: int, step: int = 64) -> int:
     """Batch sizes are rounded up to a multiple of `step` so a compiled model sees few distinct shapes."""
-    return max(step, -(-n // step) * step)
+    return max(step, ceil_div(n, step) * step)
 
 
 class Fp8Linear(nn.Module):

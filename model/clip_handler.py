@@ -31,7 +31,7 @@ import math
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
@@ -173,12 +173,20 @@ class SharedClipScorer:
             return score_batch(self.model, batch, pad_to)
 
 
+class _QueuedBatch(NamedTuple):
+    """One batch's part of a PendingScores."""
+
+    scores: Any  # the scored images' cosines, on the host when read: a tensor or array; None if none scored
+    event: Any  # a CUDA event recorded after the copy to the host, or None (CPU, or scores known)
+    scored: list[int]  # batch indices of the scored images, in the order of `scores`
+    size: int  # the batch's size (images not scored get NaN)
+
+
 class PendingScores:
     """The scores of one or more queued batches, in order; `result()` waits for the GPU to finish them."""
 
     def __init__(self) -> None:
-        # (host scores: a tensor or array, or None; CUDA event or None; indices of the scored images; size)
-        self._parts: list[tuple[Any, Any, list[int], int]] = []
+        self._parts: list[_QueuedBatch] = []
         self._scores: list[float] | None = None
 
     def queue(self, model: LoadedClip, batch: Sequence[ClipInput], pad_to: int = 0) -> None:
@@ -190,7 +198,7 @@ class PendingScores:
         with torch.inference_mode():
             pixels, ok = _pixels_on_device(model, batch)
             if not ok:
-                self._parts.append((None, None, [], len(batch)))
+                self._parts.append(_QueuedBatch(None, None, [], len(batch)))
                 return
             captions = [batch[i].pair.caption for i in ok]
             if pad_to > len(ok):
@@ -207,23 +215,24 @@ class PendingScores:
                 event = torch.cuda.Event()
                 event.record()
                 cosine = host
-        self._parts.append((cosine, event, ok, len(batch)))
+        self._parts.append(_QueuedBatch(cosine, event, ok, len(batch)))
 
     def add(self, scores: Sequence[float]) -> None:
         """Appends scores that are already known (a shared model returns them)."""
         self._parts.append(
-            (np.asarray(scores, dtype=np.float64), None, list(range(len(scores))), len(scores))
+            _QueuedBatch(np.asarray(scores, dtype=np.float64), None, list(range(len(scores))), len(scores))
         )
 
     def result(self) -> list[float]:
         """The scores; NaN for an image that failed GPU decoding."""
         if self._scores is None:
             scores: list[float] = []
-            for host, event, ok, size in self._parts:
-                if event is not None:
-                    event.synchronize()
-                part = [math.nan] * size
-                for i, value in zip(ok, host.tolist() if host is not None else []):
+            for queued in self._parts:
+                if queued.event is not None:
+                    queued.event.synchronize()
+                part = [math.nan] * queued.size
+                values = queued.scores.tolist() if queued.scores is not None else []
+                for i, value in zip(queued.scored, values):
                     part[i] = value
                 scores.extend(part)
             self._scores, self._parts = scores, []

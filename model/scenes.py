@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from vlcurate.model.int_math import ceil_div
+
 # Shape colours: saturated and far apart in RGB so a tiny model can tell them apart.
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 35),
@@ -161,7 +163,7 @@ def _render_seed(scene: Scene, width: int, height: int) -> int:
 
 
 def _background(background: str, width: int, height: int, rng: random.Random) -> Image.Image:
-    size = max(_CANVAS, -(-max(width, height) // 512) * 512)  # canvases come in steps of 512 px
+    size = max(_CANVAS, ceil_div(max(width, height), 512) * 512)  # canvases come in steps of 512 px
     ox, oy = rng.randrange(size - width + 1), rng.randrange(size - height + 1)
     return _canvas(background, size).crop((ox, oy, ox + width, oy + height))
 
