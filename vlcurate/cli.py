@@ -3,33 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import atexit
-import gc
 import logging
-import os
 import sys
-import threading
+
+from vlcurate.fast_process import exit_without_teardown, imports_without_gc
 
 # Beam warns at import that the Google Cloud clients are absent (only gs:// needs them, and Beam says so
 # there), and RunInference that it cannot read memory usage on this platform: noise for every run.
 _NOISE = ("apitools not found", "Resource module is not available")
 logging.getLogger().addFilter(lambda record: not any(n in record.getMessage() for n in _NOISE))
 
-# Importing Beam and Arrow makes hundreds of thousands of objects that live as long as the process, and
-# the collector's passes over them while they pile up cost ~0.1 s of every command's start. So they are
-# imported with collection off, then frozen out of later passes.
-_collecting = gc.isenabled()
-gc.disable()
-from vlcurate.pipelines.check_job import add_check_parser, cmd_check  # noqa: E402
-from vlcurate.pipelines.format import add_format_parser, cmd_format  # noqa: E402
-from vlcurate.pipelines.options import check_flags, parser_flags  # noqa: E402
-from vlcurate.pipelines.sft import add_sft_parser, cmd_sft  # noqa: E402
-from vlcurate.pipelines.synth import add_synth_parser, cmd_synth  # noqa: E402
-from vlcurate.schemas.errors import ConfigError, RunFailedError  # noqa: E402
-
-gc.freeze()
-if _collecting:
-    gc.enable()
+with imports_without_gc():  # Beam and Arrow: vlcurate/fast_process.py says why
+    from vlcurate.pipelines.check_job import add_check_parser, cmd_check
+    from vlcurate.pipelines.format import add_format_parser, cmd_format
+    from vlcurate.pipelines.options import check_flags, parser_flags
+    from vlcurate.pipelines.sft import add_sft_parser, cmd_sft
+    from vlcurate.pipelines.synth import add_synth_parser, cmd_synth
+    from vlcurate.schemas.errors import ConfigError, RunFailedError
 
 
 def _add_clean(sub) -> None:
@@ -159,25 +149,9 @@ def one_line(exc: Exception) -> str:
     return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
-def exit_without_teardown(code: int) -> None:
-    """Ends the process the way a normal exit would (other threads joined, atexit handlers run, output
-    flushed) but skips the interpreter's teardown of every loaded module, which takes ~0.3 s after a run
-    that loaded Beam and Arrow (a fifth of a small job's fixed cost). Used by the `vlcurate` command
-    after a command returned; everything it writes is closed by then."""
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
-    getattr(atexit, "_run_exitfuncs", lambda: None)()  # CPython's; the normal exit calls the same
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            code = code or 120  # as a normal exit does when buffered output cannot be written
-    os._exit(code)
-
-
 def entry() -> None:
-    """The `vlcurate` console command: main(), then a fast exit. An exception exits the normal way."""
+    """The `vlcurate` console command: main(), then a fast exit (vlcurate/fast_process.py). An exception
+    exits the normal way."""
     exit_without_teardown(main())
 
 

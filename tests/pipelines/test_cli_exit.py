@@ -15,7 +15,7 @@ def test_fast_exit_keeps_code_output_handlers_and_threads():
     done = run_script(
         """
         import atexit, threading, time, sys
-        from vlcurate.cli import exit_without_teardown
+        from vlcurate.fast_process import exit_without_teardown
 
         atexit.register(lambda: print("handler", end=""))
         threading.Thread(target=lambda: (time.sleep(0.2), print("thread|", end=""))).start()
