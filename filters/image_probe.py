@@ -21,11 +21,8 @@ from PIL import Image, UnidentifiedImageError
 
 from vlcurate.filters.base import Step, reject
 from vlcurate.filters.registry import register
+from vlcurate.schemas.image_header import EXIF_ORIENTATION, ROTATED_ORIENTATIONS, pil_orientation
 from vlcurate.schemas.record import Pair
-
-# EXIF orientations 5-8 rotate by 90 or 270 degrees, swapping width and height.
-ROTATED_ORIENTATIONS = {5, 6, 7, 8}
-_EXIF_ORIENTATION = 0x0112
 
 
 def header_size(data: bytes) -> tuple[str, int, int]:
@@ -126,25 +123,13 @@ def _exif_orientation(tiff: bytes) -> int | None:
         return None
     for i in range(count):
         entry = tiff[count_end + 12 * i : count_end + 12 * (i + 1)]
-        if int.from_bytes(entry[0:2], order) != _EXIF_ORIENTATION:
+        if int.from_bytes(entry[0:2], order) != EXIF_ORIENTATION:
             continue
         kind, values = int.from_bytes(entry[2:4], order), int.from_bytes(entry[4:8], order)
         if values != 1 or kind not in (3, 4):  # one SHORT or LONG, as cameras write it
             return None
         return int.from_bytes(entry[8:10] if kind == 3 else entry[8:12], order)
     return 1
-
-
-def pil_orientation(img: Image.Image) -> int:
-    # Read EXIF from the header chunks only: PIL's PNG getexif() would decode the whole image to find
-    # a late eXIf chunk (the spec puts it before the pixel data anyway).
-    raw = img.info.get("exif")
-    if not raw:
-        return 1
-    exif = Image.Exif()
-    exif.load(raw)
-    value = exif.get(_EXIF_ORIENTATION, 1)
-    return value if isinstance(value, int) else 1
 
 
 @register

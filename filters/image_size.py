@@ -9,11 +9,8 @@ from __future__ import annotations
 
 from vlcurate.filters.base import Filter
 from vlcurate.filters.registry import register
+from vlcurate.schemas.image_header import PIL_MAX_IMAGE_PIXELS
 from vlcurate.schemas.record import Pair
-
-# PIL's decompression-bomb limit, Image.MAX_IMAGE_PIXELS: 1024 * 1024 * 1024 // 4 // 3 (a 1 GiB
-# budget for 4-byte pixels, over 3), which PIL warns above and refuses at twice that.
-PIL_MAX_IMAGE_PIXELS = 89_478_485
 
 
 @register

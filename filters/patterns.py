@@ -2,7 +2,8 @@
 
 What goes, in this order:
 1. Qwen-VL special-token strings (docs/qwenvl-format.md section 4): finetune.py encodes with every special
-   token allowed, so a literal `<|im_end|>` or `<box>` in a caption would become a control token.
+   token allowed, so a literal `<|im_end|>` or `<box>` in a caption would become a control token. Which
+   strings, and how they are removed: model/token_scrub.py (the formatters scrub with it too).
 2. URLs (with a scheme, `www.`, or a bare domain followed by a path), e-mail addresses, camera file names
    (IMG_1234.JPG, DSC_0042, PXL_20210101_...), generic image file names (image.png, photo-2.jpg) and a
    documented list of boilerplate phrases (DEFAULT_BOILERPLATE). Other file names keep their words:
@@ -20,94 +21,7 @@ import regex
 
 from vlcurate.filters.base import Cleaner, string_list
 from vlcurate.filters.registry import register
-
-# --- special tokens ---------------------------------------------------------------------------------
-# Exactly the strings the Qwen-VL tokenizer turns into special tokens (case-sensitive, like tiktoken).
-_SPECIAL_TOKENS = regex.compile(
-    r"<\|(?:endoftext|im_start|im_end|extra_\d+)\|>|</?(?:img|ref|box|quad)>|<imgpad>"
-)
-
-
-def scrub_special_tokens(text: str) -> str:
-    """Removes every Qwen-VL special-token string from `text`, also those that removing one forms
-    ("<im<img>g>" -> "<img>" -> "").
-
-    One pass with a stack (`_scrub_nested`), not the pattern re-run until nothing changes: that took one
-    pass per level of nesting, quadratic on a caption built to nest. Every token starts with its only "<"
-    and ends with its only ">", so two occurrences never overlap and every order of removals ends in the
-    same text.
-    """
-    if "<" not in text or _SPECIAL_TOKENS.search(text) is None:
-        return text
-    return _scrub_nested(text)
-
-
-_PIECES = regex.compile(r"[<>]|[^<>]+")
-_SHORT = len("<|endoftext|")  # the longest token without its ">", but for <|extra_N|> with many digits
-_EXTRA = "<|extra_"
-_DIGITS = regex.compile(r"\d*")
-_DIGITS_BAR = regex.compile(r"\d*\|")
-
-
-class _Open:
-    """A "<" kept in the output and what follows it so far: its first characters (`head`), its length,
-    and for a long one whether it is still `<|extra_` + digits (`digits`: how many), then "|" (`bar`)."""
-
-    __slots__ = ("at", "bar", "dead", "digits", "head", "length")
-
-    def __init__(self, at: int) -> None:
-        self.at, self.head, self.length = at, "<", 1
-        self.digits, self.bar, self.dead = 0, False, False
-
-    def append(self, piece: str) -> None:
-        before = self.length
-        self.length += len(piece)
-        if before <= _SHORT:
-            self.head += piece[: _SHORT + 1 - before]
-        if self.dead or self.length <= len(_EXTRA):
-            return
-        if not self.head.startswith(_EXTRA) or self.bar:
-            self.dead = True
-            return
-        rest = piece[max(0, len(_EXTRA) - before) :]
-        if _DIGITS.fullmatch(rest):
-            self.digits += len(rest)
-        elif _DIGITS_BAR.fullmatch(rest) and self.digits + len(rest) > 1:
-            self.bar = True
-        else:
-            self.dead = True
-
-    def closes_token(self) -> bool:
-        """Whether this "<", what follows it and a ">" now form a special token."""
-        if self.length <= _SHORT:
-            return _SPECIAL_TOKENS.fullmatch(self.head + ">") is not None
-        return self.bar and not self.dead
-
-
-def _scrub_nested(text: str) -> str:
-    out: list[str] = []
-    opens: list[_Open] = []  # the "<" after the last ">" kept in `out`: only these can start a token
-    for piece in _PIECES.findall(text):
-        if piece == "<":
-            opens.append(_Open(len(out)))
-            out.append(piece)
-        elif piece == ">":
-            if opens and opens[-1].closes_token():
-                del out[opens.pop().at :]  # what follows the "<" before it is as it was when this one came
-            else:
-                out.append(piece)
-                opens.clear()  # a kept ">" ends every candidate before it for good
-        else:
-            out.append(piece)
-            if opens:
-                opens[-1].append(piece)
-    return "".join(out)
-
-
-def has_special_tokens(text: str) -> bool:
-    """True when `text` holds a string the Qwen-VL tokenizer would read as a special token."""
-    return "<" in text and _SPECIAL_TOKENS.search(text) is not None
-
+from vlcurate.model.token_scrub import has_special_tokens, scrub_special_tokens
 
 # --- removals ----------------------------------------------------------------------------------------
 # Boilerplate that carries nothing about the image: stock-site and gallery furniture, and the automatic

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from vlcurate.filters.patterns import scrub_special_tokens
 from vlcurate.model.qwen_tokenizer import (
     ENDOFTEXT,
     IMG_END,
@@ -33,6 +32,7 @@ from vlcurate.model.qwen_tokenizer import (
     image_path_bytes,
     nfc,
 )
+from vlcurate.model.token_scrub import scrub_special_tokens
 from vlcurate.schemas.record import Pair
 
 TASK_CAPTIONING = "captioning"

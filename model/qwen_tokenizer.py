@@ -31,7 +31,9 @@ PAT_STR = (
 N_RANKS = 151643
 
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
-EXTRAS = tuple(f"<|extra_{i}|>" for i in range(205))
+# <|extra_0|>..<|extra_204|>: the same surface form, numbered.
+EXTRA_PREFIX, EXTRA_SUFFIX = "<|extra_", "|>"
+EXTRAS = tuple(f"{EXTRA_PREFIX}{i}{EXTRA_SUFFIX}" for i in range(205))
 REF_START, REF_END, BOX_START, BOX_END = "<ref>", "</ref>", "<box>", "</box>"
 QUAD_START, QUAD_END, IMG_START, IMG_END, IMG_PAD = "<quad>", "</quad>", "<img>", "</img>", "<imgpad>"
 VL_TAGS = (REF_START, REF_END, BOX_START, BOX_END, QUAD_START, QUAD_END, IMG_START, IMG_END, IMG_PAD)

@@ -2,7 +2,7 @@ import pickle
 
 import pytest
 
-from vlcurate.filters.patterns import CleanPatterns, has_special_tokens, scrub_special_tokens
+from vlcurate.filters.patterns import CleanPatterns
 
 CLEAN = CleanPatterns()
 
@@ -83,31 +83,6 @@ CASES = [
 @pytest.mark.parametrize(("raw", "expected"), CASES)
 def test_clean_patterns(raw, expected):
     assert CLEAN.clean(raw) == expected
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        ("plain text", "plain text"),
-        ("<|endoftext|>", ""),
-        ("a<|im_start|>b<|im_end|>c", "abc"),
-        ("<|extra_0|><|extra_204|>", ""),
-        ("<img>demo.jpeg</img>", "demo.jpeg"),
-        ("<imgpad>", ""),
-        ("<ref>bees</ref><box>(661,612),(833,812)</box>", "bees(661,612),(833,812)"),
-        ("<quad>(1,2),(3,4),(5,6),(7,8)</quad>", "(1,2),(3,4),(5,6),(7,8)"),
-        ("<<|im_end|>|endoftext|>", ""),  # removal must not leave a new token behind
-        ("3 < 5 > 2", "3 < 5 > 2"),
-    ],
-)
-def test_scrub_special_tokens(raw, expected):
-    assert scrub_special_tokens(raw) == expected
-    assert not has_special_tokens(scrub_special_tokens(raw))
-
-
-def test_has_special_tokens():
-    assert has_special_tokens("x <box>")
-    assert not has_special_tokens("x <boxes>")
 
 
 def test_boilerplate_is_configurable():
