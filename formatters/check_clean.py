@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from vlcurate.filters.image_size import PIL_MAX_IMAGE_PIXELS
 from vlcurate.formatters.check_findings import Problem, first_per_reason
 from vlcurate.formatters.check_images import check_image_size
 from vlcurate.model.qwen_tokenizer import find_special_tokens
+from vlcurate.schemas.image_header import PIL_MAX_IMAGE_PIXELS
 from vlcurate.schemas.record import IMAGE_EXTENSIONS
 from vlcurate.schemas.rows import parse_json
 

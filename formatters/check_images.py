@@ -24,9 +24,8 @@ import warnings
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from vlcurate.filters.image_probe import ROTATED_ORIENTATIONS, pil_orientation
-from vlcurate.filters.image_size import PIL_MAX_IMAGE_PIXELS
 from vlcurate.formatters.check_findings import Problem
+from vlcurate.schemas.image_header import PIL_MAX_IMAGE_PIXELS, ROTATED_ORIENTATIONS, pil_orientation
 
 _TRUNCATED_MESSAGES = ("truncated",)  # PIL: "image file is truncated (...)", "Truncated File Read"
 
