@@ -229,7 +229,7 @@ def run_clean_timed(
     """Seconds, pairs kept, seconds until the first kept pairs appeared (start-up: worker start, model
     load, first batch; NaN when they showed only at the end), and the scoring stage's pairs/s
     (middle_rate)."""
-    from vlcurate.filters.chain import DEFAULT_CHAIN, GROUP_STEPS, MODEL_STEPS
+    from vlcurate.filters.chain import DEFAULT_CHAIN
     from vlcurate.pipelines import clean
     from vlcurate.pipelines.clean import run_clean
     from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
@@ -244,7 +244,7 @@ def run_clean_timed(
             "clip_score": {"models": f"{model}@random", "batch_size": batch, **clip_params},
             "clip_filter": {"threshold": -2.0},
         },
-        disable=[s for s in (*DEFAULT_CHAIN, *MODEL_STEPS, *GROUP_STEPS) if s not in keep],
+        disable=[s for s in DEFAULT_CHAIN if s not in keep],
         workers=workers,
     )
     clean.ProgressPrinter = _KeptTimes  # bench only: a progress "printer" that records kept counts

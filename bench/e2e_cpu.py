@@ -27,14 +27,14 @@ ARMS = {"carry": False, "reread": True}  # arm: output.reread_images
 
 
 def one_run(tars: str, out: str, workers: int, reread: bool) -> dict:
-    from vlcurate.filters.chain import DEFAULT_CHAIN, GROUP_STEPS, MODEL_STEPS
+    from vlcurate.filters.chain import DEFAULT_CHAIN
     from vlcurate.pipelines.clean import run_clean
     from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
 
     config = CleanConfig(
         sources=[SourceConfig(name="bench", format="webdataset", paths=[os.path.join(tars, "*.tar")])],
         output=OutputConfig(dir=out, overwrite=True, pairs_per_shard=5000, reread_images=reread),
-        disable=[s for s in (*DEFAULT_CHAIN, *MODEL_STEPS, *GROUP_STEPS) if s != "probe_image"],
+        disable=[s for s in DEFAULT_CHAIN if s != "probe_image"],
         workers=workers,
     )
     started = time.perf_counter()

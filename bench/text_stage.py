@@ -2,8 +2,8 @@
 
 Runs the 10k web alt texts (tests/data/web_captions_10k.parquet) repeated to >= --n captions through
 - `text stage`: every text step of DEFAULT_CHAIN (normalize_caption ... language) through the pipeline's
-  own segment runner (RunSteps over batches of 512, stats included, no Beam; a pair stops at its first
-  reject),
+  own step engine (filters/runner.py, which RunSteps wraps: batches of 512, stats included, no Beam; a
+  pair stops at its first reject),
 - `text stage w/o language`: the same without the language tag, the counterpart of the Data-Juicer
   chain below (which has no language identification),
 - one row per step (time spent inside that step over the whole run, captions it saw),
@@ -62,21 +62,18 @@ def pin_one_core(pin: bool) -> None:
 
 # --- vlcurate ---------------------------------------------------------------------------------------------
 def run_ours(texts: list[str], step_names: list[str]) -> float:
-    """The pipeline's own segment runner (RunSteps, with its stats bookkeeping) over batches, no Beam."""
+    """The pipeline's own step engine (StepRunner, with its stats bookkeeping) over batches, no Beam."""
     from vlcurate.filters.registry import build_step
-    from vlcurate.pipelines.steps import RunSteps
+    from vlcurate.filters.runner import StepRunner
     from vlcurate.schemas.batch import batched
     from vlcurate.schemas.record import Pair
 
-    runner = RunSteps({"web": [build_step(name) for name in step_names]})
-    runner.setup()
-    runner.start_bundle()
+    runner = StepRunner({"web": [build_step(name) for name in step_names]})
     pairs = [Pair(uid=f"web/{i}", source="web", caption=t, caption_raw=t) for i, t in enumerate(texts)]
     batches = list(batched(pairs))
     start = time.perf_counter()
     for batch in batches:
-        for _ in runner.process(batch):
-            pass
+        runner.run(batch)
     return time.perf_counter() - start
 
 

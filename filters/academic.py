@@ -8,17 +8,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from vlcurate.filters.base import Cleaner, reject, set_caption, string_list
-from vlcurate.filters.registry import register
 from vlcurate.schemas.record import Pair
 
 
-@register
 class StripTags(Cleaner):
-    """Removes a source's placeholder tags from captions, e.g. CC12M's "<PERSON>" (names were replaced by
-    it when the set was built). `tags` are literal, case-sensitive strings; the default, no tags, makes
-    the step a no-op, so it is configured per source. With `drop=True` a caption holding a tag is rejected
-    as `special_tag` instead, which is the secondary sources' reading of the paper; stripping (the
-    default) keeps the pair, whose caption may read "<PERSON> at the premiere" -> "at the premiere"."""
+    """Removes a source's placeholder tags (`tags`, e.g. CC12M's `<PERSON>`); `drop: true` rejects instead.
+
+    CC12M replaced names by "<PERSON>" when the set was built. `tags` are literal, case-sensitive strings;
+    the default, no tags, makes the step a no-op, so it is configured per source. With `drop=True` a
+    caption holding a tag is rejected as `special_tag` instead, which is the secondary sources' reading of
+    the paper; stripping (the default) keeps the pair, whose caption may read "<PERSON> at the premiere"
+    -> "at the premiere"."""
 
     name = "strip_tags"
     reasons = ("special_tag",)

@@ -1,10 +1,13 @@
 """The shape of a step.
 
-A step is a small class built from keyword parameters (its thresholds). Three kinds:
+A step is a small class built from keyword parameters (its thresholds). Three shapes:
 - `Cleaner`: rewrites the caption (`clean(text) -> text`); counted as `changed` when it did.
 - `Filter`: a pure `score(pair) -> {name: value}` plus `decide(scores) -> reason | None`.
 - `Step` itself for annotators that only add fields (image probe, language tag).
-`apply(pair)` runs the step on a record in place; the pipeline counts what it did.
+`apply(pair)` runs the step on a record in place; the step engine (filters/runner.py) counts what it did.
+Where a step runs is said by its class attributes (`needs_image`, `runs_on_survivors`, `groups_records`),
+and the hooks the pipeline calls are declared here with the answer of a plain step. A step is known by
+one line of the ordered table in filters/registry.py, which also fixes where it runs.
 """
 
 from __future__ import annotations
@@ -27,6 +30,17 @@ class Step:
     # Steps whose output this one filters on: {step name: what it provides, e.g. "CLIP scores"}. Disabling
     # such a step while this one runs would reject (or pass) every pair, so the chain refuses it at start-up.
     needs: ClassVar[dict[str, str]] = {}
+    # Where each parameter's default comes from, for the steps table (filters/steps_table.py):
+    # {parameter: source}; a parameter not named here is a vlcurate default.
+    default_sources: ClassVar[dict[str, str]] = {}
+
+    # Step kinds. `needs_image`: sources without images (image_column: null) run without this step.
+    needs_image: ClassVar[bool] = False
+    # A model step: the pipeline scores the survivors of every step before it in batches (RunInference),
+    # not through apply(); the chain is split there (filters/chain.py, Chain.split).
+    runs_on_survivors: ClassVar[bool] = False
+    # Compares pairs with each other (dedup): the pipeline runs it after the per-pair chain, not apply().
+    groups_records: ClassVar[bool] = False
 
     def apply(self, pair: Pair) -> None:
         raise NotImplementedError
@@ -34,6 +48,15 @@ class Step:
     def params(self) -> dict:
         """The step's effective parameters, recorded in info.json."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def with_computed_threshold(self, value: float) -> Step:
+        """The step for one source once the pipeline has computed a threshold for it (a `keep_fraction`
+        turned into a score); a step without such a threshold is itself."""
+        return self
+
+    def specs(self) -> list[str]:
+        """The models this step loads (model specs, recorded in info.json); none for a plain step."""
+        return []
 
 
 class Cleaner(Step):

@@ -16,7 +16,6 @@ Default 4096 bytes, from what the later steps keep:
 from __future__ import annotations
 
 from vlcurate.filters.base import Step, reject
-from vlcurate.filters.registry import register
 from vlcurate.schemas.record import Pair
 
 # UTF-8 takes 1-4 bytes per code point (a lone surrogate, kept with surrogatepass, takes 3).
@@ -32,13 +31,16 @@ def utf8_size_over(text: str, limit: int) -> bool:
     return len(text.encode("utf-8", "surrogatepass")) > limit
 
 
-@register
 class MaxCaptionBytes(Step):
-    """Rejects captions longer than `max_bytes` UTF-8 bytes (`caption_too_large`); runs first, so no other
-    text step reads them. Default 4096 and its sources: see the module docstring."""
+    """Rejects captions over `max_bytes` UTF-8 bytes; runs first, so no other text step reads them.
+
+    Reason `caption_too_large`. Default 4096 and its sources: see the module docstring."""
 
     name = "max_caption_bytes"
     reasons = ("caption_too_large",)
+    default_sources = {
+        "max_bytes": "4.5x the longest Chinese caption `length` keeps, in UTF-8, with room for markup",
+    }
 
     def __init__(self, max_bytes: int = 4096) -> None:
         if max_bytes < 1:

@@ -1,56 +1,23 @@
-"""The default order of steps and how a config turns it into step instances per source.
+"""How a config turns the table of steps into step instances per source.
 
-Cheap text steps run first, then header-only image steps, then decoding, so the expensive work only sees
-survivors (docs/architecture.md, "The flow").
+The table (filters/registry.py) fixes the order: cheap text steps run first, then header-only image
+steps, then decoding, so the expensive work only sees survivors (docs/architecture.md, "The flow").
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from vlcurate.filters.base import Step
-from vlcurate.filters.registry import build_step, check_params, step_class
+from vlcurate.filters.registry import BUILTIN_STEPS, build_step, check_params, step_class, step_names
 from vlcurate.schemas.config import CleanConfig, SourceConfig
 from vlcurate.schemas.errors import ConfigError, unknown_name_error
 
-DEFAULT_CHAIN: tuple[str, ...] = (
-    # text: a size guard, clean, then filter; a caption emptied by cleaning is caught by `length` as too_short
-    "max_caption_bytes",
-    "normalize_caption",
-    "clean_html",
-    "clean_patterns",
-    "strip_tags",
-    "script",
-    "emoji",
-    "length",
-    "language",  # after the text filters: the model only sees survivors
-    # image: header-only checks first, the full decode last
-    "probe_image",
-    "max_pixels",
-    "min_side",
-    "aspect_ratio",
-    "decode_check",
-)
-
-
-# Steps with model weights; they run through RunInference on the survivors of DEFAULT_CHAIN.
-MODEL_STEPS: tuple[str, ...] = ("clip_score", "clip_filter")
-
-# Steps that need the image; sources without images (image_column: null) run without them.
-IMAGE_STEPS: tuple[str, ...] = (
-    "probe_image",
-    "max_pixels",
-    "min_side",
-    "aspect_ratio",
-    "decode_check",
-    "clip_score",
-    "clip_filter",
-)
-
-# Steps that compare pairs with each other; the pipeline runs them after the per-pair chain.
-GROUP_STEPS: tuple[str, ...] = ("dedup",)
+# Every built-in step in the order it runs: the table's order (filters/registry.py). Where each runs is
+# its class's kind: per pair, the model step on survivors (runs_on_survivors), or over groups of pairs.
+DEFAULT_CHAIN: tuple[str, ...] = tuple(BUILTIN_STEPS)
 
 
 @dataclasses.dataclass
@@ -68,7 +35,7 @@ class Chain:
         model: dict[str, Step] = {}
         after: dict[str, list[Step]] = {}
         for source, steps in self.by_source.items():
-            at = next((i for i, s in enumerate(steps) if getattr(s, "runs_in_pipeline", False)), None)
+            at = next((i for i, s in enumerate(steps) if s.runs_on_survivors), None)
             if at is None:
                 before[source], after[source] = steps, []
             else:
@@ -90,20 +57,23 @@ class Chain:
 
 def build_chain(
     config: CleanConfig,
-    chain: tuple[str, ...] = DEFAULT_CHAIN + MODEL_STEPS,
+    chain: Sequence[str] | None = None,
     carried: Callable[[SourceConfig], Collection[str]] | None = None,
     cli_disable: Collection[str] = (),
 ) -> Chain:
     """Validates step names, parameters (global and per source) and what the steps need, then builds them.
 
-    Raises ConfigError before any data is read. `carried(source)`: the score names a source's input
-    already carries (vlcurate's own shards), for check_needs; `cli_disable`: the steps --disable named,
-    so that a message shows the fix in the form the user wrote.
+    `chain`: the steps to run, in order (default: every step of the table). Raises ConfigError before any
+    data is read. `carried(source)`: the score names a source's input already carries (vlcurate's own
+    shards), for check_needs; `cli_disable`: the steps --disable named, so that a message shows the fix in
+    the form the user wrote.
     """
+    chain = step_names() if chain is None else tuple(chain)
+    per_pair = [n for n in chain if not step_class(n).groups_records]
     for name in config.disable:
-        if name not in chain and name not in GROUP_STEPS:
-            raise unknown_name_error("step to disable", name, (*chain, *GROUP_STEPS), "disable")
-    names = [n for n in chain if n not in config.disable]
+        if name not in chain:
+            raise unknown_name_error("step to disable", name, chain, "disable")
+    names = [n for n in per_pair if n not in config.disable]
     text_only = [s.name for s in config.sources if s.image_column is None]
     if text_only:
         if len(text_only) < len(config.sources):
@@ -111,15 +81,15 @@ def build_chain(
                 f"sources {', '.join(text_only)} have no images (image_column: null) but others do; "
                 "clean them in separate runs (the image steps apply to every source of a run)."
             )
-        names = [n for n in names if n not in IMAGE_STEPS]
+        names = [n for n in names if not step_class(n).needs_image]
     for name, params in config.steps.items():
-        if name not in chain:
-            raise unknown_name_error("step", name, chain, "steps")
+        if name not in per_pair:
+            raise unknown_name_error("step", name, per_pair, "steps")
         check_params(name, params, f"steps.{name}")
     for source in config.sources:
         for name, params in source.steps.items():
-            if name not in chain:
-                raise unknown_name_error("step", name, chain, f"source {source.name!r} steps")
+            if name not in per_pair:
+                raise unknown_name_error("step", name, per_pair, f"source {source.name!r} steps")
             check_params(name, params, f"source {source.name!r} steps.{name}")
     check_needs(names, config, carried, cli_disable)
     by_source: dict[str, list[Step]] = {}
@@ -128,9 +98,8 @@ def build_chain(
             build_step(n, {**config.steps.get(n, {}), **source.steps.get(n, {})}, f"source {source.name!r}")
             for n in names
         ]
-    for name in names:
-        step_class(name)
-    return Chain(names, by_source, [n for n in GROUP_STEPS if n not in config.disable])
+    groups = [n for n in chain if n not in per_pair and n not in config.disable]
+    return Chain(names, by_source, groups)
 
 
 def check_needs(

@@ -16,7 +16,6 @@ import os
 from typing import Any, ClassVar
 
 from vlcurate.filters.base import Step, reject
-from vlcurate.filters.registry import register
 from vlcurate.schemas.model_spec import DEFAULT_BUNDLED, ModelSpec
 from vlcurate.schemas.record import Pair
 
@@ -36,17 +35,24 @@ def _for_language(table: dict[str, Any], lang: str | None) -> Any:
     return table.get("default")
 
 
-@register
 class ClipScore(Step):
-    """Scores image-caption agreement with an open_clip model (runs in RunInference, not per record).
+    """Scores caption-image agreement with an open_clip model per caption language, in RunInference.
+
+    Runs through RunInference over batches of survivors, not per record. Undecodable images are
+    rejected as `image_undecodable` there (pipelines/clip.py).
 
     `models` maps caption language to a model spec (see model/clip_models.py), with `default` for the
     rest: English and Chinese captions need different CLIP models (e.g. a multilingual one for zh).
     """
 
     name = "clip_score"
-    runs_in_pipeline = True
+    reasons = ("image_undecodable",)  # given by pipelines/clip.py, which decodes for the model
+    needs_image = True
+    runs_on_survivors = True
     score_names = ("clip",)  # written by pipelines/clip.py
+    default_sources = {
+        "models": "vlcurate default: the bundled tiny CLIP works offline; real runs name a model"
+    }
 
     def __init__(
         self,
@@ -108,21 +114,25 @@ class ClipScore(Step):
         raise RuntimeError("clip_score runs through RunInference in the pipeline, not per record")
 
 
-@register
 class ClipFilter(Step):
-    """Drops pairs whose CLIP cosine is below the threshold for their caption language (`clip_low_score`).
+    """Drops pairs whose CLIP score is below the threshold of their caption language or source.
 
-    Give either `threshold` (a number, or {language: number, default: number}) or `keep_fraction` (the
-    share of each source to keep, by score; the pipeline computes that source's threshold in a second pass).
+    Reason `clip_low_score`, or `clip_no_score` when the pair has no CLIP score. Give either `threshold`
+    (a number, or {language: number, default: number}) or `keep_fraction` (the share of each source to
+    keep, by score; the pipeline computes that source's threshold in a second pass).
     """
 
     name = "clip_filter"
     reasons = ("clip_low_score", "clip_no_score")
+    needs_image = True
     needs = {"clip_score": "CLIP scores"}  # or the input's own (build_chain checks which)
     # Read, not written: with clip_score disabled it decides on the `clip` score the input carries.
     score_names = ("clip",)
     # Cosines of real CLIP models sit in about [0, 0.5]; the tiny synthetic one reaches 0.95.
     histograms: ClassVar[dict[str, tuple[float, float, int]]] = {"clip": (-0.5, 1.0, 75)}
+    default_sources = {
+        "threshold": "null is LAION-5B's 0.28 for English, 0.26 for other languages (OpenAI ViT-B/32 cosines)",
+    }
 
     def __init__(
         self, threshold: float | dict[str, float] | None = None, keep_fraction: float | None = None

@@ -10,10 +10,28 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from vlcurate.filters.base import reject
+from vlcurate.filters.base import Step, reject
 from vlcurate.schemas.record import Pair, image_digest
 
 REASON = "duplicate"
+
+
+class Dedup(Step):
+    """Drops exact duplicates (same image bytes and cleaned caption); the smallest uid stays.
+
+    Reason `duplicate`, with the survivor's uid in meta["duplicate_of"]. It compares pairs with each other,
+    so the pipeline runs it over content-hash buckets after every per-pair step (pipelines/dedup.py, with
+    the functions below), not through apply()."""
+
+    name = "dedup"
+    reasons = (REASON,)
+    groups_records = True
+
+    def __init__(self) -> None:
+        pass  # no parameters; the explicit signature makes the registry refuse any config key
+
+    def apply(self, pair: Pair) -> None:
+        raise RuntimeError("dedup compares pairs with each other: the pipeline runs it, not per record")
 
 
 def content_key(pair: Pair) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import regex
 
 from vlcurate.filters.base import Filter
-from vlcurate.filters.registry import register
 from vlcurate.schemas.record import Pair
 
 _TEXT_SYMBOLS = "\u00a9\u00ae\u2122"  # © ® ™
@@ -54,9 +53,10 @@ def count_emoji(text: str, count_text_symbols: bool = False) -> int:
     return len(pattern.findall(text))
 
 
-@register
 class EmojiFilter(Filter):
-    """Drops captions with more than `max_emoji` emoji (default 0: the paper removes any). Reason `emoji`.
+    """Drops captions with more than `max_emoji` emoji, counted as the `emoji` package counts them.
+
+    Default 0: the paper removes any. Reason `emoji`.
 
     Score `n_emoji`. `count_text_symbols` (default False): whether bare ©, ®, ™ count; see module docstring.
     """
@@ -65,6 +65,7 @@ class EmojiFilter(Filter):
     reasons = ("emoji",)
     score_names = ("n_emoji",)
     histograms = {"n_emoji": (0.0, 20.0, 20)}
+    default_sources = {"max_emoji": "Qwen-VL paper, appendix A.1 step 5: pairs with emoji are removed"}
 
     def __init__(self, max_emoji: int = 0, count_text_symbols: bool = False) -> None:
         self.max_emoji = max_emoji

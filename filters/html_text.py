@@ -14,7 +14,6 @@ import re
 from bs4 import BeautifulSoup, ParserRejectedMarkup
 
 from vlcurate.filters.base import Cleaner
-from vlcurate.filters.registry import register
 
 # Elements of HTML (current and obsolete) that appear in scraped text. Only these count as markup.
 _ELEMENT_NAMES = """
@@ -162,11 +161,10 @@ def _parse_once(text: str) -> str:
     return " ".join(text.split())
 
 
-@register
 class CleanHtml(Cleaner):
-    """Removes HTML tags, unescapes entities and drops script/style content; see the module docstring.
+    """Removes HTML tags, unescapes entities and drops script/style; `3 < 5` and `<3` stay as written.
 
-    No thresholds: the paper (appendix A.1) names the step, not its rules.
+    Parses only when a cheap regex finds markup; see the module docstring. No thresholds: the paper (appendix A.1) names the step, not its rules.
     """
 
     name = "clean_html"

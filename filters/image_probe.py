@@ -20,7 +20,6 @@ import warnings
 from PIL import Image, UnidentifiedImageError
 
 from vlcurate.filters.base import Step, reject
-from vlcurate.filters.registry import register
 from vlcurate.schemas.image_header import EXIF_ORIENTATION, ROTATED_ORIENTATIONS, pil_orientation
 from vlcurate.schemas.record import Pair
 
@@ -132,12 +131,15 @@ def _exif_orientation(tiff: bytes) -> int | None:
     return 1
 
 
-@register
 class ProbeImage(Step):
-    """Header-only probe: sets image_format, width, height. Missing or unreadable bytes are rejected."""
+    """Reads the image header only: format and EXIF-oriented width and height; decodes no pixel.
+
+    Sets image_format, width, height. Missing or unreadable bytes are rejected. An animation is its first
+    frame, here and in every later step (module docstring)."""
 
     name = "probe_image"
     reasons = ("image_missing", "image_undecodable")
+    needs_image = True
 
     def apply(self, pair: Pair) -> None:
         if not pair.image:
@@ -152,15 +154,17 @@ class ProbeImage(Step):
             reject(pair, "image_undecodable")
 
 
-@register
 class DecodeCheck(Step):
-    """Decodes the whole image; truncated or corrupt pixel data is rejected as `image_truncated`.
+    """Decodes the whole image (JPEG at 1/8 scale) so that truncated files never reach the GPU.
+
+    Truncated or corrupt pixel data is rejected as `image_truncated`.
 
     Runs after the size filters so decompression bombs and tiny images are never decoded.
     """
 
     name = "decode_check"
     reasons = ("image_truncated",)
+    needs_image = True
 
     def __init__(self, draft_size: int = 64) -> None:
         self.draft_size = draft_size

@@ -8,18 +8,20 @@ leave it alone (no score, no extra reason).
 from __future__ import annotations
 
 from vlcurate.filters.base import Filter
-from vlcurate.filters.registry import register
 from vlcurate.schemas.image_header import PIL_MAX_IMAGE_PIXELS
 from vlcurate.schemas.record import Pair
 
 
-@register
 class MaxPixels(Filter):
-    """Rejects images with more than `max_pixels` pixels (`too_many_pixels`) before anything decodes them.
-    Default: PIL's MAX_IMAGE_PIXELS (89,478,485), the decompression-bomb guard. Score `pixels`."""
+    """Rejects images with more than `max_pixels` pixels before anything decodes them.
+
+    Reason `too_many_pixels`. Default: PIL's MAX_IMAGE_PIXELS (89,478,485), the decompression-bomb guard.
+    Score `pixels`."""
 
     name = "max_pixels"
     reasons = ("too_many_pixels",)
+    needs_image = True
+    default_sources = {"max_pixels": "PIL's MAX_IMAGE_PIXELS, its decompression-bomb guard"}
     needs = {"probe_image": "the image size"}
     score_names = ("pixels",)
 
@@ -35,14 +37,16 @@ class MaxPixels(Filter):
         return "too_many_pixels" if scores.get("pixels", 0) > self.max_pixels else None
 
 
-@register
 class MinSide(Filter):
-    """Rejects images whose shorter side is below `min_side` pixels (`too_small`).
-    Default 200: DataComp's basic filter (Gadre et al. 2023) keeps images whose smaller dimension is at
+    """Rejects images whose shorter side is below `min_side` pixels.
+
+    Reason `too_small`. Default 200: DataComp's basic filter (Gadre et al. 2023) keeps images whose smaller dimension is at
     least 200 px. Score `min_side`."""
 
     name = "min_side"
     reasons = ("too_small",)
+    needs_image = True
+    default_sources = {"min_side": "DataComp basic filter (Gadre et al. 2023)"}
     needs = {"probe_image": "the image size"}
     score_names = ("min_side",)
     histograms = {"min_side": (0.0, 1024.0, 64)}
@@ -60,14 +64,16 @@ class MinSide(Filter):
         return "too_small" if side is not None and side < self.min_side else None
 
 
-@register
 class AspectRatio(Filter):
-    """Rejects images with max(W, H) / min(W, H) above `max_ratio` (`aspect_ratio`).
-    Default 3.0: DataComp's basic filter (Gadre et al. 2023) keeps aspect ratios of at most 3.
+    """Rejects images whose aspect ratio max(W, H) / min(W, H) is above `max_ratio`.
+
+    Reason `aspect_ratio`. Default 3.0: DataComp's basic filter (Gadre et al. 2023) keeps aspect ratios of at most 3.
     Score `aspect_ratio` (always >= 1, so portrait and landscape share one histogram)."""
 
     name = "aspect_ratio"
     reasons = ("aspect_ratio",)
+    needs_image = True
+    default_sources = {"max_ratio": "DataComp basic filter (Gadre et al. 2023)"}
     needs = {"probe_image": "the image size"}
     score_names = ("aspect_ratio",)
     histograms = {"aspect_ratio": (1.0, 6.0, 50)}

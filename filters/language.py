@@ -28,7 +28,6 @@ import regex
 
 from vlcurate.filters.base import Step, reject, string_list
 from vlcurate.filters.length import cjk_counts, is_chinese
-from vlcurate.filters.registry import register
 from vlcurate.model.language_id import LABEL_GROUPS, language_model
 from vlcurate.schemas.record import Pair
 
@@ -75,10 +74,10 @@ _EN_ZH = frozenset({"en", "zh"})
 _ANY_LETTER = regex.compile(r"\p{L}")
 
 
-@register
 class LanguageTag(Step):
-    """Sets `pair.lang` and `scores["lang_prob"]`. With `allowed` (e.g. ["en", "zh"]), a pair whose
-    language is not in the list is rejected as `language`; the default None only tags. The paper keeps
+    """Tags `lang` and `scores.lang_prob` with py3langid; with `allowed`, drops other languages.
+
+    With `allowed` (e.g. ["en", "zh"]), a pair whose language is not in the list is rejected as `language`; the default None only tags. The paper keeps
     English and Chinese, but its script filter already enforces that; tagging feeds per-language CLIP
     models and thresholds (docs/architecture.md, "CLIP scoring"). `candidates` restricts the labels the model
     chooses from; the default ["en", "zh"] matches what the script filter lets through (on short English
@@ -90,6 +89,7 @@ class LanguageTag(Step):
     reasons = ("language",)
     score_names = ("lang_prob",)
     histograms = {"lang_prob": (0.0, 1.0, 20)}
+    default_sources = {"candidates": "vlcurate default: what the `script` step lets through"}
 
     def __init__(self, allowed: list[str] | None = None, candidates: list[str] | None = ("en", "zh")) -> None:
         self.allowed = None if allowed is None else string_list(allowed, "allowed")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import regex
 
 from vlcurate.filters.base import Filter
-from vlcurate.filters.registry import register
 from vlcurate.schemas.record import Pair
 
 _CJK = regex.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
@@ -46,15 +45,23 @@ def is_chinese(n_cjk: int, n_letters: int) -> bool:
     return n_cjk * 2 > n_letters
 
 
-@register
 class LengthFilter(Filter):
-    """Drops captions that are too short (`too_short`) or too long (`too_long`); defaults and their
-    sources are in the module docstring."""
+    """Drops captions too short or too long: words and characters, or ideographs for Chinese captions.
+
+    Reasons `too_short` and `too_long`; defaults and their sources are in the module docstring."""
 
     name = "length"
     reasons = ("too_short", "too_long")
     score_names = ("n_chars", "n_words", "n_cjk", "chinese")
     histograms = {"n_chars": (0.0, 400.0, 80), "n_words": (0.0, 80.0, 80), "n_cjk": (0.0, 100.0, 50)}
+    default_sources = {
+        "min_words": "DataComp basic filter (Gadre et al. 2023): more than 2 words",
+        "min_chars": "DataComp basic filter (Gadre et al. 2023): more than 5 characters",
+        "max_words": "OpenAI CLIP reads 77 tokens, about 58 English words",
+        "max_chars": "OpenAI CLIP reads 77 tokens, about 300 characters",
+        "min_cjk_chars": "DataComp's more than 2 words, at 1.5-2 ideographs per Chinese word",
+        "max_cjk_chars": "Chinese-CLIP reads 52 tokens, one per ideograph",
+    }
 
     def __init__(
         self,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import regex
 
 from vlcurate.filters.base import Cleaner, string_list
-from vlcurate.filters.registry import register
 from vlcurate.model.token_scrub import has_special_tokens, scrub_special_tokens
 
 # --- removals ----------------------------------------------------------------------------------------
@@ -222,16 +221,21 @@ def _tidy_pile(match: regex.Match) -> str:
     return first if first in ",;:" else " " + first
 
 
-@register
 class CleanPatterns(Cleaner):
-    """Removes special-token strings, URLs, e-mail addresses, camera/file names and boilerplate, then
-    tidies punctuation and whitespace (see the module docstring for the exact rules).
+    """Removes special-token strings, URLs, e-mails, camera/file names and boilerplate; tidies punctuation.
+
+    Punctuation runs, empty brackets, dangling separators and whitespace are tidied after a removal (see
+    the module docstring for the exact rules).
 
     `boilerplate`: phrases to remove (default DEFAULT_BOILERPLATE, chosen from what stock sites, galleries
     and social networks put in alt text); `extra_boilerplate` adds phrases to that list for one source.
     """
 
     name = "clean_patterns"
+    default_sources = {
+        "boilerplate": "vlcurate default: null is DEFAULT_BOILERPLATE, phrases stock sites, galleries and "
+        "social networks put in alt text",
+    }
 
     def __init__(
         self, boilerplate: list[str] | None = None, extra_boilerplate: list[str] | None = None

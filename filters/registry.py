@@ -1,7 +1,16 @@
-"""Maps config step names to step classes. Unknown names and parameters fail at start-up."""
+"""The ordered table of steps: config names -> step classes, in the order the steps run.
+
+A new step is one module plus one line in BUILTIN_STEPS (CONTRIBUTING.md). The table names each class as
+"module:Class" and imports it only when asked (`step_class`), so the step modules never import this one:
+no import circle, and a run imports only the steps it builds. The order is the default chain
+(filters/chain.py): cheap text steps first, then header-only image checks, the full decode, the model step
+and its filter, and the steps that compare pairs with each other. Unknown names and parameters fail at
+start-up.
+"""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import typing
 from typing import Any
@@ -10,21 +19,82 @@ from vlcurate.filters.base import Step
 from vlcurate.schemas.errors import ConfigError, unknown_name_error
 from vlcurate.schemas.typecheck import check_value
 
-STEPS: dict[str, type[Step]] = {}
+BUILTIN_STEPS: dict[str, str] = {
+    # text: a size guard, clean, then filter; a caption emptied by cleaning is caught by `length` as too_short
+    "max_caption_bytes": "vlcurate.filters.caption_size:MaxCaptionBytes",
+    "normalize_caption": "vlcurate.filters.unicode_text:NormalizeCaption",
+    "clean_html": "vlcurate.filters.html_text:CleanHtml",
+    "clean_patterns": "vlcurate.filters.patterns:CleanPatterns",
+    "strip_tags": "vlcurate.filters.academic:StripTags",
+    "script": "vlcurate.filters.script:ScriptFilter",
+    "emoji": "vlcurate.filters.emoji_text:EmojiFilter",
+    "length": "vlcurate.filters.length:LengthFilter",
+    "language": "vlcurate.filters.language:LanguageTag",  # after the text filters: the model sees survivors
+    # image: header-only checks first, the full decode last
+    "probe_image": "vlcurate.filters.image_probe:ProbeImage",
+    "max_pixels": "vlcurate.filters.image_size:MaxPixels",
+    "min_side": "vlcurate.filters.image_size:MinSide",
+    "aspect_ratio": "vlcurate.filters.image_size:AspectRatio",
+    "decode_check": "vlcurate.filters.image_probe:DecodeCheck",
+    # model: CLIP scores the survivors of the steps above (RunInference), then its threshold filter
+    "clip_score": "vlcurate.filters.clip_filter:ClipScore",
+    "clip_filter": "vlcurate.filters.clip_filter:ClipFilter",
+    # groups: compare the pairs that survived every step above with each other
+    "dedup": "vlcurate.filters.dedup:Dedup",
+}
+
+# The table in use: the built-in steps plus those added by register_step (plugins, tests).
+_table: dict[str, str | type[Step]] = dict(BUILTIN_STEPS)
+_classes: dict[str, type[Step]] = {}
 
 
-def register(cls: type[Step]) -> type[Step]:
-    if cls.name in STEPS:
-        raise ValueError(f"step name {cls.name!r} registered twice")
-    STEPS[cls.name] = cls
-    return cls
+def register_step(name: str, target: str | type[Step], *, after: str | None = None) -> None:
+    """Adds a step to the table, for plugins and tests: `target` is its class or "module:Class", placed
+    after step `after` (default: at the end). Built-in steps are lines of BUILTIN_STEPS instead."""
+    if name in _table:
+        raise ValueError(f"step name {name!r} registered twice")
+    if after is not None and after not in _table:
+        raise unknown_name_error("step", after, _table, "register_step(after=...)")
+    names = list(_table)
+    at = len(names) if after is None else names.index(after) + 1
+    items = list(_table.items())
+    items.insert(at, (name, target))
+    _table.clear()
+    _table.update(items)
+
+
+def unregister_step(name: str) -> None:
+    """Removes a step that register_step added (tests clean up with it)."""
+    if name in BUILTIN_STEPS:
+        raise ValueError(f"{name!r} is a built-in step")
+    del _table[name]
+    _classes.pop(name, None)
+
+
+def step_names() -> tuple[str, ...]:
+    """Every step in the table, in the order the steps run."""
+    return tuple(_table)
 
 
 def step_class(name: str) -> type[Step]:
-    _load_builtin_steps()
-    if name not in STEPS:
-        raise unknown_name_error("step", name, STEPS)
-    return STEPS[name]
+    """The class of step `name`, imported on first use; an unknown name is a ConfigError."""
+    cls = _classes.get(name)
+    if cls is not None:
+        return cls
+    if name not in _table:
+        raise unknown_name_error("step", name, _table)
+    target = _table[name]
+    cls = _import_class(target) if isinstance(target, str) else target
+    if not (isinstance(cls, type) and issubclass(cls, Step)) or getattr(cls, "name", None) != name:
+        # A wrong line in the table is a bug, not a config mistake.
+        raise TypeError(f"step table: {name!r} -> {target!r} is not a Step subclass whose name is {name!r}")
+    _classes[name] = cls
+    return cls
+
+
+def _import_class(target: str) -> type:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def parameters(name: str) -> dict[str, inspect.Parameter]:
@@ -81,8 +151,3 @@ def build_step(name: str, params: dict[str, Any] | None = None, where: str = "")
         return step_class(name)(**params)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"step {name!r}{' in ' + where if where else ''}: {exc}") from exc
-
-
-def _load_builtin_steps() -> None:
-    # Importing the step modules registers them; done lazily so the registry has no import cycle.
-    from vlcurate.filters import builtin  # noqa: F401

@@ -28,7 +28,6 @@ from __future__ import annotations
 import regex
 
 from vlcurate.filters.base import Filter, string_list
-from vlcurate.filters.registry import register
 from vlcurate.schemas.record import Pair
 
 _BASE = (
@@ -67,17 +66,20 @@ def disallowed_pattern(
     return regex.compile(f"[^{allowed}]")
 
 
-@register
 class ScriptFilter(Filter):
-    """Drops captions holding characters that are neither English nor Chinese (`disallowed_script`).
+    """Drops captions holding characters that are neither English nor Chinese (kana, Hangul, Cyrillic, ...).
 
-    Score `n_disallowed`: how many such characters. Allowed set and options: see the module docstring.
+    Reason `disallowed_script`. Score `n_disallowed`: how many such characters. Allowed set and options: see the module docstring.
     """
 
     name = "script"
     reasons = ("disallowed_script",)
     score_names = ("n_disallowed",)
     histograms = {"n_disallowed": (0.0, 50.0, 50)}
+    default_sources = {
+        "allow_latin_accents": "Qwen-VL paper, appendix A.1 step 4: no non-English or non-Chinese characters",
+        "max_disallowed": "Qwen-VL paper, appendix A.1 step 4: no non-English or non-Chinese characters",
+    }
 
     def __init__(
         self,

@@ -8,17 +8,17 @@ import ftfy
 import regex
 
 from vlcurate.filters.base import Cleaner, reject
-from vlcurate.filters.registry import register
 from vlcurate.schemas.record import Pair
 
 # Zero-width and bidi controls, soft hyphen, BOM, and C0/C1 controls other than whitespace.
 _INVISIBLE = regex.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u00ad\ufeff\p{Cc}--[\t\n\r]]", regex.V1)
 
 
-@register
 class NormalizeCaption(Cleaner):
-    """ftfy (only on non-ASCII text: pure ASCII has no mojibake to fix), NFC, invisible characters
-    removed, whitespace runs collapsed to one space. An empty result is rejected as `caption_empty`.
+    """Repairs mojibake (ftfy), NFC, removes invisible characters, collapses whitespace.
+
+    ftfy runs only on non-ASCII text: pure ASCII has no mojibake to fix. Invisible characters are removed
+    and whitespace runs collapsed to one space. An empty result is rejected as `caption_empty`.
 
     `fix_width` (off by default) lets ftfy fold full-width forms to ASCII; that would also turn Chinese
     punctuation (，（）！) into ASCII, which Chinese captions should keep as written."""

@@ -1,4 +1,4 @@
-"""Beam wrapper of filters.dedup: one shuffle of batches into content-hash buckets.
+"""Beam wrapper of the dedup step (filters/dedup.py, counted by filters/runner.py): one shuffle of batches into content-hash buckets.
 
 Identical pairs share a content key, so they share a bucket, and each bucket is deduplicated on its own.
 A bucket is read twice: once for (content key, uid) to find the survivors, once to mark and emit, so only
@@ -17,15 +17,14 @@ from collections.abc import Iterable, Iterator, Sequence
 import apache_beam as beam
 from apache_beam.typehints import KV, List, Tuple
 
-from vlcurate.filters.dedup import REASON, content_key, mark_if_duplicate, survivors
+from vlcurate.filters.dedup import content_key, survivors
+from vlcurate.filters.runner import mark_duplicates
 from vlcurate.pipelines.batch_coder import of_batches
 from vlcurate.pipelines.progress import ProgressCounter
 from vlcurate.pipelines.steps import STATS, as_rejects, in_global_window, publish_counters
 from vlcurate.pipelines.write import REJECT_FILES, write_reject_file
 from vlcurate.schemas.batch import BATCH_SIZE, PairBatch
 from vlcurate.schemas.stats import RunStats
-
-STEP = "dedup"
 
 
 def bucket_of(key: str, buckets: int) -> int:
@@ -61,13 +60,9 @@ class _MarkBucket(beam.DoFn):
         best = survivors((key, pair.uid) for keys, pairs in parts for key, pair in zip(keys, pairs))
         kept, rejected, duplicates = PairBatch(), PairBatch(), PairBatch()
         for keys, pairs in parts:
-            for key, pair in zip(keys, pairs):
-                self._stats.step_seen[(STEP, pair.source)] += 1
-                if mark_if_duplicate(pair, best[key]):
-                    self._stats.step_dropped[(STEP, pair.source, REASON)] += 1
-                    rejected.append(pair)
-                else:
-                    kept.append(pair)
+            part_kept, part_duplicates = mark_duplicates(zip(keys, pairs), best, self._stats)
+            kept.extend(part_kept)
+            rejected.extend(part_duplicates)
             # Re-batched to BATCH_SIZE: with many buckets the incoming parts are small.
             if len(kept) >= BATCH_SIZE:
                 yield kept

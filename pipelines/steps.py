@@ -1,10 +1,8 @@
-"""Runs a segment of the step chain on batches of records, with Beam metrics and mergeable stats.
+"""Beam wrapper of the step engine (filters/runner.py): runs a segment of the step chain on batches of
+records, with Beam metrics and mergeable stats.
 
-Elements are PairBatch lists (schemas/batch.py). Each step runs over the batch's live records before the
-next step starts, so the per-step bookkeeping is paid per batch, not per record. Kept pairs leave on the
-main output, rejects on `REJECTED` (both as batches), and per-bundle RunStats partials on `STATS`.
-A step that raises on a record is a bug, but it still must not fail the job or lose the record: the record
-becomes a reject `step_error_<step>` with the message in meta.
+Elements are PairBatch lists (schemas/batch.py). Kept pairs leave on the main output, rejects on
+`REJECTED` (both as batches), and per-bundle RunStats partials on `STATS`.
 """
 
 from __future__ import annotations
@@ -18,7 +16,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from vlcurate.filters.base import Step, reject
+from vlcurate.filters.base import Step
+from vlcurate.filters.runner import StepRunner
 from vlcurate.formatters.thumbnails import thumbnail_jpeg
 from vlcurate.pipelines.image_spans import ImageChangedError, read_span
 from vlcurate.schemas.batch import PairBatch
@@ -30,80 +29,34 @@ STATS = "stats"
 
 
 class RunSteps(beam.DoFn):
+    """A StepRunner per worker; its counts leave as one RunStats partial per bundle."""
+
     def __init__(self, steps_by_source: dict[str, list[Step]], audit: bool = False, count_read: bool = False):
         self.steps_by_source = steps_by_source
         self.audit = audit
         self.count_read = count_read  # the first segment counts every pair read
 
     def setup(self) -> None:
-        self._bound: dict[str, list[Step]] = {}
-
-    def _steps(self, source: str, computed: dict[str, float] | None) -> list[Step]:
-        """The source's steps; a keep_fraction filter gets the threshold computed for its source."""
-        if not computed or source not in computed:
-            return self.steps_by_source[source]
-        cached = self._bound.get(source)
-        if cached is None:
-            cached = self._bound[source] = [
-                s.with_computed_threshold(computed[source]) if hasattr(s, "with_computed_threshold") else s
-                for s in self.steps_by_source[source]
-            ]
-        return cached
+        self._runner = StepRunner(self.steps_by_source, self.audit, self.count_read)
 
     def start_bundle(self) -> None:
-        self._stats = RunStats()
+        self._runner.take_stats()  # a fresh partial per bundle
 
     def process(self, batch: PairBatch, computed_thresholds: dict[str, float] | None = None) -> Iterator:
-        by_source: dict[str, list[Pair]] = {}
-        for pair in batch:
-            by_source.setdefault(pair.source, []).append(pair)
-        for source, pairs in by_source.items():
-            if self.count_read:
-                self._stats.observe_read(source, pairs)
-            for step in self._steps(source, computed_thresholds):
-                if not self.audit:
-                    pairs = [p for p in pairs if p.reject is None]
-                if not pairs:
-                    break
-                self._run_step(step, source, pairs)
-        kept = PairBatch(p for p in batch if p.reject is None)
+        kept = self._runner.run(batch, computed_thresholds)
         if kept:
             yield kept
         if len(kept) < len(batch):
             yield beam.pvalue.TaggedOutput(
-                REJECTED, as_rejects((p for p in batch if p.reject is not None), self._stats)
+                REJECTED, as_rejects((p for p in batch if p.reject is not None), self._runner.stats)
             )
 
-    def _run_step(self, step: Step, source: str, pairs: list[Pair]) -> None:
-        stats = self._stats
-        changed = 0
-        dropped: list[str] = []
-        for pair in pairs:
-            caption, reasons_before = pair.caption, _reason_count(pair)
-            try:
-                step.apply(pair)
-            except Exception as exc:  # see module docstring
-                reject(pair, f"step_error_{step.name}")
-                pair.meta["step_error"] = f"{type(exc).__name__}: {exc}"[:300]
-            if pair.reject is not None and _reason_count(pair) > reasons_before:
-                dropped.extend([pair.reject, *pair.meta.get("audit_reasons", ())][reasons_before:])
-            if pair.caption != caption:
-                changed += 1
-        stats.step_seen[(step.name, source)] += len(pairs)
-        for reason in dropped:
-            stats.step_dropped[(step.name, source, reason)] += 1
-        if changed:
-            stats.step_changed[(step.name, source)] += changed
-        for name, bins in step.histograms.items():
-            values = [p.scores[name] for p in pairs if name in p.scores]
-            if values:
-                stats.observe_scores(name, source, values, bins)
-
     def finish_bundle(self) -> Iterator:
-        publish_counters(self._stats)
+        stats = self._runner.take_stats()
+        publish_counters(stats)
         if self.count_read:
-            Metrics.counter("vlcurate.read", "pairs").inc(sum(self._stats.read.values()))
-        yield beam.pvalue.TaggedOutput(STATS, in_global_window(self._stats))
+            Metrics.counter("vlcurate.read", "pairs").inc(sum(stats.read.values()))
+        yield beam.pvalue.TaggedOutput(STATS, in_global_window(stats))
 
 
 def as_rejects(pairs: Iterable[Pair], stats: RunStats | None = None) -> PairBatch:
@@ -126,12 +79,6 @@ def _thumbnail(image: bytes | None, span: ImageSpan | None) -> bytes | None:
         except ImageChangedError:
             return None  # the run's writer reports a changed input; a report picture is not worth more
     return thumbnail_jpeg(image)
-
-
-def _reason_count(pair: Pair) -> int:
-    if pair.reject is None:
-        return 0
-    return 1 + len(pair.meta.get("audit_reasons", ()))
 
 
 def publish_counters(stats: RunStats) -> None:

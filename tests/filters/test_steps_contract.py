@@ -1,5 +1,5 @@
-"""What every step of the default chain promises the pipeline: registered, documented reasons and
-histograms, JSON-able parameters, picklable, and overridable per source."""
+"""What every step of the table promises the pipeline: registered, documented reasons and histograms,
+JSON-able parameters, picklable, and overridable per source."""
 
 import json
 import pickle
@@ -7,8 +7,8 @@ import pickle
 import pytest
 
 from vlcurate.filters.base import Cleaner
-from vlcurate.filters.chain import DEFAULT_CHAIN, MODEL_STEPS, build_chain
-from vlcurate.filters.registry import build_step, parameter_names, step_class
+from vlcurate.filters.chain import DEFAULT_CHAIN, build_chain
+from vlcurate.filters.registry import BUILTIN_STEPS, build_step, parameter_names, step_class, step_names
 from vlcurate.schemas.config import CleanConfig, SourceConfig
 from vlcurate.schemas.errors import ConfigError
 from vlcurate.schemas.record import Pair
@@ -28,23 +28,30 @@ OURS = (
 )
 
 
-def test_chain_order():
-    assert DEFAULT_CHAIN == (
-        "max_caption_bytes",
-        "normalize_caption",
-        "clean_html",
-        "clean_patterns",
-        "strip_tags",
-        "script",
-        "emoji",
-        "length",
-        "language",
-        "probe_image",
-        "max_pixels",
-        "min_side",
-        "aspect_ratio",
-        "decode_check",
-    )
+def test_the_table_fixes_the_default_order():
+    assert DEFAULT_CHAIN == tuple(BUILTIN_STEPS) == step_names()
+    # Text steps first, so that the image steps see only their survivors; then the image steps, the model
+    # step on their survivors and its filter; the steps that compare pairs with each other come last.
+    text = [n for n in DEFAULT_CHAIN if not step_class(n).needs_image and not step_class(n).groups_records]
+    assert DEFAULT_CHAIN[: len(text)] == tuple(text) and text[0] == "max_caption_bytes"
+    assert [n for n in DEFAULT_CHAIN if step_class(n).runs_on_survivors] == ["clip_score"]
+    assert DEFAULT_CHAIN[DEFAULT_CHAIN.index("clip_score") :] == ("clip_score", "clip_filter", "dedup")
+    assert [n for n in DEFAULT_CHAIN if step_class(n).groups_records] == ["dedup"]
+
+
+def test_every_line_of_the_table_names_its_class():
+    for name, target in BUILTIN_STEPS.items():
+        cls = step_class(name)
+        assert f"{cls.__module__}:{cls.__qualname__}" == target and cls.name == name
+
+
+@pytest.mark.parametrize("name", DEFAULT_CHAIN)
+def test_every_step_has_a_one_line_summary_and_cites_only_its_parameters(name):
+    # The first docstring line is the step's description in `vlcurate steps` and the README's table.
+    cls = step_class(name)
+    lines = (cls.__doc__ or "").splitlines()
+    assert lines and lines[0].endswith(".") and (len(lines) == 1 or not lines[1].strip()), name
+    assert set(cls.default_sources) <= set(parameter_names(name))
 
 
 @pytest.mark.parametrize("name", OURS)
@@ -119,11 +126,11 @@ def test_cleaners_keep_an_unchanged_caption_as_the_same_object(name):
     assert changed.caption == "a red bicycle" and changed.caption_raw == "a  red <b>bicycle</b>"
 
 
-# clip_score's scores are written by pipelines/clip.py; clip_filter only decides on them.
-_WRITTEN_ELSEWHERE = {"clip_score", "clip_filter"}
+# clip_score's scores are written by pipelines/clip.py; clip_filter only decides on them; dedup writes none.
+_WRITTEN_ELSEWHERE = {"clip_score", "clip_filter", "dedup"}
 
 
-@pytest.mark.parametrize("name", DEFAULT_CHAIN + MODEL_STEPS)
+@pytest.mark.parametrize("name", DEFAULT_CHAIN)
 def test_a_step_declares_exactly_the_scores_it_writes(name):
     # The declared names become the fields of every output's scores struct (schemas/arrow.py): a score
     # written but not declared would land in meta, a declared one never written would be an empty column.

@@ -1,9 +1,9 @@
 """The whole text stage over 10,000 real web alt texts, with every count pinned.
 
 Any change in what a step removes, rewrites or rejects shows up here as a diff in these numbers; update
-them deliberately, after looking at what changed. The records go through the pipeline's own segment
-runner (RunSteps, outside Beam): a pair stops at its first reject, and a cleaner counts as `changed` when
-the caption differs after it.
+them deliberately, after looking at what changed. The records go through the pipeline's own step engine
+(filters/runner.py, which RunSteps wraps): a pair stops at its first reject, and a cleaner counts as
+`changed` when the caption differs after it.
 """
 
 from collections import Counter
@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from vlcurate.filters.chain import DEFAULT_CHAIN
 from vlcurate.filters.registry import build_step
-from vlcurate.pipelines.steps import RunSteps
+from vlcurate.filters.runner import StepRunner
 from vlcurate.schemas.batch import batched
 from vlcurate.schemas.record import Pair
 
@@ -28,13 +28,11 @@ EXPECTED_LANGS = {"en": 9218, "zh": 10}
 
 
 def run_text_stage(texts: list[str]) -> tuple[list[Pair], Counter, Counter]:
-    runner = RunSteps({"web": [build_step(name) for name in TEXT_STEPS]})
-    runner.setup()
-    runner.start_bundle()
+    runner = StepRunner({"web": [build_step(name) for name in TEXT_STEPS]})
     pairs = [Pair(uid=f"web/{i}", source="web", caption=t, caption_raw=t) for i, t in enumerate(texts)]
     for batch in batched(pairs):
-        list(runner.process(batch))
-    stats = runner._stats
+        runner.run(batch)
+    stats = runner.stats
     rejects: Counter[str] = Counter()
     for (_, _, reason), n in stats.step_dropped.items():
         rejects[reason] += n

@@ -22,7 +22,7 @@ from vlcurate.cli import main
 from vlcurate.filters.chain import DEFAULT_CHAIN
 from vlcurate.filters.patterns import has_special_tokens
 from vlcurate.filters.registry import build_step
-from vlcurate.pipelines.steps import RunSteps
+from vlcurate.filters.runner import StepRunner
 from vlcurate.schemas.batch import batched
 from vlcurate.schemas.record import Pair
 from vlcurate.tests.pipelines.helpers import jpeg, write_tar
@@ -233,12 +233,10 @@ def test_every_text_step_returns_on_any_caption(caption):
         pair = Pair(uid="p/1", source="p", caption=caption, caption_raw=caption)
         step.apply(pair)  # raises on a bug: the pipeline would turn that into step_error_<step>
         assert isinstance(pair.caption, str)
-    runner = RunSteps({"p": STEPS})
-    runner.setup()
-    runner.start_bundle()
+    runner = StepRunner({"p": STEPS})
     pair = Pair(uid="p/2", source="p", caption=caption, caption_raw=caption)
     for batch in batched([pair]):
-        list(runner.process(batch))
+        runner.run(batch)
     assert pair.reject is None or not pair.reject.startswith("step_error"), pair.meta
     if pair.reject is None:
         assert not has_special_tokens(pair.caption)

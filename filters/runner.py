@@ -1,0 +1,121 @@
+"""The step engine: runs a segment of the step chain over batches of records and counts what each step did.
+
+Plain Python on plain records, no Beam: the pipeline's DoFns (pipelines/steps.py RunSteps, pipelines/dedup.py)
+wrap it, and tests and benchmarks call it directly. Each step runs over the batch's live records before the
+next step starts, so the per-step bookkeeping is paid per batch, not per record. What it counts goes into a
+RunStats (schemas/stats.py): per step and source `seen`, `dropped` by reason and `changed` (a caption a
+step rewrote), and the steps' score histograms; `kept` is seen minus dropped.
+
+A step that raises on a record is a bug, but it still must not fail the job or lose the record: the record
+becomes a reject `step_error_<step>` with the message in meta.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from vlcurate.filters.base import Step, reject
+from vlcurate.filters.dedup import REASON, Dedup, mark_if_duplicate
+from vlcurate.schemas.batch import PairBatch
+from vlcurate.schemas.record import Pair
+from vlcurate.schemas.stats import RunStats
+
+
+class StepRunner:
+    """Runs one segment of steps, per source, over batches of pairs (in place), counting into `stats`.
+
+    `steps_by_source`: each source's steps in order (Chain.by_source, or a part of it: Chain.split).
+    `audit`: every step sees every pair, rejected or not (a rejected pair collects the extra reasons);
+    otherwise a pair stops at its first reject. `count_read`: the first segment counts every pair read.
+    """
+
+    def __init__(
+        self, steps_by_source: dict[str, list[Step]], audit: bool = False, count_read: bool = False
+    ) -> None:
+        self.steps_by_source = steps_by_source
+        self.audit = audit
+        self.count_read = count_read
+        self.stats = RunStats()
+        self._bound: dict[str, list[Step]] = {}
+
+    def take_stats(self) -> RunStats:
+        """The counts so far; counting goes on into a fresh RunStats (the pipeline: one per bundle)."""
+        stats, self.stats = self.stats, RunStats()
+        return stats
+
+    def run(self, batch: Sequence[Pair], computed_thresholds: dict[str, float] | None = None) -> PairBatch:
+        """Runs the segment over `batch` and returns its pairs still kept, in batch order; the rejected ones
+        carry their reason. `computed_thresholds`: {source: threshold} for steps that keep a fraction."""
+        by_source: dict[str, list[Pair]] = {}
+        for pair in batch:
+            by_source.setdefault(pair.source, []).append(pair)
+        for source, pairs in by_source.items():
+            if self.count_read:
+                self.stats.observe_read(source, pairs)
+            for step in self._steps(source, computed_thresholds):
+                if not self.audit:
+                    pairs = [p for p in pairs if p.reject is None]
+                if not pairs:
+                    break
+                self._run_step(step, source, pairs)
+        return PairBatch(p for p in batch if p.reject is None)
+
+    def _steps(self, source: str, computed: dict[str, float] | None) -> list[Step]:
+        """The source's steps; a step with a computed threshold gets the one computed for its source."""
+        if not computed or source not in computed:
+            return self.steps_by_source[source]
+        cached = self._bound.get(source)
+        if cached is None:
+            cached = self._bound[source] = [
+                s.with_computed_threshold(computed[source]) for s in self.steps_by_source[source]
+            ]
+        return cached
+
+    def _run_step(self, step: Step, source: str, pairs: list[Pair]) -> None:
+        stats = self.stats
+        changed = 0
+        dropped: list[str] = []
+        for pair in pairs:
+            caption, reasons_before = pair.caption, _reason_count(pair)
+            try:
+                step.apply(pair)
+            except Exception as exc:  # see module docstring
+                reject(pair, f"step_error_{step.name}")
+                pair.meta["step_error"] = f"{type(exc).__name__}: {exc}"[:300]
+            if pair.reject is not None and _reason_count(pair) > reasons_before:
+                dropped.extend([pair.reject, *pair.meta.get("audit_reasons", ())][reasons_before:])
+            if pair.caption != caption:
+                changed += 1
+        stats.step_seen[(step.name, source)] += len(pairs)
+        for reason in dropped:
+            stats.step_dropped[(step.name, source, reason)] += 1
+        if changed:
+            stats.step_changed[(step.name, source)] += changed
+        for name, bins in step.histograms.items():
+            values = [p.scores[name] for p in pairs if name in p.scores]
+            if values:
+                stats.observe_scores(name, source, values, bins)
+
+
+def _reason_count(pair: Pair) -> int:
+    if pair.reject is None:
+        return 0
+    return 1 + len(pair.meta.get("audit_reasons", ()))
+
+
+def mark_duplicates(
+    keyed_pairs: Iterable[tuple[str, Pair]], survivors: dict[str, str], stats: RunStats
+) -> tuple[list[Pair], list[Pair]]:
+    """The dedup step over (content key, pair) of one group: every pair that is not its key's survivor
+    (filters/dedup.py, survivors) becomes a `duplicate` reject, counted in `stats` as dedup's seen and
+    dropped per source. Returns (kept, duplicates), each in the order given."""
+    kept: list[Pair] = []
+    duplicates: list[Pair] = []
+    for key, pair in keyed_pairs:
+        stats.step_seen[(Dedup.name, pair.source)] += 1
+        if mark_if_duplicate(pair, survivors[key]):
+            stats.step_dropped[(Dedup.name, pair.source, REASON)] += 1
+            duplicates.append(pair)
+        else:
+            kept.append(pair)
+    return kept, duplicates
