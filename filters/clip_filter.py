@@ -131,7 +131,7 @@ class ClipFilter(Step):
     # Cosines of real CLIP models sit in about [0, 0.5]; the tiny synthetic one reaches 0.95.
     histograms: ClassVar[dict[str, tuple[float, float, int]]] = {"clip": (-0.5, 1.0, 75)}
     default_sources = {
-        "threshold": "null is LAION-5B's 0.28 for English, 0.26 for other languages (OpenAI ViT-B/32 cosines)",
+        "threshold": "null: LAION-5B's 0.28 for English, 0.26 for other languages, as OpenAI ViT-B/32 cosines",
     }
 
     def __init__(

@@ -46,7 +46,7 @@ class MinSide(Filter):
     name = "min_side"
     reasons = ("too_small",)
     needs_image = True
-    default_sources = {"min_side": "DataComp basic filter (Gadre et al. 2023)"}
+    default_sources = {"min_side": "DataComp's basic filter, Gadre et al. 2023"}
     needs = {"probe_image": "the image size"}
     score_names = ("min_side",)
     histograms = {"min_side": (0.0, 1024.0, 64)}
@@ -73,7 +73,7 @@ class AspectRatio(Filter):
     name = "aspect_ratio"
     reasons = ("aspect_ratio",)
     needs_image = True
-    default_sources = {"max_ratio": "DataComp basic filter (Gadre et al. 2023)"}
+    default_sources = {"max_ratio": "DataComp's basic filter, Gadre et al. 2023"}
     needs = {"probe_image": "the image size"}
     score_names = ("aspect_ratio",)
     histograms = {"aspect_ratio": (1.0, 6.0, 50)}

@@ -55,8 +55,8 @@ class LengthFilter(Filter):
     score_names = ("n_chars", "n_words", "n_cjk", "chinese")
     histograms = {"n_chars": (0.0, 400.0, 80), "n_words": (0.0, 80.0, 80), "n_cjk": (0.0, 100.0, 50)}
     default_sources = {
-        "min_words": "DataComp basic filter (Gadre et al. 2023): more than 2 words",
-        "min_chars": "DataComp basic filter (Gadre et al. 2023): more than 5 characters",
+        "min_words": "DataComp's basic filter, Gadre et al. 2023: more than 2 words",
+        "min_chars": "DataComp's basic filter, Gadre et al. 2023: more than 5 characters",
         "max_words": "OpenAI CLIP reads 77 tokens, about 58 English words",
         "max_chars": "OpenAI CLIP reads 77 tokens, about 300 characters",
         "min_cjk_chars": "DataComp's more than 2 words, at 1.5-2 ideographs per Chinese word",

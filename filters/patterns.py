@@ -233,8 +233,8 @@ class CleanPatterns(Cleaner):
 
     name = "clean_patterns"
     default_sources = {
-        "boilerplate": "vlcurate default: null is DEFAULT_BOILERPLATE, phrases stock sites, galleries and "
-        "social networks put in alt text",
+        "boilerplate": "vlcurate default; null is DEFAULT_BOILERPLATE: phrases that stock sites, galleries "
+        "and social networks put in alt text",
     }
 
     def __init__(
