@@ -14,7 +14,7 @@ import platform
 import tempfile
 import time
 
-from vlcurate.filters.chain import DEFAULT_CHAIN, GROUP_STEPS, MODEL_STEPS
+from vlcurate.filters.chain import DEFAULT_CHAIN
 from vlcurate.pipelines.clean import run_clean
 from vlcurate.pipelines.synth import write_synthetic_dataset
 from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
@@ -27,7 +27,7 @@ def measure(data: str, fmt: str, workers: int, out: str) -> dict:
     config = CleanConfig(
         sources=[SourceConfig(name="synth", format=fmt, paths=[os.path.join(data, PATHS[fmt])])],
         output=OutputConfig(dir=out, overwrite=True),
-        disable=[s for s in (*DEFAULT_CHAIN, *MODEL_STEPS, *GROUP_STEPS) if s not in keep],
+        disable=[s for s in DEFAULT_CHAIN if s not in keep],
         workers=workers,
     )
     start = time.perf_counter()
