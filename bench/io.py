@@ -16,8 +16,8 @@ import time
 
 from vlcurate.filters.chain import DEFAULT_CHAIN
 from vlcurate.pipelines.clean import run_clean
-from vlcurate.pipelines.synth import write_synthetic_dataset
 from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
+from vlcurate.synth.dataset import write_synthetic_dataset
 
 PATHS = {"webdataset": "wds/*.tar", "parquet": "parquet/*.parquet", "jsonl": "jsonl/*.jsonl"}
 

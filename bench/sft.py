@@ -37,7 +37,7 @@ from vlcurate.formatters.sft_strategies import multi_image_dialogue, single_dial
 from vlcurate.formatters.stage1 import RejectSample
 from vlcurate.model.qwen_tokenizer import get_tokenizer
 from vlcurate.model.scenes import random_scene
-from vlcurate.pipelines.sft_demo import scene_phrases, scene_qas, text_dialogues
+from vlcurate.synth.scene_tasks import scene_phrases, scene_qas, text_dialogues
 
 DEFAULT_DATA = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data", "web_captions_10k.parquet"
@@ -182,7 +182,7 @@ def main() -> None:
             seconds, parts = timed(lambda chunks=chunks: pool.map(build_chunk, chunks), args.repeat)
             record(name, 2, seconds, _sum(parts))
     if not args.no_job:
-        from vlcurate.pipelines.sft_demo import write_demo_sft_inputs
+        from vlcurate.synth.sft_inputs import write_demo_sft_inputs
 
         folder = tempfile.mkdtemp(prefix="vlcurate-bench-sft-")
         try:

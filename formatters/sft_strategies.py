@@ -1,4 +1,5 @@
-"""SFT dialogue strategies: items -> dialogues (caption, VQA, grounding, multi-image "Picture N:").
+"""SFT dialogue strategies: items -> dialogues (caption, VQA, grounding, multi-image "Picture N:"), and
+which pure-text dialogues a run keeps (text_share).
 
 formatters/sft.py's docstring describes each. Every choice is drawn from a `random.Random` seeded by the
 run seed and the dialogue id, so a dialogue does not depend on processing order.
@@ -7,6 +8,7 @@ run seed and the dialogue id, so a dialogue does not depend on processing order.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 
@@ -135,3 +137,21 @@ def group_multi_image(
         start += size
     out += [single_dialogue(item, seed) for item in ordered[start:]]
     return out
+
+
+def text_rank(dialogue_id: str, seed: int) -> tuple[float, str]:
+    """Where a text dialogue stands in the seeded order that text_cutoff cuts (the id breaks ties)."""
+    return unit_hash(seed, "text", dialogue_id), dialogue_id
+
+
+def text_cutoff(
+    image_dialogues: int, ranks: list[tuple[float, str]], share: float
+) -> tuple[float, str] | None:
+    """The rank of the last text dialogue kept: texts make up at most `share` of all dialogues. A run with
+    no image dialogue keeps every text (a text-only config)."""
+    if not ranks or share == 0:
+        return None
+    # The epsilon keeps float error from losing one text (0.1 / 0.9 * 90 must give 10).
+    want = len(ranks) if image_dialogues == 0 else math.floor(share / (1 - share) * image_dialogues + 1e-9)
+    keep = min(want, len(ranks))
+    return sorted(ranks)[keep - 1] if keep else None

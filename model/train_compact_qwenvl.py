@@ -59,7 +59,7 @@ from vlcurate.model.scenes import (
     render,
 )
 from vlcurate.model.trainer_view import TrainerView, sft_view, stage_sample_view
-from vlcurate.pipelines.sft_demo import scene_phrases, scene_qas, shape_boxes, text_dialogues
+from vlcurate.synth.scene_tasks import scene_phrases, scene_qas, shape_boxes, text_dialogues
 
 STAGE2_TASKS = ("captioning", "vqa", "referring_grounding", "grounded_captioning", "caption_with_grounding")
 SFT_TASKS = ("sft_caption", "sft_vqa", "sft_grounding", "sft_multi_image", "sft_text")

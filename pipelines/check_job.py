@@ -1,16 +1,14 @@
 """`vlcurate check` as a job: the pipeline's assembly, its end (findings.parquet, check.json,
-report.html, info.json, COMPLETED), the summary line and the command line. The transforms are in
-pipelines/check.py; what each check does is in formatters/check_*.py and model/."""
+report.html, info.json, COMPLETED) and the summary line. The transforms are in pipelines/check.py; what
+each check does is in formatters/check_*.py and model/; the command line is vlcurate/cli/check.py."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import io
 import math
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -41,17 +39,8 @@ from vlcurate.pipelines.check import (
     selected,
 )
 from vlcurate.pipelines.check_read import Layout, read_layout
-from vlcurate.pipelines.options import in_process_tuning, is_local, pipeline_options
-from vlcurate.pipelines.output import (
-    COMPLETED,
-    join,
-    prepare_output_dir,
-    publish,
-    read_json,
-    run_last,
-    write_bytes_atomic,
-    write_json,
-)
+from vlcurate.pipelines.job import Job, finish_output
+from vlcurate.pipelines.output import join, read_json, run_last
 from vlcurate.schemas.errors import ConfigError, RunFailedError
 from vlcurate.schemas.image_paths import DEFAULT_MAX_IMAGE_BYTES
 from vlcurate.schemas.model_spec import DEFAULT_CHECK_MODEL
@@ -216,17 +205,14 @@ def finalize(
         pq.write_table(findings_table(findings), buffer, compression="zstd")
     else:  # no row group at all: HF datasets fails on a file holding an empty one
         pq.ParquetWriter(buffer, FINDINGS_SCHEMA, compression="zstd").close()
-    write_bytes_atomic(join(directory, "findings.parquet"), buffer.getvalue())
-    write_json(join(directory, "check.json"), check)
     examples = sorted(findings, key=lambda r: (r["reason"], stable_hash(r["id"]), r["id"]))
-    html = render_check_report(check, examples)
-    write_bytes_atomic(join(directory, "report.html"), html.encode("utf-8"))
-    write_json(
-        join(directory, "info.json"), provenance.finished({k: v for k, v in info.items() if k != "check"})
-    )
-    write_bytes_atomic(join(directory, COMPLETED), b"")
-    if publish_to:
-        publish(directory, publish_to)
+    files = {
+        "findings.parquet": buffer.getvalue(),
+        "check.json": check,
+        "report.html": render_check_report(check, examples).encode("utf-8"),
+    }
+    info = {k: v for k, v in info.items() if k != "check"}  # check.json holds it
+    finish_output(directory, info, files, publish_to=publish_to)
 
 
 def _sha256(path: str) -> str:
@@ -254,8 +240,8 @@ def run_check(
         from vlcurate.model.qwenvl_weights import check_spec
 
         check_spec(options.model)  # a model that cannot be had fails now, not on a worker
-    beam_options = pipeline_options(workers, beam_args, [directory, out])
-    staging = prepare_output_dir(out, overwrite)
+    job = Job(workers, beam_args, [directory, out])
+    staging = job.stage(out, overwrite)
     info = {
         "kind": "vlcurate.check",
         **provenance.started([]),
@@ -269,14 +255,12 @@ def run_check(
             "model_selection": _selection(options),
         },
     }
-    started = time.monotonic()
-    with in_process_tuning(), beam.Pipeline(options=beam_options) as p:
-        build_pipeline(p, layout, options, staging, info, publish_to=out)
-    if not is_local(beam_options):
+    job.run(lambda p, _: build_pipeline(p, layout, options, staging, info, publish_to=out))
+    if not job.local:
         return {}
     check = read_json(join(out, "check.json"))
     if not quiet:
-        print(summary_line(check, out, time.monotonic() - started), file=sys.stderr)
+        print(summary_line(check, out, job.seconds()), file=sys.stderr)
     if check["samples"] == 0:
         print(
             f"[vlcurate] check: WARNING: {directory} holds no samples; nothing was checked.", file=sys.stderr
@@ -323,41 +307,4 @@ def summary_line(check: dict[str, Any], out: str, seconds: float | None = None) 
     )
 
 
-# --- command line --------------------------------------------------------------------------------------
-
-
-def add_check_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "check",
-        help="sanity-check a completed output before training (tokens, images, a compact Qwen-VL's loss)",
-        description=__doc__.split("\n\n")[0],
-    )
-    p.add_argument("--input", required=True, help="a completed clean, format or sft output directory")
-    p.add_argument("--output", help="where the check is written (default: <input>/check)")
-    p.add_argument(
-        "--model",
-        default=DEFAULT_CHECK_MODEL,
-        help=f"model for the loss checks: {DEFAULT_CHECK_MODEL} (default), local-dir:PATH, qwen-vl:PATH "
-        "(a local Qwen-VL checkpoint), or none (structural checks only)",
-    )
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--sample", type=int, help="model checks on N samples (default: all)")
-    group.add_argument("--fraction", type=float, help="model checks on this share of the samples")
-    p.add_argument("--image-root", help="where image paths resolve (default: as info.json says)")
-    p.add_argument("--strict", action="store_true", help="exit 1 when any structural finding exists")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier check in --output")
-
-
-def cmd_check(args: argparse.Namespace, beam_args: list[str]) -> int:
-    options = CheckOptions(
-        model=None if args.model == "none" else args.model,
-        sample=args.sample,
-        fraction=args.fraction,
-        image_root=args.image_root,
-    )
-    run_check(args.input, args.output, options, args.workers, args.overwrite, beam_args, args.strict)
-    return 0
-
-
-__all__ = ["CheckOptions", "add_check_parser", "cmd_check", "run_check", "summary_line"]
+__all__ = ["CheckOptions", "run_check", "summary_line"]

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
 import sys
-import tempfile
-import time
 from collections.abc import Collection
 from typing import Any
 
@@ -21,19 +17,10 @@ from vlcurate.pipelines.batch_coder import of_batches
 from vlcurate.pipelines.dedup import Deduplicate
 from vlcurate.pipelines.image_spans import detach_images
 from vlcurate.pipelines.input_size import Total, estimate_records, sum_totals
-from vlcurate.pipelines.options import in_process_tuning, is_local, pipeline_options
+from vlcurate.pipelines.job import Job, JobProgress, finish_output
 from vlcurate.pipelines.outcome import assess, warning_block
-from vlcurate.pipelines.output import (
-    COMPLETED,
-    join,
-    prepare_output_dir,
-    publish,
-    read_json,
-    run_last,
-    write_bytes_atomic,
-    write_json,
-)
-from vlcurate.pipelines.progress import progress_folder, tap, worker_logs_to_file
+from vlcurate.pipelines.output import COMPLETED, join, read_json, run_last
+from vlcurate.pipelines.progress import tap
 from vlcurate.pipelines.read import ReadSource, carried_scores, match_files
 from vlcurate.pipelines.steps import REJECTED, STATS, CountFinal, MergeStats, RunSteps
 from vlcurate.pipelines.write import REJECT_FILES, WriteKeptShards, WriteRejects, buckets_for_input
@@ -80,26 +67,23 @@ def finalize(
     run's staging directory, moved there at the end (pipelines/output.py, publish)."""
     summary = stats.to_json()
     outcome = assess(summary, info.get("steps", ()), max_reject_share)
-    write_bytes_atomic(join(directory, "stats.json"), utf8(stats.dumps()))
-    info = provenance.finished(
-        {
-            **info,
-            "counts": summary["totals"],
-            "shards": sorted(shards, key=lambda s: s["shard"]),
-            "rejects": sorted(rejects, key=lambda r: r["file"]),
-            "warnings": outcome.warnings,
-            "failure": outcome.failure,
-        }
+    info = {
+        **info,
+        "counts": summary["totals"],
+        "shards": sorted(shards, key=lambda s: s["shard"]),
+        "rejects": sorted(rejects, key=lambda r: r["file"]),
+        "warnings": outcome.warnings,
+        "failure": outcome.failure,
+    }
+    where = finish_output(
+        directory,
+        info,
+        {"stats.json": utf8(stats.dumps())},
+        from_info=lambda done: {"report.html": utf8(render_report(summary, done, stats.sample_thumbnails()))},
+        verify=lambda: check_accounting(summary["totals"], shards, rejects),
+        completed=outcome.failure is None,
+        publish_to=publish_to,
     )
-    write_json(join(directory, "info.json"), info)
-    write_bytes_atomic(
-        join(directory, "report.html"),
-        utf8(render_report(summary, info, stats.sample_thumbnails())),
-    )
-    check_accounting(summary["totals"], shards, rejects)
-    if outcome.failure is None:
-        write_bytes_atomic(join(directory, COMPLETED), b"")
-    where = publish(directory, publish_to) if publish_to else directory
     if outcome.failure is not None and raise_on_failure:
         raise RunFailedError(failure_message(outcome.failure, where, publish_to))
 
@@ -241,33 +225,30 @@ def run_clean(
 ) -> dict:
     """Runs the clean pipeline to completion and returns stats.json's content. Config errors raise
     before any data is read. `cli_disable`: the steps --disable named (messages show that form)."""
-    options = pipeline_options(config.workers, beam_args, config_paths(config))
+    job = Job(config.workers, beam_args, config_paths(config))
     chain = build_chain(config, carried=carried_scores, cli_disable=cli_disable)
     readers = [ReadSource(source) for source in config.sources]  # matches files, checks columns
-    staging = prepare_output_dir(config.output.dir, config.output.overwrite)
+    staging = job.stage(config.output.dir, config.output.overwrite)
     warn_about_bundled_clip(chain)  # after every check: a failing run prints its error alone
-    local = is_local(options)
-    started = time.monotonic()
-    with contextlib.ExitStack() as stack:
-        stream = sys.stderr
-        if local and config.workers > 1:
-            log = os.path.join(tempfile.gettempdir(), f"vlcurate-workers-{os.getpid()}.log")
-            stream = stack.enter_context(worker_logs_to_file(log))
-        count = functools.partial(count_input, config.sources)
-        folder = stack.enter_context(progress_folder(progress and local, "clean", total=count, stream=stream))
-        with in_process_tuning(), beam.Pipeline(options=options) as p:
-            build_pipeline(p, config, chain, readers, folder, remote=not local, staging=staging)
+    lines = JobProgress(
+        "clean", total=functools.partial(count_input, config.sources), worker_log="vlcurate-workers"
+    )
+    job.run(
+        lambda p, folder: build_pipeline(
+            p, config, chain, readers, folder, remote=not job.local, staging=staging
+        ),
+        lines,
+        show_progress=progress,
+    )
     out = config.output.dir
     # A failed run stays in its staging directory when the output holds a completed run.
     where = staging if FileSystems.exists(join(staging, "stats.json")) else out
-    if not local and not FileSystems.exists(join(where, "stats.json")):
+    if not job.local and not FileSystems.exists(join(where, "stats.json")):
         return {}  # a remote job that wrote nothing yet (e.g. a template was made)
     stats = read_json(join(where, "stats.json"))
     totals = stats["totals"]
-    print(
-        f"[vlcurate] done in {time.monotonic() - started:.1f}s: read {totals['read']:,}, "
-        f"kept {totals['kept']:,}, rejected {totals['rejected']:,} -> {out}",
-        file=sys.stderr,
+    job.say_done(
+        "", f"read {totals['read']:,}, kept {totals['kept']:,}, rejected {totals['rejected']:,}", out
     )
     outcome = assess(stats, chain.names + chain.group_steps, config.max_reject_share)
     if outcome.warnings:

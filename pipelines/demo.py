@@ -16,12 +16,15 @@ from vlcurate.pipelines.check_job import CheckOptions, run_check, summary_line
 from vlcurate.pipelines.clean import run_clean
 from vlcurate.pipelines.format import run_format
 from vlcurate.pipelines.output import join, read_json
-from vlcurate.pipelines.sft import run_sft, write_demo_sft_inputs
-from vlcurate.pipelines.synth import SOURCE_NAME, write_synthetic_dataset
+from vlcurate.pipelines.sft import run_sft
 from vlcurate.schemas.config import load_clean_config
 from vlcurate.schemas.errors import ConfigError
 from vlcurate.schemas.record import make_uid
 from vlcurate.schemas.sft_config import load_sft_config
+from vlcurate.synth.dataset import write_synthetic_dataset
+from vlcurate.synth.records import SOURCE_NAME
+from vlcurate.synth.sft_inputs import write_demo_sft_inputs
+from vlcurate.synth.stage2_inputs import write_demo_stage2_inputs
 
 STAGES = 6
 # Model checks in the demo score this many samples per output (the lowest id hashes; structural checks
@@ -115,7 +118,7 @@ def _uids(directory: str, files: list[str], columns: list[str]) -> list[dict]:
 
 def demo_summary(clean_dir: str, truth_path: str) -> dict[str, Any]:
     """What the clean run kept and rejected (stats.json) and how that agrees with the planted defects:
-    each planted defect must be rejected for its planted reason, every other pair kept (synth.py)."""
+    each planted defect must be rejected for its planted reason, every other pair kept (synth/defects.py)."""
     stats = read_json(join(clean_dir, "stats.json"))
     info = read_json(join(clean_dir, "info.json"))
     kept = {r["uid"] for r in _uids(clean_dir, [s["metadata"] for s in info["shards"]], ["uid"])}
@@ -160,78 +163,3 @@ def summary_text(summary: dict[str, Any], report: str) -> str:
         f"    clean pairs kept: {_share(summary['clean_pairs_kept'], summary['clean_pairs'])}\n"
         f"  open {report}"
     )
-
-
-def write_demo_stage2_inputs(sft_inputs: str) -> str:
-    """Stage-2 task records (formatters/stage2.py schemas) from the demo's SFT inputs: captioning, VQA,
-    referring grounding, grounded captioning, caption with grounding, pure text. (OCR needs word quads,
-    which the synthetic scenes do not record; its formatter is covered by tests.) Image paths are
-    relative to `sft_inputs`."""
-
-    def rows(name: str) -> list[dict]:
-        with open(os.path.join(sft_inputs, name), encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
-
-    records: list[dict] = []
-    for r in rows("captions.jsonl"):
-        records.append(
-            {
-                "task": "captioning",
-                "id": f"cap/{r['id']}",
-                "image": r["image"],
-                "caption": r["caption"],
-                "lang": r.get("lang", "en"),
-            }
-        )
-    for r in rows("vqa.jsonl"):
-        for i, qa in enumerate(r["qas"][:2]):
-            records.append(
-                {
-                    "task": "vqa",
-                    "id": f"vqa/{r['id']}/{i}",
-                    "image": r["image"],
-                    "question": qa["question"],
-                    "answers": [{"answer": qa["answer"]}],
-                }
-            )
-    for r in rows("grounding.jsonl"):
-        size = {"image": r["image"], "width": r["width"], "height": r["height"]}
-        for i, ph in enumerate(r["phrases"]):
-            phrase, boxes = ph["phrase"], ph["boxes"]
-            records.append(
-                {
-                    "task": "referring_grounding",
-                    "id": f"ref/{r['id']}/{i}",
-                    **size,
-                    "phrase": phrase,
-                    "boxes": boxes,
-                }
-            )
-            noun = phrase.removeprefix("the ")
-            records.append(
-                {
-                    "task": "grounded_captioning",
-                    "id": f"gcap/{r['id']}/{i}",
-                    **size,
-                    "box": boxes[0],
-                    "caption": f"a {noun}",
-                }
-            )
-            caption = f"A picture with {phrase} in it."
-            start = caption.index(phrase)
-            records.append(
-                {
-                    "task": "caption_with_grounding",
-                    "id": f"cwg/{r['id']}/{i}",
-                    **size,
-                    "caption": caption,
-                    "refs": [{"span": [start, start + len(phrase)], "boxes": boxes}],
-                }
-            )
-    for r in rows("text.jsonl"):
-        text = "\n".join(turn["value"] for turn in r["conversations"])
-        records.append({"task": "pure_text", "id": f"text/{r.get('id', len(records))}", "text": text})
-    path = os.path.join(sft_inputs, "stage2.jsonl")
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n" for rec in records)
-    return path

@@ -11,13 +11,10 @@ images/ (stage 1), rejects/rejects-NNNNN.jsonl, info.json, stats.json, COMPLETED
 
 from __future__ import annotations
 
-import argparse
 import functools
 import io
 import json
 import os
-import sys
-import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -30,20 +27,16 @@ from vlcurate.formatters.stage1 import RejectSample, format_pair
 from vlcurate.formatters.stage2 import format_stage2_line
 from vlcurate.pipelines import provenance
 from vlcurate.pipelines.input_size import Total, estimate_records, sum_totals
-from vlcurate.pipelines.options import in_process_tuning, is_local, pipeline_options
+from vlcurate.pipelines.job import Job, JobProgress, finish_output
 from vlcurate.pipelines.output import (
-    COMPLETED,
     ensure_dir,
     join,
-    prepare_output_dir,
-    publish,
     read_json,
     require_completed,
     run_last,
     write_bytes_atomic,
-    write_json,
 )
-from vlcurate.pipelines.progress import progress_folder, tap
+from vlcurate.pipelines.progress import tap
 from vlcurate.pipelines.read import ReadSource
 from vlcurate.pipelines.sft_io import image_file, write_image
 from vlcurate.pipelines.write import shard_name, write_hash_buckets
@@ -238,17 +231,14 @@ def finalize(
     tokens = sum(s["tokens"] for s in pack_stats)
     bins = sum(s["packs"] for s in pack_stats)
     stats["fill_ratio"] = round(tokens / (bins * pack_stats[0]["max_tokens"]), 6) if bins else 0.0
-    write_json(join(directory, "stats.json"), stats)
     files = {
         "samples": sorted(f["file"] for f in samples),
         "packed": sorted(f["file"] for f in packs),
         "rejects": sorted(f["file"] for f in rejects),
     }
     counts = {k: stats[k] for k in ("samples", "packs", "rejected")}
-    write_json(join(directory, "info.json"), provenance.finished({**info, "counts": counts, "files": files}))
-    write_bytes_atomic(join(directory, COMPLETED), b"")
-    if publish_to:
-        publish(directory, publish_to)
+    info = {**info, "counts": counts, "files": files}
+    finish_output(directory, info, {"stats.json": stats}, publish_to=publish_to)
 
 
 def run_format(
@@ -263,7 +253,7 @@ def run_format(
 ) -> dict:
     if stage not in (1, 2):
         raise ConfigError(f"--stage must be 1 or 2, not {stage}.")
-    options = pipeline_options(workers, beam_args, [*inputs, out])
+    job = Job(workers, beam_args, [*inputs, out])
     if stage == 1:
         for directory in inputs:
             require_completed(directory)
@@ -278,7 +268,7 @@ def run_format(
             raise ConfigError(
                 f"no stage-2 JSONL file matches {inputs}; see formatters/stage2.py for the schema."
             )
-    staging = prepare_output_dir(out, overwrite)
+    staging = job.stage(out, overwrite)
     info = {
         "kind": f"vlcurate.format.stage{stage}",
         "inputs": inputs,
@@ -286,25 +276,26 @@ def run_format(
         "image_root": "." if stage == 1 else stage2_image_root(inputs),
         **provenance.started(),
     }
-    started = time.monotonic()
-    printing = progress_folder(
-        progress and is_local(options),
+    lines = JobProgress(
         f"format stage {stage}",
         outcomes=("samples", "rejected"),  # packing rejects samples too: outcomes are not shares of read
         unit="pairs" if stage == 1 else "records",
         total=functools.partial(input_total, stage, inputs),
         shares=False,
     )
-    with printing as folder, in_process_tuning(), beam.Pipeline(options=options) as p:
-        build_pipeline(p, stage, inputs, staging, max_tokens, info, folder, publish_to=out)
-    if not is_local(options):
+    job.run(
+        lambda p, folder: build_pipeline(p, stage, inputs, staging, max_tokens, info, folder, publish_to=out),
+        lines,
+        show_progress=progress,
+    )
+    if not job.local:
         return {}
     stats = read_json(join(out, "stats.json"))
-    print(
-        f"[vlcurate] format stage {stage} done in {time.monotonic() - started:.1f}s: {stats['samples']:,} "
-        f"samples, {stats['packs']:,} packs (fill {stats['fill_ratio']:.1%}), {stats['rejected']:,} rejected "
-        f"-> {out}",
-        file=sys.stderr,
+    job.say_done(
+        f"format stage {stage}",
+        f"{stats['samples']:,} samples, {stats['packs']:,} packs (fill {stats['fill_ratio']:.1%}), "
+        f"{stats['rejected']:,} rejected",
+        out,
     )
     return stats
 
@@ -326,45 +317,4 @@ def input_total(stage: int, inputs: list[str]) -> Total | None:
     return estimate_records("jsonl", dict(sorted((m.path, m.size_in_bytes) for m in matched)))
 
 
-def add_format_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "format", help="stage-1/2 training samples and packed sequences", description=__doc__.split("\n\n")[0]
-    )
-    p.add_argument("--stage", type=int, required=True, choices=[1, 2])
-    p.add_argument(
-        "--input",
-        nargs="+",
-        required=True,
-        help="stage 1: completed `clean` output directories; stage 2: JSONL files or globs",
-    )
-    p.add_argument("--output", required=True)
-    p.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="packed length (default 2048)")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--no-progress", action="store_true", help="do not print progress lines")
-    p.add_argument(
-        "--check",
-        action="store_true",
-        help="afterwards run `vlcurate check` on the output (into <output>/check); exit 1 on a structural finding",
-    )
-
-
-def cmd_format(args: argparse.Namespace, beam_args: list[str]) -> int:
-    run_format(
-        args.stage,
-        args.input,
-        args.output,
-        args.max_tokens,
-        args.overwrite,
-        args.workers,
-        beam_args,
-        progress=not args.no_progress,
-    )
-    if args.check:
-        from vlcurate.pipelines.check_job import run_check  # the check's model is loaded only when asked
-
-        run_check(args.output, workers=args.workers, overwrite=True, beam_args=beam_args, strict=True)
-    return 0
-
-
-__all__ = ["add_format_parser", "cmd_format", "run_format"]
+__all__ = ["run_format"]

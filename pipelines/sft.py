@@ -13,14 +13,8 @@ seeded-hash order, shards are hash buckets sorted by id, images are named by con
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import functools
-import math
-import os
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,29 +23,20 @@ from apache_beam.metrics import Metrics
 
 from vlcurate.formatters.sft import SftSample, build_samples
 from vlcurate.formatters.sft_dialogue import Dialogue
+from vlcurate.formatters.sft_stats import SftStats
 from vlcurate.formatters.sft_strategies import (
     group_multi_image,
     in_multi_image_pool,
     single_dialogue,
-    unit_hash,
+    text_cutoff,
+    text_rank,
 )
 from vlcurate.model.qwen_tokenizer import MAX_IMAGE_PATH_BYTES, SYSTEM_MESSAGE, get_tokenizer
 from vlcurate.pipelines import provenance
-from vlcurate.pipelines.options import in_process_tuning, is_local, pipeline_options
-from vlcurate.pipelines.output import (
-    COMPLETED,
-    join,
-    prepare_output_dir,
-    publish,
-    read_json,
-    run_last,
-    write_bytes_atomic,
-    write_json,
-)
-from vlcurate.pipelines.progress import progress_folder, tap, worker_logs_to_file
-from vlcurate.pipelines.sft_demo import write_demo_sft_inputs
+from vlcurate.pipelines.job import Job, JobProgress, finish_output
+from vlcurate.pipelines.output import join, read_json, run_last
+from vlcurate.pipelines.progress import tap
 from vlcurate.pipelines.sft_io import (
-    SftStats,
     input_files,
     read_input_file,
     sample_reject_row,
@@ -61,9 +46,9 @@ from vlcurate.pipelines.sft_io import (
 )
 from vlcurate.pipelines.steps import MergeStats, in_global_window
 from vlcurate.pipelines.write import REJECTS_PER_FILE, write_hash_buckets
-from vlcurate.schemas.sft_config import SftConfig, SftInputConfig, load_sft_config
+from vlcurate.schemas.sft_config import SftConfig, SftInputConfig
 
-__all__ = ["add_sft_parser", "cmd_sft", "run_sft", "write_demo_sft_inputs"]
+__all__ = ["run_sft"]
 
 ITEM, TEXT, IMAGE, REJECT, STATS = "item", "text", "image", "reject", "stats"
 
@@ -139,23 +124,6 @@ class BuildSamples(beam.DoFn):
 
     def finish_bundle(self) -> Iterator[Any]:
         yield beam.pvalue.TaggedOutput(STATS, in_global_window(self._stats))
-
-
-def text_rank(dialogue_id: str, seed: int) -> tuple[float, str]:
-    return unit_hash(seed, "text", dialogue_id), dialogue_id
-
-
-def text_cutoff(
-    image_dialogues: int, ranks: list[tuple[float, str]], share: float
-) -> tuple[float, str] | None:
-    """The rank of the last text dialogue kept: texts make up at most `share` of all dialogues. A run with
-    no image dialogue keeps every text (a text-only config)."""
-    if not ranks or share == 0:
-        return None
-    # The epsilon keeps float error from losing one text (0.1 / 0.9 * 90 must give 10).
-    want = len(ranks) if image_dialogues == 0 else math.floor(share / (1 - share) * image_dialogues + 1e-9)
-    keep = min(want, len(ranks))
-    return sorted(ranks)[keep - 1] if keep else None
 
 
 def _write_images(element: tuple[str, dict[str, list]], directory: str) -> Iterator[str]:
@@ -274,17 +242,13 @@ def finalize(
     """stats.json, info.json, then COMPLETED last; then, with `publish_to`, the run moves there from its
     staging directory (pipelines/output.py)."""
     summary = stats.to_json()
-    write_json(join(directory, "stats.json"), summary)
     info = {
         **info,
         "counts": {**summary["totals"], "images": images},
         "shards": sorted(shards, key=lambda s: s["json"]),
         "rejects": sorted(rejects, key=lambda r: r["file"]),
     }
-    write_json(join(directory, "info.json"), provenance.finished(info))
-    write_bytes_atomic(join(directory, COMPLETED), b"")
-    if publish_to:
-        publish(directory, publish_to)
+    finish_output(directory, info, {"stats.json": summary}, publish_to=publish_to)
 
 
 def run_sft(config: SftConfig, beam_args: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
@@ -295,9 +259,9 @@ def run_sft(config: SftConfig, beam_args: list[str] | None = None, progress: boo
         *(p for spec in config.inputs for p in spec.paths),
         *(s.image_root for s in config.inputs if s.image_root),
     ]
-    options = pipeline_options(config.workers, beam_args, [*paths, out])
+    job = Job(config.workers, beam_args, [*paths, out])
     files = [(i, path) for i, spec in enumerate(config.inputs) for path in input_files(spec)]
-    staging = prepare_output_dir(out, config.output.overwrite)
+    staging = job.stage(out, config.output.overwrite)
     info = {
         "kind": "vlcurate.sft",
         "format": "Qwen-VL finetune.py: each shards/*.json is a JSON array of {id, conversations}",
@@ -311,77 +275,26 @@ def run_sft(config: SftConfig, beam_args: list[str] | None = None, progress: boo
         "config": config.to_dict(),
         **provenance.started(),
     }
-    started = time.monotonic()
-    with contextlib.ExitStack() as stack:
-        stream = sys.stderr
-        if is_local(options) and config.workers > 1:  # worker processes log at INFO on the shared stderr
-            log = os.path.join(tempfile.gettempdir(), f"vlcurate-sft-workers-{os.getpid()}.log")
-            stream = stack.enter_context(worker_logs_to_file(log))
-        # Records and samples are not one to one (dialogues group and split them): no shares, no total.
-        folder = stack.enter_context(
-            progress_folder(
-                progress and is_local(options),
-                "sft",
-                outcomes=("samples", "rejected"),
-                unit="records",
-                shares=False,
-                stream=stream,
-            )
-        )
-        with in_process_tuning(), beam.Pipeline(options=options) as p:
-            build_pipeline(p, config, files, info, folder, staging)
-    if not is_local(options):
+    # Records and samples are not one to one (dialogues group and split them): no shares, no total.
+    lines = JobProgress(
+        "sft",
+        outcomes=("samples", "rejected"),
+        unit="records",
+        shares=False,
+        worker_log="vlcurate-sft-workers",
+    )
+    job.run(lambda p, folder: build_pipeline(p, config, files, info, folder, staging), lines, progress)
+    if not job.local:
         return {}
     stats = read_json(join(out, "stats.json"))
     totals = stats["totals"]
-    print(
-        f"[vlcurate] sft done in {time.monotonic() - started:.1f}s: {totals['records_read']:,} records -> "
-        f"{totals['samples_written']:,} samples ({totals['records_rejected']:,} records and "
-        f"{totals['samples_rejected']:,} samples rejected) -> {out}",
-        file=sys.stderr,
+    job.say_done(
+        "sft",
+        f"{totals['records_read']:,} records -> {totals['samples_written']:,} samples "
+        f"({totals['records_rejected']:,} records and {totals['samples_rejected']:,} samples rejected)",
+        out,
     )
     return stats
-
-
-# --- command line --------------------------------------------------------------------------------------
-
-
-def add_sft_parser(subparsers: Any) -> None:
-    """Adds `sft` to the CLI's subparsers."""
-    p = subparsers.add_parser(
-        "sft",
-        help="build Qwen-VL SFT dialogue shards (finetune.py JSON) from cleaned pairs, VQA, grounding, text",
-        description="Unknown flags are passed to Beam (e.g. --runner=DataflowRunner).",
-    )
-    p.add_argument("--config", required=True, help="YAML config (see schemas/sft_config.py)")
-    p.add_argument("--output", help="output directory (overrides output.dir)")
-    p.add_argument("--workers", type=int, help="local worker processes (default: the config's, 1)")
-    p.add_argument("--seed", type=int, help="construction seed (overrides the config's)")
-    p.add_argument("--overwrite", action="store_true", help="replace a completed output directory")
-    p.add_argument("--no-progress", action="store_true", help="do not print progress lines")
-    p.add_argument(
-        "--check",
-        action="store_true",
-        help="afterwards run `vlcurate check` on the output (into <output>/check); exit 1 on a structural finding",
-    )
-
-
-def cmd_sft(args: argparse.Namespace, beam_args: list[str] | None = None) -> int:
-    config = load_sft_config(args.config)
-    if args.output:
-        config.output.dir = args.output
-    if args.workers is not None:
-        config.workers = args.workers
-    if args.seed is not None:
-        config.seed = args.seed
-    config.output.overwrite = config.output.overwrite or args.overwrite
-    config.__post_init__()
-    run_sft(config, beam_args, progress=not args.no_progress)
-    if args.check:
-        from vlcurate.pipelines.check_job import run_check  # the check's model is loaded only when asked
-
-        run_check(config.output.dir, workers=config.workers, overwrite=True, beam_args=beam_args, strict=True)
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

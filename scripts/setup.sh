@@ -66,4 +66,4 @@ fi
 # Byte-compiles the sources as a wheel install would: an editable install leaves that to the first import,
 # which never writes them where PYTHONDONTWRITEBYTECODE is set, and then every command compiles them again
 # (~0.3 s). Quick when nothing changed.
-"$VENV/bin/python" -m compileall -q vlcurate schemas filters formatters model pipelines
+"$VENV/bin/python" -m compileall -q vlcurate schemas filters formatters model pipelines synth

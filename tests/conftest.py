@@ -13,7 +13,7 @@ SYNTH_SEED = 7
 
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory):
-    from vlcurate.pipelines.synth import write_synthetic_dataset
+    from vlcurate.synth.dataset import write_synthetic_dataset
 
     out = tmp_path_factory.mktemp("synth")
     write_synthetic_dataset(str(out), n=SYNTH_N, seed=SYNTH_SEED)

@@ -13,11 +13,11 @@ import pytest
 
 from vlcurate.cli import main as cli_main
 from vlcurate.pipelines.check_job import CheckOptions, run_check
-from vlcurate.pipelines.demo import write_demo_stage2_inputs
 from vlcurate.pipelines.format import run_format
 from vlcurate.pipelines.sft import run_sft
-from vlcurate.pipelines.sft_demo import write_demo_sft_inputs
 from vlcurate.schemas.sft_config import load_sft_config
+from vlcurate.synth.sft_inputs import write_demo_sft_inputs
+from vlcurate.synth.stage2_inputs import write_demo_stage2_inputs
 
 pytestmark = pytest.mark.slow
 STRUCTURAL = CheckOptions(model=None)

@@ -21,9 +21,9 @@ import pytest
 
 from vlcurate.model.qwen_tokenizer import get_tokenizer
 from vlcurate.pipelines.check_job import CheckOptions, run_check
-from vlcurate.pipelines.demo import write_demo_stage2_inputs
 from vlcurate.pipelines.format import run_format
-from vlcurate.pipelines.sft_demo import write_demo_sft_inputs
+from vlcurate.synth.sft_inputs import write_demo_sft_inputs
+from vlcurate.synth.stage2_inputs import write_demo_stage2_inputs
 
 pytestmark = pytest.mark.slow
 PLANTED = 10  # per kind

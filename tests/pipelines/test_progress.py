@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 from vlcurate.cli import main
 from vlcurate.pipelines.input_size import Total, estimate_records, sum_totals
 from vlcurate.pipelines.progress import ProgressCounter, ProgressPrinter
-from vlcurate.pipelines.progress_lines import CountReporter, progress_line
-from vlcurate.pipelines.synth import write_synthetic_dataset
+from vlcurate.pipelines.progress_lines import progress_line
+from vlcurate.synth.dataset import write_synthetic_dataset
+from vlcurate.synth.progress import CountReporter
 from vlcurate.tests.pipelines.helpers import jpeg, write_tar
 
 

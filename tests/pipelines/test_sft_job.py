@@ -13,17 +13,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vlcurate.cli import sft as sft_command
+from vlcurate.formatters.sft_strategies import text_cutoff
 from vlcurate.formatters.sft_validate import ANNOUNCEMENT
 from vlcurate.model import scenes
 from vlcurate.model.scenes import Scene, Shape, render
 from vlcurate.pipelines.check_job import CheckOptions, run_check
 from vlcurate.pipelines.output import COMPLETED
-from vlcurate.pipelines.sft import add_sft_parser, cmd_sft, run_sft, text_cutoff
-from vlcurate.pipelines.sft_demo import shape_boxes, write_demo_sft_inputs
+from vlcurate.pipelines.sft import run_sft
 from vlcurate.pipelines.write import write_kept_shard
 from vlcurate.schemas.errors import ConfigError
 from vlcurate.schemas.record import Pair
 from vlcurate.schemas.sft_config import load_sft_config, sft_config_from_dict
+from vlcurate.synth.scene_tasks import shape_boxes
+from vlcurate.synth.sft_inputs import write_demo_sft_inputs
 
 MAX_LEN = 1024
 PLANTED = "extra_grounding/planted"
@@ -283,9 +286,9 @@ def test_same_input_and_seed_give_byte_identical_output_with_two_workers(job):
     with open(config_path, "w") as fh:
         json.dump(_config_dict(job["root"], "out2"), fh)  # JSON is YAML
     parser = argparse.ArgumentParser()
-    add_sft_parser(parser.add_subparsers(dest="command"))
+    sft_command.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["sft", "--config", config_path, "--workers", "2", "--check"])
-    assert cmd_sft(args) == 0
+    assert sft_command.run(args) == 0
     first, second = _files(job["out"]), _files(out2)
     check = {name: second.pop(name) for name in list(second) if name.startswith("check/")}
     assert json.loads(check["check/check.json"])["structural_findings"] == 0

@@ -1,0 +1,5 @@
+"""`python -m vlcurate.cli ARGS` is the `vlcurate` command (the same fast exit)."""
+
+from vlcurate.cli import entry
+
+entry()
