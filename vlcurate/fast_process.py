@@ -1,11 +1,12 @@
 """The `vlcurate` command's two process-level speed-ups, kept apart from its argument handling.
 
-Both change interpreter-wide state, so only vlcurate/cli.py uses them:
+Both change interpreter-wide state, so only the CLI (vlcurate/cli/__init__.py) uses them:
 
 - `imports_without_gc()`: importing Beam and Arrow makes hundreds of thousands of objects that live as
   long as the process, and the cyclic collector's passes over them while they pile up cost ~0.1 s of every
-  command's start. cli.py imports the jobs inside this block: collection is off during the imports, and
-  what they made is then frozen out of later passes (gc.freeze). It applies to whatever imports
+  command's start. The CLI imports its subcommand modules, and with them the jobs, inside this block:
+  collection is off during the imports, and what they made is then frozen out of later passes
+  (gc.freeze). It applies to whatever imports
   vlcurate.cli, tests included.
 - `exit_without_teardown(code)`: the `vlcurate` console command's exit after a command returned, which
   skips the interpreter's teardown of every loaded module (~0.3 s after a run that loaded Beam and Arrow,
