@@ -22,6 +22,7 @@ Prints a table and writes bench/results/check.json (or --json PATH).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import platform
@@ -111,11 +112,13 @@ def model_rates(
     limit: int | None = None,
     batch_tokens: int = 16384,
 ) -> dict[str, Any]:
+    import numpy
     import torch
 
     from vlcurate.formatters.check_samples import check_stage_sample
     from vlcurate.formatters.check_sft import check_sft_sample
     from vlcurate.model import qwenvl_losses
+    from vlcurate.model.qwenvl_images import normalize_pixels
     from vlcurate.model.qwenvl_weights import load_model
 
     data = _load(directory)
@@ -157,6 +160,18 @@ def model_rates(
     results = [r for b in batches for r in qwenvl_losses.sample_losses(model, b, read)]
     sync()
     cold_s = time.perf_counter() - start
+    start = time.perf_counter()  # the images' two parts apart: decoding in the job's thread pool ...
+    with concurrent.futures.ThreadPoolExecutor(qwenvl_losses.DECODE_THREADS) as pool:
+        decoded = list(pool.map(lambda p: qwenvl_losses._decoded(p, read, size), paths))
+    threaded_decode_s = time.perf_counter() - start
+    sync()
+    start = time.perf_counter()  # ... and the vision tower, 32 images at a time
+    with torch.inference_mode():
+        for i in range(0, len(decoded), 32):
+            pixels = torch.from_numpy(numpy.stack(decoded[i : i + 32])).to(next(model.parameters()).device)
+            model.visual(normalize_pixels(pixels))
+    sync()
+    vision_s = time.perf_counter() - start
     start = time.perf_counter()  # again, every image's features cached: the decoder alone
     for b in batches:
         qwenvl_losses.sample_losses(model, b, read)
@@ -172,6 +187,8 @@ def model_rates(
         "decode_threads": qwenvl_losses.DECODE_THREADS,
         "tokenize_s": round(tokenize_s, 3),
         "decode_one_thread_s": round(decode_s, 3),
+        "decode_threads_s": round(threaded_decode_s, 3),
+        "vision_tower_s": round(vision_s, 3),
         "model_s": round(cold_s, 3),
         "decoder_only_s": round(decoder_s, 3),
         "samples_per_s": _rate(len(results), cold_s),
@@ -189,11 +206,11 @@ def build(directory: str, scenes: int, model_sample: int | None, spec: str) -> d
     """Writes the outputs with the real jobs and times them, then the check job on each: structural only,
     and with the bundled model on `model_sample` samples (None: all)."""
     from vlcurate.pipelines.check_job import CheckOptions, run_check
-    from vlcurate.pipelines.demo import write_demo_stage2_inputs
     from vlcurate.pipelines.format import run_format
     from vlcurate.pipelines.sft import run_sft
-    from vlcurate.pipelines.sft_demo import write_demo_sft_inputs
     from vlcurate.schemas.sft_config import load_sft_config
+    from vlcurate.synth.sft_inputs import write_demo_sft_inputs
+    from vlcurate.synth.stage2_inputs import write_demo_stage2_inputs
 
     if os.path.exists(directory):
         shutil.rmtree(directory)

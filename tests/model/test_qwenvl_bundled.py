@@ -1,6 +1,6 @@
 """The bundled compact Qwen-VL on samples this test makes: with its own image a sample's loss is lower
-than with another sample's image for at least 90% of them (the issue asks 95%: not met yet). Samples come from the
-trainer's generator (the project's formatters) with a seed neither training nor eval.json used."""
+than with its partner's image (chosen as the checker chooses it) for at least 95% of them. Samples come
+from the trainer's generator (the project's formatters) with a seed neither training nor eval.json used."""
 
 import json
 import os
@@ -10,6 +10,7 @@ import torch
 
 from vlcurate.model.loss_flags import MIN_GAIN, OUTLIER_K
 from vlcurate.model.qwenvl_config import QwenVLConfig
+from vlcurate.model.qwenvl_losses import partner_images, partner_indices, supervised_ids
 from vlcurate.model.qwenvl_weights import DEFAULT_MODEL, WEIGHTS_DIR, load_model
 from vlcurate.model.train_compact_qwenvl import SFT_TASKS, STAGE2_TASKS, Domain, make_examples, score
 
@@ -28,31 +29,34 @@ def test_the_bundled_files_fit_the_package_limits(bundled):
     assert os.path.getsize(os.path.join(BUNDLED, "model.safetensors")) <= 25 * 1024 * 1024
     with open(os.path.join(BUNDLED, "eval.json")) as fh:
         report = json.load(fh)
-    # What the shipped weights measured (the issue's bars are 0.95, recall >= 0.8 at <= 5% flagged clean
-    # samples: not met yet, see docs/check.md); these guard against shipping worse weights.
-    assert report["own_image_lowers_loss"] >= 0.90
+    # What the shipped weights measured (the issue's bars: own image >= 0.95, met; recall >= 0.8 of each
+    # kind at <= 5% flagged clean samples, not met for mirrored boxes, see docs/check.md); these guard
+    # against shipping worse weights.
+    assert report["own_image_lowers_loss"] >= 0.95
     (at_defaults,) = [
         f for f in report["flags_by_threshold"] if (f["k"], f["min_gain"]) == (OUTLIER_K, MIN_GAIN)
     ]
-    assert at_defaults["clean_flagged"] <= 0.10
-    assert at_defaults["recall"]["swapped_image"] >= 0.6 and at_defaults["recall"]["exchanged_caption"] >= 0.6
+    assert (at_defaults["recall"], at_defaults["clean_flagged"]) == (
+        report["flags"]["recall"],
+        report["flags"]["clean_flagged"],
+    )
+    assert at_defaults["clean_flagged"] <= 0.05
+    assert at_defaults["recall"]["swapped_image"] >= 0.7 and at_defaults["recall"]["exchanged_caption"] >= 0.9
 
 
 @pytest.mark.slow
-def test_own_images_lower_the_loss_for_90_percent(bundled):
+def test_own_images_lower_the_loss_for_95_percent(bundled):
     model, config = bundled
     torch.manual_seed(0)
     domain = Domain("compact-qwenvl:test")
     image_tasks = STAGE2_TASKS + SFT_TASKS[:4]
-    examples = make_examples(domain, dict.fromkeys(image_tasks, 5))  # 45 samples
+    examples = make_examples(domain, dict.fromkeys(image_tasks, 10))  # 90 samples
     partners = {}
     for task in image_tasks:
         pool = [e for e in examples if e.task == task]
-        for i, e in enumerate(pool):  # the next sample's images, cycled to as many as this one shows
-            theirs = pool[(i + 1) % len(pool)].view.images
-            partners[e.id] = [theirs[j % len(theirs)] for j in range(len(e.view.images))]
+        found = partner_indices([supervised_ids(e.view.labels) for e in pool], [e.view.images for e in pool])
+        for e, j in zip(pool, found):
+            partners[e.id] = list(partner_images(e.view.images, pool[j].view.images))
     scores = score(model, examples, domain.images, partners, config.vision.image_size)
-    lower = [own < swapped for own, swapped in scores.values()]
-    assert sum(lower) / len(lower) >= 0.9, (
-        sorted
-    )  # 41 of 45 with the shipped weights; the issue asks 0.95(scores.items(), key=lambda kv: kv[1][1] - kv[1][0])[:5]
+    lower = {sample: own < swapped for sample, (own, swapped) in scores.items()}
+    assert sum(lower.values()) / len(lower) >= 0.95, sorted(s for s, ok in lower.items() if not ok)
