@@ -1,6 +1,6 @@
 """The synthetic visual domain: coloured shapes at named positions on a tinted background.
 
-Shared by the synthetic dataset generator (pipelines/synth.py) and the training of the bundled tiny CLIP
+Shared by the synthetic dataset generator (synth/) and the training of the bundled tiny CLIP
 model, which must learn to match `caption_en`/`caption_zh` text to `render`ed images. Everything here is
 deterministic: a scene is drawn from a `random.Random`, and `render` depends only on the scene and size.
 

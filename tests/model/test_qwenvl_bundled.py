@@ -12,7 +12,8 @@ from vlcurate.model.loss_flags import MIN_GAIN, OUTLIER_K
 from vlcurate.model.qwenvl_config import QwenVLConfig
 from vlcurate.model.qwenvl_losses import partner_images, partner_indices, supervised_ids
 from vlcurate.model.qwenvl_weights import DEFAULT_MODEL, WEIGHTS_DIR, load_model
-from vlcurate.model.train_compact_qwenvl import SFT_TASKS, STAGE2_TASKS, Domain, make_examples, score
+from vlcurate.model.train_compact_qwenvl_data import SFT_TASKS, STAGE2_TASKS, Domain, make_examples
+from vlcurate.model.train_compact_qwenvl_eval import score
 
 BUNDLED = os.path.join(WEIGHTS_DIR, "compact-qwenvl")
 

@@ -1,0 +1,174 @@
+"""Held-out evaluation of a trained compact Qwen-VL (train_compact_qwenvl.py writes eval.json with it):
+per-task losses, the share of samples whose own image lowers the loss, and how model/loss_flags.py
+catches planted defects at its defaults and over a grid of its thresholds. Part of the offline trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+from vlcurate.model import loss_flags
+from vlcurate.model.qwenvl_losses import partner_images, partner_indices, supervised_ids
+from vlcurate.model.train_compact_qwenvl_data import (
+    DEFECT_TASKS,
+    SFT_TASKS,
+    STAGE2_TASKS,
+    Domain,
+    Example,
+    batch_tensors,
+    make_examples,
+    sub_batches,
+)
+
+# --- evaluation ------------------------------------------------------------------------------------------
+
+
+def score(
+    model, examples: list[Example], images: dict[str, bytes], partners: dict[str, list[str]], size: int
+):
+    """{id: (loss, swap_loss)}: own images, then `partners[id]` (None without images), as the checker."""
+    import torch
+
+    from vlcurate.model.qwenvl_images import image_batch
+
+    out, device = {}, next(model.parameters()).device
+    for part in sub_batches(examples, max_tokens=8000):
+        ids, labels = (t.to(device) for t in batch_tensors(part))
+        own = [p for e in part for p in e.view.images]
+        swap = [p for e in part for p in partners[e.id]]
+        with torch.inference_mode():
+            loss = model.sample_losses(
+                ids, labels, image_batch([images[p] for p in own], size) if own else None
+            )
+            other = model.sample_losses(
+                ids, labels, image_batch([images[p] for p in swap], size) if swap else None
+            )
+        for row, e in enumerate(part):
+            out[e.id] = (float(loss[row]), float(other[row]) if e.view.images else None)
+    return out
+
+
+def _flag_rounds(clean: list[dict], defects: list[dict], k: float, min_gain: float, share: float = 0.1):
+    """loss_flags on a task's clean rows plus its defects a few at a time (`share` of the clean count per
+    round, a realistic defect rate for the robust statistics). Returns (flagged defect ids, mean share
+    of clean rows flagged per round)."""
+    size = max(1, round(share * len(clean)))
+    rounds = [defects[i : i + size] for i in range(0, len(defects), size)] or [[]]
+    hit, clean_share = set(), []
+    for chunk in rounds:
+        flagged = {f.id for f in loss_flags.loss_findings(clean + chunk, k, min_gain)}
+        hit |= flagged & {r["id"] for r in chunk}
+        clean_share.append(len(flagged & {r["id"] for r in clean}) / len(clean))
+    return hit, sum(clean_share) / len(clean_share)
+
+
+def flag_metrics(rows: list[dict], k: float, min_gain: float) -> dict:
+    """Recall per defect kind and the share of clean samples flagged, task by task as the checker runs."""
+    by_task: dict[str, list[dict]] = {}
+    for row in rows:
+        by_task.setdefault(row["task"], []).append(row)
+    hit, clean_flags, n_clean = set(), 0.0, 0
+    for task_rows in by_task.values():
+        clean = [r for r in task_rows if r["defect"] is None]
+        found, share = _flag_rounds(clean, [r for r in task_rows if r["defect"]], k, min_gain)
+        hit |= found
+        clean_flags += share * len(clean)
+        n_clean += len(clean)
+    recall = {}
+    for kind in DEFECT_TASKS:
+        ids = [r["id"] for r in rows if r["defect"] == kind]
+        recall[kind] = round(sum(i in hit for i in ids) / len(ids), 4)
+    return {"recall": recall, "clean_flagged": round(clean_flags / n_clean, 4)}
+
+
+def evaluate(out: str, seed: int, n_clean: int, n_defect: int, device: str = "cpu") -> dict:
+    """Held-out metrics of the saved model in `out` (loaded exactly as the checker loads it)."""
+    import statistics
+
+    from vlcurate.model.qwenvl_weights import load_model
+
+    model, config = load_model(f"local-dir:{out}", device=device)
+    domain = Domain(f"compact-qwenvl:eval:{seed}")
+    examples = make_examples(domain, dict.fromkeys(STAGE2_TASKS + SFT_TASKS, n_clean), tag="clean/")
+    for kind, tasks in DEFECT_TASKS.items():
+        examples += make_examples(domain, dict.fromkeys(tasks, n_defect), kind, tag=f"{kind}/")
+    # Partners as the checker picks them: within a task, in a fixed shuffled order, the next one's images.
+    partners, shuffle = {}, random.Random(seed)
+    for task in STAGE2_TASKS + SFT_TASKS:
+        pool = [e for e in examples if e.task == task]
+        shuffle.shuffle(pool)
+        found = partner_indices([supervised_ids(e.view.labels) for e in pool], [e.view.images for e in pool])
+        for e, j in zip(pool, found):
+            partners[e.id] = list(partner_images(e.view.images, () if j is None else pool[j].view.images))
+    scores = score(model, examples, domain.images, partners, config.vision.image_size)
+    rows = [
+        {
+            "id": e.id,
+            "task": e.task,
+            "defect": e.defect,
+            "loss": round(scores[e.id][0], 5),
+            "swap_loss": None if scores[e.id][1] is None else round(scores[e.id][1], 5),
+        }
+        for e in examples
+    ]
+    clean = [r for r in rows if r["defect"] is None]
+    tasks = {}
+    for task in STAGE2_TASKS + SFT_TASKS:
+        mine = [r for r in clean if r["task"] == task]
+        entry = {"samples": len(mine), "mean_loss": round(statistics.fmean(r["loss"] for r in mine), 4)}
+        if mine[0]["swap_loss"] is not None:
+            gains = [r["swap_loss"] - r["loss"] for r in mine]
+            entry["mean_swap_loss"] = round(statistics.fmean(r["swap_loss"] for r in mine), 4)
+            entry["own_image_lowers_loss"] = round(sum(g > 0 for g in gains) / len(gains), 4)
+            entry["median_gain"] = round(statistics.median(gains), 4)
+        tasks[task] = entry
+    gains = sorted(r["swap_loss"] - r["loss"] for r in clean if r["swap_loss"] is not None)
+    return {
+        "eval_seed": seed,
+        "clean_per_task": n_clean,
+        "defects_per_task": n_defect,
+        "own_image_lowers_loss": round(sum(g > 0 for g in gains) / len(gains), 4),
+        "clean_gain_median": round(statistics.median(gains), 4),
+        "clean_gain_p01": round(gains[len(gains) // 100], 4),
+        "tasks": tasks,
+        **flag_report(rows),
+        # Every held-out sample, for recomputing the flags with other rules: [id, task, defect, loss, swap].
+        "samples": [[r["id"], r["task"], r["defect"], r["loss"], r["swap_loss"]] for r in rows],
+    }
+
+
+def flag_report(rows: list[dict]) -> dict:
+    """loss_flags at its defaults, and over a grid of its two thresholds."""
+    grid = [
+        {"k": k, "min_gain": g, **flag_metrics(rows, k, g)}
+        for k in (2.5, 3.0, 3.5, 4.0, 5.0)
+        for g in (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)
+    ]
+    at_defaults = flag_metrics(rows, loss_flags.OUTLIER_K, loss_flags.MIN_GAIN)
+    return {
+        "flags": {"k": loss_flags.OUTLIER_K, "min_gain": loss_flags.MIN_GAIN, **at_defaults},
+        "flags_by_threshold": grid,
+    }
+
+
+def reflag(folder: str) -> dict:
+    """Recomputes eval.json's flags in `folder` from its stored samples (after changing loss_flags)."""
+    path = os.path.join(folder, "eval.json")
+    with open(path, encoding="utf-8") as fh:
+        report = json.load(fh)
+    keys = ("id", "task", "defect", "loss", "swap_loss")
+    report.update(flag_report([dict(zip(keys, row)) for row in report["samples"]]))
+    write_eval_json(path, report)
+    return report
+
+
+def write_eval_json(path: str, report: dict) -> None:
+    """eval.json, indented, with one line per stored sample."""
+    text = json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1)
+    if "samples" in report:
+        rows = ",\n  ".join(json.dumps(row, ensure_ascii=False) for row in report["samples"])
+        text = text[: -len("\n}")] + f',\n "samples": [\n  {rows}\n ]\n}}'
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text + "\n")
