@@ -5,7 +5,8 @@ A `LossBatch` holds samples of one task that pipelines/check.py already grouped 
 fixed by the data), so a sample's loss does not depend on the number of workers or on timing. For each
 sample the mean loss over its supervised tokens is computed twice: with its own images and with its
 partner's (another sample of the same task), the image-swap delta that tells whether the text belongs to
-its image.
+its image; a sample whose text holds boxes is also scored with its own images mirrored left to right,
+which keeps everything but the positions (boxes that fit the mirrored image better are wrong).
 
 Images are read by path (as Qwen-VL's own model does) with the reader the caller passes in (it knows
 roots, size limits and remote filesystems). Each distinct image of a batch is decoded once (in a thread
@@ -23,7 +24,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from vlcurate.model.qwen_tokenizer import ENDOFTEXT_ID, IGNORE_INDEX
+from vlcurate.model.qwen_tokenizer import BOX_START, ENDOFTEXT_ID, IGNORE_INDEX, SPECIAL_IDS
 from vlcurate.schemas.record import stable_hash
 
 FEATURE_CACHE_BYTES = 256 << 20  # adapter outputs kept per process (the bundled model: 32 KB an image)
@@ -38,6 +39,7 @@ class LossItem:
     labels: tuple[int, ...]
     images: tuple[str, ...]  # where to read each image (resolved paths or URLs), in <img> order
     partner_images: tuple[str, ...]  # the partner's, cycled to len(images); empty when no image
+    mirror: bool = False  # also scored with its own images mirrored (samples whose text holds boxes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,11 +54,13 @@ class LossResult:
     loss: float  # NaN when not computable (no supervised token, an image that failed to load)
     swap_loss: float | None  # None without images (or without a partner)
     detail: str = ""
+    flip_loss: float | None = None  # with its own images mirrored left to right; None where not scored
 
 
 def sample_losses(model: Any, batch: LossBatch, read_image: Callable[[str], bytes]) -> list[LossResult]:
-    """The own-image and swapped-image losses of every sample in `batch`, in one forward pass over the
-    batch twice: rows 0..B-1 with their own images, rows B..2B-1 with their partners'."""
+    """The own-image, swapped-image and mirrored-image losses of every sample in `batch`, in one forward:
+    rows 0..B-1 with their own images, rows B..2B-1 with their partners', then one row per sample with
+    `mirror` set, with its own images mirrored."""
     import torch
 
     items = batch.items
@@ -68,12 +72,17 @@ def sample_losses(model: Any, batch: LossBatch, read_image: Callable[[str], byte
         ids[row, : len(item.input_ids)] = torch.tensor(item.input_ids)
         labels[row, : len(item.labels)] = torch.tensor(item.labels)
     swap = any(item.partner_images for item in items)
-    paths = [p for item in items for p in item.images]
+    rows = list(range(len(items)))  # which item each row of the forward scores
+    images = [(p, False) for item in items for p in item.images]
     if swap:  # a row without a partner repeats its own images; its swapped loss is dropped below
-        paths += [p for item in items for p in (item.partner_images or item.images)]
-        ids, labels = torch.cat([ids, ids]), torch.cat([labels, labels])
+        rows += range(len(items))
+        images += [(p, False) for item in items for p in (item.partner_images or item.images)]
+    mirrored = [i for i, item in enumerate(items) if item.mirror and item.images]
+    rows += mirrored
+    images += [(p, True) for i in mirrored for p in items[i].images]
+    ids, labels = ids[rows], labels[rows]
     try:
-        features = image_features(model, paths, read_image) if paths else None
+        features = image_features(model, images, read_image) if images else None
     except ImageLoadError as exc:  # the structural check decoded it: it changed while the job ran
         return [LossResult(i.id, i.task, math.nan, None, str(exc)) for i in items]
     with torch.inference_mode():
@@ -81,8 +90,15 @@ def sample_losses(model: Any, batch: LossBatch, read_image: Callable[[str], byte
             model.sample_losses(ids.to(device), labels.to(device), features=features).float().cpu().tolist()
         )
     n = len(items)
+    flip = dict(zip(mirrored, losses[len(losses) - len(mirrored) :]))
     return [
-        LossResult(item.id, item.task, losses[i], losses[n + i] if swap and item.partner_images else None)
+        LossResult(
+            item.id,
+            item.task,
+            losses[i],
+            losses[n + i] if swap and item.partner_images else None,
+            flip_loss=flip.get(i),
+        )
         for i, item in enumerate(items)
     ]
 
@@ -121,28 +137,30 @@ def clear_feature_cache() -> None:
     _features = _FeatureCache(FEATURE_CACHE_BYTES)
 
 
-def image_features(model: Any, paths: list[str], read_image: Callable[[str], bytes]) -> Any:
-    """[len(paths), IMAGE_SLOTS, hidden]: the adapter outputs of each path's image (what fills its `<img>`
-    span), each distinct image read, decoded and encoded once."""
+def image_features(model: Any, images: list[tuple[str, bool]], read_image: Callable[[str], bytes]) -> Any:
+    """[len(images), IMAGE_SLOTS, hidden]: the adapter outputs of each (path, mirrored) image (what fills
+    its `<img>` span), each distinct one read, decoded and encoded once."""
     import numpy as np
     import torch
 
     from vlcurate.model.qwenvl_images import normalize_pixels
 
     size = model.config.vision.image_size
-    distinct = list(dict.fromkeys(paths))
-    keys = {p: (_model_token(model), p) for p in distinct}
-    missing = [p for p in distinct if _features.get(keys[p]) is None]
+    distinct = list(dict.fromkeys(images))
+    keys = {image: (_model_token(model), *image) for image in distinct}
+    missing = [image for image in distinct if _features.get(keys[image]) is None]
     if missing:
-        with concurrent.futures.ThreadPoolExecutor(min(DECODE_THREADS, len(missing))) as pool:
-            pixels = list(pool.map(lambda p: _decoded(p, read_image, size), missing))
+        paths = list(dict.fromkeys(path for path, _ in missing))
+        with concurrent.futures.ThreadPoolExecutor(min(DECODE_THREADS, len(paths))) as pool:
+            decoded = dict(zip(paths, pool.map(lambda p: _decoded(p, read_image, size), paths)))
+        pixels = [decoded[path][:, ::-1] if mirror else decoded[path] for path, mirror in missing]
         device = next(model.parameters()).device
         batch = normalize_pixels(torch.from_numpy(np.stack(pixels)).to(device))  # [n, 3, size, size]
         with torch.inference_mode():
             encoded = model.visual(batch)  # [n, slots, hidden]
-        for path, one in zip(missing, encoded):
-            _features.put(keys[path], one)
-    return torch.stack([_features.get(keys[p]) for p in paths])
+        for image, one in zip(missing, encoded):
+            _features.put(keys[image], one)
+    return torch.stack([_features.get(keys[image]) for image in images])
 
 
 _tokens = iter(range(1 << 62))
@@ -172,6 +190,7 @@ def partner_images(own: Sequence[str], partner: Sequence[str]) -> tuple[str, ...
     return tuple(partner[i % len(partner)] for i in range(len(own)))
 
 
+BOX_START_ID = SPECIAL_IDS[BOX_START]
 PARTNER_LOOKAHEAD = 8  # samples looked at after one's own for a partner with another target
 
 
@@ -219,6 +238,7 @@ def loss_batches(records: Iterable[Any], root: str, batch_tokens: int) -> Iterat
                 tuple(view.labels),
                 own,
                 partner_images(own, () if partner is None else located[partner]),
+                mirror=BOX_START_ID in view.input_ids,
             )
         )
     items.sort(key=lambda item: (len(item.input_ids), stable_hash(item.id), item.id))

@@ -228,6 +228,22 @@ def train(
     }
 
 
+# What train() reports, kept by --eval-only.
+TRAINING_FACTS = (
+    "seed",
+    "steps",
+    "train_groups",
+    "samples_per_scene",
+    "train_samples",
+    "train_images",
+    "lr",
+    "domain_ids",
+    "train_seconds",
+    "parameters",
+    "file_bytes",
+)
+
+
 def default_config(overrides: str = "") -> QwenVLConfig:
     """The bundled model's sizes (QwenVLConfig's defaults), with `overrides` (JSON, per section) applied:
     '{"decoder": {"hidden_size": 128}}'."""
@@ -247,11 +263,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu (the bundled weights) or cuda (experiments)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the bundled weights: one H100)")
     parser.add_argument("--eval-clean", type=int, default=60, help="held-out clean samples per task")
     parser.add_argument("--eval-defects", type=int, default=20, help="planted defects per (kind, task)")
     parser.add_argument("--config", default="", help="JSON overrides of the model sizes, per section")
     parser.add_argument("--reflag", action="store_true", help="only recompute --out's eval.json flags")
+    parser.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="only re-run the eval of the weights in --out (keeps the training facts)",
+    )
     args = parser.parse_args()
     if args.reflag:
         print(json.dumps(reflag(args.out)["flags"], indent=1))
@@ -259,16 +280,21 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    report = train(
-        args.out,
-        default_config(args.config),
-        args.groups,
-        args.steps,
-        args.lr,
-        args.seed,
-        args.per_scene,
-        args.device,
-    )
+    if args.eval_only:
+        with open(os.path.join(args.out, "eval.json"), encoding="utf-8") as fh:
+            report = {k: v for k, v in json.load(fh).items() if k in TRAINING_FACTS}
+    else:
+        report = train(
+            args.out,
+            default_config(args.config),
+            args.groups,
+            args.steps,
+            args.lr,
+            args.seed,
+            args.per_scene,
+            args.device,
+        )
+    report["eval_device"] = args.device
     started = time.time()
     report.update(evaluate(args.out, args.seed + 1, args.eval_clean, args.eval_defects, args.device))
     report["eval_seconds"] = round(time.time() - started, 1)

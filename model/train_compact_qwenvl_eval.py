@@ -28,10 +28,16 @@ from vlcurate.model.train_compact_qwenvl_data import (
 def score(
     model, examples: list[Example], images: dict[str, bytes], partners: dict[str, list[str]], size: int
 ):
-    """{id: (loss, swap_loss)}: own images, then `partners[id]` (None without images), as the checker."""
+    """{id: (loss, swap_loss, flip_loss)}: own images, then `partners[id]` (None without images), then the
+    own images mirrored for samples whose text holds boxes (else None), as the checker scores them."""
+    import numpy as np
     import torch
 
-    from vlcurate.model.qwenvl_images import image_batch
+    from vlcurate.model.qwenvl_images import image_batch, normalize_pixels, qwenvl_pixels
+    from vlcurate.model.qwenvl_losses import BOX_START_ID
+
+    def mirrored(paths: list[str]):
+        return normalize_pixels(np.stack([qwenvl_pixels(images[p], size)[:, ::-1] for p in paths]))
 
     out, device = {}, next(model.parameters()).device
     for part in sub_batches(examples, max_tokens=8000):
@@ -45,8 +51,14 @@ def score(
             other = model.sample_losses(
                 ids, labels, image_batch([images[p] for p in swap], size) if swap else None
             )
+            flip = model.sample_losses(ids, labels, mirrored(own)) if own else None
         for row, e in enumerate(part):
-            out[e.id] = (float(loss[row]), float(other[row]) if e.view.images else None)
+            boxed = e.view.images and BOX_START_ID in e.view.input_ids
+            out[e.id] = (
+                float(loss[row]),
+                float(other[row]) if e.view.images else None,
+                float(flip[row]) if boxed else None,
+            )
     return out
 
 
@@ -110,6 +122,7 @@ def evaluate(out: str, seed: int, n_clean: int, n_defect: int, device: str = "cp
             "defect": e.defect,
             "loss": round(scores[e.id][0], 5),
             "swap_loss": None if scores[e.id][1] is None else round(scores[e.id][1], 5),
+            "flip_loss": None if scores[e.id][2] is None else round(scores[e.id][2], 5),
         }
         for e in examples
     ]
@@ -134,8 +147,11 @@ def evaluate(out: str, seed: int, n_clean: int, n_defect: int, device: str = "cp
         "clean_gain_p01": round(gains[len(gains) // 100], 4),
         "tasks": tasks,
         **flag_report(rows),
-        # Every held-out sample, for recomputing the flags with other rules: [id, task, defect, loss, swap].
-        "samples": [[r["id"], r["task"], r["defect"], r["loss"], r["swap_loss"]] for r in rows],
+        # Every held-out sample, for recomputing the flags with other rules: [id, task, defect, loss, swap,
+        # flip].
+        "samples": [
+            [r["id"], r["task"], r["defect"], r["loss"], r["swap_loss"], r["flip_loss"]] for r in rows
+        ],
     }
 
 
@@ -158,7 +174,7 @@ def reflag(folder: str) -> dict:
     path = os.path.join(folder, "eval.json")
     with open(path, encoding="utf-8") as fh:
         report = json.load(fh)
-    keys = ("id", "task", "defect", "loss", "swap_loss")
+    keys = ("id", "task", "defect", "loss", "swap_loss", "flip_loss")
     report.update(flag_report([dict(zip(keys, row)) for row in report["samples"]]))
     write_eval_json(path, report)
     return report

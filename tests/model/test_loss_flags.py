@@ -9,6 +9,7 @@ import pytest
 from vlcurate.model.loss_flags import (
     MAD_TO_SIGMA,
     MIN_GAIN,
+    MIN_MIRROR_GAIN,
     MIN_TASK_SAMPLES,
     OUTLIER_K,
     Finding,
@@ -125,3 +126,17 @@ def test_by_default_a_sample_is_flagged_exactly_when_its_own_image_does_not_lowe
         ("same", "image_does_not_help"),
         ("worse", "image_does_not_help"),
     ]
+
+
+def test_boxes_that_fit_the_mirrored_image_better_are_flagged():
+    rows = vqa_rows()
+    rows[0]["flip_loss"] = rows[0]["loss"] - 0.25  # the mirrored image explains the boxes better
+    rows[1]["flip_loss"] = rows[1]["loss"] - 0.1  # by exactly the margin: not flagged
+    rows[2]["flip_loss"] = rows[2]["loss"] + 0.3  # a correct box: mirroring hurts
+    rows[5]["flip_loss"] = math.nan  # not scored
+    found = [f for f in loss_findings(rows) if f.reason == "boxes_fit_mirrored_image"]
+    assert found == [
+        Finding("v00", "vqa", "boxes_fit_mirrored_image", "own 0.800 - mirrored image's 0.550 = 0.250 > 0.1")
+    ]
+    assert MIN_MIRROR_GAIN == 0.1
+    assert [f.id for f in loss_findings(rows, min_mirror_gain=0.05)].count("v01") == 1

@@ -143,6 +143,45 @@ def test_one_pass_own_images_then_partner_images_rows_padded_with_endoftext():
     assert sample_losses(FakeModel(), batch, images.__getitem__) == results  # another model: encoded anew
 
 
+def _half_white(mirrored: bool = False) -> bytes:
+    image = Image.new("RGB", (40, 20), (0, 0, 0))
+    image.paste((255, 255, 255), (20, 0, 40, 20) if not mirrored else (0, 0, 20, 20))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+class LeftColumnModel(FakeModel):
+    """Its features are the mean of the image's left-most pixel column: mirroring changes them."""
+
+    def visual(self, pixels):
+        self.encoded.append(pixels.clone())
+        return pixels[:, :, :, 0].mean(dim=(1, 2))[:, None, None].expand(-1, 256, 2)
+
+
+def test_a_sample_with_boxes_is_also_scored_with_its_images_mirrored():
+    images = {"/r/a.png": _half_white(), "/r/b.png": _jpeg(128), "/r/m.png": _half_white(mirrored=True)}
+    boxed = stage_sample_view(
+        "<img>a.png</img><ref>the square</ref>", "<box>(500,0),(999,999)</box><|endoftext|>"
+    )
+    plain = _record(2).view
+    records = [
+        SimpleNamespace(id="s1", task="t", view=boxed, images=("a.png",)),
+        SimpleNamespace(id="s2", task="t", view=plain, images=("b.png",)),
+    ]
+    items = {i.id: i for b in loss_batches(records, "/r", 16384) for i in b.items}
+    assert items["s1"].mirror and not items["s2"].mirror  # only text with boxes
+    batch = LossBatch((items["s1"], items["s2"]))
+    model = LeftColumnModel()
+    results = sample_losses(model, batch, images.__getitem__)
+    ((ids, _, _),) = model.calls
+    assert ids.shape[0] == 5 and torch.equal(ids[4], ids[0])  # own x2, partners x2, then s1 mirrored
+    mirrored_file = LossItem("s1", "t", items["s1"].input_ids, items["s1"].labels, ("/r/m.png",), ())
+    (expected,) = sample_losses(LeftColumnModel(), LossBatch((mirrored_file,)), images.__getitem__)
+    assert results[0].flip_loss == pytest.approx(expected.loss, abs=1e-6)  # as if the file were mirrored
+    assert results[0].flip_loss != results[0].loss and results[1].flip_loss is None
+
+
 def test_an_image_that_fails_to_load_gives_nan_not_an_exception():
     record = _record(1)
     item = LossItem("s1", "t", tuple(record.view.input_ids), tuple(record.view.labels), ("/gone.png",), ())

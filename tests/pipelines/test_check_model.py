@@ -3,9 +3,9 @@ planted by the test into a real stage-2 output (an image swapped with another sa
 captions exchanged between images), are flagged far more often than clean samples.
 
 The issue's bars (recall >= 80% per kind at <= 5% flagged clean samples) are NOT met by the shipped
-weights on this output: of 10 planted defects per kind they catch 7 swapped images, 8 mirrored boxes
-and 3 exchanged captions while flagging 14% of 315 clean samples (on the model's own held-out eval, 3.2%
-clean flagged and 76% / 30% / 95%: the demo's stage-2 output is a different mix of tasks and lengths).
+weights on this output: of 10 planted defects per kind they catch 7 swapped images, 9 mirrored boxes
+and 3 exchanged captions while flagging 16% of 315 clean samples (on the model's own held-out eval, 3.6%
+clean flagged and 77% / 53% / 95%: the demo's stage-2 texts differ from the trainer's templates).
 The asserts below guard those measured levels, with a margin, so that worse weights or a broken check
 fail; docs/check.md says so."""
 
@@ -126,7 +126,7 @@ def test_model_checks_flag_planted_mismatches_and_few_clean_samples(stage2, tmp_
     false_flags = len(flagged - set(planted)) / clean
     assert scored == check["samples"] and clean > 200
     caught = sum(i in flagged for i in planted) / len(planted)
-    assert recall["swapped_image"] >= 0.5 and recall["mirrored_boxes"] >= 0.5, recall
+    assert recall["swapped_image"] >= 0.5 and recall["mirrored_boxes"] >= 0.6, recall
     assert caught >= 0.45 and false_flags <= 0.2 and caught >= 3 * false_flags, (
         caught,
         false_flags,
