@@ -3,7 +3,7 @@
 Input: one row per sample, a mapping or an object with `id`, `task`, `loss` (mean next-token loss over
 the supervised tokens with the sample's own images), `swap_loss` (the same with another sample's
 images; None when the sample has no image) and optionally `flip_loss` (the same with its own images
-mirrored left to right; None where not scored: samples without boxes). Reasons, at most one finding per
+mirrored left to right; None where not scored: samples whose answer holds no box). Reasons, at most one finding per
 (sample, reason):
 - `loss_not_finite`: the loss is NaN or infinite (nothing else is judged for that sample);
 - `loss_outlier`: loss > median + k * 1.4826 * MAD of the finite losses of its task (a robust z-score:

@@ -5,8 +5,10 @@ A `LossBatch` holds samples of one task that pipelines/check.py already grouped 
 fixed by the data), so a sample's loss does not depend on the number of workers or on timing. For each
 sample the mean loss over its supervised tokens is computed twice: with its own images and with its
 partner's (another sample of the same task), the image-swap delta that tells whether the text belongs to
-its image; a sample whose text holds boxes is also scored with its own images mirrored left to right,
-which keeps everything but the positions (boxes that fit the mirrored image better are wrong).
+its image; a sample whose supervised text (the answer) holds boxes is also scored with its own images
+mirrored left to right, which keeps everything but the positions (boxes that fit the mirrored image
+better are wrong). Boxes only in the prompt (grounded captioning) are left out: there the answer is a
+few words about a region, which the mirror changed little in the bundled model's eval (a coin toss).
 
 Images are read by path (as Qwen-VL's own model does) with the reader the caller passes in (it knows
 roots, size limits and remote filesystems). Each distinct image of a batch is decoded once (in a thread
@@ -39,7 +41,7 @@ class LossItem:
     labels: tuple[int, ...]
     images: tuple[str, ...]  # where to read each image (resolved paths or URLs), in <img> order
     partner_images: tuple[str, ...]  # the partner's, cycled to len(images); empty when no image
-    mirror: bool = False  # also scored with its own images mirrored (samples whose text holds boxes)
+    mirror: bool = False  # also scored with its own images mirrored (samples whose answer holds boxes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,7 +240,7 @@ def loss_batches(records: Iterable[Any], root: str, batch_tokens: int) -> Iterat
                 tuple(view.labels),
                 own,
                 partner_images(own, () if partner is None else located[partner]),
-                mirror=BOX_START_ID in view.input_ids,
+                mirror=BOX_START_ID in supervised_ids(view.labels),
             )
         )
     items.sort(key=lambda item: (len(item.input_ids), stable_hash(item.id), item.id))

@@ -29,7 +29,7 @@ def score(
     model, examples: list[Example], images: dict[str, bytes], partners: dict[str, list[str]], size: int
 ):
     """{id: (loss, swap_loss, flip_loss)}: own images, then `partners[id]` (None without images), then the
-    own images mirrored for samples whose text holds boxes (else None), as the checker scores them."""
+    own images mirrored for samples whose answer holds boxes (else None), as the checker scores them."""
     import numpy as np
     import torch
 
@@ -53,7 +53,7 @@ def score(
             )
             flip = model.sample_losses(ids, labels, mirrored(own)) if own else None
         for row, e in enumerate(part):
-            boxed = e.view.images and BOX_START_ID in e.view.input_ids
+            boxed = e.view.images and BOX_START_ID in supervised_ids(e.view.labels)
             out[e.id] = (
                 float(loss[row]),
                 float(other[row]) if e.view.images else None,

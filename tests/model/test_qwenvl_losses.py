@@ -165,12 +165,17 @@ def test_a_sample_with_boxes_is_also_scored_with_its_images_mirrored():
         "<img>a.png</img><ref>the square</ref>", "<box>(500,0),(999,999)</box><|endoftext|>"
     )
     plain = _record(2).view
+    prompt_box = stage_sample_view(
+        "<img>a.png</img><ref>This</ref><box>(0,0),(499,999)</box> is", " a square<|endoftext|>"
+    )
     records = [
         SimpleNamespace(id="s1", task="t", view=boxed, images=("a.png",)),
         SimpleNamespace(id="s2", task="t", view=plain, images=("b.png",)),
+        SimpleNamespace(id="s3", task="t", view=prompt_box, images=("a.png",)),
     ]
     items = {i.id: i for b in loss_batches(records, "/r", 16384) for i in b.items}
-    assert items["s1"].mirror and not items["s2"].mirror  # only text with boxes
+    assert items["s1"].mirror and not items["s2"].mirror  # only answers with boxes ...
+    assert not items["s3"].mirror  # ... not a box in the prompt (grounded captioning)
     batch = LossBatch((items["s1"], items["s2"]))
     model = LeftColumnModel()
     results = sample_losses(model, batch, images.__getitem__)
