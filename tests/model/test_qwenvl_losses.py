@@ -34,7 +34,7 @@ def _record(i: int, words: int = 3, image: bool = True):
 
 def test_partners_follow_id_hash_order_and_batches_keep_the_token_budget():
     records = [_record(i, words=1 + i % 7) for i in range(40)]
-    batches = list(loss_batches(records, "/root", batch_tokens=2000))
+    batches = list(loss_batches(records, "data", batch_tokens=2000))
     items = [item for b in batches for item in b.items]
     assert sorted(item.id for item in items) == sorted(r.id for r in records)
     order = sorted(records, key=lambda r: (stable_hash(r.id), r.id))
@@ -42,9 +42,9 @@ def test_partners_follow_id_hash_order_and_batches_keep_the_token_budget():
     partner_of = {}
     for i, r in enumerate(order):  # the next one in hash order whose text differs
         after = [order[(i + k) % len(order)] for k in range(1, 9)]
-        partner_of[r.id] = f"/root/{next(o for o in after if words[o.id] != words[r.id]).images[0]}"
+        partner_of[r.id] = f"data/{next(o for o in after if words[o.id] != words[r.id]).images[0]}"
     for item in items:
-        assert item.images == (f"/root/images/{item.id[1:].zfill(5)}.jpg",)
+        assert item.images == (f"data/images/{item.id[1:].zfill(5)}.jpg",)
         assert item.partner_images == (partner_of[item.id],)
     for b in batches:
         assert max(len(i.input_ids) for i in b.items) * len(b.items) <= 2000
@@ -52,7 +52,7 @@ def test_partners_follow_id_hash_order_and_batches_keep_the_token_budget():
     assert lengths == sorted(lengths)  # by length, so padding is small
     shuffled = records[:]
     random.Random(0).shuffle(shuffled)
-    assert list(loss_batches(shuffled, "/root", 2000)) == batches  # the data decides, not arrival order
+    assert list(loss_batches(shuffled, "data", 2000)) == batches  # the data decides, not arrival order
 
 
 def test_a_partner_has_another_answer_and_another_image_when_one_is_near():
@@ -65,10 +65,10 @@ def test_a_partner_has_another_answer_and_another_image_when_one_is_near():
 
 
 def test_a_lone_sample_and_text_only_samples_get_no_partner():
-    (batch,) = loss_batches([_record(1)], "/root", 16384)
+    (batch,) = loss_batches([_record(1)], "data", 16384)
     assert batch.items[0].partner_images == ()
     text = [_record(i, image=False) for i in range(3)]
-    assert all(item.partner_images == () for b in loss_batches(text, "/root", 16384) for item in b.items)
+    assert all(item.partner_images == () for b in loss_batches(text, "data", 16384) for item in b.items)
     assert partner_images(("a", "b", "c"), ("x", "y")) == ("x", "y", "x")
     assert partner_images(("a",), ()) == ()
 
@@ -160,7 +160,7 @@ class LeftColumnModel(FakeModel):
 
 
 def test_a_sample_with_boxes_is_also_scored_with_its_images_mirrored():
-    images = {"/r/a.png": _half_white(), "/r/b.png": _jpeg(128), "/r/m.png": _half_white(mirrored=True)}
+    images = {"r/a.png": _half_white(), "r/b.png": _jpeg(128), "r/m.png": _half_white(mirrored=True)}
     boxed = stage_sample_view(
         "<img>a.png</img><ref>the square</ref>", "<box>(500,0),(999,999)</box><|endoftext|>"
     )
@@ -173,7 +173,7 @@ def test_a_sample_with_boxes_is_also_scored_with_its_images_mirrored():
         SimpleNamespace(id="s2", task="t", view=plain, images=("b.png",)),
         SimpleNamespace(id="s3", task="t", view=prompt_box, images=("a.png",)),
     ]
-    items = {i.id: i for b in loss_batches(records, "/r", 16384) for i in b.items}
+    items = {i.id: i for b in loss_batches(records, "r", 16384) for i in b.items}
     assert items["s1"].mirror and not items["s2"].mirror  # only answers with boxes ...
     assert not items["s3"].mirror  # ... not a box in the prompt (grounded captioning)
     batch = LossBatch((items["s1"], items["s2"]))
@@ -181,7 +181,7 @@ def test_a_sample_with_boxes_is_also_scored_with_its_images_mirrored():
     results = sample_losses(model, batch, images.__getitem__)
     ((ids, _, _),) = model.calls
     assert ids.shape[0] == 5 and torch.equal(ids[4], ids[0])  # own x2, partners x2, then s1 mirrored
-    mirrored_file = LossItem("s1", "t", items["s1"].input_ids, items["s1"].labels, ("/r/m.png",), ())
+    mirrored_file = LossItem("s1", "t", items["s1"].input_ids, items["s1"].labels, ("r/m.png",), ())
     (expected,) = sample_losses(LeftColumnModel(), LossBatch((mirrored_file,)), images.__getitem__)
     assert results[0].flip_loss == pytest.approx(expected.loss, abs=1e-6)  # as if the file were mirrored
     assert results[0].flip_loss != results[0].loss and results[1].flip_loss is None
