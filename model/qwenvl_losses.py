@@ -110,7 +110,8 @@ class ImageLoadError(Exception):
 
 
 class _FeatureCache:
-    """Adapter outputs [IMAGE_SLOTS, hidden] by (model, path), first in first out, bounded in bytes."""
+    """Adapter outputs [IMAGE_SLOTS, hidden] by (model, path, mirrored), first in first out, bounded in
+    bytes."""
 
     def __init__(self, budget: int) -> None:
         self.budget, self.used, self.entries = budget, 0, {}
@@ -148,9 +149,11 @@ def image_features(model: Any, images: list[tuple[str, bool]], read_image: Calla
     from vlcurate.model.qwenvl_images import normalize_pixels
 
     size = model.config.vision.image_size
-    distinct = list(dict.fromkeys(images))
-    keys = {image: (_model_token(model), *image) for image in distinct}
-    missing = [image for image in distinct if _features.get(keys[image]) is None]
+    token = _model_token(model)
+    # This call's features are held here, not re-read from the cache: a batch may hold more distinct
+    # images than the cache keeps (a real Qwen-VL's are 2 MB each), and they must not evict each other.
+    found = {image: _features.get((token, *image)) for image in dict.fromkeys(images)}
+    missing = [image for image, features in found.items() if features is None]
     if missing:
         paths = list(dict.fromkeys(path for path, _ in missing))
         with concurrent.futures.ThreadPoolExecutor(min(DECODE_THREADS, len(paths))) as pool:
@@ -161,8 +164,9 @@ def image_features(model: Any, images: list[tuple[str, bool]], read_image: Calla
         with torch.inference_mode():
             encoded = model.visual(batch)  # [n, slots, hidden]
         for image, one in zip(missing, encoded):
-            _features.put(keys[image], one)
-    return torch.stack([_features.get(keys[image]) for image in images])
+            found[image] = one
+            _features.put((token, *image), one)
+    return torch.stack([found[image] for image in images])
 
 
 _tokens = iter(range(1 << 62))

@@ -187,6 +187,18 @@ def test_a_sample_with_boxes_is_also_scored_with_its_images_mirrored():
     assert results[0].flip_loss != results[0].loss and results[1].flip_loss is None
 
 
+def test_a_batch_with_more_images_than_the_cache_holds(monkeypatch):
+    monkeypatch.setattr(qwenvl_losses, "_features", qwenvl_losses._FeatureCache(budget=1))  # keeps none
+    images = {f"/{i}.png": _jpeg(i * 40) for i in range(3)}
+    record = _record(1)
+    items = tuple(
+        LossItem(f"s{i}", "t", tuple(record.view.input_ids), tuple(record.view.labels), (f"/{i}.png",), ())
+        for i in range(3)
+    )
+    losses = [r.loss for r in sample_losses(FakeModel(), LossBatch(items), images.__getitem__)]
+    assert losses == sorted(losses) and len(set(losses)) == 3  # each row its own image (darkest first)
+
+
 def test_an_image_that_fails_to_load_gives_nan_not_an_exception():
     record = _record(1)
     item = LossItem("s1", "t", tuple(record.view.input_ids), tuple(record.view.labels), ("/gone.png",), ())
