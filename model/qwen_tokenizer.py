@@ -116,6 +116,7 @@ class QwenTokenizer:
             "qwen_vl", pat_str=PAT_STR, mergeable_ranks=load_ranks(ranks_path), special_tokens=SPECIAL_IDS
         )
         self.n_vocab = self.encoding.n_vocab
+        self._constants: dict[str, tuple[int, ...]] = {}  # encode_constant's
 
     def __reduce__(self) -> tuple[Any, tuple]:
         # Beam pickles DoFns holding a tokenizer: ship the path, rebuild (cached) on the worker.
@@ -133,12 +134,11 @@ class QwenTokenizer:
     def encode_constant(self, text: str) -> tuple[int, ...]:
         """`encode(text)` for the few fixed strings every sample repeats (role names, the system message),
         remembered per tokenizer."""
-        known = self.__dict__.setdefault("_constants", {})
-        if text not in known:
-            if len(known) >= 64:  # a caller passing free text here must not grow it without bound
-                known.clear()
-            known[text] = tuple(self.encode(text))
-        return known[text]
+        if text not in self._constants:
+            if len(self._constants) >= 64:  # a caller passing free text here must not grow it unbounded
+                self._constants.clear()
+            self._constants[text] = tuple(self.encode(text))
+        return self._constants[text]
 
     def _encode_with_specials(self, text: str) -> list[int]:
         # Same result as tiktoken's encode(allowed_special="all"): the text between special tokens is

@@ -17,7 +17,6 @@ from vlcurate.model.train_compact_qwenvl_data import (
     STAGE2_TASKS,
     Domain,
     Example,
-    batch_tensors,
     make_examples,
     sub_batches,
 )
@@ -25,40 +24,29 @@ from vlcurate.model.train_compact_qwenvl_data import (
 # --- evaluation ------------------------------------------------------------------------------------------
 
 
-def score(
-    model, examples: list[Example], images: dict[str, bytes], partners: dict[str, list[str]], size: int
-):
-    """{id: (loss, swap_loss, flip_loss)}: own images, then `partners[id]` (None without images), then the
-    own images mirrored for samples whose answer holds boxes (else None), as the checker scores them."""
-    import numpy as np
-    import torch
+def score(model, examples: list[Example], images: dict[str, bytes], partners: dict[str, list[str]]):
+    """{id: (loss, swap_loss, flip_loss)} through the checker's own code (qwenvl_losses.sample_losses):
+    own images, `partners[id]` (None without images), and the own images mirrored where the answer holds
+    boxes (else None)."""
+    from vlcurate.model import qwenvl_losses
 
-    from vlcurate.model.qwenvl_images import image_batch, normalize_pixels, qwenvl_pixels
-    from vlcurate.model.qwenvl_losses import BOX_START_ID
-
-    def mirrored(paths: list[str]):
-        return normalize_pixels(np.stack([qwenvl_pixels(images[p], size)[:, ::-1] for p in paths]))
-
-    out, device = {}, next(model.parameters()).device
+    qwenvl_losses.clear_feature_cache()  # every domain names its images img/000000.jpg, ...
+    out = {}
     for part in sub_batches(examples, max_tokens=8000):
-        ids, labels = (t.to(device) for t in batch_tensors(part))
-        own = [p for e in part for p in e.view.images]
-        swap = [p for e in part for p in partners[e.id]]
-        with torch.inference_mode():
-            loss = model.sample_losses(
-                ids, labels, image_batch([images[p] for p in own], size) if own else None
+        items = tuple(
+            qwenvl_losses.LossItem(
+                e.id,
+                e.task,
+                tuple(e.view.input_ids),
+                tuple(e.view.labels),
+                tuple(e.view.images),
+                tuple(partners[e.id]),
+                mirror=qwenvl_losses.BOX_START_ID in supervised_ids(e.view.labels),
             )
-            other = model.sample_losses(
-                ids, labels, image_batch([images[p] for p in swap], size) if swap else None
-            )
-            flip = model.sample_losses(ids, labels, mirrored(own)) if own else None
-        for row, e in enumerate(part):
-            boxed = e.view.images and BOX_START_ID in supervised_ids(e.view.labels)
-            out[e.id] = (
-                float(loss[row]),
-                float(other[row]) if e.view.images else None,
-                float(flip[row]) if boxed else None,
-            )
+            for e in part
+        )
+        for r in qwenvl_losses.sample_losses(model, qwenvl_losses.LossBatch(items), images.__getitem__):
+            out[r.id] = (r.loss, r.swap_loss, r.flip_loss)
     return out
 
 
@@ -101,7 +89,7 @@ def evaluate(out: str, seed: int, n_clean: int, n_defect: int, device: str = "cp
 
     from vlcurate.model.qwenvl_weights import load_model
 
-    model, config = load_model(f"local-dir:{out}", device=device)
+    model, _ = load_model(f"local-dir:{out}", device=device)
     domain = Domain(f"compact-qwenvl:eval:{seed}")
     examples = make_examples(domain, dict.fromkeys(STAGE2_TASKS + SFT_TASKS, n_clean), tag="clean/")
     for kind, tasks in DEFECT_TASKS.items():
@@ -114,7 +102,7 @@ def evaluate(out: str, seed: int, n_clean: int, n_defect: int, device: str = "cp
         found = partner_indices([supervised_ids(e.view.labels) for e in pool], [e.view.images for e in pool])
         for e, j in zip(pool, found):
             partners[e.id] = list(partner_images(e.view.images, () if j is None else pool[j].view.images))
-    scores = score(model, examples, domain.images, partners, config.vision.image_size)
+    scores = score(model, examples, domain.images, partners)
     rows = [
         {
             "id": e.id,

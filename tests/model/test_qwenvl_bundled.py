@@ -52,7 +52,7 @@ def test_the_bundled_files_fit_the_package_limits(bundled):
 
 @pytest.mark.slow
 def test_own_images_lower_the_loss_for_95_percent(bundled):
-    model, config = bundled
+    model, _ = bundled
     torch.manual_seed(0)
     domain = Domain("compact-qwenvl:test")
     image_tasks = STAGE2_TASKS + SFT_TASKS[:4]
@@ -63,6 +63,6 @@ def test_own_images_lower_the_loss_for_95_percent(bundled):
         found = partner_indices([supervised_ids(e.view.labels) for e in pool], [e.view.images for e in pool])
         for e, j in zip(pool, found):
             partners[e.id] = list(partner_images(e.view.images, pool[j].view.images))
-    scores = score(model, examples, domain.images, partners, config.vision.image_size)
+    scores = score(model, examples, domain.images, partners)
     lower = {sample: own < swapped for sample, (own, swapped, _) in scores.items()}
     assert sum(lower.values()) / len(lower) >= 0.95, sorted(s for s, ok in lower.items() if not ok)
