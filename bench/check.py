@@ -151,7 +151,7 @@ def model_rates(
     paths = sorted({p for b in batches for item in b.items for p in (*item.images, *item.partner_images)})
     start = time.perf_counter()  # decoding alone, one thread (what a core costs per image)
     for path in paths:
-        qwenvl_losses._decoded(path, read, size)
+        qwenvl_losses.decode_image(path, read, size)
     decode_s = time.perf_counter() - start
     qwenvl_losses.sample_losses(model, batches[0], read)  # warm-up (kernels, allocator)
     qwenvl_losses.clear_feature_cache()
@@ -162,7 +162,7 @@ def model_rates(
     cold_s = time.perf_counter() - start
     start = time.perf_counter()  # the images' two parts apart: decoding in the job's thread pool ...
     with concurrent.futures.ThreadPoolExecutor(qwenvl_losses.DECODE_THREADS) as pool:
-        decoded = list(pool.map(lambda p: qwenvl_losses._decoded(p, read, size), paths))
+        decoded = list(pool.map(lambda p: qwenvl_losses.decode_image(p, read, size), paths))
     threaded_decode_s = time.perf_counter() - start
     sync()
     start = time.perf_counter()  # ... and the vision tower, 32 images at a time

@@ -157,7 +157,7 @@ def image_features(model: Any, images: list[tuple[str, bool]], read_image: Calla
     if missing:
         paths = list(dict.fromkeys(path for path, _ in missing))
         with concurrent.futures.ThreadPoolExecutor(min(DECODE_THREADS, len(paths))) as pool:
-            decoded = dict(zip(paths, pool.map(lambda p: _decoded(p, read_image, size), paths)))
+            decoded = dict(zip(paths, pool.map(lambda p: decode_image(p, read_image, size), paths)))
         pixels = [decoded[path][:, ::-1] if mirror else decoded[path] for path, mirror in missing]
         device = next(model.parameters()).device
         batch = normalize_pixels(torch.from_numpy(np.stack(pixels)).to(device))  # [n, 3, size, size]
@@ -179,7 +179,7 @@ def _model_token(model: Any) -> int:
     return model._feature_cache_token
 
 
-def _decoded(path: str, read_image: Callable[[str], bytes], size: int) -> Any:
+def decode_image(path: str, read_image: Callable[[str], bytes], size: int) -> Any:
     """[size, size, 3] uint8; ImageLoadError naming the path when it cannot be read or decoded."""
     from vlcurate.model.qwenvl_images import qwenvl_pixels
 
@@ -263,6 +263,7 @@ __all__ = [
     "LossBatch",
     "LossItem",
     "LossResult",
+    "decode_image",
     "image_features",
     "loss_batches",
     "partner_images",
