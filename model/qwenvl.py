@@ -325,7 +325,7 @@ class QwenVL(nn.Module):
         """Declares that only the output rows `ids` can be non-zero (None: any row can). Every other logit
         is then exactly 0, so the loss's log-sum-exp needs only these rows plus log(count of the zero
         rows): the same cross-entropy, without a [positions, 151936] product. load_model calls this for
-        weights whose output rows are mostly zero (the bundled model uses a few hundred ids)."""
+        weights stored as their used rows (save_local_dir; the bundled model uses a few hundred ids)."""
         self.vocab_rows = None if ids is None else ids.to(self.output_weight.device)
 
     vocab_rows: torch.Tensor | None = None

@@ -110,9 +110,12 @@ def load_model(spec: str = DEFAULT_MODEL, device: str | None = None):
 
     device = device or default_device()
     kind, folder = resolve(spec)
+    used_rows = None  # the only non-zero output rows, where the file says so (save_local_dir's wte.ids)
     if kind == "local-dir":
         config = _our_config(spec, folder)
-        state = _expand_rows(spec, config, _read_tensors(spec, [os.path.join(folder, WEIGHTS_FILE)]))
+        state = _read_tensors(spec, [os.path.join(folder, WEIGHTS_FILE)])
+        used_rows = state.get("wte.ids")
+        state = _expand_rows(spec, config, state)
     else:
         state = _read_tensors(spec, _checkpoint_files(spec, folder))
         config = qwen_vl_config(spec, folder, state)
@@ -120,7 +123,7 @@ def load_model(spec: str = DEFAULT_MODEL, device: str | None = None):
     dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     display = qwen_vl_display_name if kind == "qwen-vl" else (lambda name: name)
     model = _build(spec, config, state, dtype, display).to(device).eval()
-    model.use_vocab_rows(_used_rows(model.output_weight.detach()))
+    model.use_vocab_rows(None if used_rows is None else used_rows.long())
     return model, config
 
 
