@@ -28,6 +28,7 @@ import re
 from collections.abc import Callable, Mapping
 
 from vlcurate.model.qwen_tokenizer import (
+    BOX_PATTERN,
     BOX_START,
     IMG_END,
     IMG_PAD,
@@ -49,7 +50,7 @@ ROLES = ("user", "assistant")
 ANNOUNCEMENT = re.compile(r"Picture (\d+): <img>([^\n]*?)</img>\n")
 # Text that names a picture: "Picture 2" (not an announcement) or "图2".
 PICTURE_REF = re.compile(r"Picture (\d+)(?!\d|: <img>)|图(\d+)(?!\d)")
-BOX = re.compile(r"<box>\((\d{1,3}),(\d{1,3})\),\((\d{1,3}),(\d{1,3})\)</box>")
+BOX = BOX_PATTERN
 QUAD = re.compile(r"<quad>\(\d{1,3},\d{1,3}\)(?:,\(\d{1,3},\d{1,3}\)){3}</quad>")
 _IMAGE_TOKENS = (IMG_START, IMG_END, IMG_PAD)
 SFT_MARKUP = frozenset({REF_START, BOX_START})  # what SFT text may hold besides image announcements

@@ -35,6 +35,8 @@ ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 EXTRA_PREFIX, EXTRA_SUFFIX = "<|extra_", "|>"
 EXTRAS = tuple(f"{EXTRA_PREFIX}{i}{EXTRA_SUFFIX}" for i in range(205))
 REF_START, REF_END, BOX_START, BOX_END = "<ref>", "</ref>", "<box>", "</box>"
+# A box as Qwen-VL writes it: <box>(x1,y1),(x2,y2)</box>, corners on a 0-1000 grid.
+BOX_PATTERN = re.compile(r"<box>\((\d{1,3}),(\d{1,3})\),\((\d{1,3}),(\d{1,3})\)</box>")
 QUAD_START, QUAD_END, IMG_START, IMG_END, IMG_PAD = "<quad>", "</quad>", "<img>", "</img>", "<imgpad>"
 VL_TAGS = (REF_START, REF_END, BOX_START, BOX_END, QUAD_START, QUAD_END, IMG_START, IMG_END, IMG_PAD)
 SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END, *EXTRAS, *VL_TAGS)

@@ -29,6 +29,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vlcurate.model.qwen_tokenizer import IGNORE_INDEX, IMAGE_SLOTS, IMG_END_ID, IMG_START_ID
 from vlcurate.model.qwenvl_config import QwenVLConfig
@@ -82,6 +83,21 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return (xf * cos + rotate_half(xf) * sin).to(x.dtype)
 
 
+# --- attention -------------------------------------------------------------------------------------------
+
+# Every SDPA kernel but cuDNN's: on an H100 (torch 2.11, cuDNN 9.19) cuDNN builds a graph for every new
+# shape, ~85 ms each, and the checker's batches all differ in size: 55% of its time (bench/README.md).
+_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hd)) v over [n, heads, L, hd] tensors (scaled_dot_product_attention)."""
+    if not q.is_cuda:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    with sdpa_kernel(_BACKENDS):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+
 # --- vision ----------------------------------------------------------------------------------------------
 
 
@@ -96,7 +112,7 @@ class VitAttention(nn.Module):
         n, length, width = x.shape
         qkv = self.in_proj(x).view(n, length, self.heads, 3 * (width // self.heads))
         q, k, v = qkv.transpose(1, 2).chunk(3, dim=-1)  # each [n, heads, L, hd]
-        y = F.scaled_dot_product_attention(q, k, v)
+        y = attention(q, k, v)
         return self.out_proj(y.transpose(1, 2).reshape(n, length, width))
 
 
@@ -136,9 +152,7 @@ class CrossAttention(nn.Module):
             return x.view(x.shape[0], x.shape[1], self.heads, dim // self.heads).transpose(1, 2)
 
         q = heads(F.linear(query, w_q, b_q))  # [n, heads, Q, hd]
-        y = F.scaled_dot_product_attention(
-            q, heads(F.linear(key, w_k, b_k)), heads(F.linear(value, w_v, b_v))
-        )
+        y = attention(q, heads(F.linear(key, w_k, b_k)), heads(F.linear(value, w_v, b_v)))
         return self.out_proj(y.transpose(1, 2).reshape(n, query.shape[1], dim))
 
 
@@ -222,7 +236,7 @@ class DecoderAttention(nn.Module):
             for y in self.c_attn(x).chunk(3, -1)
         )  # each [B, heads, T, hd]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = attention(q, k, v, causal=True)
         return self.c_proj(y.transpose(1, 2).reshape(b, t, hidden))
 
 
@@ -343,17 +357,17 @@ class QwenVL(nn.Module):
         target = (picked.float() * weight[wanted].float()).sum(-1)  # its logit; 0 for a zero row
         return norm - target
 
-    def sample_losses(
+    def token_losses(
         self,
         input_ids: torch.Tensor,
         labels: torch.Tensor,
         pixels: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """[B] fp32: each row's mean next-token cross-entropy over its supervised positions (logits[:, :-1]
-        against labels[:, 1:] != -100), NaN for a row without any. Logits are computed at those positions
-        only (the full [B, T, 151936] tensor would cost more than the rest of the model), LOGIT_ROWS at a
-        time (each chunk's fp32 logits take LOGIT_ROWS x 0.6 MB). `features` as in `embed`."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rows, cols, nll), each [S]: the fp32 next-token cross-entropy at every supervised position,
+        logits[row, col] against labels[row, col + 1] != -100. Logits are computed at those positions only
+        (the full [B, T, 151936] tensor would cost more than the rest of the model), LOGIT_ROWS at a time
+        (each chunk's fp32 logits take LOGIT_ROWS x 0.6 MB). `features` as in `embed`."""
         h = self.hidden_states(input_ids, pixels, features)[:, :-1]  # [B, T-1, hidden]
         targets = labels[:, 1:]
         rows, cols = torch.nonzero(targets != IGNORE_INDEX, as_tuple=True)
@@ -365,6 +379,22 @@ class QwenVL(nn.Module):
             ]
             or [h.new_zeros(0, dtype=torch.float32)]
         )  # [S]
-        total = torch.zeros(input_ids.shape[0], device=h.device).index_add_(0, rows, nll)
-        count = torch.zeros(input_ids.shape[0], device=h.device).index_add_(0, rows, torch.ones_like(nll))
-        return total / count  # 0 / 0 = NaN for rows without a supervised token
+        return rows, cols, nll
+
+    def sample_losses(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        pixels: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """[B] fp32: each row's mean next-token cross-entropy over its supervised positions (token_losses),
+        NaN for a row without any."""
+        rows, _, nll = self.token_losses(input_ids, labels, pixels, features)
+        return row_means(rows, nll, input_ids.shape[0])
+
+
+def row_means(rows: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
+    """[n]: the mean of `values` per row index in `rows` (both [S]); 0 / 0 = NaN for a row with none."""
+    total = torch.zeros(n, device=values.device).index_add_(0, rows, values)
+    return total / torch.zeros(n, device=values.device).index_add_(0, rows, torch.ones_like(values))

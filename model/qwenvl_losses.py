@@ -5,10 +5,12 @@ A `LossBatch` holds samples of one task that pipelines/check.py already grouped 
 fixed by the data), so a sample's loss does not depend on the number of workers or on timing. For each
 sample the mean loss over its supervised tokens is computed twice: with its own images and with its
 partner's (another sample of the same task), the image-swap delta that tells whether the text belongs to
-its image; a sample whose supervised text (the answer) holds boxes is also scored with its own images
-mirrored left to right, which keeps everything but the positions (boxes that fit the mirrored image
-better are wrong). Boxes only in the prompt (grounded captioning) are left out: there the answer is a
-few words about a region, which the mirror changed little in the bundled model's eval (a coin toss).
+its image. A sample whose supervised text (the answer) holds boxes that a left-right mirror moves is also
+scored with its own images mirrored, which keeps everything but the positions: the mean loss over the
+boxes' coordinate tokens alone, own images against mirrored ones, tells boxes that fit the mirrored image
+better (wrong ones). Boxes near the vertical midline are left out (their mirror overlaps them, so both
+images fit), and so are boxes only in the prompt (grounded captioning: the answer is a few words about a
+region, which the mirror changed little in the bundled model's eval).
 
 Images are read by path (as Qwen-VL's own model does) with the reader the caller passes in (it knows
 roots, size limits and remote filesystems). Each distinct image of a batch is decoded once (in a thread
@@ -26,9 +28,21 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from vlcurate.model.qwen_tokenizer import BOX_START, ENDOFTEXT_ID, IGNORE_INDEX, SPECIAL_IDS
+from vlcurate.model.int_math import ceil_div
+from vlcurate.model.qwen_tokenizer import (
+    BOX_END,
+    BOX_PATTERN,
+    BOX_START,
+    ENDOFTEXT_ID,
+    IGNORE_INDEX,
+    SPECIAL_IDS,
+    get_tokenizer,
+)
 from vlcurate.schemas.record import stable_hash
 
+# Padded lengths and image counts are rounded up to these steps: on a GPU every new tensor shape costs
+# kernel selection (10-30 ms on an H100), and without rounding nearly every batch of a job has a new one.
+SHAPE_STEP, IMAGE_STEP = 64, 8
 FEATURE_CACHE_BYTES = 256 << 20  # adapter outputs kept per process (the bundled model: 32 KB an image)
 DECODE_THREADS = min(8, os.cpu_count() or 1)
 
@@ -41,7 +55,7 @@ class LossItem:
     labels: tuple[int, ...]
     images: tuple[str, ...]  # where to read each image (resolved paths or URLs), in <img> order
     partner_images: tuple[str, ...]  # the partner's, cycled to len(images); empty when no image
-    mirror: bool = False  # also scored with its own images mirrored (samples whose answer holds boxes)
+    mirror: bool = False  # also scored with its own images mirrored (mirror_moves_boxes of its answer)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +70,10 @@ class LossResult:
     loss: float  # NaN when not computable (no supervised token, an image that failed to load)
     swap_loss: float | None  # None without images (or without a partner)
     detail: str = ""
-    flip_loss: float | None = None  # with its own images mirrored left to right; None where not scored
+    # Where `mirror` was set: the mean loss over the answer's box-coordinate tokens with the own images,
+    # and with them mirrored left to right; None elsewhere.
+    box_loss: float | None = None
+    flip_loss: float | None = None
 
 
 def sample_losses(model: Any, batch: LossBatch, read_image: Callable[[str], bytes]) -> list[LossResult]:
@@ -65,9 +82,11 @@ def sample_losses(model: Any, batch: LossBatch, read_image: Callable[[str], byte
     `mirror` set, with its own images mirrored."""
     import torch
 
+    from vlcurate.model.qwenvl import row_means
+
     items = batch.items
     device = next(model.parameters()).device
-    length = max(len(item.input_ids) for item in items)
+    length = ceil_div(max(len(item.input_ids) for item in items), SHAPE_STEP) * SHAPE_STEP
     ids = torch.full((len(items), length), ENDOFTEXT_ID, dtype=torch.long)
     labels = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long)
     for row, item in enumerate(items):
@@ -87,22 +106,43 @@ def sample_losses(model: Any, batch: LossBatch, read_image: Callable[[str], byte
         features = image_features(model, images, read_image) if images else None
     except ImageLoadError as exc:  # the structural check decoded it: it changed while the job ran
         return [LossResult(i.id, i.task, math.nan, None, str(exc)) for i in items]
+    first_flip = len(rows) - len(mirrored)
     with torch.inference_mode():
-        losses = (
-            model.sample_losses(ids.to(device), labels.to(device), features=features).float().cpu().tolist()
-        )
+        at, col, nll = model.token_losses(ids.to(device), labels.to(device), features=features)
+        losses = row_means(at, nll, len(rows)).float().cpu().tolist()
+        boxes: list[float] = []
+        if mirrored:  # the box-coordinate tokens of the mirrored samples' own rows and mirrored rows
+            focus = torch.zeros(labels.shape, dtype=torch.bool)
+            for row in [*mirrored, *range(first_flip, len(rows))]:
+                focus[row, list(box_coordinate_positions(items[rows[row]].labels))] = True
+            keep = focus[:, 1:].to(device)[at, col]  # token_losses' col c predicts labels[:, c + 1]
+            boxes = row_means(at[keep], nll[keep], len(rows)).float().cpu().tolist()
+    flip = {i: (boxes[i], boxes[first_flip + k]) for k, i in enumerate(mirrored)}
     n = len(items)
-    flip = dict(zip(mirrored, losses[len(losses) - len(mirrored) :]))
     return [
         LossResult(
             item.id,
             item.task,
             losses[i],
             losses[n + i] if swap and item.partner_images else None,
-            flip_loss=flip.get(i),
+            box_loss=flip[i][0] if i in flip else None,
+            flip_loss=flip[i][1] if i in flip else None,
         )
         for i, item in enumerate(items)
     ]
+
+
+def box_coordinate_positions(labels: Sequence[int]) -> Iterator[int]:
+    """Indices into `labels` of the supervised tokens strictly inside `<box>`...`</box>` (the digits,
+    brackets and commas of the coordinates)."""
+    inside = False
+    for position, token in enumerate(labels):
+        if token == BOX_END_ID:
+            inside = False
+        elif inside and token != IGNORE_INDEX:
+            yield position
+        elif token == BOX_START_ID:
+            inside = True
 
 
 class ImageLoadError(Exception):
@@ -160,9 +200,11 @@ def image_features(model: Any, images: list[tuple[str, bool]], read_image: Calla
             decoded = dict(zip(paths, pool.map(lambda p: decode_image(p, read_image, size), paths)))
         pixels = [decoded[path][:, ::-1] if mirror else decoded[path] for path, mirror in missing]
         device = next(model.parameters()).device
+        pixels += [np.zeros_like(pixels[0])] * (ceil_div(len(pixels), IMAGE_STEP) * IMAGE_STEP - len(pixels))
         batch = normalize_pixels(torch.from_numpy(np.stack(pixels)).to(device))  # [n, 3, size, size]
         with torch.inference_mode():
-            encoded = model.visual(batch)  # [n, slots, hidden]
+            encoded = model.visual(batch)  # [n, slots, hidden], blank images at the end
+
         for image, one in zip(missing, encoded):
             found[image] = one
             _features.put((token, *image), one)
@@ -196,7 +238,8 @@ def partner_images(own: Sequence[str], partner: Sequence[str]) -> tuple[str, ...
     return tuple(partner[i % len(partner)] for i in range(len(own)))
 
 
-BOX_START_ID = SPECIAL_IDS[BOX_START]
+BOX_START_ID, BOX_END_ID = SPECIAL_IDS[BOX_START], SPECIAL_IDS[BOX_END]
+MIRROR_IOU = 0.3  # a box moves in the mirror when box and mirror overlap less than this (IoU)
 PARTNER_LOOKAHEAD = 8  # samples looked at after one's own for a partner with another target
 
 
@@ -225,6 +268,29 @@ def supervised_ids(labels: Sequence[int]) -> tuple[int, ...]:
     return tuple(t for t in labels if t != IGNORE_INDEX)
 
 
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes."""
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def mirror_boxes(boxes: Sequence[Sequence[float]], width: float) -> list[list[float]] | None:
+    """`boxes` mirrored left to right in an image `width` wide (x -> width - x), or None when a mirrored
+    box still overlaps one of `boxes` by MIRROR_IOU or more: there both images fit the text."""
+    out = [[width - b[2], b[1], width - b[0], b[3]] for b in boxes]
+    return out if all(box_iou(m, b) < MIRROR_IOU for m in out for b in boxes) else None
+
+
+def mirror_moves_boxes(supervised: Sequence[int]) -> bool:
+    """Whether `supervised` (an answer's ids) holds boxes and a left-right mirror moves them all away
+    from every one of them (`mirror_boxes`, on Qwen-VL's 0-1000 coordinates)."""
+    if BOX_START_ID not in supervised:
+        return False
+    boxes = [tuple(map(int, m)) for m in BOX_PATTERN.findall(get_tokenizer().decode(list(supervised)))]
+    return bool(boxes) and mirror_boxes(boxes, 1000) is not None
+
+
 def loss_batches(records: Iterable[Any], root: str, batch_tokens: int) -> Iterator[LossBatch]:
     """One group of a task's records (each with `id`, `task`, `images` relative to `root`, and `view`, a
     TrainerView) -> model batches. Partners: `partner_indices` in id-hash order; batches: by length, then
@@ -244,7 +310,7 @@ def loss_batches(records: Iterable[Any], root: str, batch_tokens: int) -> Iterat
                 tuple(view.labels),
                 own,
                 partner_images(own, () if partner is None else located[partner]),
-                mirror=BOX_START_ID in supervised_ids(view.labels),
+                mirror=mirror_moves_boxes(supervised_ids(view.labels)),
             )
         )
     items.sort(key=lambda item: (len(item.input_ids), stable_hash(item.id), item.id))
@@ -260,12 +326,17 @@ def loss_batches(records: Iterable[Any], root: str, batch_tokens: int) -> Iterat
 
 
 __all__ = [
+    "MIRROR_IOU",
     "LossBatch",
     "LossItem",
     "LossResult",
+    "box_coordinate_positions",
+    "box_iou",
     "decode_image",
     "image_features",
     "loss_batches",
+    "mirror_boxes",
+    "mirror_moves_boxes",
     "partner_images",
     "partner_indices",
     "sample_losses",

@@ -5,7 +5,7 @@
 A tool, imported by nothing in the package (import-linter contract "trainers"): with its samples
 (train_compact_qwenvl_data.py) and its eval (train_compact_qwenvl_eval.py) it imports formatters/ and
 synth/, above model/ in the layers, because its token sequences must be exactly what our shards hold.
-Images are rendered small (112-224 px), JPEG-encoded, kept in memory by path, and reach the model through
+Images are rendered at 112-448 px a side, JPEG-encoded, kept in memory by path, and reach the model through
 qwenvl_images.image_batch, the checker's own preprocessing (448 px).
 
 Seeded end to end; `--device cuda` trains on a GPU (the bundled weights: one H100, about 4 minutes, see
@@ -118,6 +118,7 @@ def train(
     seed: int,
     per_scene: int = 2,
     device: str = "cpu",
+    scenes: int = 3,
 ) -> dict:
     import torch
     import torch.nn.functional as F
@@ -130,7 +131,7 @@ def train(
     start = time.time()
     torch.manual_seed(seed)
     domain = Domain(f"compact-qwenvl:train:{seed}")
-    groups = training_groups(domain, n_groups, per_scene)
+    groups = training_groups(domain, n_groups, per_scene, scenes=scenes)
     vocab = domain_ids([e for g in groups for e in g])
     n_samples = sum(map(len, groups))
     print(f"{n_samples} training samples, {len(vocab)} distinct ids, {time.time() - start:.0f}s", flush=True)
@@ -218,6 +219,7 @@ def train(
         "steps": steps,
         "train_groups": n_groups,
         "samples_per_scene": per_scene,
+        "scenes_per_group": scenes,
         "train_samples": n_samples,
         "train_images": len(domain.images),
         "lr": lr,
@@ -234,6 +236,7 @@ TRAINING_FACTS = (
     "steps",
     "train_groups",
     "samples_per_scene",
+    "scenes_per_group",
     "train_samples",
     "train_images",
     "lr",
@@ -258,7 +261,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "weights", "compact-qwenvl"))
-    parser.add_argument("--groups", type=int, default=4000, help="training groups of 3 scenes (one per step)")
+    parser.add_argument("--groups", type=int, default=4000, help="training groups (one per step)")
+    parser.add_argument("--scenes", type=int, default=3, help="scenes per training group")
     parser.add_argument("--per-scene", type=int, default=2, help="single-image samples per scene")
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -293,6 +297,7 @@ def main() -> None:
             args.seed,
             args.per_scene,
             args.device,
+            args.scenes,
         )
     report["eval_device"] = args.device
     started = time.time()

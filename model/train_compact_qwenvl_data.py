@@ -19,6 +19,7 @@ from vlcurate.formatters.sft_records import caption_item, grounding_item, text_d
 from vlcurate.formatters.sft_strategies import multi_image_dialogue, single_dialogue
 from vlcurate.formatters.stage2 import format_stage2
 from vlcurate.model.qwen_tokenizer import ENDOFTEXT_ID, IGNORE_INDEX
+from vlcurate.model.qwenvl_losses import MIRROR_IOU, box_iou, mirror_boxes
 from vlcurate.model.scenes import (
     COLORS_ZH,
     KINDS_ZH,
@@ -46,7 +47,9 @@ DEFECT_TASKS = {
     "mirrored_boxes": ("referring_grounding", "caption_with_grounding", "sft_grounding"),
     "exchanged_caption": ("captioning", "sft_caption"),
 }
-MIRROR_IOU = 0.3  # a mirrored box counts as moved when it overlaps every true box less than this
+# Rendered image sides (px): the demo's and the tests' scenes are 256-448 px; smaller ones are upscaled
+# to 448 by the checker, so the model sees both sharp and blurred shapes.
+SHOT_SIDES = (112, 448)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +81,7 @@ class Domain:
 
     def shot(self) -> Shot:
         scene = random_scene(self.rng)
-        width, height = self.rng.randint(112, 224), self.rng.randint(112, 224)
+        width, height = self.rng.randint(*SHOT_SIDES), self.rng.randint(*SHOT_SIDES)
         path = f"img/{len(self.images):06d}.jpg"
         buffer = io.BytesIO()
         render(scene, width, height).save(buffer, "JPEG", quality=90)
@@ -94,19 +97,6 @@ def _phrase(shape, lang: str) -> str:
     if lang == "zh":
         return f"{COLORS_ZH[shape.color]}的{KINDS_ZH[shape.kind]}"
     return f"{'an' if shape.color[0] in 'aeiou' else 'a'} {shape.color} {shape.kind}"
-
-
-def _iou(a, b) -> float:
-    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def mirrored(boxes: list[list[float]], width: int) -> list[list[float]] | None:
-    """Boxes mirrored left-right (x -> width - x, i.e. 1000 - x once normalized), or None when one of
-    them would still overlap a true box (IoU >= MIRROR_IOU): only a box that moves is a defect."""
-    out = [[width - b[2], b[1], width - b[0], b[3]] for b in boxes]
-    return out if all(_iou(m, b) < MIRROR_IOU for m in out for b in boxes) else None
 
 
 def _caption(scene, lang: str, rng: random.Random) -> str:
@@ -143,7 +133,7 @@ def stage2_view(
         return _stage2({**base, "question": qa["question"], "answers": [{"answer": qa["answer"]}]})
     if task == "referring_grounding":
         phrase = rng.choice(scene_phrases(s, shot.lang, shot.width, shot.height))
-        found = mirrored(phrase["boxes"], shot.width) if defect == "mirrored_boxes" else phrase["boxes"]
+        found = mirror_boxes(phrase["boxes"], shot.width) if defect == "mirrored_boxes" else phrase["boxes"]
         return found and _stage2({**base, "phrase": phrase["phrase"], "boxes": found})
     if task == "grounded_captioning":
         i = rng.randrange(len(s.shapes))
@@ -156,8 +146,8 @@ def stage2_view(
         refs.append({"span": [start, start + len(words)], "boxes": [box]})
         cursor = start + len(words)
     if defect == "mirrored_boxes":
-        moved = [mirrored(ref["boxes"], shot.width) for ref in refs]
-        if not all(moved) or any(_iou(m[0], b) >= MIRROR_IOU for m in moved for b in boxes):
+        moved = [mirror_boxes(ref["boxes"], shot.width) for ref in refs]
+        if not all(moved) or any(box_iou(m[0], b) >= MIRROR_IOU for m in moved for b in boxes):
             return None
         refs = [{**ref, "boxes": m} for ref, m in zip(refs, moved)]
     return _stage2({**base, "caption": caption, "refs": refs})
@@ -180,7 +170,7 @@ def sft_view_of(
     if task == "sft_grounding":
         phrases = scene_phrases(shot.scene, shot.lang, shot.width, shot.height)
         if defect == "mirrored_boxes":
-            moved = [mirrored(p["boxes"], shot.width) for p in phrases]
+            moved = [mirror_boxes(p["boxes"], shot.width) for p in phrases]
             if not all(moved):
                 return None
             phrases = [{**p, "boxes": m} for p, m in zip(phrases, moved)]
@@ -226,15 +216,20 @@ def make_examples(
 
 
 def training_groups(
-    domain: Domain, n_groups: int, per_scene: int = 2, multi: float = 0.3, text: float = 0.2
+    domain: Domain,
+    n_groups: int,
+    per_scene: int = 2,
+    multi: float = 0.3,
+    text: float = 0.2,
+    scenes: int = 3,
 ) -> list[list[Example]]:
-    """Groups of 3 scenes with `per_scene` single-image samples of distinct tasks each, plus a multi-image
+    """Groups of `scenes` scenes with `per_scene` single-image samples of distinct tasks each, plus a multi-image
     dialogue over 2-3 of them (probability `multi`) and a text dialogue (probability `text`). A training
     step takes one group: the ViT encodes each image once for all the samples that show it."""
     rng, groups = domain.rng, []
     single, weights = list(TASK_WEIGHTS), list(TASK_WEIGHTS.values())
     for g in range(n_groups):
-        shots = [domain.shot() for _ in range(3)]
+        shots = [domain.shot() for _ in range(scenes)]
         group = []
         for i, shot in enumerate(shots):
             tasks: list[str] = []

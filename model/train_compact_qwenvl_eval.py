@@ -23,11 +23,13 @@ from vlcurate.model.train_compact_qwenvl_data import (
 
 # --- evaluation ------------------------------------------------------------------------------------------
 
+SAMPLE_FIELDS = ("id", "task", "defect", "loss", "swap_loss", "box_loss", "flip_loss")  # eval.json "samples"
+
 
 def score(model, examples: list[Example], images: dict[str, bytes], partners: dict[str, list[str]]):
-    """{id: (loss, swap_loss, flip_loss)} through the checker's own code (qwenvl_losses.sample_losses):
-    own images, `partners[id]` (None without images), and the own images mirrored where the answer holds
-    boxes (else None)."""
+    """{id: (loss, swap_loss, box_loss, flip_loss)} through the checker's own code
+    (qwenvl_losses.sample_losses): own images, `partners[id]` (None without images), and the box tokens
+    with the own images and mirrored ones where the answer holds boxes a mirror moves (else None)."""
     from vlcurate.model import qwenvl_losses
 
     qwenvl_losses.clear_feature_cache()  # every domain names its images img/000000.jpg, ...
@@ -41,16 +43,16 @@ def score(model, examples: list[Example], images: dict[str, bytes], partners: di
                 tuple(e.view.labels),
                 tuple(e.view.images),
                 tuple(partners[e.id]),
-                mirror=qwenvl_losses.BOX_START_ID in supervised_ids(e.view.labels),
+                mirror=qwenvl_losses.mirror_moves_boxes(supervised_ids(e.view.labels)),
             )
             for e in part
         )
         for r in qwenvl_losses.sample_losses(model, qwenvl_losses.LossBatch(items), images.__getitem__):
-            out[r.id] = (r.loss, r.swap_loss, r.flip_loss)
+            out[r.id] = (r.loss, r.swap_loss, r.box_loss, r.flip_loss)
     return out
 
 
-def _flag_rounds(clean: list[dict], defects: list[dict], k: float, min_gain: float, share: float = 0.1):
+def _flag_rounds(clean: list[dict], defects: list[dict], thresholds: dict, share: float = 0.1):
     """loss_flags on a task's clean rows plus its defects a few at a time (`share` of the clean count per
     round, a realistic defect rate for the robust statistics). Returns (flagged defect ids, mean share
     of clean rows flagged per round)."""
@@ -58,13 +60,13 @@ def _flag_rounds(clean: list[dict], defects: list[dict], k: float, min_gain: flo
     rounds = [defects[i : i + size] for i in range(0, len(defects), size)] or [[]]
     hit, clean_share = set(), []
     for chunk in rounds:
-        flagged = {f.id for f in loss_flags.loss_findings(clean + chunk, k, min_gain)}
+        flagged = {f.id for f in loss_flags.loss_findings(clean + chunk, **thresholds)}
         hit |= flagged & {r["id"] for r in chunk}
         clean_share.append(len(flagged & {r["id"] for r in clean}) / len(clean))
     return hit, sum(clean_share) / len(clean_share)
 
 
-def flag_metrics(rows: list[dict], k: float, min_gain: float) -> dict:
+def flag_metrics(rows: list[dict], **thresholds: float) -> dict:
     """Recall per defect kind and the share of clean samples flagged, task by task as the checker runs."""
     by_task: dict[str, list[dict]] = {}
     for row in rows:
@@ -72,7 +74,7 @@ def flag_metrics(rows: list[dict], k: float, min_gain: float) -> dict:
     hit, clean_flags, n_clean = set(), 0.0, 0
     for task_rows in by_task.values():
         clean = [r for r in task_rows if r["defect"] is None]
-        found, share = _flag_rounds(clean, [r for r in task_rows if r["defect"]], k, min_gain)
+        found, share = _flag_rounds(clean, [r for r in task_rows if r["defect"]], thresholds)
         hit |= found
         clean_flags += share * len(clean)
         n_clean += len(clean)
@@ -110,7 +112,8 @@ def evaluate(out: str, seed: int, n_clean: int, n_defect: int, device: str = "cp
             "defect": e.defect,
             "loss": round(scores[e.id][0], 5),
             "swap_loss": None if scores[e.id][1] is None else round(scores[e.id][1], 5),
-            "flip_loss": None if scores[e.id][2] is None else round(scores[e.id][2], 5),
+            "box_loss": None if scores[e.id][2] is None else round(scores[e.id][2], 5),
+            "flip_loss": None if scores[e.id][3] is None else round(scores[e.id][3], 5),
         }
         for e in examples
     ]
@@ -135,26 +138,27 @@ def evaluate(out: str, seed: int, n_clean: int, n_defect: int, device: str = "cp
         "clean_gain_p01": round(gains[len(gains) // 100], 4),
         "tasks": tasks,
         **flag_report(rows),
-        # Every held-out sample, for recomputing the flags with other rules: [id, task, defect, loss, swap,
-        # flip].
-        "samples": [
-            [r["id"], r["task"], r["defect"], r["loss"], r["swap_loss"], r["flip_loss"]] for r in rows
-        ],
+        # Every held-out sample, for recomputing the flags with other rules: SAMPLE_FIELDS.
+        "samples": [[r[key] for key in SAMPLE_FIELDS] for r in rows],
     }
 
 
 def flag_report(rows: list[dict]) -> dict:
-    """loss_flags at its defaults, and over a grid of its two thresholds."""
-    grid = [
-        {"k": k, "min_gain": g, **flag_metrics(rows, k, g)}
-        for k in (2.5, 3.0, 3.5, 4.0, 5.0)
-        for g in (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)
-    ]
-    at_defaults = flag_metrics(rows, loss_flags.OUTLIER_K, loss_flags.MIN_GAIN)
-    return {
-        "flags": {"k": loss_flags.OUTLIER_K, "min_gain": loss_flags.MIN_GAIN, **at_defaults},
-        "flags_by_threshold": grid,
+    """loss_flags at its defaults, and over a grid of its thresholds."""
+    defaults = {
+        "k": loss_flags.OUTLIER_K,
+        "min_excess": loss_flags.MIN_OUTLIER_EXCESS,
+        "gain_share": loss_flags.GAIN_SHARE,
+        "min_mirror_gain": loss_flags.MIN_MIRROR_GAIN,
     }
+    grid = [
+        {**defaults, **changed, **flag_metrics(rows, **{**defaults, **changed})}
+        for changed in [{"k": k} for k in (2.5, 3.0, 4.0, 5.0)]
+        + [{"min_excess": e} for e in (0.0, 0.5, 1.0)]
+        + [{"gain_share": g} for g in (0.0, 0.2, 0.3)]
+        + [{"min_mirror_gain": m} for m in (0.05, 0.1, 0.2)]
+    ]
+    return {"flags": {**defaults, **flag_metrics(rows, **defaults)}, "flags_by_threshold": grid}
 
 
 def reflag(folder: str) -> dict:
@@ -162,8 +166,7 @@ def reflag(folder: str) -> dict:
     path = os.path.join(folder, "eval.json")
     with open(path, encoding="utf-8") as fh:
         report = json.load(fh)
-    keys = ("id", "task", "defect", "loss", "swap_loss", "flip_loss")
-    report.update(flag_report([dict(zip(keys, row)) for row in report["samples"]]))
+    report.update(flag_report([dict(zip(SAMPLE_FIELDS, row)) for row in report["samples"]]))
     write_eval_json(path, report)
     return report
 

@@ -82,7 +82,14 @@ def _flags(element: tuple[str, Iterable[Any]]) -> Any:
     task, results = element
     results = sorted(results, key=lambda r: r.id)
     rows = [
-        {"id": r.id, "task": task, "loss": r.loss, "swap_loss": r.swap_loss, "flip_loss": r.flip_loss}
+        {
+            "id": r.id,
+            "task": task,
+            "loss": r.loss,
+            "swap_loss": r.swap_loss,
+            "box_loss": r.box_loss,
+            "flip_loss": r.flip_loss,
+        }
         for r in results
     ]
     flagged = flag_samples(rows)

@@ -7,13 +7,16 @@ import random
 import pytest
 
 from vlcurate.model.loss_flags import (
+    GAIN_SHARE,
     MAD_TO_SIGMA,
     MIN_GAIN,
     MIN_MIRROR_GAIN,
+    MIN_OUTLIER_EXCESS,
     MIN_TASK_SAMPLES,
     OUTLIER_K,
     Finding,
     flag_samples,
+    gain_thresholds,
     loss_findings,
     outlier_thresholds,
 )
@@ -43,6 +46,7 @@ def caption_rows():
 
 def test_defaults_are_the_documented_ones():
     assert (OUTLIER_K, MIN_GAIN, MIN_TASK_SAMPLES, MAD_TO_SIGMA) == (3.5, 0.0, 20, 1.4826)
+    assert (GAIN_SHARE, MIN_OUTLIER_EXCESS, MIN_MIRROR_GAIN) == (0.1, 0.3, 0.0)
 
 
 def test_exact_findings_on_hand_made_rows():
@@ -53,14 +57,14 @@ def test_exact_findings_on_hand_made_rows():
             "c1",
             "captioning",
             "image_does_not_help",
-            "another image's loss 9.000 - own 9.000 = 0.000 <= 0.05",
+            "another image's loss 9.000 - own 9.000 = 0.000 <= 0.050",
         ),
         Finding("c2", "captioning", "loss_not_finite", "loss is nan"),
         Finding(
-            "v03", "vqa", "image_does_not_help", "another image's loss 1.110 - own 1.100 = 0.010 <= 0.05"
+            "v03", "vqa", "image_does_not_help", "another image's loss 1.110 - own 1.100 = 0.010 <= 0.050"
         ),
         Finding(
-            "v04", "vqa", "image_does_not_help", "another image's loss 1.000 - own 1.200 = -0.200 <= 0.05"
+            "v04", "vqa", "image_does_not_help", "another image's loss 1.000 - own 1.200 = -0.200 <= 0.050"
         ),
         Finding("v20", "vqa", "loss_outlier", f"loss 2.000 > {limit:.3f} (robust z > 3.5 in vqa)"),
     ]
@@ -68,6 +72,27 @@ def test_exact_findings_on_hand_made_rows():
         "vqa": pytest.approx(limit),
         "captioning": None,
     }
+    # vqa: median gain 0.5, so 0.1 x 0.5 = 0.05; captioning: 3 finite gains < 20, min_gain alone.
+    assert gain_thresholds(vqa_rows() + caption_rows()) == {"vqa": pytest.approx(0.05), "captioning": 0.0}
+
+
+def test_the_own_image_must_help_a_share_of_what_it_helps_the_task():
+    rows = vqa_rows()
+    rows[6]["swap_loss"] = rows[6]["loss"] + 0.2  # helps, but less than half as much as for the others
+    flagged = [f.id for f in loss_findings(rows) if f.reason == "image_does_not_help"]
+    assert flagged == ["v03", "v04"]  # the default share: gain <= 0.1 x 0.5
+    flagged = [f.id for f in loss_findings(rows, gain_share=0.5) if f.reason == "image_does_not_help"]
+    assert flagged == ["v03", "v04", "v06"]  # gain <= 0.25
+    flagged = [f.id for f in loss_findings(rows, gain_share=0.0) if f.reason == "image_does_not_help"]
+    assert flagged == ["v04"]  # the plain rule: the own image does not lower the loss at all
+
+
+def test_a_nearly_always_right_task_needs_a_real_excess_to_make_an_outlier():
+    # Short answers: losses 0.01 +- 0.005 (MAD 0.005, so 3.5 robust sigmas are only 0.026).
+    rows = [{"id": f"s{i:02d}", "task": "t", "loss": 0.005 + 0.005 * (i % 3)} for i in range(24)]
+    rows += [{"id": "unsure", "task": "t", "loss": 0.2}, {"id": "wrong", "task": "t", "loss": 0.5}]
+    assert [f.id for f in loss_findings(rows)] == ["wrong"]  # 0.5 > 0.01 + 0.3
+    assert [f.id for f in loss_findings(rows, min_excess=0.0)] == ["unsure", "wrong"]
 
 
 def test_the_order_of_rows_does_not_matter_and_tuples_match():
@@ -82,8 +107,9 @@ def test_the_order_of_rows_does_not_matter_and_tuples_match():
 def test_thresholds_are_parameters():
     rows = vqa_rows()
     assert [f.id for f in loss_findings(rows, k=2.0) if f.reason == "loss_outlier"] == ["v20"]
-    # k = 1.3: limit 1.0 + 1.3 * 1.4826 * 0.1 = 1.1927 < 1.2, so the four 1.2s are outliers too.
-    assert [f.id for f in loss_findings(rows, k=1.3) if f.reason == "loss_outlier"] == [
+    # k = 1.3, no minimum excess: limit 1.0 + 1.3 * 1.4826 * 0.1 = 1.1927 < 1.2, so the four 1.2s are
+    # outliers too (with the default excess the limit is 1.3).
+    assert [f.id for f in loss_findings(rows, k=1.3, min_excess=0) if f.reason == "loss_outlier"] == [
         "v04",
         "v09",
         "v14",
@@ -130,13 +156,18 @@ def test_by_default_a_sample_is_flagged_exactly_when_its_own_image_does_not_lowe
 
 def test_boxes_that_fit_the_mirrored_image_better_are_flagged():
     rows = vqa_rows()
-    rows[0]["flip_loss"] = rows[0]["loss"] - 0.25  # the mirrored image explains the boxes better
-    rows[1]["flip_loss"] = rows[1]["loss"] - 0.1  # by exactly the margin: not flagged
-    rows[2]["flip_loss"] = rows[2]["loss"] + 0.3  # a correct box: mirroring hurts
-    rows[5]["flip_loss"] = math.nan  # not scored
+    rows[0] |= {"box_loss": 0.8, "flip_loss": 0.55}  # the mirrored image explains the boxes better
+    rows[1] |= {"box_loss": 0.9, "flip_loss": 0.9}  # no better: not flagged
+    rows[2] |= {"box_loss": 0.7, "flip_loss": 1.3}  # a correct box: mirroring hurts
+    rows[3] |= {"box_loss": None, "flip_loss": 0.1}  # not scored
+    rows[5] |= {"box_loss": 0.5, "flip_loss": math.nan}
     found = [f for f in loss_findings(rows) if f.reason == "boxes_fit_mirrored_image"]
     assert found == [
-        Finding("v00", "vqa", "boxes_fit_mirrored_image", "own 0.800 - mirrored image's 0.550 = 0.250 > 0.1")
+        Finding(
+            "v00",
+            "vqa",
+            "boxes_fit_mirrored_image",
+            "box tokens: own 0.800 - mirrored image's 0.550 = 0.250 > 0",
+        )
     ]
-    assert MIN_MIRROR_GAIN == 0.1
-    assert [f.id for f in loss_findings(rows, min_mirror_gain=0.05)].count("v01") == 1
+    assert not [f for f in loss_findings(rows, min_mirror_gain=0.3) if f.reason == "boxes_fit_mirrored_image"]

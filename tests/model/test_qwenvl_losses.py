@@ -13,14 +13,19 @@ import torch
 from PIL import Image
 
 from vlcurate.model import qwenvl_losses
-from vlcurate.model.qwen_tokenizer import ENDOFTEXT_ID, IGNORE_INDEX
+from vlcurate.model.qwen_tokenizer import ENDOFTEXT_ID, IGNORE_INDEX, get_tokenizer
 from vlcurate.model.qwenvl_losses import (
     LossBatch,
     LossItem,
+    box_coordinate_positions,
+    box_iou,
     loss_batches,
+    mirror_boxes,
+    mirror_moves_boxes,
     partner_images,
     partner_indices,
     sample_losses,
+    supervised_ids,
 )
 from vlcurate.model.trainer_view import stage_sample_view
 from vlcurate.schemas.record import stable_hash
@@ -87,14 +92,16 @@ class FakeModel(torch.nn.Module):
         self.encoded.append(pixels.clone())
         return pixels.mean(dim=(1, 2, 3))[:, None, None].expand(-1, 256, 2)  # [n, slots, hidden]
 
-    def sample_losses(self, ids, labels, pixels=None, features=None):
+    def token_losses(self, ids, labels, pixels=None, features=None):
+        """Every supervised token of a row has the row's value, so any mean over them is that value."""
         self.calls.append((ids.clone(), labels.clone(), None if features is None else features.clone()))
         out, k = [], 0
         for row in range(ids.shape[0]):
             n_images = int((ids[row] == 151857).sum())
             out.append(float(features[k].mean()) if n_images else float((labels[row] != -100).sum()))
             k += n_images
-        return torch.tensor(out)
+        rows, cols = torch.nonzero(labels[:, 1:] != -100, as_tuple=True)
+        return rows, cols, torch.tensor(out)[rows]
 
 
 def _jpeg(value: int) -> bytes:
@@ -126,13 +133,15 @@ def test_one_pass_own_images_then_partner_images_rows_padded_with_endoftext():
     model = FakeModel()
     results = sample_losses(model, batch, images.__getitem__)
     ((ids, labels, features),) = model.calls  # both passes in one call: rows 2 and 3 repeat rows 0 and 1
-    assert ids.shape == (4, len(long.view.input_ids)) and torch.equal(ids[:2], ids[2:])
-    pad = len(long.view.input_ids) - len(short.view.input_ids)
+    # The padded length rounds up to a multiple of 64 (280 -> 320) so that batch shapes repeat.
+    assert ids.shape == (4, 320) and len(long.view.input_ids) == 280 and torch.equal(ids[:2], ids[2:])
+    pad = 320 - len(short.view.input_ids)
     assert (
         ids[0, -pad:].tolist() == [ENDOFTEXT_ID] * pad and labels[0, -pad:].tolist() == [IGNORE_INDEX] * pad
     )
-    (pixels,) = model.encoded  # each distinct image decoded and encoded once, for both passes
-    assert pixels.shape == (2, 3, 448, 448) and pixels.dtype == torch.float32
+    (pixels,) = model.encoded  # each distinct image decoded and encoded once, for both passes ...
+    assert pixels.shape == (8, 3, 448, 448) and pixels.dtype == torch.float32  # ... padded to 8 images
+    assert torch.equal(pixels[2:], pixels[2:3].expand(6, -1, -1, -1))  # blanks (all one normalized black)
     assert features.shape == (4, 256, 2)
     assert torch.equal(features[0], features[3]) and torch.equal(features[1], features[2])  # a, b, then b, a
     assert not torch.equal(features[0], features[1])
@@ -184,7 +193,29 @@ def test_a_sample_with_boxes_is_also_scored_with_its_images_mirrored():
     mirrored_file = LossItem("s1", "t", items["s1"].input_ids, items["s1"].labels, ("r/m.png",), ())
     (expected,) = sample_losses(LeftColumnModel(), LossBatch((mirrored_file,)), images.__getitem__)
     assert results[0].flip_loss == pytest.approx(expected.loss, abs=1e-6)  # as if the file were mirrored
-    assert results[0].flip_loss != results[0].loss and results[1].flip_loss is None
+    assert results[0].box_loss == results[0].loss != results[0].flip_loss
+    assert results[1].flip_loss is None and results[1].box_loss is None
+
+
+def test_only_the_coordinates_of_boxes_that_a_mirror_moves_are_compared():
+    tok = get_tokenizer()
+    view = stage_sample_view("<img>a.png</img><ref>it</ref>", "<box>(10,0),(300,999)</box> ok<|endoftext|>")
+    positions = list(box_coordinate_positions(view.labels))
+    assert tok.decode([view.labels[p] for p in positions]) == "(10,0),(300,999)"
+    supervised = supervised_ids(view.labels)
+    assert mirror_moves_boxes(supervised)  # mirrored: (700,0),(990,999), no overlap
+    centred = stage_sample_view("<img>a.png</img><ref>it</ref>", "<box>(300,0),(700,999)</box><|endoftext|>")
+    assert not mirror_moves_boxes(supervised_ids(centred.labels))  # its mirror is itself
+    assert not mirror_moves_boxes(supervised_ids(_record(1).view.labels))  # no box at all
+    # Both boxes must move: the second one's mirror is the first one.
+    pair = stage_sample_view(
+        "<img>a.png</img><ref>two</ref>", "<box>(0,0),(200,200)</box><box>(800,0),(999,200)</box>"
+    )
+    assert not mirror_moves_boxes(supervised_ids(pair.labels))
+    assert (
+        mirror_boxes([[0, 0, 40, 20]], 100) == [[60, 0, 100, 20]]
+        and box_iou([0, 0, 2, 2], [1, 0, 3, 2]) == 1 / 3
+    )
 
 
 def test_a_batch_with_more_images_than_the_cache_holds(monkeypatch):

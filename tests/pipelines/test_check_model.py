@@ -2,12 +2,12 @@
 planted by the test into a real stage-2 output (an image swapped with another sample's, boxes mirrored,
 captions exchanged between images), are flagged far more often than clean samples.
 
-The issue's bars (recall >= 80% per kind at <= 5% flagged clean samples) are NOT met by the shipped
-weights on this output: of 10 planted defects per kind they catch 7 swapped images, 9 mirrored boxes
-and 3 exchanged captions while flagging 14% of 315 clean samples (on the model's own held-out eval, 3.3%
-clean flagged and 76% / 53% / 95%: the demo's stage-2 texts differ from the trainer's templates).
-The asserts below guard those measured levels, with a margin, so that worse weights or a broken check
-fail; docs/check.md says so."""
+On the model's own held-out eval the issue's bars are met (eval.json: recall 85% / 85% / 97.5% at 3.5%
+clean flagged), but not on this output: of 10 planted defects per kind the shipped weights catch 8
+swapped images, 10 mirrored boxes and 3 exchanged captions while flagging 16% of 315 clean samples. The
+demo's stage-2 texts differ from the trainer's (caption_with_grounding's "A picture with <ref>..."
+template, two questions per image), and the model has not seen them. The asserts below guard those
+measured levels, with a margin, so that worse weights or a broken check fail; docs/check.md says so."""
 
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def test_model_checks_flag_planted_mismatches_and_few_clean_samples(stage2, tmp_
     false_flags = len(flagged - set(planted)) / clean
     assert scored == check["samples"] and clean > 200
     caught = sum(i in flagged for i in planted) / len(planted)
-    assert recall["swapped_image"] >= 0.5 and recall["mirrored_boxes"] >= 0.6, recall
+    assert recall["swapped_image"] >= 0.6 and recall["mirrored_boxes"] >= 0.8, recall
     assert caught >= 0.45 and false_flags <= 0.2 and caught >= 3 * false_flags, (
         caught,
         false_flags,
