@@ -86,7 +86,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 # --- attention -------------------------------------------------------------------------------------------
 
 # Every SDPA kernel but cuDNN's: on an H100 (torch 2.11, cuDNN 9.19) cuDNN builds a graph for every new
-# shape, ~85 ms each, and the checker's batches all differ in size: 55% of its time (bench/README.md).
+# shape, ~85 ms each, and the checker's batches differ in size: over half of its time (bench/README.md).
 _BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
