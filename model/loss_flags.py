@@ -28,9 +28,9 @@ Findings are sorted by (task, id, reason order above), so the output never depen
 Defaults: OUTLIER_K = 3.5 is the classic modified z-score cut (Iglewicz & Hoaglin); MIN_GAIN (nats per
 supervised token) is 0: a sample whose own image does not lower its loss at all is always flagged;
 MIN_MIRROR_GAIN 0: boxes that fit the mirrored image better at all. GAIN_SHARE (0.1) and
-MIN_OUTLIER_EXCESS (0.3) were chosen on the bundled model's held-out eval (eval seed 1,
-model/weights/compact-qwenvl/eval.json): `flags` there is what these defaults catch, and
-`flags_by_threshold` what other values would; the weights' README gives a second seed.
+MIN_OUTLIER_EXCESS (0.3) were chosen on the held-out eval of the previous bundled weights; what they
+catch with the current ones is `flags` in model/weights/compact-qwenvl/eval.json (`flags_by_threshold`:
+other values), and its README gives a second seed.
 """
 
 from __future__ import annotations

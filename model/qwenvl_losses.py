@@ -35,6 +35,8 @@ from vlcurate.model.qwen_tokenizer import (
     BOX_START,
     ENDOFTEXT_ID,
     IGNORE_INDEX,
+    IMG_END_ID,
+    IMG_START_ID,
     SPECIAL_IDS,
     get_tokenizer,
 )
@@ -240,14 +242,19 @@ def partner_images(own: Sequence[str], partner: Sequence[str]) -> tuple[str, ...
 
 BOX_START_ID, BOX_END_ID = SPECIAL_IDS[BOX_START], SPECIAL_IDS[BOX_END]
 MIRROR_IOU = 0.3  # a box moves in the mirror when box and mirror overlap less than this (IoU)
-PARTNER_LOOKAHEAD = 8  # samples looked at after one's own for a partner with another target
+PARTNER_LOOKAHEAD = 32  # samples looked at after one's own for a partner
 
 
-def partner_indices(targets: Sequence[Any], images: Sequence[Any]) -> list[int | None]:
-    """For each sample (in the caller's fixed order), the index of its partner: the next sample, going
-    round, whose supervised text and images both differ from its own (the first of up to
-    PARTNER_LOOKAHEAD that do; else simply the next). Swapping in the images of a sample with the very
-    same answer ("Three.") tells nothing about whether the answer fits. None for a lone sample."""
+def partner_indices(
+    targets: Sequence[Any], images: Sequence[Any], prompts: Sequence[Any] | None = None
+) -> list[int | None]:
+    """For each sample (in the caller's fixed order), the index of its partner: of the next
+    PARTNER_LOOKAHEAD samples, going round, the first whose supervised text and images both differ from
+    its own and whose prompt is the same (`prompts`: the same VQA question, the same phrase to find),
+    else the first whose text and images differ, else simply the next. Swapping in the images of a
+    sample with the very same answer ("Three.") tells nothing; the image of a sample asked the same
+    question with another answer surely does not show this answer, where any other image may show
+    three shapes by chance. None for a lone sample."""
     n = len(targets)
     out: list[int | None] = []
     for i in range(n):
@@ -255,13 +262,24 @@ def partner_indices(targets: Sequence[Any], images: Sequence[Any]) -> list[int |
             out.append(None)
             continue
         following = [(i + step) % n for step in range(1, min(n, PARTNER_LOOKAHEAD + 1))]
-        out.append(
-            next(
-                (j for j in following if targets[j] != targets[i] and images[j] != images[i]),
-                following[0],
-            )
-        )
+        differ = [j for j in following if targets[j] != targets[i] and images[j] != images[i]]
+        asked_alike = [j for j in differ if prompts is not None and prompts[j] == prompts[i]]
+        out.append((asked_alike or differ or following)[0])
     return out
+
+
+def prompt_ids(input_ids: Sequence[int], labels: Sequence[int]) -> tuple[int, ...]:
+    """What a sample is asked: its unsupervised ids without the image spans (`<img>path</img>` differs
+    from sample to sample)."""
+    out, inside = [], False
+    for token, label in zip(input_ids, labels):
+        if token == IMG_START_ID:
+            inside = True
+        elif token == IMG_END_ID:
+            inside = False
+        elif not inside and label == IGNORE_INDEX:
+            out.append(token)
+    return tuple(out)
 
 
 def supervised_ids(labels: Sequence[int]) -> tuple[int, ...]:
@@ -298,7 +316,11 @@ def loss_batches(records: Iterable[Any], root: str, batch_tokens: int) -> Iterat
     workers."""
     records = sorted(records, key=lambda r: (stable_hash(r.id), r.id))
     located = [tuple(f"{root}/{p}" if "://" not in p else p for p in r.images) for r in records]
-    partners = partner_indices([supervised_ids(r.view.labels) for r in records], located)
+    partners = partner_indices(
+        [supervised_ids(r.view.labels) for r in records],
+        located,
+        [prompt_ids(r.view.input_ids, r.view.labels) for r in records],
+    )
     items = []
     for record, own, partner in zip(records, located, partners):
         view = record.view
@@ -339,6 +361,7 @@ __all__ = [
     "mirror_moves_boxes",
     "partner_images",
     "partner_indices",
+    "prompt_ids",
     "sample_losses",
     "supervised_ids",
 ]

@@ -44,6 +44,7 @@ from vlcurate.model.scenes import (
     KINDS,
 )
 from vlcurate.model.train_compact_qwenvl_data import (
+    SHOT_SIDES,
     Domain,
     Shot,
     batch_tensors,
@@ -119,6 +120,8 @@ def train(
     per_scene: int = 2,
     device: str = "cpu",
     scenes: int = 3,
+    init: str | None = None,
+    sides: tuple[int, int] = SHOT_SIDES,
 ) -> dict:
     import torch
     import torch.nn.functional as F
@@ -130,17 +133,30 @@ def train(
 
     start = time.time()
     torch.manual_seed(seed)
-    domain = Domain(f"compact-qwenvl:train:{seed}")
+    domain = Domain(f"compact-qwenvl:train:{seed}", sides)
     groups = training_groups(domain, n_groups, per_scene, scenes=scenes)
     vocab = domain_ids([e for g in groups for e in g])
     n_samples = sum(map(len, groups))
     print(f"{n_samples} training samples, {len(vocab)} distinct ids, {time.time() - start:.0f}s", flush=True)
 
-    model = QwenVL(config).to(device)
+    if init:  # go on from saved weights (their config wins): their rows for the ids they know
+        from vlcurate.model.qwenvl_weights import load_model
+
+        model, config = load_model(f"local-dir:{init}", device="cpu")
+        model.use_vocab_rows(None)
+        used = torch.nonzero(model.wte.weight.ne(0).any(dim=1)).squeeze(1).tolist()
+        vocab = sorted(set(vocab) | set(used))  # ids this data lacks keep their rows
+        known = model.wte.weight.detach()[torch.tensor(vocab)]
+        rows = torch.randn(len(vocab), config.decoder.hidden_size).mul_(0.02)
+        rows = torch.where(known.ne(0).any(dim=1, keepdim=True), known, rows)
+        model = model.to(device)
+    else:
+        model = QwenVL(config).to(device)
+        rows = torch.randn(len(vocab), config.decoder.hidden_size).mul_(0.02)
     # While training, the embedding holds only the domain's rows; `table` maps an id to its row.
     table = torch.zeros(config.decoder.vocab_size, dtype=torch.long, device=device)
     table[torch.tensor(vocab, device=device)] = torch.arange(len(vocab), device=device)
-    rows = nn.Parameter(torch.randn(len(vocab), config.decoder.hidden_size).mul_(0.02).to(device))
+    rows = nn.Parameter(rows.to(device))
     del model.wte
     model.wte = lambda ids: F.embedding(table[ids], rows)  # what QwenVL.embed calls
     log_unused = torch.tensor(math.log(config.decoder.vocab_size - len(vocab)), device=device)
@@ -220,6 +236,8 @@ def train(
         "train_groups": n_groups,
         "samples_per_scene": per_scene,
         "scenes_per_group": scenes,
+        "init": init,
+        "image_sides": list(sides),
         "train_samples": n_samples,
         "train_images": len(domain.images),
         "lr": lr,
@@ -237,6 +255,8 @@ TRAINING_FACTS = (
     "train_groups",
     "samples_per_scene",
     "scenes_per_group",
+    "init",
+    "image_sides",
     "train_samples",
     "train_images",
     "lr",
@@ -263,6 +283,12 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "weights", "compact-qwenvl"))
     parser.add_argument("--groups", type=int, default=4000, help="training groups (one per step)")
     parser.add_argument("--scenes", type=int, default=3, help="scenes per training group")
+    parser.add_argument("--init", default=None, help="go on training the local-dir weights in this folder")
+    parser.add_argument(
+        "--sides",
+        default=f"{SHOT_SIDES[0]},{SHOT_SIDES[1]}",
+        help="training images' side range in px (the eval's stays)",
+    )
     parser.add_argument("--per-scene", type=int, default=2, help="single-image samples per scene")
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -298,6 +324,8 @@ def main() -> None:
             args.per_scene,
             args.device,
             args.scenes,
+            args.init,
+            tuple(int(v) for v in args.sides.split(",")),
         )
     report["eval_device"] = args.device
     started = time.time()

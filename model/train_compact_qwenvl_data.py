@@ -30,6 +30,7 @@ from vlcurate.model.scenes import (
 )
 from vlcurate.model.trainer_view import TrainerView, sft_view, stage_sample_view
 from vlcurate.synth.scene_tasks import scene_phrases, scene_qas, shape_boxes, text_dialogues
+from vlcurate.synth.stage2_inputs import phrase_records
 
 STAGE2_TASKS = ("captioning", "vqa", "referring_grounding", "grounded_captioning", "caption_with_grounding")
 SFT_TASKS = ("sft_caption", "sft_vqa", "sft_grounding", "sft_multi_image", "sft_text")
@@ -50,6 +51,9 @@ DEFECT_TASKS = {
 # Rendered image sides (px): the demo's and the tests' scenes are 256-448 px; smaller ones are upscaled
 # to 448 by the checker, so the model sees both sharp and blurred shapes.
 SHOT_SIDES = (112, 448)
+# The share of grounded captions (both kinds) written as the demo's stage-2 input writes them
+# (synth/stage2_inputs.phrase_records: "A picture with <ref>the red circle</ref> in it.").
+DEMO_TEXT_SHARE = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,14 +78,14 @@ class Example:
 class Domain:
     """Scenes rendered on demand into an in-memory image store {path: JPEG bytes}."""
 
-    def __init__(self, seed: str) -> None:
-        self.rng = random.Random(seed)
+    def __init__(self, seed: str, sides: tuple[int, int] = SHOT_SIDES) -> None:
+        self.rng, self.sides = random.Random(seed), sides
         self.images: dict[str, bytes] = {}
         self.shots: dict[str, Shot] = {}
 
     def shot(self) -> Shot:
         scene = random_scene(self.rng)
-        width, height = self.rng.randint(*SHOT_SIDES), self.rng.randint(*SHOT_SIDES)
+        width, height = self.rng.randint(*self.sides), self.rng.randint(*self.sides)
         path = f"img/{len(self.images):06d}.jpg"
         buffer = io.BytesIO()
         render(scene, width, height).save(buffer, "JPEG", quality=90)
@@ -135,6 +139,10 @@ def stage2_view(
         phrase = rng.choice(scene_phrases(s, shot.lang, shot.width, shot.height))
         found = mirror_boxes(phrase["boxes"], shot.width) if defect == "mirrored_boxes" else phrase["boxes"]
         return found and _stage2({**base, "phrase": phrase["phrase"], "boxes": found})
+    if task in ("grounded_captioning", "caption_with_grounding") and rng.random() < DEMO_TEXT_SHARE:
+        phrase = rng.choice(scene_phrases(s, shot.lang, shot.width, shot.height))
+        found = mirror_boxes(phrase["boxes"], shot.width) if defect == "mirrored_boxes" else phrase["boxes"]
+        return found and _stage2({**base, **phrase_records(phrase["phrase"], found)[task]})
     if task == "grounded_captioning":
         i = rng.randrange(len(s.shapes))
         return _stage2({**base, "box": boxes[i], "caption": _phrase(s.shapes[i], shot.lang)})

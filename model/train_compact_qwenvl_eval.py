@@ -10,7 +10,12 @@ import os
 import random
 
 from vlcurate.model import loss_flags
-from vlcurate.model.qwenvl_losses import partner_images, partner_indices, supervised_ids
+from vlcurate.model.qwenvl_losses import (
+    partner_images,
+    partner_indices,
+    prompt_ids,
+    supervised_ids,
+)
 from vlcurate.model.train_compact_qwenvl_data import (
     DEFECT_TASKS,
     SFT_TASKS,
@@ -101,7 +106,11 @@ def evaluate(out: str, seed: int, n_clean: int, n_defect: int, device: str = "cp
     for task in STAGE2_TASKS + SFT_TASKS:
         pool = [e for e in examples if e.task == task]
         shuffle.shuffle(pool)
-        found = partner_indices([supervised_ids(e.view.labels) for e in pool], [e.view.images for e in pool])
+        found = partner_indices(
+            [supervised_ids(e.view.labels) for e in pool],
+            [e.view.images for e in pool],
+            [prompt_ids(e.view.input_ids, e.view.labels) for e in pool],
+        )
         for e, j in zip(pool, found):
             partners[e.id] = list(partner_images(e.view.images, () if j is None else pool[j].view.images))
     scores = score(model, examples, domain.images, partners)

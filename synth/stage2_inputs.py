@@ -42,37 +42,8 @@ def write_demo_stage2_inputs(sft_inputs: str) -> str:
     for r in rows("grounding.jsonl"):
         size = {"image": r["image"], "width": r["width"], "height": r["height"]}
         for i, ph in enumerate(r["phrases"]):
-            phrase, boxes = ph["phrase"], ph["boxes"]
-            records.append(
-                {
-                    "task": "referring_grounding",
-                    "id": f"ref/{r['id']}/{i}",
-                    **size,
-                    "phrase": phrase,
-                    "boxes": boxes,
-                }
-            )
-            noun = phrase.removeprefix("the ")
-            records.append(
-                {
-                    "task": "grounded_captioning",
-                    "id": f"gcap/{r['id']}/{i}",
-                    **size,
-                    "box": boxes[0],
-                    "caption": f"a {noun}",
-                }
-            )
-            caption = f"A picture with {phrase} in it."
-            start = caption.index(phrase)
-            records.append(
-                {
-                    "task": "caption_with_grounding",
-                    "id": f"cwg/{r['id']}/{i}",
-                    **size,
-                    "caption": caption,
-                    "refs": [{"span": [start, start + len(phrase)], "boxes": boxes}],
-                }
-            )
+            for task, record in phrase_records(ph["phrase"], ph["boxes"]).items():
+                records.append({**record, **size, "task": task, "id": f"{ID_PREFIXES[task]}/{r['id']}/{i}"})
     for r in rows("text.jsonl"):
         text = "\n".join(turn["value"] for turn in r["conversations"])
         records.append({"task": "pure_text", "id": f"text/{r.get('id', len(records))}", "text": text})
@@ -80,3 +51,22 @@ def write_demo_stage2_inputs(sft_inputs: str) -> str:
     with open(path, "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n" for rec in records)
     return path
+
+
+ID_PREFIXES = {"referring_grounding": "ref", "grounded_captioning": "gcap", "caption_with_grounding": "cwg"}
+
+
+def phrase_records(phrase: str, boxes: list) -> dict[str, dict]:
+    """The demo's three grounding tasks for one phrase of a scene and its pixel boxes (records without
+    task, id and image size): find the phrase, name the first box, a one-phrase grounded caption. The
+    compact model's trainer uses these too, so it knows the demo's texts."""
+    caption = f"A picture with {phrase} in it."
+    start = caption.index(phrase)
+    return {
+        "referring_grounding": {"phrase": phrase, "boxes": boxes},
+        "grounded_captioning": {"box": boxes[0], "caption": f"a {phrase.removeprefix('the ')}"},
+        "caption_with_grounding": {
+            "caption": caption,
+            "refs": [{"span": [start, start + len(phrase)], "boxes": boxes}],
+        },
+    }

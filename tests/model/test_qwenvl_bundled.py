@@ -10,7 +10,12 @@ import torch
 
 from vlcurate.model.loss_flags import GAIN_SHARE, MIN_MIRROR_GAIN, MIN_OUTLIER_EXCESS, OUTLIER_K
 from vlcurate.model.qwenvl_config import QwenVLConfig
-from vlcurate.model.qwenvl_losses import partner_images, partner_indices, supervised_ids
+from vlcurate.model.qwenvl_losses import (
+    partner_images,
+    partner_indices,
+    prompt_ids,
+    supervised_ids,
+)
 from vlcurate.model.qwenvl_weights import DEFAULT_MODEL, WEIGHTS_DIR, load_model
 from vlcurate.model.train_compact_qwenvl_data import SFT_TASKS, STAGE2_TASKS, Domain, make_examples
 from vlcurate.model.train_compact_qwenvl_eval import SAMPLE_FIELDS, flag_metrics, score
@@ -56,7 +61,11 @@ def test_own_images_lower_the_loss_for_95_percent(bundled):
     partners = {}
     for task in image_tasks:
         pool = [e for e in examples if e.task == task]
-        found = partner_indices([supervised_ids(e.view.labels) for e in pool], [e.view.images for e in pool])
+        found = partner_indices(
+            [supervised_ids(e.view.labels) for e in pool],
+            [e.view.images for e in pool],
+            [prompt_ids(e.view.input_ids, e.view.labels) for e in pool],
+        )
         for e, j in zip(pool, found):
             partners[e.id] = list(partner_images(e.view.images, pool[j].view.images))
     scores = score(model, examples, domain.images, partners)

@@ -24,6 +24,7 @@ from vlcurate.model.qwenvl_losses import (
     mirror_moves_boxes,
     partner_images,
     partner_indices,
+    prompt_ids,
     sample_losses,
     supervised_ids,
 )
@@ -67,6 +68,21 @@ def test_a_partner_has_another_answer_and_another_image_when_one_is_near():
     same = ["Three"] * 12
     assert partner_indices(same, list("abcdefghijkl")) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0]
     assert partner_indices(["x"], ["a"]) == [None]
+
+
+def test_a_partner_asked_the_same_question_comes_first():
+    # "How many?" -> "Three." gets the "How many?" -> "Two." sample's image, not the colour question's
+    # (whose image may show three shapes as well).
+    targets, images = ["Three.", "Red.", "Two.", "Blue."], ["a", "b", "c", "d"]
+    prompts = ["How many?", "Colour?", "How many?", "Colour?"]
+    assert partner_indices(targets, images, prompts) == [2, 3, 0, 1]
+    assert partner_indices(targets, images) == [1, 2, 3, 0]
+    # Asked the same but answered the same: not a partner.
+    assert partner_indices(["Three.", "Red.", "Three."], ["a", "b", "c"], ["q", "r", "q"]) == [1, 2, 1]
+    view = stage_sample_view("<img>x/1.jpg</img>How many? Answer:", " Three.<|endoftext|>")
+    other = stage_sample_view("<img>y/22.png</img>How many? Answer:", " Two.<|endoftext|>")
+    assert prompt_ids(view.input_ids, view.labels) == prompt_ids(other.input_ids, other.labels)
+    assert get_tokenizer().decode(list(prompt_ids(view.input_ids, view.labels))) == "How many? Answer:"
 
 
 def test_a_lone_sample_and_text_only_samples_get_no_partner():

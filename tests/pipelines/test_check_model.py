@@ -2,12 +2,12 @@
 planted by the test into a real stage-2 output (an image swapped with another sample's, boxes mirrored,
 captions exchanged between images), are flagged far more often than clean samples.
 
-On the model's own held-out eval the issue's bars are met (eval.json: recall 85% / 85% / 97.5% at 3.5%
-clean flagged), but not on this output: of 10 planted defects per kind the shipped weights catch 8
-swapped images, 10 mirrored boxes and 3 exchanged captions while flagging 16% of 315 clean samples. The
-demo's stage-2 texts differ from the trainer's (caption_with_grounding's "A picture with <ref>..."
-template, two questions per image), and the model has not seen them. The asserts below guard those
-measured levels, with a margin, so that worse weights or a broken check fail; docs/check.md says so."""
+On this output (90 demo scenes, 675 clean samples, 10 planted defects per kind) the shipped weights catch
+9 swapped images, 8 mirrored boxes and 9 exchanged captions, the issue's recall bar, but flag 11.9% of
+the clean samples, above its 5% (on the model's own held-out eval: 3.5%). The model grounds worse on the
+demo's larger images (256-448 px a side) and misses some of their VQA answers; docs/check.md says more.
+The asserts below guard those measured levels, with a margin, so that worse weights or a broken check
+fail."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ BOX = re.compile(r"<box>\((\d+),(\d+)\),\((\d+),(\d+)\)</box>")
 def stage2(tmp_path_factory):
     root = tmp_path_factory.mktemp("check-model")
     inputs = str(root / "inputs")
-    write_demo_sft_inputs(inputs, seed=11, n=45)
+    write_demo_sft_inputs(inputs, seed=11, n=90)
     out = str(root / "stage2")
     run_format(2, [write_demo_stage2_inputs(inputs)], out, progress=False)
     return root
@@ -124,14 +124,10 @@ def test_model_checks_flag_planted_mismatches_and_few_clean_samples(stage2, tmp_
     scored = sum(t["model"]["scored"] for t in check["tasks"].values() if t["model"])
     clean = scored - len(planted)
     false_flags = len(flagged - set(planted)) / clean
-    assert scored == check["samples"] and clean > 200
+    assert scored == check["samples"] and clean > 600
     caught = sum(i in flagged for i in planted) / len(planted)
-    assert recall["swapped_image"] >= 0.6 and recall["mirrored_boxes"] >= 0.8, recall
-    assert caught >= 0.45 and false_flags <= 0.2 and caught >= 3 * false_flags, (
-        caught,
-        false_flags,
-        recall,
-    )
+    assert min(recall.values()) >= 0.7, recall
+    assert false_flags <= 0.15 and caught >= 5 * false_flags, (caught, false_flags, recall)
 
 
 def test_model_results_do_not_depend_on_workers(stage2, tmp_path):
