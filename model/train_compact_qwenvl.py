@@ -110,6 +110,13 @@ def dense_loss(pred, pixels, targets):
 # --- training --------------------------------------------------------------------------------------------
 
 
+def warmup_share(steps: int) -> float:
+    """OneCycleLR's pct_start: 5% of the steps, but at least two steps' worth (torch divides by zero when
+    the warm-up is exactly one step, e.g. 20 steps at 5%)."""
+    share = max(0.05, 2 / steps)
+    return share if share < 0.5 else 0.3  # a run of 4 steps or fewer
+
+
 def train(
     out: str,
     config: QwenVLConfig,
@@ -185,7 +192,7 @@ def train(
     ]
     optimizer = torch.optim.AdamW(param_groups, lr=lr, betas=(0.9, 0.98))
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=[g["lr"] for g in param_groups], total_steps=steps, pct_start=0.05
+        optimizer, max_lr=[g["lr"] for g in param_groups], total_steps=steps, pct_start=warmup_share(steps)
     )
     order = random.Random(seed)
     model.train()
