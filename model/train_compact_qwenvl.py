@@ -8,10 +8,12 @@ synth/, above model/ in the layers, because its token sequences must be exactly 
 Images are rendered at 112-448 px a side, JPEG-encoded, kept in memory by path, and reach the model through
 qwenvl_images.image_batch, the checker's own preprocessing (448 px).
 
-Seeded end to end; `--device cuda` trains on a GPU (the bundled weights: one H100, about 4 minutes, see
-weights/compact-qwenvl/README.md), `--device cpu` on the CPU (the same recipe takes about an hour on 2
-cores). The recipe, and why:
-- A step takes one group of 3 scenes and the 6-8 samples that show them: the ViT encodes each image once.
+Seeded end to end; `--device cuda` trains on a GPU (the bundled weights: one H100, two runs of 8 and 3.5
+minutes, see weights/compact-qwenvl/README.md), `--device cpu` on the CPU (0.8 s a step of six scenes on
+2 cores). `--init DIR` goes on from saved weights (their config wins, every embedding row they hold is
+kept). The recipe, and why:
+- A step takes one group of `--scenes` scenes (3; the bundled weights: 6) and the samples that show them:
+  the ViT encodes each image once.
 - A dense auxiliary head (not saved) makes every adapter output predict, for its cell of the 16x16 grid,
   a 4x4 thumbnail, its (row, column), and the kind, colour and box digits of the shape it lies on (from
   the renderer's geometry). It stands in for the pretraining Qwen-VL's ViT starts from (OpenCLIP):
