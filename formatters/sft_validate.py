@@ -50,7 +50,6 @@ ROLES = ("user", "assistant")
 ANNOUNCEMENT = re.compile(r"Picture (\d+): <img>([^\n]*?)</img>\n")
 # Text that names a picture: "Picture 2" (not an announcement) or "图2".
 PICTURE_REF = re.compile(r"Picture (\d+)(?!\d|: <img>)|图(\d+)(?!\d)")
-BOX = BOX_PATTERN
 QUAD = re.compile(r"<quad>\(\d{1,3},\d{1,3}\)(?:,\(\d{1,3},\d{1,3}\)){3}</quad>")
 _IMAGE_TOKENS = (IMG_START, IMG_END, IMG_PAD)
 SFT_MARKUP = frozenset({REF_START, BOX_START})  # what SFT text may hold besides image announcements
@@ -139,7 +138,7 @@ def check_markup(text: str, where: str, allowed: frozenset[str] = SFT_MARKUP) ->
             break
         token = match.group()
         if token in (BOX_START, QUAD_START) and token in allowed:
-            shape, reason = (BOX, "bad_box") if token == BOX_START else (QUAD, "bad_quad")
+            shape, reason = (BOX_PATTERN, "bad_box") if token == BOX_START else (QUAD, "bad_quad")
             found = shape.match(text, match.start())
             if found is None:
                 return Problem(reason, f"{where}: {text[match.start() : match.start() + 60]!r}")

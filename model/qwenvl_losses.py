@@ -115,8 +115,9 @@ def sample_losses(model: Any, batch: LossBatch, read_image: Callable[[str], byte
         boxes: list[float] = []
         if mirrored:  # the box-coordinate tokens of the mirrored samples' own rows and mirrored rows
             focus = torch.zeros(labels.shape, dtype=torch.bool)
-            for row in [*mirrored, *range(first_flip, len(rows))]:
-                focus[row, list(box_coordinate_positions(items[rows[row]].labels))] = True
+            for k, i in enumerate(mirrored):  # row i scores item i with its own images
+                positions = list(box_coordinate_positions(items[i].labels))
+                focus[i, positions] = focus[first_flip + k, positions] = True
             keep = focus[:, 1:].to(device)[at, col]  # token_losses' col c predicts labels[:, c + 1]
             boxes = row_means(at[keep], nll[keep], len(rows)).float().cpu().tolist()
     flip = {i: (boxes[i], boxes[first_flip + k]) for k, i in enumerate(mirrored)}

@@ -81,18 +81,7 @@ def _flags(element: tuple[str, Iterable[Any]]) -> Any:
     """A task's LossResults -> (task, model summary, finding rows)."""
     task, results = element
     results = sorted(results, key=lambda r: r.id)
-    rows = [
-        {
-            "id": r.id,
-            "task": task,
-            "loss": r.loss,
-            "swap_loss": r.swap_loss,
-            "box_loss": r.box_loss,
-            "flip_loss": r.flip_loss,
-        }
-        for r in results
-    ]
-    flagged = flag_samples(rows)
+    flagged = flag_samples(results)  # loss_flags reads the LossResults' fields
     by_id = {r.id: r for r in results}
     findings = [
         {

@@ -54,14 +54,17 @@ def reject_rows(out: str) -> list[dict]:
     return rows
 
 
-def output_files(out: str) -> dict[str, bytes]:
-    """Every file a run wrote, by relative path (info.json aside: it records the output path)."""
+def tree_files(directory: str) -> dict[str, bytes]:
+    """Every file under `directory`, by relative path."""
     files = {}
-    for root, _, names in os.walk(out):
+    for root, _, names in os.walk(directory):
         for name in names:
             path = os.path.join(root, name)
-            rel = os.path.relpath(path, out)
-            if rel != "info.json":
-                with open(path, "rb") as fh:
-                    files[rel] = fh.read()
+            with open(path, "rb") as fh:
+                files[os.path.relpath(path, directory)] = fh.read()
     return files
+
+
+def output_files(out: str) -> dict[str, bytes]:
+    """Every file a run wrote, by relative path (info.json aside: it records the output path)."""
+    return {rel: data for rel, data in tree_files(out).items() if rel != "info.json"}

@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 
 import pyarrow.parquet as pq
 import pytest
 
-from vlcurate.model.qwen_tokenizer import get_tokenizer
+from vlcurate.model.qwen_tokenizer import BOX_PATTERN, get_tokenizer
+from vlcurate.model.qwenvl_losses import MIRROR_IOU, box_iou
 from vlcurate.pipelines.check_job import CheckOptions, run_check
 from vlcurate.pipelines.format import run_format
 from vlcurate.synth.sft_inputs import write_demo_sft_inputs
@@ -28,7 +28,6 @@ from vlcurate.synth.stage2_inputs import write_demo_stage2_inputs
 
 pytestmark = pytest.mark.slow
 PLANTED = 10  # per kind
-BOX = re.compile(r"<box>\((\d+),(\d+)\),\((\d+),(\d+)\)</box>")
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +38,6 @@ def stage2(tmp_path_factory):
     out = str(root / "stage2")
     run_format(2, [write_demo_stage2_inputs(inputs)], out, progress=False)
     return root
-
-
-def _iou(a, b) -> float:
-    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union if union else 0.0
 
 
 def _recount(row: dict) -> None:
@@ -79,15 +71,15 @@ def _plant(directory: str) -> dict[str, str]:
         planted[row["id"]] = "swapped_image"
     mirrored = 0
     for row in rng.sample(by_task["referring_grounding"], len(by_task["referring_grounding"])):
-        boxes = [tuple(map(int, m)) for m in BOX.findall(row["target"])]
+        boxes = [tuple(map(int, m)) for m in BOX_PATTERN.findall(row["target"])]
         flipped = [(999 - x2, y1, 999 - x1, y2) for x1, y1, x2, y2 in boxes]
         if (
             mirrored == PLANTED
             or row["id"] in planted
-            or any(_iou(a, b) >= 0.3 for a, b in zip(boxes, flipped))
+            or any(box_iou(a, b) >= MIRROR_IOU for a, b in zip(boxes, flipped))
         ):
             continue
-        row["target"] = BOX.sub(
+        row["target"] = BOX_PATTERN.sub(
             lambda m: f"<box>({999 - int(m[3])},{m[2]}),({999 - int(m[1])},{m[4]})</box>",
             row["target"],
         )

@@ -27,6 +27,7 @@ from vlcurate.schemas.record import Pair
 from vlcurate.schemas.sft_config import load_sft_config, sft_config_from_dict
 from vlcurate.synth.scene_tasks import shape_boxes
 from vlcurate.synth.sft_inputs import write_demo_sft_inputs
+from vlcurate.tests.pipelines.helpers import tree_files
 
 MAX_LEN = 1024
 PLANTED = "extra_grounding/planted"
@@ -155,16 +156,6 @@ def _rejects(out: str) -> list[dict]:
     return rows
 
 
-def _files(out: str) -> dict[str, bytes]:
-    files = {}
-    for folder, _, names in os.walk(out):
-        for name in names:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as fh:
-                files[os.path.relpath(path, out)] = fh.read()
-    return files
-
-
 def test_every_shard_loads_with_json_load_and_passes_validation(job):
     out = job["out"]
     shards = sorted(glob.glob(os.path.join(out, "shards", "sft-*.json")))
@@ -196,7 +187,7 @@ def test_planted_bad_records_and_the_invalid_sample_are_rejected_never_written(j
     ids = {s["id"] for s in _samples(job["out"])}
     assert PLANTED not in ids and not any(i.startswith(PLANTED) for i in ids)
     planted_image = _jpeg((250, 250, 0))
-    assert planted_image not in _files(os.path.join(job["out"], "images")).values()
+    assert planted_image not in tree_files(os.path.join(job["out"], "images")).values()
 
 
 def test_a_line_separator_inside_a_record_survives(job):
@@ -289,7 +280,7 @@ def test_same_input_and_seed_give_byte_identical_output_with_two_workers(job):
     sft_command.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["sft", "--config", config_path, "--workers", "2", "--check"])
     assert sft_command.run(args) == 0
-    first, second = _files(job["out"]), _files(out2)
+    first, second = tree_files(job["out"]), tree_files(out2)
     check = {name: second.pop(name) for name in list(second) if name.startswith("check/")}
     assert json.loads(check["check/check.json"])["structural_findings"] == 0
     assert sorted(first) == sorted(second)

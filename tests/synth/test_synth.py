@@ -26,6 +26,7 @@ from vlcurate.schemas.record import Pair
 from vlcurate.synth import captions, dataset, defects, images, records
 from vlcurate.synth.dataset import write_synthetic_dataset
 from vlcurate.tests.conftest import SYNTH_SEED
+from vlcurate.tests.pipelines.helpers import tree_files
 
 CJK = regex.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 # Printable ASCII, ideographs, CJK punctuation: what a caption may hold when it has no text defect.
@@ -37,16 +38,6 @@ IRREGULAR = regex.compile(
     regex.IGNORECASE,
 )
 FORMATS = {"webdataset": "wds", "parquet": "parquet", "jsonl": "jsonl"}
-
-
-def files_of(directory) -> dict[str, bytes]:
-    found = {}
-    for root, _, names in os.walk(directory):
-        for name in names:
-            path = os.path.join(root, name)
-            with open(path, "rb") as fh:
-                found[os.path.relpath(path, directory)] = fh.read()
-    return found
 
 
 def good_caption(text: str, lang: str) -> bool:
@@ -82,7 +73,7 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path):
     write_synthetic_dataset(str(tmp_path / "a"), n=60, seed=11)
     write_synthetic_dataset(str(tmp_path / "b"), n=60, seed=11)
     write_synthetic_dataset(str(tmp_path / "c"), n=60, seed=12)
-    a, b, c = (files_of(tmp_path / name) for name in "abc")
+    a, b, c = (tree_files(tmp_path / name) for name in "abc")
     assert sorted(a) == sorted(b) and all(a[name] == b[name] for name in a)
     for name in (
         "wds/synth-00000.tar",
