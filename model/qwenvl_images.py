@@ -96,7 +96,7 @@ def resize_like_pil(pixels, size: int):
         for axis, length in ((2, width), (1, height)):  # horizontal, then vertical
             if length == size:
                 continue
-            weights = torch.from_numpy(pil_bicubic_weights(length, size)).to(x.device)  # [size, length]
+            weights = torch.tensor(pil_bicubic_weights(length, size), device=x.device)  # [size, length]
             x = torch.movedim(torch.movedim(x, axis, -1) @ weights.T, -1, axis)
             x = torch.floor((x + (1 << (_PRECISION_BITS - 1))) / (1 << _PRECISION_BITS)).clamp_(0, 255)
         out.append(x.to(torch.uint8))
