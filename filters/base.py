@@ -12,7 +12,7 @@ one line of the ordered table in filters/registry.py, which also fixes where it 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from vlcurate.schemas.record import Pair
 
@@ -41,6 +41,9 @@ class Step:
     runs_on_survivors: ClassVar[bool] = False
     # Compares pairs with each other (dedup): the pipeline runs it after the per-pair chain, not apply().
     groups_records: ClassVar[bool] = False
+    # Parameters that stand for one another (a threshold or a fraction to keep): a source that sets one of
+    # a group replaces the global value of every other (filters/chain.py, merged_params).
+    exclusive_params: ClassVar[tuple[tuple[str, ...], ...]] = ()
 
     def apply(self, pair: Pair) -> None:
         raise NotImplementedError
@@ -49,9 +52,14 @@ class Step:
         """The step's effective parameters, recorded in info.json."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
-    def with_computed_threshold(self, value: float) -> Step:
-        """The step for one source once the pipeline has computed a threshold for it (a `keep_fraction`
-        turned into a score); a step without such a threshold is itself."""
+    def needs_computed_threshold(self) -> bool:
+        """Whether the pipeline must compute this step's threshold from the data first (a `keep_fraction`):
+        the chain is split before it (filters/chain.py, Chain.split)."""
+        return False
+
+    def with_computed_threshold(self, value: Any) -> Step:
+        """The step for one source once the pipeline has computed its threshold (a `keep_fraction` turned
+        into scores, per language group); a step without such a threshold is itself."""
         return self
 
     def specs(self) -> list[str]:

@@ -30,12 +30,20 @@ class Chain:
 
     def split(self) -> tuple[dict[str, list[Step]], dict[str, Step], dict[str, list[Step]]]:
         """Per source: the steps before the model step, the model step (absent when disabled), and the
-        steps after it. The pipeline runs the model step through RunInference."""
+        steps after it. The pipeline runs the model step through RunInference, and computes the
+        thresholds of steps after it that keep a fraction (`needs_computed_threshold`) from the pairs that
+        reach them. Without a model step the split is at the first such step (scores carried by the
+        input)."""
         before: dict[str, list[Step]] = {}
         model: dict[str, Step] = {}
         after: dict[str, list[Step]] = {}
         for source, steps in self.by_source.items():
             at = next((i for i, s in enumerate(steps) if s.runs_on_survivors), None)
+            if at is None:  # no model step: split where a threshold must be computed from the data first
+                computed = next((i for i, s in enumerate(steps) if s.needs_computed_threshold()), None)
+                if computed is not None:
+                    before[source], after[source] = steps[:computed], steps[computed:]
+                    continue
             if at is None:
                 before[source], after[source] = steps, []
             else:
@@ -95,11 +103,27 @@ def build_chain(
     by_source: dict[str, list[Step]] = {}
     for source in config.sources:
         by_source[source.name] = [
-            build_step(n, {**config.steps.get(n, {}), **source.steps.get(n, {})}, f"source {source.name!r}")
+            build_step(
+                n,
+                merged_params(n, config.steps.get(n, {}), source.steps.get(n, {})),
+                f"source {source.name!r}",
+            )
             for n in names
         ]
     groups = [n for n in chain if n not in per_pair and n not in config.disable]
     return Chain(names, by_source, groups)
+
+
+def merged_params(name: str, global_params: dict[str, Any], source_params: dict[str, Any]) -> dict[str, Any]:
+    """A source's parameters for step `name` over the global ones; a source that sets one parameter of an
+    exclusive group (Step.exclusive_params: clip_filter's threshold or keep_fraction) drops the global
+    value of the others."""
+    merged = dict(global_params)
+    for group in step_class(name).exclusive_params:
+        if any(key in source_params for key in group):
+            for key in group:
+                merged.pop(key, None)
+    return {**merged, **source_params}
 
 
 def check_needs(

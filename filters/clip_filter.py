@@ -118,8 +118,10 @@ class ClipFilter(Step):
     """Drops pairs whose CLIP score is below the threshold of their caption language or source.
 
     Reason `clip_low_score`, or `clip_no_score` when the pair has no CLIP score. Give either `threshold`
-    (a number, or {language: number, default: number}) or `keep_fraction` (the share of each source to
-    keep, by score; the pipeline computes that source's threshold in a second pass).
+    (a number, or {language: number, default: number}) or `keep_fraction` (the share to keep, by score: a
+    number, or {language: share, default: share}); the pipeline turns each fraction into a threshold per
+    source and language group from the scores (pipelines/clip.py, keep_fraction_thresholds). A source's
+    own setting replaces the global one, so a global `threshold` and a source's `keep_fraction` mix.
     """
 
     name = "clip_filter"
@@ -130,27 +132,78 @@ class ClipFilter(Step):
     score_names = ("clip",)
     # Cosines of real CLIP models sit in about [0, 0.5]; the tiny synthetic one reaches 0.95.
     histograms: ClassVar[dict[str, tuple[float, float, int]]] = {"clip": (-0.5, 1.0, 75)}
+    exclusive_params = (("threshold", "keep_fraction"),)
     default_sources = {
         "threshold": "null: LAION-5B's 0.28 for English, 0.26 for other languages, as OpenAI ViT-B/32 cosines",
     }
 
     def __init__(
-        self, threshold: float | dict[str, float] | None = None, keep_fraction: float | None = None
+        self,
+        threshold: float | dict[str, float] | None = None,
+        keep_fraction: float | dict[str, float] | None = None,
     ) -> None:
         if threshold is not None and keep_fraction is not None:
             raise ValueError("give clip_filter either `threshold` or `keep_fraction`, not both.")
-        if keep_fraction is not None and not 0.0 < keep_fraction <= 1.0:
-            raise ValueError("clip_filter.keep_fraction must be in (0, 1].")
-        self.keep_fraction = keep_fraction
-        self.threshold = _per_language(LAION_THRESHOLDS if threshold is None else threshold)
-        if keep_fraction is None and "default" not in self.threshold:
-            raise ValueError("clip_filter.threshold needs a `default` entry for languages it does not name.")
+        self.keep_fraction = None if keep_fraction is None else _per_language(keep_fraction)
+        for share in (self.keep_fraction or {}).values():
+            if not isinstance(share, (int, float)) or not 0.0 < share <= 1.0:
+                raise ValueError(f"clip_filter.keep_fraction must be in (0, 1], not {share!r}.")
+        if self.keep_fraction is not None and "default" not in self.keep_fraction:
+            raise ValueError(
+                "clip_filter.keep_fraction needs a `default` entry for languages it does not name."
+            )
+        # With keep_fraction the thresholds come from the data (with_computed_threshold).
+        self.threshold = None
+        if self.keep_fraction is None:
+            self.threshold = _per_language(LAION_THRESHOLDS if threshold is None else threshold)
+            if "default" not in self.threshold:
+                raise ValueError(
+                    "clip_filter.threshold needs a `default` entry for languages it does not name."
+                )
 
-    def with_computed_threshold(self, value: float) -> ClipFilter:
-        """The same filter with the threshold that `keep_fraction` came to for one source."""
-        return ClipFilter(threshold=value) if self.keep_fraction is not None else self
+    def params(self) -> dict:
+        return {"keep_fraction": self.keep_fraction} if self.keep_fraction else {"threshold": self.threshold}
+
+    def needs_computed_threshold(self) -> bool:
+        return self.keep_fraction is not None
+
+    def fraction_group(self, lang: str | None) -> str:
+        """Which keep_fraction entry ranks a pair of caption language `lang` (its language or `default`)."""
+        return lang if self.keep_fraction and lang in self.keep_fraction else "default"
+
+    def with_computed_threshold(self, value: dict[str, dict[str, Any]]) -> ClipFilter:
+        """The filter for one source once its thresholds are known: `value` maps each language group to
+        its entry from keep_fraction_thresholds. A group without scored pairs has no pair to filter."""
+        if self.keep_fraction is None:
+            return self
+        thresholds = {group: entry["value"] for group, entry in value.items()}
+        return ClipFilter(threshold={"default": math.inf, **thresholds})
+
+    def applied_thresholds(
+        self, computed: dict[str, dict[str, Any]] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """{language group: {"value", "from", ...}}: the thresholds this filter applies to one source, for
+        info.json, stats.json and the report; `computed` as in with_computed_threshold."""
+        if self.keep_fraction is None:
+            return {
+                lang: {"value": value, "from": "threshold"} for lang, value in sorted(self.threshold.items())
+            }
+        computed = computed or {}
+        return {
+            group: computed.get(group)
+            or {
+                "value": None,
+                "from": "keep_fraction",
+                "keep_fraction": share,
+                "quantile": round(1.0 - share, 12),
+                "scored": 0,
+            }
+            for group, share in sorted(self.keep_fraction.items())
+        }
 
     def apply(self, pair: Pair) -> None:
+        if self.threshold is None:
+            raise RuntimeError("clip_filter with keep_fraction runs with computed thresholds only")
         score = pair.scores.get("clip", math.nan)
         if math.isnan(score):  # clip_score disabled and the input carried no score
             reject(pair, "clip_no_score")

@@ -13,6 +13,7 @@ becomes a reject `step_error_<step>` with the message in meta.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from vlcurate.filters.base import Step, reject
 from vlcurate.filters.dedup import REASON, Dedup, mark_if_duplicate
@@ -43,9 +44,9 @@ class StepRunner:
         stats, self.stats = self.stats, RunStats()
         return stats
 
-    def run(self, batch: Sequence[Pair], computed_thresholds: dict[str, float] | None = None) -> PairBatch:
+    def run(self, batch: Sequence[Pair], computed_thresholds: dict[str, Any] | None = None) -> PairBatch:
         """Runs the segment over `batch` and returns its pairs still kept, in batch order; the rejected ones
-        carry their reason. `computed_thresholds`: {source: threshold} for steps that keep a fraction."""
+        carry their reason. `computed_thresholds`: {source: thresholds} for steps that keep a fraction."""
         by_source: dict[str, list[Pair]] = {}
         for pair in batch:
             by_source.setdefault(pair.source, []).append(pair)
@@ -60,7 +61,7 @@ class StepRunner:
                 self._run_step(step, source, pairs)
         return PairBatch(p for p in batch if p.reject is None)
 
-    def _steps(self, source: str, computed: dict[str, float] | None) -> list[Step]:
+    def _steps(self, source: str, computed: dict[str, Any] | None) -> list[Step]:
         """The source's steps; a step with a computed threshold gets the one computed for its source."""
         if not computed or source not in computed:
             return self.steps_by_source[source]

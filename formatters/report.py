@@ -1,7 +1,7 @@
 """report.html: stats.json of a `clean` run as one self-contained page (no scripts, no external files).
 
 For whoever must defend the thresholds: per-source totals and reject reasons, each step's own counts,
-score histograms with the threshold region visible, overlaps from --audit runs, and sample rejects per
+score histograms with the applied thresholds marked (stats.json `thresholds`), overlaps from --audit runs, and sample rejects per
 reason with a thumbnail of their image (inline JPEG). Everything from the data is HTML-escaped: captions
 are untrusted web text.
 """
@@ -44,7 +44,10 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[Any]], left: int = 1) 
     )
 
 
-def _histogram_svg(hist: Mapping[str, Any], width: int = 320, height: int = 90) -> str:
+def _histogram_svg(
+    hist: Mapping[str, Any], width: int = 320, height: int = 90, marks: Iterable[tuple[float, str]] = ()
+) -> str:
+    """Bars of `hist`, with a red line and label at each (value, label) of `marks` (thresholds)."""
     counts = hist["counts"]
     top = max(counts) or 1
     bar = width / len(counts)
@@ -53,11 +56,49 @@ def _histogram_svg(hist: Mapping[str, Any], width: int = 320, height: int = 90) 
         f'height="{c / top * height:.1f}" fill="#4a7fb5"><title>{_e(_bin_label(hist, i))}: {c}</title></rect>'
         for i, c in enumerate(counts)
     )
+    span = hist["high"] - hist["low"]
+    lines = "".join(
+        f'<line x1="{x:.1f}" x2="{x:.1f}" y1="0" y2="{height}" stroke="#c0392b" stroke-width="1.5">'
+        f"<title>threshold {_e(label)}: {_e(value)}</title></line>"
+        f'<text x="{x + 2:.1f}" y="10" font-size="10" fill="#c0392b">{_e(label)} {_e(value)}</text>'
+        for value, label in marks
+        if value is not None and span > 0
+        for x in [min(max((value - hist["low"]) / span, 0.0), 1.0) * width]
+    )
     return (
-        f'<svg width="{width}" height="{height + 14}" role="img">{bars}'
+        f'<svg width="{width}" height="{height + 14}" role="img">{bars}{lines}'
         f'<text x="0" y="{height + 12}" font-size="10">{_e(hist["low"])}</text>'
         f'<text x="{width}" y="{height + 12}" font-size="10" text-anchor="end">{_e(hist["high"])}</text></svg>'
     )
+
+
+# Which score each recorded threshold applies to (stats.json "thresholds" is keyed by step).
+_THRESHOLD_SCORES = {"clip_filter": "clip"}
+
+
+def _applied_rows(applied: Mapping[str, Any]) -> list[list[Any]]:
+    rows = []
+    for step, by_source in applied.items():
+        for source, groups in by_source.items():
+            for group, entry in groups.items():
+                how = entry["from"]
+                if how == "keep_fraction" and not entry["scored"]:
+                    how = f"keep_fraction {entry['keep_fraction']:g}"
+                elif how == "keep_fraction":
+                    how = f"keep_fraction {entry['keep_fraction']:g}: quantile {entry['quantile']:g} of {entry['scored']:,}"
+                value = "no pair scored" if entry["value"] is None else f"{entry['value']:.4g}"
+                rows.append([source, step, group, value, how])
+    return rows
+
+
+def _marks(applied: Mapping[str, Any], score: str, source: str) -> list[tuple[float, str]]:
+    steps = [step for step, name in _THRESHOLD_SCORES.items() if name == score]
+    return [
+        (round(entry["value"], 4), group)
+        for step in steps
+        for group, entry in applied.get(step, {}).get(source, {}).items()
+        if entry["value"] is not None
+    ]
 
 
 def _bin_label(hist: Mapping[str, Any], i: int) -> str:
@@ -144,17 +185,26 @@ def render_report(
         "dropped: pairs the step itself rejected; changed: captions a cleaner rewrote.</p>",
         _steps_table(stats, info),
     ]
+    applied = stats.get("thresholds", {})
+    if applied:
+        parts += [
+            "<h2>Thresholds applied</h2><p class='muted'>Per source and caption language (<i>default</i>: "
+            "every language not named): a threshold given in the config, or one computed from the scores "
+            "to keep a fraction (the quantile of the scores that reached the step).</p>",
+            _table(["source", "step", "language", "threshold", "from"], _applied_rows(applied), left=3),
+        ]
     params = info.get("step_params", {})
     if params:
         rows = [[src, step, p] for src, steps in params.items() for step, p in steps.items() if p]
-        parts += ["<h2>Thresholds in effect</h2>", _table(["source", "step", "parameters"], rows, left=3)]
+        parts += ["<h2>Step parameters</h2>", _table(["source", "step", "parameters"], rows, left=3)]
     if stats.get("histograms"):
-        parts.append("<h2>Score histograms</h2>")
+        parts.append("<h2>Score histograms</h2><p class='muted'>Red lines: the thresholds applied.</p>")
         for score, by_source in stats["histograms"].items():
             for source, hist in by_source.items():
+                marks = _marks(applied, score, source)
                 parts.append(
                     f"<div class='hist'><b>{_e(score)}</b> <span class='muted'>{_e(source)}, "
-                    f"{sum(hist['counts']):,} pairs</span><br>{_histogram_svg(hist)}</div>"
+                    f"{sum(hist['counts']):,} pairs</span><br>{_histogram_svg(hist, marks=marks)}</div>"
                 )
     if stats.get("overlaps"):
         parts += ["<h2>Overlaps (--audit)</h2>", _table(["reasons", "pairs"], stats["overlaps"].items())]

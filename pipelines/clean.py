@@ -23,12 +23,13 @@ from vlcurate.pipelines.output import COMPLETED, join, read_json, run_last
 from vlcurate.pipelines.progress import tap
 from vlcurate.pipelines.read import ReadSource, carried_scores, match_files
 from vlcurate.pipelines.steps import REJECTED, STATS, CountFinal, MergeStats, RunSteps
+from vlcurate.pipelines.thresholds import applied_thresholds
 from vlcurate.pipelines.write import REJECT_FILES, WriteKeptShards, WriteRejects, buckets_for_input
 from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
 from vlcurate.schemas.encoding import utf8
 from vlcurate.schemas.errors import RunFailedError
-from vlcurate.schemas.stats import RunStats
+from vlcurate.schemas.stats import RunStats, dumps_stats
 
 
 class PairsLostError(RuntimeError):
@@ -54,8 +55,10 @@ def finalize(
     shards: list[dict],
     rejects: list[dict],
     stats: RunStats,
+    computed_thresholds: dict[str, Any],
     directory: str,
     info: dict[str, Any],
+    clip_filters: dict[str, Any] | None = None,
     max_reject_share: float | None = None,
     raise_on_failure: bool = False,
     publish_to: str | None = None,
@@ -66,9 +69,12 @@ def finalize(
     a local run leaves it to run_clean, which says it in one line. With `publish_to`, `directory` is the
     run's staging directory, moved there at the end (pipelines/output.py, publish)."""
     summary = stats.to_json()
+    if clip_filters:  # every threshold applied, absolute or computed from a keep_fraction
+        summary["thresholds"] = {"clip_filter": applied_thresholds(clip_filters, computed_thresholds)}
     outcome = assess(summary, info.get("steps", ()), max_reject_share)
     info = {
         **info,
+        **({"thresholds": summary["thresholds"]} if "thresholds" in summary else {}),
         "counts": summary["totals"],
         "shards": sorted(shards, key=lambda s: s["shard"]),
         "rejects": sorted(rejects, key=lambda r: r["file"]),
@@ -78,7 +84,7 @@ def finalize(
     where = finish_output(
         directory,
         info,
-        {"stats.json": utf8(stats.dumps())},
+        {"stats.json": utf8(dumps_stats(summary))},
         from_info=lambda done: {"report.html": utf8(render_report(summary, done, stats.sample_thumbnails()))},
         verify=lambda: check_accounting(summary["totals"], shards, rejects),
         completed=outcome.failure is None,
@@ -97,24 +103,30 @@ def failure_message(failure: str, directory: str, output: str | None = None) -> 
     return message
 
 
-def _clip_segment(kept, model: dict, after: dict, audit: bool):
-    """CLIP scoring through RunInference, then the steps after it (the threshold filter), which receive
-    per-source thresholds as a side input when a source keeps a fraction."""
-    # Imported here: the CLIP modules load torch, which text-only runs never need.
+def _scored_segment(kept, model: dict, after: dict, audit: bool):
+    """CLIP scoring through RunInference (when the model step is on), then the steps after it (the
+    threshold filter), which receive per-source thresholds as a side input when a source keeps a
+    fraction. Returns (kept, rejects, stats partials, computed thresholds or None)."""
     from vlcurate.filters.clip_filter import ClipFilter
-    from vlcurate.pipelines.clip import ScoreWithClip, keep_fraction_thresholds
+    from vlcurate.pipelines.thresholds import keep_fraction_thresholds
 
-    scored = kept | "ClipScore" >> ScoreWithClip(model)
+    rejects = []
+    if model:  # imported here: the CLIP modules load torch, which text-only runs never need
+        from vlcurate.pipelines.clip import ScoreWithClip
+
+        scored = kept | "ClipScore" >> ScoreWithClip(model)
+        kept = scored["kept"]
+        rejects.append(scored[REJECTED])
     filters = {src: s for src, steps in after.items() for s in steps if isinstance(s, ClipFilter)}
-    side = {}
-    if any(f.keep_fraction is not None for f in filters.values()):
-        thresholds = keep_fraction_thresholds(scored["kept"], filters)
+    side, thresholds = {}, None
+    if any(f.needs_computed_threshold() for f in filters.values()):
+        thresholds = keep_fraction_thresholds(kept, filters)
         side["computed_thresholds"] = beam.pvalue.AsSingleton(thresholds)
-    post = scored["kept"] | "StepsAfterClip" >> beam.ParDo(RunSteps(after, audit=audit), **side).with_outputs(
+    post = kept | "StepsAfterClip" >> beam.ParDo(RunSteps(after, audit=audit), **side).with_outputs(
         REJECTED, STATS, main="kept"
     )
     of_batches(post.kept, post[REJECTED])
-    return post.kept, [scored[REJECTED], post[REJECTED]], [post[STATS]]
+    return post.kept, [*rejects, post[REJECTED]], [post[STATS]], thresholds
 
 
 def build_pipeline(
@@ -145,10 +157,13 @@ def build_pipeline(
         [stepped[REJECTED]],
         [stepped[STATS]],
     )
-    if model:
-        kept, more_rejects, more_partials = _clip_segment(kept, model, after, config.audit)
+    thresholds = None
+    if model or any(after.values()):
+        kept, more_rejects, more_partials, thresholds = _scored_segment(kept, model, after, config.audit)
         rejects += more_rejects
         partials += more_partials
+    if thresholds is None:
+        thresholds = p | "NoComputedThresholds" >> beam.Create([{}])
     if config.output.reread_images:  # every step that looks at pixels has run: see image_spans.py
         with_digest = "dedup" in chain.group_steps  # dedup compares image digests
         kept = kept | "DetachImages" >> beam.Map(detach_images, with_digest).with_output_types(PairBatch)
@@ -191,12 +206,21 @@ def build_pipeline(
         beam.pvalue.AsList(shards),
         beam.pvalue.AsList(reject_files),
         beam.pvalue.AsSingleton(stats),
+        beam.pvalue.AsSingleton(thresholds),
         directory=out,
         info=info,
+        clip_filters=clip_filters(chain),
         max_reject_share=config.max_reject_share,
         raise_on_failure=remote,
         publish_to=config.output.dir if staging else None,
     )
+
+
+def clip_filters(chain: Chain) -> dict[str, Any]:
+    """{source: its clip_filter}, for the thresholds applied (none when the step is off)."""
+    from vlcurate.filters.clip_filter import ClipFilter
+
+    return {src: s for src, steps in chain.by_source.items() for s in steps if isinstance(s, ClipFilter)}
 
 
 def clip_specs(chain: Chain) -> list[str]:

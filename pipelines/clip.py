@@ -17,7 +17,7 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
 from vlcurate.filters.base import reject
-from vlcurate.filters.clip_filter import ClipFilter, ClipScore
+from vlcurate.filters.clip_filter import ClipScore
 from vlcurate.model.clip_handler import ClipGroup, ClipInput, ClipModelHandler, ClipPrediction
 from vlcurate.model.clip_models import image_size_of
 from vlcurate.model.clip_preprocess import pil_pixels
@@ -25,9 +25,6 @@ from vlcurate.pipelines.batch_coder import SampledPickleCoder, of_batches
 from vlcurate.pipelines.steps import REJECTED, as_rejects
 from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.record import Pair
-
-# ApproximateQuantiles' resolution for keep_fraction: exact for small sources, rank error ~1/N_QUANTILES.
-N_QUANTILES = 10_001
 
 
 class PrepareClipInput(beam.DoFn):
@@ -235,30 +232,3 @@ class ScoreWithClip(beam.PTransform):
             "kept": of_batches(scored | "AllScored" >> beam.Flatten(pipeline=pairs.pipeline)),
             REJECTED: of_batches(prepared[REJECTED]),
         }
-
-
-def keep_fraction_thresholds(scored, filters: dict[str, ClipFilter]):
-    """{source: threshold} for sources whose clip_filter keeps a fraction, as a singleton dict PCollection.
-
-    The threshold is the score at rank ceil(n * (1 - fraction)) from the bottom, so the top `fraction`
-    is kept (ties at the threshold are all kept).
-    """
-    fractions = {s: f.keep_fraction for s, f in filters.items() if f.keep_fraction is not None}
-
-    def to_threshold(kv):
-        source, quantiles = kv
-        position = (1.0 - fractions[source]) * (len(quantiles) - 1)
-        return source, quantiles[min(len(quantiles) - 1, round(position))]
-
-    return (
-        scored
-        | "ScoreBySource"
-        >> beam.FlatMap(
-            lambda batch: [
-                (p.source, p.scores["clip"]) for p in batch if p.source in fractions and "clip" in p.scores
-            ]
-        )
-        | "Quantiles" >> beam.ApproximateQuantiles.PerKey(N_QUANTILES)
-        | "Threshold" >> beam.Map(to_threshold)
-        | "AsDict" >> beam.combiners.ToDict()
-    )

@@ -42,7 +42,7 @@ class RunSteps(beam.DoFn):
     def start_bundle(self) -> None:
         self._runner.take_stats()  # a fresh partial per bundle
 
-    def process(self, batch: PairBatch, computed_thresholds: dict[str, float] | None = None) -> Iterator:
+    def process(self, batch: PairBatch, computed_thresholds: dict[str, Any] | None = None) -> Iterator:
         kept = self._runner.run(batch, computed_thresholds)
         if kept:
             yield kept

@@ -50,6 +50,7 @@ def reject_schema(score_names: Sequence[str]) -> pa.Schema:
             ("reason", pa.string()),
             ("caption_raw", pa.string()),
             ("caption", pa.string()),
+            ("lang", pa.string()),  # the caption language the language step found (per-language thresholds)
             ("image_ref", pa.string()),  # where the image is: a path, `file.tar#member`, `file.parquet#row=N`
             ("width", pa.int64()),  # int64: a header may claim any size (schemas/encoding.py)
             ("height", pa.int64()),

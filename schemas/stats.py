@@ -216,4 +216,9 @@ class RunStats:
         }
 
     def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+        return dumps_stats(self.to_json())
+
+
+def dumps_stats(summary: dict[str, Any]) -> str:
+    """stats.json's text for `summary` (RunStats.to_json, plus what the run adds: applied thresholds)."""
+    return json.dumps(summary, indent=1, sort_keys=True, ensure_ascii=False) + "\n"

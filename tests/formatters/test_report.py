@@ -32,3 +32,40 @@ def test_sample_rejects_show_their_thumbnail_or_say_there_is_none():
     page = render_report(stats, {"steps": ["emoji"]}, {"web/1": b"\xff\xd8jpeg", "web/9": b"unused"})
     assert page.count("<img ") == 1 and "src='data:image/jpeg;base64,/9hqcGVn'" in page
     assert "<td class='img'><span class='muted'>no image</span></td><td class=\"l\">web/2</td>" in page
+
+
+def test_applied_thresholds_are_listed_and_marked_on_their_histogram():
+    stats = {
+        **STATS,
+        "thresholds": {
+            "clip_filter": {
+                "web": {
+                    "en": {"value": 0.5, "from": "threshold"},
+                    "default": {
+                        "value": 0.123456,
+                        "from": "keep_fraction",
+                        "keep_fraction": 0.3,
+                        "quantile": 0.7,
+                        "scored": 1234,
+                    },
+                    "zh": {
+                        "value": None,
+                        "from": "keep_fraction",
+                        "keep_fraction": 0.5,
+                        "quantile": 0.5,
+                        "scored": 0,
+                    },
+                }
+            }
+        },
+    }
+    page = render_report(stats, {"steps": ["clip_filter"]})
+    assert (
+        '<tr><td class="l">web</td><td class="l">clip_filter</td><td class="l">default</td><td>0.1235</td>'
+        "<td>keep_fraction 0.3: quantile 0.7 of 1,234</td></tr>"
+    ) in page
+    assert "<td>no pair scored</td>" in page
+    # On the [-0.5, 1.0] histogram 320 px wide: 0.5 sits at 2/3 of the width, 0.1235 at 0.4157.
+    assert page.count("<line ") == 2
+    assert '<line x1="213.3" x2="213.3"' in page and '<line x1="133.0" x2="133.0"' in page
+    assert "threshold en: 0.5" in page

@@ -181,10 +181,10 @@ def test_a_run_that_lost_pairs_is_refused_without_completed(tmp_path):
     shards = [{"shard": "shards/00000.tar", "metadata": "shards/00000.parquet", "pairs": 1}]
     rejects = [{"file": "rejects/rejects-00000.parquet", "pairs": 1}]
     with pytest.raises(PairsLostError, match="read 3, counted kept 1 \\+ rejected 1"):
-        finalize(None, shards, rejects, stats, str(tmp_path), {})
+        finalize(None, shards, rejects, stats, {}, str(tmp_path), {})
     assert (tmp_path / "stats.json").exists() and not (tmp_path / "COMPLETED").exists()
     stats.read["s"] = 2  # now every pair is accounted for
-    finalize(None, shards, rejects, stats, str(tmp_path), {})
+    finalize(None, shards, rejects, stats, {}, str(tmp_path), {})
     assert (tmp_path / "COMPLETED").exists()
 
 

@@ -1,13 +1,14 @@
 """CLIP scoring inside the Beam pipeline with the bundled tiny CLIP, on the synthetic dataset."""
 
 import collections
+import json
 import os
 
 import pytest
 
 from vlcurate.pipelines.clean import run_clean
 from vlcurate.schemas.config import load_clean_config
-from vlcurate.tests.pipelines.helpers import kept_rows, output_files, reject_rows, synth_config
+from vlcurate.tests.pipelines.helpers import jpeg, kept_rows, output_files, reject_rows, synth_config
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,96 @@ def test_keep_fraction_keeps_the_requested_share_per_source(synth_dir, tmp_path)
     scored = stats["steps"]["clip_filter"]["seen"]
     kept = stats["sources"]["synth"]["kept"]
     assert abs(kept - 0.3 * scored) <= 1, (kept, scored)
+
+
+def _group(lang, fractions):
+    return lang if lang in fractions else "default"
+
+
+def test_the_recorded_thresholds_are_the_ones_applied(synth_dir, tmp_path):
+    """A global threshold, and a source that keeps a fraction per language instead (its setting wins):
+    info.json and stats.json record each threshold the filter applied, per source and language group,
+    and every kept score is at or above it, every clip_low_score reject below it."""
+    from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
+
+    wds = os.path.join(str(synth_dir), "wds", "*.tar")
+    fractions = {"zh": 0.5, "default": 0.3}
+    config = CleanConfig(
+        sources=[
+            SourceConfig(
+                name="frac",
+                format="webdataset",
+                paths=[wds],
+                steps={"clip_filter": {"keep_fraction": fractions}},
+            ),
+            SourceConfig(name="abs", format="webdataset", paths=[wds]),
+        ],
+        output=OutputConfig(dir=str(tmp_path / "out")),
+        steps={"clip_filter": {"threshold": 0.4}},
+        disable=["dedup"],
+    )
+    stats = run_clean(config, progress=False)
+    with open(tmp_path / "out" / "info.json", encoding="utf-8") as fh:
+        info = json.load(fh)
+    applied = stats["thresholds"]["clip_filter"]
+    assert info["thresholds"]["clip_filter"] == applied
+    assert applied["abs"] == {"default": {"value": 0.4, "from": "threshold"}}
+    assert info["step_params"]["frac"]["clip_filter"] == {"keep_fraction": fractions}
+    kept = [r for r in kept_rows(str(tmp_path / "out")) if r["source"] == "frac"]
+    low = [
+        r
+        for r in reject_rows(str(tmp_path / "out"))
+        if r["source"] == "frac" and r["reason"] == "clip_low_score"
+    ]
+    scored = collections.Counter(_group(r["lang"], fractions) for r in kept + low)
+    for group, share in fractions.items():
+        entry = applied["frac"][group]
+        assert entry["from"] == "keep_fraction" and entry["keep_fraction"] == share
+        assert entry["quantile"] == round(1 - share, 12) and entry["scored"] == scored[group] > 10
+        in_group = [r for r in kept if _group(r["lang"], fractions) == group]
+        assert all(dict(r["scores"])["clip"] >= entry["value"] for r in in_group)
+        assert all(
+            dict(r["scores"])["clip"] < entry["value"] for r in low if _group(r["lang"], fractions) == group
+        )
+        assert abs(len(in_group) - share * scored[group]) <= 1, (group, len(in_group), scored[group])
+    assert "0.3" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_keep_fraction_on_scores_the_input_carries(tmp_path):
+    """Without the CLIP step (re-tuning on vlcurate's own shards), keep_fraction still ranks the scores
+    the input carries: the threshold comes from them, not from the LAION defaults."""
+    from vlcurate.cli import main
+    from vlcurate.tests.pipelines.test_config_errors import clean_config, write_wds
+
+    samples = [
+        {
+            "key": f"k{i:02d}",
+            "image": jpeg(300, 300),
+            "caption": "a red circle on the grass",
+            "json": {"scores": {"clip": i / 100}},
+        }
+        for i in range(40)
+    ]
+    wds = write_wds(tmp_path / "scored.tar", samples)
+    argv = [
+        *clean_config(tmp_path, wds, "steps: {clip_filter: {keep_fraction: 0.25}}"),
+        "--disable",
+        "clip_score,dedup",
+    ]
+    assert main(argv) == 0
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    (entry,) = stats["thresholds"]["clip_filter"]["s"].values()
+    # The scores are 0.00-0.39: the 0.75 quantile of 40 (nearest rank, 29.25 -> 29) is 0.29, and every
+    # pair at or above it is kept, 11 of 40 (a quarter, rounded up by the rank).
+    assert entry == {
+        "value": 0.29,
+        "from": "keep_fraction",
+        "keep_fraction": 0.25,
+        "quantile": 0.75,
+        "scored": 40,
+    }
+    assert stats["totals"]["kept"] == 11
+    assert stats["sources"]["s"]["rejected_by_reason"] == {"clip_low_score": 29}
 
 
 def test_per_source_thresholds_apply_to_their_source(synth_dir, tmp_path):

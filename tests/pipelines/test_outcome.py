@@ -191,7 +191,7 @@ def test_finalize_on_a_remote_runner_fails_the_job_and_writes_no_completed(tmp_p
         stats.observe_final(pair)
     shards = [{"shard": "shards/00000.tar", "metadata": "shards/00000.parquet", "pairs": 1}]
     rejects = [{"file": "rejects/rejects-00000.parquet", "pairs": 1}]
-    args = (None, shards, rejects, stats, str(tmp_path), {"steps": ["min_side"]})
+    args = (None, shards, rejects, stats, {}, str(tmp_path), {"steps": ["min_side"]})
     with pytest.raises(RunFailedError, match=r"step min_side rejected 50\.0% .* has no COMPLETED marker"):
         finalize(*args, max_reject_share=0.4, raise_on_failure=True)
     assert (tmp_path / "info.json").exists() and not (tmp_path / COMPLETED).exists()
