@@ -41,6 +41,10 @@ class Step:
     runs_on_survivors: ClassVar[bool] = False
     # Compares pairs with each other (dedup): the pipeline runs it after the per-pair chain, not apply().
     groups_records: ClassVar[bool] = False
+    # Thresholds with a what-if curve in stats.json (pipelines/whatif.py): {parameter: (score name,
+    # "min" when a pair passes at score >= the parameter, "max" at score <= it)}; the score must have a
+    # histogram range, which the curve's grid refines.
+    what_if: ClassVar[dict[str, tuple[str, str]]] = {}
     # Parameters that stand for one another (a threshold or a fraction to keep): a source that sets one of
     # a group replaces the global value of every other (filters/chain.py, merged_params).
     exclusive_params: ClassVar[tuple[tuple[str, ...], ...]] = ()

@@ -132,6 +132,7 @@ class ClipFilter(Step):
     score_names = ("clip",)
     # Cosines of real CLIP models sit in about [0, 0.5]; the tiny synthetic one reaches 0.95.
     histograms: ClassVar[dict[str, tuple[float, float, int]]] = {"clip": (-0.5, 1.0, 75)}
+    what_if: ClassVar[dict[str, tuple[str, str]]] = {"threshold": ("clip", "min")}
     exclusive_params = (("threshold", "keep_fraction"),)
     default_sources = {
         "threshold": "null: LAION-5B's 0.28 for English, 0.26 for other languages, as OpenAI ViT-B/32 cosines",

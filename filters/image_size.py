@@ -50,6 +50,7 @@ class MinSide(Filter):
     needs = {"probe_image": "the image size"}
     score_names = ("min_side",)
     histograms = {"min_side": (0.0, 1024.0, 64)}
+    what_if = {"min_side": ("min_side", "min")}
 
     def __init__(self, min_side: int = 200) -> None:
         self.min_side = min_side
@@ -77,6 +78,7 @@ class AspectRatio(Filter):
     needs = {"probe_image": "the image size"}
     score_names = ("aspect_ratio",)
     histograms = {"aspect_ratio": (1.0, 6.0, 50)}
+    what_if = {"max_ratio": ("aspect_ratio", "max")}
 
     def __init__(self, max_ratio: float = 3.0) -> None:
         self.max_ratio = max_ratio

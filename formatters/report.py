@@ -1,7 +1,8 @@
 """report.html: stats.json of a `clean` run as one self-contained page (no scripts, no external files).
 
 For whoever must defend the thresholds: per-source totals and reject reasons, each step's own counts,
-score histograms with the applied thresholds marked (stats.json `thresholds`), overlaps from --audit runs, and sample rejects per
+score histograms with the applied thresholds marked (stats.json `thresholds`), what-if curves (kept pairs
+against each threshold, stats.json `whatif`), overlaps from --audit runs, and sample rejects per
 reason with a thumbnail of their image (inline JPEG). Everything from the data is HTML-escaped: captions
 are untrusted web text.
 """
@@ -56,19 +57,34 @@ def _histogram_svg(
         f'height="{c / top * height:.1f}" fill="#4a7fb5"><title>{_e(_bin_label(hist, i))}: {c}</title></rect>'
         for i, c in enumerate(counts)
     )
-    span = hist["high"] - hist["low"]
+    return _chart(bars, hist["low"], hist["high"], width, height, marks, f"{max(counts):,}")
+
+
+def _chart(
+    body: str,
+    low: float,
+    high: float,
+    width: int,
+    height: int,
+    marks: Iterable[tuple[float, str]],
+    top: str = "",
+) -> str:
+    """An SVG of `body` with the x range's ends labelled below, `top` (the y maximum) at the top left, and
+    a red line with its label at each threshold of `marks`."""
+    span = high - low
     lines = "".join(
         f'<line x1="{x:.1f}" x2="{x:.1f}" y1="0" y2="{height}" stroke="#c0392b" stroke-width="1.5">'
         f"<title>threshold {_e(label)}: {_e(value)}</title></line>"
         f'<text x="{x + 2:.1f}" y="10" font-size="10" fill="#c0392b">{_e(label)} {_e(value)}</text>'
         for value, label in marks
         if value is not None and span > 0
-        for x in [min(max((value - hist["low"]) / span, 0.0), 1.0) * width]
+        for x in [min(max((value - low) / span, 0.0), 1.0) * width]
     )
+    y_label = f'<text x="2" y="22" font-size="10">{_e(top)}</text>' if top else ""
     return (
-        f'<svg width="{width}" height="{height + 14}" role="img">{bars}{lines}'
-        f'<text x="0" y="{height + 12}" font-size="10">{_e(hist["low"])}</text>'
-        f'<text x="{width}" y="{height + 12}" font-size="10" text-anchor="end">{_e(hist["high"])}</text></svg>'
+        f'<svg width="{width}" height="{height + 14}" role="img">{body}{lines}{y_label}'
+        f'<text x="0" y="{height + 12}" font-size="10">{_e(low)}</text>'
+        f'<text x="{width}" y="{height + 12}" font-size="10" text-anchor="end">{_e(high)}</text></svg>'
     )
 
 
@@ -99,6 +115,41 @@ def _marks(applied: Mapping[str, Any], score: str, source: str) -> list[tuple[fl
         for group, entry in applied.get(step, {}).get(source, {}).items()
         if entry["value"] is not None
     ]
+
+
+def _param_marks(info: Mapping[str, Any], source: str, step: str, param: str) -> list[tuple[float, str]]:
+    value = info.get("step_params", {}).get(source, {}).get(step, {}).get(param)
+    return [(value, "")] if isinstance(value, (int, float)) else []
+
+
+def _whatif_svg(
+    grid: list[float],
+    languages: Mapping[str, Any],
+    marks: list[tuple[float, str]],
+    width: int = 320,
+    height: int = 110,
+) -> str:
+    """Kept pairs against the threshold: solid the known count summed over languages, dashed with the
+    undetermined ones added, thin grey one line per language when there are several."""
+    known = [sum(lang["kept"][k] for lang in languages.values()) for k in range(len(grid))]
+    upper = [known[k] + sum(lang["undetermined"][k] for lang in languages.values()) for k in range(len(grid))]
+    top = max(upper, default=0) or 1
+    span = (grid[-1] - grid[0]) or 1
+
+    def path(values: list[int], style: str) -> str:
+        points = " ".join(
+            f"{(x - grid[0]) / span * width:.1f},{height - v / top * height:.1f}"
+            for x, v in zip(grid, values)
+        )
+        return f'<polyline points="{points}" fill="none" {style}/>'
+
+    lines = []
+    if len(languages) > 1:
+        lines += [path(lang["kept"], 'stroke="#bbb" stroke-width="1"') for lang in languages.values()]
+    if upper != known:
+        lines.append(path(upper, 'stroke="#4a7fb5" stroke-width="1.5" stroke-dasharray="4 3"'))
+    lines.append(path(known, 'stroke="#4a7fb5" stroke-width="2"'))
+    return _chart("".join(lines), grid[0], grid[-1], width, height, marks, f"{top:,} pairs")
 
 
 def _bin_label(hist: Mapping[str, Any], i: int) -> str:
@@ -205,6 +256,23 @@ def render_report(
                 parts.append(
                     f"<div class='hist'><b>{_e(score)}</b> <span class='muted'>{_e(source)}, "
                     f"{sum(hist['counts']):,} pairs</span><br>{_histogram_svg(hist, marks=marks)}</div>"
+                )
+    if stats.get("whatif"):
+        parts.append(
+            "<h2>What if</h2><p class='muted'>Pairs that would pass every filter (before dedup) were one "
+            "threshold elsewhere, everything else as run; red: the threshold applied. Where a dashed line "
+            "lies above the solid one, the pairs between them were rejected by this step and never met a "
+            "later one (CLIP): their fate is not known (run with --audit, or see stats.json "
+            "<code>whatif</code>).</p>"
+        )
+        for name, entry in stats["whatif"].items():
+            step, _, param = name.partition(".")
+            for source, curve in entry["by_source"].items():
+                marks = _marks(applied, entry["score"], source) or _param_marks(info, source, step, param)
+                parts.append(
+                    f"<div class='hist'><b>{_e(name)}</b> <span class='muted'>{_e(source)}, kept if "
+                    f"{_e(entry['score'])} {'&gt;=' if entry['direction'] == 'min' else '&lt;='} x</span><br>"
+                    f"{_whatif_svg(entry['grid'], curve['languages'], marks)}</div>"
                 )
     if stats.get("overlaps"):
         parts += ["<h2>Overlaps (--audit)</h2>", _table(["reasons", "pairs"], stats["overlaps"].items())]

@@ -24,6 +24,7 @@ from vlcurate.pipelines.progress import tap
 from vlcurate.pipelines.read import ReadSource, carried_scores, match_files
 from vlcurate.pipelines.steps import REJECTED, STATS, CountFinal, MergeStats, RunSteps
 from vlcurate.pipelines.thresholds import applied_thresholds
+from vlcurate.pipelines.whatif import count_whatif, curves_for
 from vlcurate.pipelines.write import REJECT_FILES, WriteKeptShards, WriteRejects, buckets_for_input
 from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
@@ -59,6 +60,7 @@ def finalize(
     directory: str,
     info: dict[str, Any],
     clip_filters: dict[str, Any] | None = None,
+    whatif: dict[str, Any] | None = None,
     max_reject_share: float | None = None,
     raise_on_failure: bool = False,
     publish_to: str | None = None,
@@ -71,6 +73,8 @@ def finalize(
     summary = stats.to_json()
     if clip_filters:  # every threshold applied, absolute or computed from a keep_fraction
         summary["thresholds"] = {"clip_filter": applied_thresholds(clip_filters, computed_thresholds)}
+    if whatif:
+        summary["whatif"] = whatif
     outcome = assess(summary, info.get("steps", ()), max_reject_share)
     info = {
         **info,
@@ -164,6 +168,13 @@ def build_pipeline(
         partials += more_partials
     if thresholds is None:
         thresholds = p | "NoComputedThresholds" >> beam.Create([{}])
+    curves = curves_for(
+        {src: [before[src], [model[src]] if src in model else [], after[src]] for src in before}, config.audit
+    )
+    if any(curves.values()):  # the pairs that passed every per-pair step (before dedup) and every reject
+        whatif = count_whatif([kept, *rejects], curves)
+    else:
+        whatif = p | "NoWhatIf" >> beam.Create([{}])
     if config.output.reread_images:  # every step that looks at pixels has run: see image_spans.py
         with_digest = "dedup" in chain.group_steps  # dedup compares image digests
         kept = kept | "DetachImages" >> beam.Map(detach_images, with_digest).with_output_types(PairBatch)
@@ -210,6 +221,7 @@ def build_pipeline(
         directory=out,
         info=info,
         clip_filters=clip_filters(chain),
+        whatif=beam.pvalue.AsSingleton(whatif),
         max_reject_share=config.max_reject_share,
         raise_on_failure=remote,
         publish_to=config.output.dir if staging else None,

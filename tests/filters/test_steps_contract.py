@@ -149,6 +149,26 @@ def test_a_step_declares_exactly_the_scores_it_writes(name):
     assert written == (set() if name in _WRITTEN_ELSEWHERE else set(cls.score_names))
 
 
+@pytest.mark.parametrize("name", DEFAULT_CHAIN)
+def test_a_what_if_threshold_is_a_parameter_compared_as_declared(name):
+    """Each what-if curve (pipelines/whatif.py) varies a real parameter over a score with a histogram
+    range, and the step passes a pair exactly on the declared side of it."""
+    cls = step_class(name)
+    for param, (score, direction) in cls.what_if.items():
+        assert score in cls.histograms and direction in ("min", "max")
+        if name == "clip_filter":
+            continue  # decides through a per-language table; tests/pipelines/test_whatif.py covers it
+        low, high, _ = cls.histograms[score]
+        threshold = round((low + high) / 2)  # an integer fits both int and float parameters
+        step = build_step(name, {param: threshold})
+        for value, passes in (
+            (threshold, True),
+            (threshold - 1e-6, direction == "max"),
+            (threshold + 1e-6, direction == "min"),
+        ):
+            assert (step.decide({score: value}) is None) == passes, (param, value)
+
+
 def test_the_chain_lists_its_score_names_in_step_order():
     chain = build_chain(_config())
     assert chain.score_names() == [

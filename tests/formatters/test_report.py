@@ -69,3 +69,37 @@ def test_applied_thresholds_are_listed_and_marked_on_their_histogram():
     assert page.count("<line ") == 2
     assert '<line x1="213.3" x2="213.3"' in page and '<line x1="133.0" x2="133.0"' in page
     assert "threshold en: 0.5" in page
+
+
+def test_whatif_curves_show_the_known_and_the_undetermined_pairs_and_the_threshold():
+    grid = [0.0, 100.0, 200.0, 300.0]
+    stats = {
+        **STATS,
+        "whatif": {
+            "min_side.min_side": {
+                "score": "min_side",
+                "direction": "min",
+                "grid": grid,
+                "by_source": {
+                    "web": {
+                        "settled": False,
+                        "languages": {
+                            "en": {"kept": [8, 6, 4, 1], "undetermined": [2, 1, 0, 0]},
+                            "zh": {"kept": [2, 2, 1, 0], "undetermined": [0, 0, 0, 0]},
+                        },
+                    }
+                },
+            }
+        },
+    }
+    info = {"steps": ["min_side"], "step_params": {"web": {"min_side": {"min_side": 200}}}}
+    page = render_report(stats, info)
+    assert "<h2>What if</h2>" in page and "kept if min_side &gt;= x" in page
+    # Known (solid) 10, 8, 5, 1 and with the undetermined (dashed) 12, 9, 5, 1, on a 320 x 110 chart
+    # whose top is 12 pairs; one grey line per language.
+    assert (
+        '<polyline points="0.0,18.3 106.7,36.7 213.3,64.2 320.0,100.8" fill="none" stroke="#4a7fb5" stroke-width="2"/>'
+        in page
+    )
+    assert page.count('stroke-dasharray="4 3"') == 1 and page.count('stroke="#bbb"') == 2
+    assert "12 pairs" in page and '<line x1="213.3" x2="213.3"' in page
