@@ -5,9 +5,11 @@ longest" (docs/qwenvl-format.md section 1).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
-from vlcurate.filters.base import Cleaner, reject, set_caption, string_list
+from vlcurate.filters.base import Cleaner, GroupStep, reject, set_caption, string_list
+from vlcurate.filters.dedup import image_identity
 from vlcurate.schemas.record import Pair
 
 
@@ -45,18 +47,52 @@ class StripTags(Cleaner):
         set_caption(pair, self.clean(pair.caption))
 
 
-def keep_longest(captions: Iterable[str]) -> str:
-    """The longest of several captions of one image (in characters, surrounding whitespace ignored).
+def caption_rank(caption: str) -> tuple[int, str]:
+    """Orders the captions of one image, longest first (in characters, surrounding whitespace ignored),
+    ties to the lexicographically smallest, so no answer depends on the order captions arrive in."""
+    return -len(caption.strip()), caption
 
-    Ties go to the lexicographically smallest caption, so the answer does not depend on the order in which
-    a grouping step delivers the captions. Raises ValueError when there is none.
-    """
-    best: str | None = None
-    best_key: tuple[int, str] | None = None
-    for caption in captions:
-        key = (-len(caption.strip()), caption)
-        if best_key is None or key < best_key:
-            best, best_key = caption, key
+
+def keep_longest(captions: Iterable[str]) -> str:
+    """The longest of several captions of one image (caption_rank). Raises ValueError when there is none."""
+    best = min(captions, key=caption_rank, default=None)
     if best is None:
         raise ValueError("keep_longest needs at least one caption")
     return best
+
+
+class KeepLongest(GroupStep):
+    """Where several captions of one source belong to one image, keeps the pair with the longest caption.
+
+    Reason `shorter_caption`, with the kept pair's uid in meta["longest_of"]. Academic caption sets (SBU,
+    COCO-style sets with five captions an image) repeat an image once per caption; Qwen-VL's secondary
+    sources keep the longest. Off by default (`enabled: false`): turn it on for such a source
+    (`steps: {keep_longest: {enabled: true}}` in its source entry). Images are the same when their bytes
+    are; the longest caption counts characters without surrounding whitespace, ties going to the
+    lexicographically smallest caption, then the smallest uid (as `keep_longest` does)."""
+
+    name = "keep_longest"
+    reasons = ("shorter_caption",)
+    needs_image = True
+    needs_image_digest = True
+    reject_file_prefix = "shorter-captions"
+    default_sources = {"enabled": "off: only sets with several captions an image need it"}
+
+    def __init__(self, enabled: bool = False) -> None:
+        if not isinstance(enabled, bool):
+            raise ValueError(f"keep_longest.enabled must be true or false, not {enabled!r}.")
+        self.enabled = enabled
+
+    def group_key(self, pair: Pair) -> str | None:
+        if not self.enabled:
+            return None
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(pair.source.encode("utf-8") + b"\x00" + image_identity(pair))
+        return digest.hexdigest()
+
+    def rank(self, pair: Pair) -> tuple:
+        return (*caption_rank(pair.caption), pair.uid)
+
+    def mark_loser(self, pair: Pair, winner: str) -> None:
+        reject(pair, "shorter_caption")
+        pair.meta["longest_of"] = winner

@@ -71,6 +71,34 @@ class Step:
         return []
 
 
+class GroupStep(Step):
+    """A step that compares pairs with each other (dedup, keep_longest): the pipeline shuffles pairs by
+    `group_key` into buckets after every per-pair step (pipelines/group_steps.py); in each group the pair with
+    the smallest `rank` stays and `mark_loser` rejects the others. Nothing depends on arrival order."""
+
+    groups_records = True
+    # The group key reads the image's digest (kept in its ImageSpan when the bytes are detached).
+    needs_image_digest: ClassVar[bool] = False
+    reject_file_prefix: ClassVar[str]  # its rejects: rejects/<prefix>-NNNNN.parquet, one file per bucket
+
+    def apply(self, pair: Pair) -> None:
+        raise RuntimeError(
+            f"{self.name} compares pairs with each other: the pipeline runs it, not per record"
+        )
+
+    def group_key(self, pair: Pair) -> str | None:
+        """The pair's group (a hex digest); None: the pair is not grouped and passes."""
+        raise NotImplementedError
+
+    def rank(self, pair: Pair) -> tuple:
+        """Orders a group: the smallest stays."""
+        raise NotImplementedError
+
+    def mark_loser(self, pair: Pair, winner: str) -> None:
+        """Rejects `pair`, which lost its group to the pair with uid `winner`."""
+        raise NotImplementedError
+
+
 class Cleaner(Step):
     def clean(self, text: str) -> str:
         raise NotImplementedError

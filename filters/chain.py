@@ -27,6 +27,8 @@ class Chain:
     names: list[str]
     by_source: dict[str, list[Step]]
     group_steps: list[str] = dataclasses.field(default_factory=list)
+    # {group step: {source: its instance}}, in chain order (a source may turn a group step off)
+    groups: dict[str, dict[str, Step]] = dataclasses.field(default_factory=dict)
 
     def split(self) -> tuple[dict[str, list[Step]], dict[str, Step], dict[str, list[Step]]]:
         """Per source: the steps before the model step, the model step (absent when disabled), and the
@@ -60,7 +62,11 @@ class Chain:
 
     def params(self) -> dict[str, dict[str, dict[str, Any]]]:
         """{source: {step: effective parameters}} for info.json."""
-        return {src: {s.name: s.params() for s in steps} for src, steps in sorted(self.by_source.items())}
+        out = {src: {s.name: s.params() for s in steps} for src, steps in sorted(self.by_source.items())}
+        for name, by_source in self.groups.items():
+            for src, step in by_source.items():
+                out[src][name] = step.params()
+        return out
 
 
 def build_chain(
@@ -91,13 +97,13 @@ def build_chain(
             )
         names = [n for n in names if not step_class(n).needs_image]
     for name, params in config.steps.items():
-        if name not in per_pair:
-            raise unknown_name_error("step", name, per_pair, "steps")
+        if name not in chain:
+            raise unknown_name_error("step", name, chain, "steps")
         check_params(name, params, f"steps.{name}")
     for source in config.sources:
         for name, params in source.steps.items():
-            if name not in per_pair:
-                raise unknown_name_error("step", name, per_pair, f"source {source.name!r} steps")
+            if name not in chain:
+                raise unknown_name_error("step", name, chain, f"source {source.name!r} steps")
             check_params(name, params, f"source {source.name!r} steps.{name}")
     check_needs(names, config, carried, cli_disable)
     by_source: dict[str, list[Step]] = {}
@@ -110,8 +116,19 @@ def build_chain(
             )
             for n in names
         ]
-    groups = [n for n in chain if n not in per_pair and n not in config.disable]
-    return Chain(names, by_source, groups)
+    group_names = [n for n in chain if n not in per_pair and n not in config.disable]
+    if text_only:
+        group_names = [n for n in group_names if not step_class(n).needs_image]
+    groups = {
+        n: {
+            s.name: build_step(
+                n, merged_params(n, config.steps.get(n, {}), s.steps.get(n, {})), f"source {s.name!r}"
+            )
+            for s in config.sources
+        }
+        for n in group_names
+    }
+    return Chain(names, by_source, group_names, groups)
 
 
 def merged_params(name: str, global_params: dict[str, Any], source_params: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,7 @@ BUILTIN_STEPS: dict[str, str] = {
     "clip_score": "vlcurate.filters.clip_filter:ClipScore",
     "clip_filter": "vlcurate.filters.clip_filter:ClipFilter",
     # groups: compare the pairs that survived every step above with each other
+    "keep_longest": "vlcurate.filters.academic:KeepLongest",  # off unless a source turns it on
     "dedup": "vlcurate.filters.dedup:Dedup",
 }
 

@@ -1,6 +1,6 @@
 """The step engine: runs a segment of the step chain over batches of records and counts what each step did.
 
-Plain Python on plain records, no Beam: the pipeline's DoFns (pipelines/steps.py RunSteps, pipelines/dedup.py)
+Plain Python on plain records, no Beam: the pipeline's DoFns (pipelines/steps.py RunSteps, pipelines/group_steps.py)
 wrap it, and tests and benchmarks call it directly. Each step runs over the batch's live records before the
 next step starts, so the per-step bookkeeping is paid per batch, not per record. What it counts goes into a
 RunStats (schemas/stats.py): per step and source `seen`, `dropped` by reason and `changed` (a caption a
@@ -16,7 +16,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from vlcurate.filters.base import Step, reject
-from vlcurate.filters.dedup import REASON, Dedup, mark_if_duplicate
 from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.record import Pair
 from vlcurate.schemas.stats import RunStats
@@ -104,19 +103,21 @@ def _reason_count(pair: Pair) -> int:
     return 1 + len(pair.meta.get("audit_reasons", ()))
 
 
-def mark_duplicates(
-    keyed_pairs: Iterable[tuple[str, Pair]], survivors: dict[str, str], stats: RunStats
+def mark_losers(
+    keyed_pairs: Iterable[tuple[str, Pair]], winners: dict[str, str], steps: dict[str, Step], stats: RunStats
 ) -> tuple[list[Pair], list[Pair]]:
-    """The dedup step over (content key, pair) of one group: every pair that is not its key's survivor
-    (filters/dedup.py, survivors) becomes a `duplicate` reject, counted in `stats` as dedup's seen and
-    dropped per source. Returns (kept, duplicates), each in the order given."""
+    """A group step over (group key, pair) of one bucket: every pair that is not its key's winner becomes a
+    reject (its source's step's `mark_loser`), counted in `stats` as the step's seen and dropped per
+    source. `steps`: {source: the step}. Returns (kept, losers), each in the order given."""
     kept: list[Pair] = []
-    duplicates: list[Pair] = []
+    losers: list[Pair] = []
     for key, pair in keyed_pairs:
-        stats.step_seen[(Dedup.name, pair.source)] += 1
-        if mark_if_duplicate(pair, survivors[key]):
-            stats.step_dropped[(Dedup.name, pair.source, REASON)] += 1
-            duplicates.append(pair)
-        else:
+        step = steps[pair.source]
+        stats.step_seen[(step.name, pair.source)] += 1
+        if pair.uid == winners[key]:
             kept.append(pair)
-    return kept, duplicates
+            continue
+        step.mark_loser(pair, winners[key])
+        stats.step_dropped[(step.name, pair.source, pair.reject)] += 1
+        losers.append(pair)
+    return kept, losers

@@ -14,7 +14,7 @@ from vlcurate.filters.chain import Chain, build_chain
 from vlcurate.formatters.report import render_report
 from vlcurate.pipelines import provenance
 from vlcurate.pipelines.batch_coder import of_batches
-from vlcurate.pipelines.dedup import Deduplicate
+from vlcurate.pipelines.group_steps import GroupPairs
 from vlcurate.pipelines.image_spans import detach_images
 from vlcurate.pipelines.input_size import Total, estimate_records, sum_totals
 from vlcurate.pipelines.job import Job, JobProgress, finish_output
@@ -107,15 +107,21 @@ def failure_message(failure: str, directory: str, output: str | None = None) -> 
     return message
 
 
-def _scored_segment(kept, model: dict, after: dict, audit: bool):
-    """CLIP scoring through RunInference (when the model step is on), then the steps after it (the
-    threshold filter), which receive per-source thresholds as a side input when a source keeps a
-    fraction. Returns (kept, rejects, stats partials, computed thresholds or None)."""
+def _scored_segment(kept, model: dict, after: dict, audit: bool, scores_from: str | None = None):
+    """CLIP scoring through RunInference (when the model step is on; with `scores_from`, the scores that
+    completed run stored instead: pipelines/stored_scores.py), then the steps after it (the threshold
+    filter), which receive per-source thresholds as a side input when a source keeps a fraction. Returns
+    (kept, rejects, stats partials, computed thresholds or None)."""
     from vlcurate.filters.clip_filter import ClipFilter
     from vlcurate.pipelines.thresholds import keep_fraction_thresholds
 
     rejects = []
-    if model:  # imported here: the CLIP modules load torch, which text-only runs never need
+    if model and scores_from:
+        from vlcurate.pipelines.stored_scores import AttachStoredScores
+
+        names = sorted({n for step in model.values() for n in step.score_names})
+        kept = kept | "StoredScores" >> AttachStoredScores(scores_from, names)
+    elif model:  # imported here: the CLIP modules load torch, which text-only runs never need
         from vlcurate.pipelines.clip import ScoreWithClip
 
         scored = kept | "ClipScore" >> ScoreWithClip(model)
@@ -141,9 +147,11 @@ def build_pipeline(
     progress_folder: str | None,
     remote: bool = False,
     staging: str | None = None,
+    scores_from: str | None = None,
 ) -> None:
     """`staging`: the directory to write into (prepare_output_dir), published to the output at the end;
-    None writes straight into the output."""
+    None writes straight into the output. `scores_from`: a completed clean output of the same inputs whose
+    stored model scores stand in for the model step (`vlcurate retune`)."""
 
     def counted(pcoll, stage: str, label: str = ""):
         tapped = tap(pcoll, progress_folder, stage, label)
@@ -163,7 +171,9 @@ def build_pipeline(
     )
     thresholds = None
     if model or any(after.values()):
-        kept, more_rejects, more_partials, thresholds = _scored_segment(kept, model, after, config.audit)
+        kept, more_rejects, more_partials, thresholds = _scored_segment(
+            kept, model, after, config.audit, scores_from
+        )
         rejects += more_rejects
         partials += more_partials
     if thresholds is None:
@@ -176,16 +186,17 @@ def build_pipeline(
     else:
         whatif = p | "NoWhatIf" >> beam.Create([{}])
     if config.output.reread_images:  # every step that looks at pixels has run: see image_spans.py
-        with_digest = "dedup" in chain.group_steps  # dedup compares image digests
+        # Group steps that compare images read the digest the span keeps.
+        with_digest = any(next(iter(g.values())).needs_image_digest for g in chain.groups.values())
         kept = kept | "DetachImages" >> beam.Map(detach_images, with_digest).with_output_types(PairBatch)
     out = staging or config.output.dir
     score_names = chain.score_names()  # one scores struct for every Parquet file of the output
-    duplicate_files = []  # dedup writes and counts its rejects itself (pipelines/dedup.py)
-    if "dedup" in chain.group_steps:
-        deduped = kept | "Dedup" >> Deduplicate(buckets, out, progress_folder, score_names)
-        kept = deduped.kept
-        duplicate_files.append(deduped[REJECT_FILES])
-        partials.append(deduped[STATS])
+    duplicate_files = []  # group steps write and count their rejects themselves (pipelines/group_steps.py)
+    for name, steps in chain.groups.items():
+        grouped = kept | f"Group[{name}]" >> GroupPairs(steps, buckets, out, progress_folder, score_names)
+        kept = grouped["kept"]
+        duplicate_files.append(grouped[REJECT_FILES])
+        partials.append(grouped[STATS])
     # Rejects leave several steps; each part is tapped, counted and bucketed where it is made, so the
     # parts meet only in the rejects' shuffle (a Flatten first would store and re-read them all).
     kept = counted(kept, "kept")
@@ -210,6 +221,7 @@ def build_pipeline(
         "steps": chain.names + chain.group_steps,
         "step_params": chain.params(),
         **provenance.started(clip_specs(chain)),
+        **({"scores_from": scores_from} if scores_from else {}),
     }
     run_last(
         p,
@@ -258,20 +270,23 @@ def run_clean(
     beam_args: list[str] | None = None,
     progress: bool = True,
     cli_disable: Collection[str] = (),
+    scores_from: str | None = None,
 ) -> dict:
     """Runs the clean pipeline to completion and returns stats.json's content. Config errors raise
-    before any data is read. `cli_disable`: the steps --disable named (messages show that form)."""
+    before any data is read. `cli_disable`: the steps --disable named (messages show that form);
+    `scores_from`: as in build_pipeline."""
     job = Job(config.workers, beam_args, config_paths(config))
     chain = build_chain(config, carried=carried_scores, cli_disable=cli_disable)
     readers = [ReadSource(source) for source in config.sources]  # matches files, checks columns
     staging = job.stage(config.output.dir, config.output.overwrite)
-    warn_about_bundled_clip(chain)  # after every check: a failing run prints its error alone
+    if not scores_from:
+        warn_about_bundled_clip(chain)  # after every check: a failing run prints its error alone
     lines = JobProgress(
         "clean", total=functools.partial(count_input, config.sources), worker_log="vlcurate-workers"
     )
     job.run(
         lambda p, folder: build_pipeline(
-            p, config, chain, readers, folder, remote=not job.local, staging=staging
+            p, config, chain, readers, folder, remote=not job.local, staging=staging, scores_from=scores_from
         ),
         lines,
         show_progress=progress,

@@ -12,9 +12,9 @@ does not grow with the input. A pair contributes to a step's curve by its score 
   count lies between `kept` and `kept + undetermined`.
 A pair another step rejected counts nowhere: no threshold of this step keeps it.
 
-The counts are of pairs before dedup: at the applied threshold `kept` equals the pairs written plus the
-duplicates dedup and the shard writer set aside (duplicates are content-identical, so they share every
-score and go through every threshold together). Curves are per source and caption language (`und` where
+The counts are of pairs before the group steps (keep_longest, dedup): at the applied threshold `kept`
+equals the pairs written plus those the group steps and the shard writer set aside (duplicates are
+content-identical, so they share every score and go through every threshold together). Curves are per source and caption language (`und` where
 the language step did not run); the grid refines the step's histogram range GRID_REFINE times, and a
 threshold on the grid is compared exactly as the step compares it.
 """

@@ -35,8 +35,13 @@ def test_the_table_fixes_the_default_order():
     text = [n for n in DEFAULT_CHAIN if not step_class(n).needs_image and not step_class(n).groups_records]
     assert DEFAULT_CHAIN[: len(text)] == tuple(text) and text[0] == "max_caption_bytes"
     assert [n for n in DEFAULT_CHAIN if step_class(n).runs_on_survivors] == ["clip_score"]
-    assert DEFAULT_CHAIN[DEFAULT_CHAIN.index("clip_score") :] == ("clip_score", "clip_filter", "dedup")
-    assert [n for n in DEFAULT_CHAIN if step_class(n).groups_records] == ["dedup"]
+    assert DEFAULT_CHAIN[DEFAULT_CHAIN.index("clip_score") :] == (
+        "clip_score",
+        "clip_filter",
+        "keep_longest",
+        "dedup",
+    )
+    assert [n for n in DEFAULT_CHAIN if step_class(n).groups_records] == ["keep_longest", "dedup"]
 
 
 def test_every_line_of_the_table_names_its_class():
@@ -127,7 +132,7 @@ def test_cleaners_keep_an_unchanged_caption_as_the_same_object(name):
 
 
 # clip_score's scores are written by pipelines/clip.py; clip_filter only decides on them; dedup writes none.
-_WRITTEN_ELSEWHERE = {"clip_score", "clip_filter", "dedup"}
+_WRITTEN_ELSEWHERE = {"clip_score", "clip_filter", "keep_longest", "dedup"}
 
 
 @pytest.mark.parametrize("name", DEFAULT_CHAIN)

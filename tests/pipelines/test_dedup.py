@@ -5,8 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from vlcurate.filters.dedup import content_key
-from vlcurate.pipelines.dedup import REJECT_FILES, Deduplicate, bucket_of
+from vlcurate.filters.dedup import Dedup, content_key
+from vlcurate.pipelines.group_steps import REJECT_FILES, GroupPairs, bucket_of
 from vlcurate.pipelines.options import pipeline_options
 from vlcurate.pipelines.steps import STATS, MergeStats
 from vlcurate.schemas.batch import PairBatch
@@ -27,8 +27,8 @@ def pairs() -> list[PairBatch]:
 def test_duplicates_name_the_smallest_uid_for_any_bucket_count(buckets, tmp_path):
     expected_rejects = [(f"s/{i:03d}", f"s/{i % 14:03d}") for i in range(14, 40)]
     with beam.Pipeline(options=pipeline_options()) as p:
-        out = p | beam.Create(pairs()) | Deduplicate(buckets, str(tmp_path))
-        kept = out.kept | "KeptUids" >> beam.FlatMap(lambda b: [x.uid for x in b])
+        out = p | beam.Create(pairs()) | GroupPairs({"s": Dedup()}, buckets, str(tmp_path))
+        kept = out["kept"] | "KeptUids" >> beam.FlatMap(lambda b: [x.uid for x in b])
         stats = out[STATS] | beam.CombineGlobally(MergeStats())
         counted = stats | "Counted" >> beam.Map(
             lambda s: (sum(s.step_dropped.values()), dict(s.rejected), sum(s.step_seen.values()))

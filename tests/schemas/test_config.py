@@ -83,7 +83,7 @@ def test_unknown_step_parameter_lists_valid_ones():
 
 def test_disable_removes_the_step_and_rejects_unknown_names():
     chain = build_chain(config_with(disable=["decode_check", "dedup"]))
-    assert "decode_check" not in chain.names and chain.group_steps == []
+    assert "decode_check" not in chain.names and chain.group_steps == ["keep_longest"]
     with pytest.raises(ConfigError, match="unknown step to disable 'nope'"):
         build_chain(config_with(disable=["nope"]))
 
