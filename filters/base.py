@@ -12,6 +12,8 @@ one line of the ordered table in filters/registry.py, which also fixes where it 
 
 from __future__ import annotations
 
+import copy
+import math
 from typing import Any, ClassVar
 
 from vlcurate.schemas.record import Pair
@@ -55,6 +57,12 @@ class Step:
     def params(self) -> dict:
         """The step's effective parameters, recorded in info.json."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def what_if_value(self, param: str, pair: Pair) -> float | None:
+        """The number threshold `param` is compared with for `pair` (in what_if's direction): +-inf where
+        the pair passes this step whatever `param` is, None where it fails the step whatever `param` is
+        (on another of its thresholds). A plain step compares the score itself."""
+        return pair.scores.get(self.what_if[param][0])
 
     def needs_computed_threshold(self) -> bool:
         """Whether the pipeline must compute this step's threshold from the data first (a `keep_fraction`):
@@ -127,6 +135,28 @@ class Filter(Step):
         reason = self.decide(scores)
         if reason is not None:
             reject(pair, reason)
+
+    def what_if_value(self, param: str, pair: Pair) -> float | None:
+        score, direction = self.what_if[param]
+        value = pair.scores.get(score)
+        if value is None:
+            return None
+        loose, tight = (-math.inf, math.inf) if direction == "min" else (math.inf, -math.inf)
+        if self._with(param, loose).decide(pair.scores) is not None:
+            return None  # another threshold of this step rejects it
+        if self._with(param, tight).decide(pair.scores) is None:
+            return tight  # `param` does not apply to it (the other branch of a two-branch step)
+        return value
+
+    def _with(self, param: str, value: float) -> Filter:
+        """This step with `param` set to `value` (kept for the next call)."""
+        cache = self.__dict__.setdefault("_variants", {})
+        if (param, value) not in cache:
+            variant = copy.copy(self)
+            variant.__dict__.pop("_variants", None)
+            setattr(variant, param, value)
+            cache[(param, value)] = variant
+        return cache[(param, value)]
 
 
 def reject(pair: Pair, reason: str) -> None:

@@ -77,7 +77,7 @@ _ANY_LETTER = regex.compile(r"\p{L}")
 class LanguageTag(Step):
     """Tags `lang` and `scores.lang_prob` with py3langid; with `allowed`, drops other languages.
 
-    With `allowed` (e.g. ["en", "zh"]), a pair whose language is not in the list is rejected as `language`; the default None only tags. The paper keeps
+    With `allowed` (e.g. ["en", "zh"]), a pair whose language is not in the list is rejected as `language`; the default None only tags. With `min_prob`, so is a pair whose language the model is less sure of. The paper keeps
     English and Chinese, but its script filter already enforces that; tagging feeds per-language CLIP
     models and thresholds (docs/architecture.md, "CLIP scoring"). `candidates` restricts the labels the model
     chooses from; the default ["en", "zh"] matches what the script filter lets through (on short English
@@ -89,9 +89,21 @@ class LanguageTag(Step):
     reasons = ("language",)
     score_names = ("lang_prob",)
     histograms = {"lang_prob": (0.0, 1.0, 20)}
-    default_sources = {"candidates": "vlcurate default: what the `script` step lets through"}
+    what_if = {"min_prob": ("lang_prob", "min")}
+    default_sources = {
+        "candidates": "vlcurate default: what the `script` step lets through",
+        "min_prob": "0: every caption keeps the language the model names; raise it to drop unsure ones",
+    }
 
-    def __init__(self, allowed: list[str] | None = None, candidates: list[str] | None = ("en", "zh")) -> None:
+    def __init__(
+        self,
+        allowed: list[str] | None = None,
+        candidates: list[str] | None = ("en", "zh"),
+        min_prob: float = 0.0,
+    ) -> None:
+        if not isinstance(min_prob, (int, float)) or isinstance(min_prob, bool) or not 0.0 <= min_prob <= 1.0:
+            raise ValueError(f"language.min_prob must be a number in [0, 1], not {min_prob!r}.")
+        self.min_prob = min_prob
         self.allowed = None if allowed is None else string_list(allowed, "allowed")
         self.candidates = None if candidates is None else string_list(candidates, "candidates")
         self._allowed = None if allowed is None else frozenset(allowed)
@@ -104,5 +116,10 @@ class LanguageTag(Step):
     def apply(self, pair: Pair) -> None:
         pair.lang, prob = identify_language(pair.caption, self._candidates)
         pair.scores["lang_prob"] = prob
-        if self._allowed is not None and pair.lang not in self._allowed:
+        if (self._allowed is not None and pair.lang not in self._allowed) or prob < self.min_prob:
             reject(pair, "language")
+
+    def what_if_value(self, param: str, pair: Pair) -> float | None:
+        if self._allowed is not None and pair.lang not in self._allowed:
+            return None  # dropped for its language, however sure the model is
+        return pair.scores.get("lang_prob")

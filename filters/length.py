@@ -54,6 +54,14 @@ class LengthFilter(Filter):
     reasons = ("too_short", "too_long")
     score_names = ("n_chars", "n_words", "n_cjk", "chinese")
     histograms = {"n_chars": (0.0, 400.0, 80), "n_words": (0.0, 80.0, 80), "n_cjk": (0.0, 100.0, 50)}
+    what_if = {
+        "min_words": ("n_words", "min"),
+        "max_words": ("n_words", "max"),
+        "min_chars": ("n_chars", "min"),
+        "max_chars": ("n_chars", "max"),
+        "min_cjk_chars": ("n_cjk", "min"),
+        "max_cjk_chars": ("n_cjk", "max"),
+    }
     default_sources = {
         "min_words": "DataComp's basic filter, Gadre et al. 2023: more than 2 words",
         "min_chars": "DataComp's basic filter, Gadre et al. 2023: more than 5 characters",

@@ -23,8 +23,11 @@ from vlcurate.filters.registry import step_class
 from vlcurate.pipelines.output import join, read_json, require_completed
 from vlcurate.schemas.config import CleanConfig, from_dict
 from vlcurate.schemas.errors import ConfigError
+from vlcurate.schemas.record import Pair
 
-RETUNABLE = "the thresholds of min_side, aspect_ratio and clip_filter (threshold, keep_fraction)"
+RETUNABLE = (
+    "thresholds (min_side, aspect_ratio, length, language.min_prob, clip_filter threshold and keep_fraction)"
+)
 
 
 def parse_setting(text: str) -> tuple[str | None, str, str, str | None, Any]:
@@ -116,13 +119,23 @@ def refuse_unscored(config: CleanConfig, directory: str) -> None:
     waiting, example = 0, None
     for entry in read_json(join(directory, "info.json"))["rejects"]:
         with FileSystems.open(join(directory, entry["file"])) as fh:
-            rows = pq.read_table(fh, columns=["uid", "source", "reason", "scores"]).to_pylist()
+            columns = ["uid", "source", "reason", "caption", "width", "height", "scores"]
+            rows = pq.read_table(fh, columns=columns).to_pylist()
         for row in rows:
             owner = reasons.get(row["reason"])
             if owner is None or not owner.what_if or row["source"] not in steps:
                 continue
             scores = {k: v for k, v in (row["scores"] or {}).items() if v is not None and math.isfinite(v)}
-            if steps[row["source"]][owner.name].decide(scores) is None:  # now through to the model step
+            pair = Pair(
+                uid=row["uid"],
+                source=row["source"],
+                caption=row["caption"] or "",
+                width=row["width"],
+                height=row["height"],
+                scores=scores,
+            )
+            steps[row["source"]][owner.name].apply(pair)  # the step with the new thresholds
+            if pair.reject is None:  # now through to the model step
                 waiting += 1
                 example = example or row["uid"]
     if waiting:

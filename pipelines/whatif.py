@@ -1,9 +1,12 @@
-"""What-if curves: for each threshold of a scored step (Step.what_if), how many pairs would pass every
-per-pair step were that threshold elsewhere, everything else as run (stats.json `whatif`, report.html).
+"""What-if curves: for each threshold of a scored step (Step.what_if: min_side, aspect_ratio, clip_filter,
+the six of length, language's min_prob), how many pairs would pass every per-pair step were that threshold
+elsewhere, everything else as run (stats.json `whatif`, report.html).
 
 Counted in the same pass from each pair's final state, by one combiner over fixed-size arrays, so memory
 does not grow with the input. A pair contributes to a step's curve by its score for that step when:
-- it passed every per-pair step: it passes at any threshold its score meets;
+- it passed every per-pair step: it passes at any threshold its score meets (Step.what_if_value: for a
+  step with several thresholds, a threshold that does not apply to the pair, such as min_words to a
+  Chinese caption, is met everywhere; one of the step's other thresholds failing it counts it nowhere);
 - that step rejected it and no other step did (in --audit runs every step of its segment ran, so the
   other reasons are known): it passes at any threshold its score meets, provided every per-pair step
   after this one saw it. That holds when this step is the last per-pair step of the last segment of the
@@ -36,13 +39,16 @@ GRID_REFINE = 4
 class Curve:
     """One threshold of one step, for one source."""
 
-    step: str
+    step: Any  # the source's step instance (Step.what_if_value)
     param: str
     score: str
     direction: str  # "min": a pair passes at score >= threshold; "max": at score <= threshold
-    reasons: tuple[str, ...]
     grid: tuple[float, ...]
     settled: bool  # a pair this step rejects has met every later per-pair step: its fate is known
+
+    @property
+    def name(self) -> str:
+        return f"{self.step.name}.{self.param}"
 
     def index(self, value: float) -> int:
         """The slot of a score: for "min", how many grid points it meets (value >= point); for "max",
@@ -65,8 +71,13 @@ class Curve:
         return out
 
 
-def grid_for(histogram: tuple[float, float, int]) -> tuple[float, ...]:
+def grid_for(histogram: tuple[float, float, int], integer: bool = False) -> tuple[float, ...]:
+    """GRID_REFINE points per histogram bin; for an integer threshold, whole numbers (every one where the
+    refined step would be finer)."""
     low, high, bins = histogram
+    if integer:
+        step = max(1, int((high - low) // (bins * GRID_REFINE)))
+        return tuple(float(v) for v in range(int(low), int(high) + 1, step))
     points = bins * GRID_REFINE
     return tuple(round(low + i * (high - low) / points, 10) for i in range(points + 1))
 
@@ -83,10 +94,10 @@ def curves_for(segments: dict[str, list[list[Any]]], audit: bool) -> dict[str, l
                 last_segment = number == len(parts) - 1
                 settled = last_segment and (audit or position == len(part) - 1)
                 for param, (score, direction) in step.what_if.items():
-                    grid = grid_for(step.histograms[score])
-                    curves.append(
-                        Curve(step.name, param, score, direction, tuple(step.reasons), grid, settled)
-                    )
+                    current = getattr(step, param)
+                    integer = isinstance(current, int) and not isinstance(current, bool)
+                    grid = grid_for(step.histograms[score], integer)
+                    curves.append(Curve(step, param, score, direction, grid, settled))
         out[source] = curves
     return out
 
@@ -95,16 +106,19 @@ def contributions(pairs: Iterable[Any], curves: dict[str, list[Curve]]) -> Itera
     """(curve number, source, language, slot, settled) for each way a pair counts (module docstring)."""
     for pair in pairs:
         for number, curve in enumerate(curves.get(pair.source, ())):
-            value = pair.scores.get(curve.score)
-            if value is None or not math.isfinite(value):
-                continue
+            reasons = curve.step.reasons
             if pair.reject is None:
                 known = True
-            elif pair.reject in curve.reasons and not any(
-                r not in curve.reasons for r in pair.meta.get("audit_reasons", ())
+            elif pair.reject in reasons and not any(
+                r not in reasons for r in pair.meta.get("audit_reasons", ())
             ):
                 known = curve.settled
             else:
+                continue
+            # The step's own answer: the number this threshold meets, or None when another threshold of
+            # the step rejects the pair whatever this one is.
+            value = curve.step.what_if_value(curve.param, pair)
+            if value is None or math.isnan(value):
                 continue
             yield number, pair.source, pair.lang or "und", curve.index(value), known
 
@@ -149,7 +163,7 @@ def whatif_json(acc: dict, curves: dict[str, list[Curve]]) -> dict[str, Any]:
     for source, source_curves in sorted(curves.items()):
         for number, curve in enumerate(source_curves):
             entry = out.setdefault(
-                f"{curve.step}.{curve.param}",
+                curve.name,
                 {
                     "score": curve.score,
                     "direction": curve.direction,

@@ -45,7 +45,7 @@ def test_step_does_not_carry_the_model():
     step = LanguageTag(allowed=["en"], candidates=["en", "zh"])
     data = pickle.dumps(step)
     assert len(data) < 500
-    assert pickle.loads(data).params() == {"allowed": ["en"], "candidates": ["en", "zh"]}
+    assert pickle.loads(data).params() == {"allowed": ["en"], "candidates": ["en", "zh"], "min_prob": 0.0}
 
 
 @pytest.mark.parametrize(
@@ -68,3 +68,19 @@ def test_unknown_candidates_fail_at_startup():
 
     with pytest.raises(ConfigError):
         build_step("language", {"candidates": ["en", "klingon"]})
+
+
+def test_min_prob_drops_captions_whose_language_the_model_is_unsure_of():
+    # Every label a candidate: py3langid's own probabilities (0.99 and 0.015 here).
+    sure = Pair(uid="s/1", source="s", caption="A red car parked on a quiet street at night in the city")
+    unsure = Pair(uid="s/2", source="s", caption="Pat No Pay")
+    step = LanguageTag(candidates=None, min_prob=0.9)
+    for pair in (sure, unsure):
+        step.apply(pair)
+    assert sure.reject is None and sure.scores["lang_prob"] >= 0.9
+    assert unsure.reject == "language" and unsure.scores["lang_prob"] < 0.9
+    assert step.what_if_value("min_prob", unsure) == unsure.scores["lang_prob"]
+    other = Pair(uid="s/3", source="s", caption="红色的汽车停在街上")
+    english_only = LanguageTag(allowed=["en"])
+    english_only.apply(other)
+    assert other.reject == "language" and english_only.what_if_value("min_prob", other) is None

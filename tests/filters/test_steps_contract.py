@@ -155,23 +155,39 @@ def test_a_step_declares_exactly_the_scores_it_writes(name):
 
 
 @pytest.mark.parametrize("name", DEFAULT_CHAIN)
-def test_a_what_if_threshold_is_a_parameter_compared_as_declared(name):
+def test_a_what_if_threshold_is_met_exactly_where_the_step_passes(name):
     """Each what-if curve (pipelines/whatif.py) varies a real parameter over a score with a histogram
-    range, and the step passes a pair exactly on the declared side of it."""
+    range; for a filter, the pair passes the step with that parameter at T exactly when the number
+    what_if_value gives meets T (None: never; +-inf: always)."""
+    import math
+
+    from vlcurate.filters.base import Filter
+    from vlcurate.pipelines.whatif import grid_for
+
     cls = step_class(name)
+    step = build_step(name)
     for param, (score, direction) in cls.what_if.items():
-        assert score in cls.histograms and direction in ("min", "max")
-        if name == "clip_filter":
-            continue  # decides through a per-language table; tests/pipelines/test_whatif.py covers it
-        low, high, _ = cls.histograms[score]
-        threshold = round((low + high) / 2)  # an integer fits both int and float parameters
-        step = build_step(name, {param: threshold})
-        for value, passes in (
-            (threshold, True),
-            (threshold - 1e-6, direction == "max"),
-            (threshold + 1e-6, direction == "min"),
-        ):
-            assert (step.decide({score: value}) is None) == passes, (param, value)
+        assert score in cls.histograms and direction in ("min", "max") and hasattr(step, param)
+        if not isinstance(step, Filter):
+            continue  # decided in apply (clip_filter's table, language); tests/pipelines/test_whatif.py
+        captions = [
+            "A red car",
+            "A red car parked on a quiet street at night " * 3,
+            "红色的汽车停在街上",
+            "红色的汽车",
+        ]
+        sizes = [(640, 480), (300, 900), (100, 120), (2000, 500)]
+        for caption, (width, height) in zip(captions, sizes):
+            pair = Pair(uid="s/1", source="s", caption=caption, width=width, height=height)
+            pair.scores.update(step.score(pair))
+            value = step.what_if_value(param, pair)
+            for threshold in grid_for(cls.histograms[score])[::7]:
+                passes = step._with(param, threshold).decide(pair.scores) is None
+                meets = value is not None and (
+                    value >= threshold if direction == "min" else value <= threshold
+                )
+                assert passes == meets, (param, caption, threshold, value)
+            assert value is None or math.isinf(value) or value == pair.scores[score]
 
 
 def test_the_chain_lists_its_score_names_in_step_order():

@@ -72,9 +72,9 @@ def test_a_threshold_per_language_joins_the_one_in_effect(first, tmp_path):
             "synth/000000061); their scores were never computed. Run clean with these thresholds instead.",
         ),
         (
-            "length.min_words=2",
-            "--set 'length.min_words=2': retune changes only the thresholds of min_side, aspect_ratio and "
-            "clip_filter (threshold, keep_fraction); for anything else run clean.",
+            "language.allowed=[en]",
+            "--set 'language.allowed=[en]': retune changes only thresholds (min_side, aspect_ratio, length, "
+            "language.min_prob, clip_filter threshold and keep_fraction); for anything else run clean.",
         ),
         (
             "web:min_side.min_side=300",

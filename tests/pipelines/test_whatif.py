@@ -49,6 +49,13 @@ def test_the_clip_curve_gives_what_a_fresh_run_keeps(clip_run, synth_dir, tmp_pa
     assert sorted(clip_run["whatif"]) == [
         "aspect_ratio.max_ratio",
         "clip_filter.threshold",
+        "language.min_prob",
+        "length.max_chars",
+        "length.max_cjk_chars",
+        "length.max_words",
+        "length.min_chars",
+        "length.min_cjk_chars",
+        "length.min_words",
         "min_side.min_side",
     ]
     assert _at(clip_run, "clip_filter.threshold", 0.4) == (_passed(clip_run), 0)
@@ -64,23 +71,31 @@ def test_the_clip_curve_gives_what_a_fresh_run_keeps(clip_run, synth_dir, tmp_pa
 
 def test_in_audit_runs_the_image_step_curves_give_what_fresh_runs_keep(synth_dir, tmp_path):
     """With --audit every per-pair step meets every pair, so without a model step after them the curves
-    of min_side and aspect_ratio are exact on both sides of the applied threshold."""
+    of every step are exact on both sides of the applied threshold."""
     audited = _run(synth_dir, tmp_path / "audit", disable=IMAGE_STEPS_ONLY, audit=True)
     assert _at(audited, "min_side.min_side", 200.0) == (_passed(audited), 0)
     assert _at(audited, "aspect_ratio.max_ratio", 3.0) == (_passed(audited), 0)
+    assert _at(audited, "length.min_words", 3.0) == (_passed(audited), 0)
+    assert _at(audited, "language.min_prob", 0.0) == (_passed(audited), 0)
     for step, param, curve, threshold in [
         ("min_side", "min_side", "min_side.min_side", 120),
         ("min_side", "min_side", "min_side.min_side", 300),
         ("aspect_ratio", "max_ratio", "aspect_ratio.max_ratio", 2.5),
         ("aspect_ratio", "max_ratio", "aspect_ratio.max_ratio", 4.0),
+        # Thresholds of one step on two branches: min_words applies to captions that are not Chinese,
+        # min_cjk_chars to Chinese ones, max_chars to both.
+        ("length", "min_words", "length.min_words", 5),
+        ("length", "min_cjk_chars", "length.min_cjk_chars", 8),
+        ("length", "max_chars", "length.max_chars", 60),
+        ("language", "min_prob", "language.min_prob", 0.95),
     ]:
         fresh = _run(synth_dir, tmp_path / f"{step}{threshold}", {step: {param: threshold}}, IMAGE_STEPS_ONLY)
         assert _at(audited, curve, float(threshold)) == (_passed(fresh), 0), (curve, threshold)
 
 
 def test_a_grid_point_is_compared_as_the_step_compares():
-    at_least = Curve("s", "p", "x", "min", ("r",), (1.0, 2.0, 3.0), True)
-    at_most = Curve("s", "p", "x", "max", ("r",), (1.0, 2.0, 3.0), True)
+    at_least = Curve(None, "p", "x", "min", (1.0, 2.0, 3.0), True)
+    at_most = Curve(None, "p", "x", "max", (1.0, 2.0, 3.0), True)
     values = [0.5, 1.0, 2.0, 2.5, 3.0, 9.0]
     for curve, passes in ((at_least, lambda v, t: v >= t), (at_most, lambda v, t: v <= t)):
         slots = [0] * 4
