@@ -17,8 +17,8 @@ import platform
 import random
 import time
 
-from vlcurate.filters.clip_filter import ClipFilter
-from vlcurate.filters.image_size import AspectRatio, MinSide
+from vlcurate.filters.chain import build_chain
+from vlcurate.pipelines.clean import default_config
 from vlcurate.pipelines.whatif import CountWhatIf, curves_for
 from vlcurate.schemas.record import Pair
 from vlcurate.schemas.stats import RunStats
@@ -32,7 +32,13 @@ def make_pairs(n: int) -> list[Pair]:
     pairs = []
     for i in range(n):
         pair = Pair(uid=f"web/{i}", source="web", lang=rng.choice(["en", "zh"]), reject=rng.choice(FATES))
+        chinese = pair.lang == "zh"
         pair.scores = {
+            "n_chars": rng.randint(3, 200),
+            "n_words": 1 if chinese else rng.randint(1, 40),
+            "n_cjk": rng.randint(2, 60) if chinese else 0,
+            "chinese": int(chinese),
+            "lang_prob": rng.random(),
             "min_side": rng.randint(50, 1200),
             "aspect_ratio": 1 + rng.random() * 4,
             "clip": rng.random(),
@@ -58,8 +64,9 @@ def main() -> int:
     args = parser.parse_args()
     pairs = make_pairs(args.pairs)
     batches = [pairs[i : i + 512] for i in range(0, len(pairs), 512)]
-    steps = [MinSide(), AspectRatio(), ClipFilter(threshold=0.3)]
-    curves = curves_for({"web": [steps[:2], [], steps[2:]]}, audit=False)
+    chain = build_chain(default_config(["in.tar"], "out", "webdataset"))
+    before, model, after = chain.split()
+    curves = curves_for({"web": [before["input"], [model["input"]], after["input"]]}, audit=False)
     combine = CountWhatIf(curves)
 
     def whatif() -> None:
