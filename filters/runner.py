@@ -20,6 +20,8 @@ from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.record import Pair
 from vlcurate.schemas.stats import RunStats
 
+STEP_ERROR = "step_error_"  # the reason prefix of a pair a step raised on (pipelines/outcome.py warns)
+
 
 class StepRunner:
     """Runs one segment of steps, per source, over batches of pairs (in place), counting into `stats`.
@@ -80,7 +82,7 @@ class StepRunner:
             try:
                 step.apply(pair)
             except Exception as exc:  # see module docstring
-                reject(pair, f"step_error_{step.name}")
+                reject(pair, f"{STEP_ERROR}{step.name}")
                 pair.meta["step_error"] = f"{type(exc).__name__}: {exc}"[:300]
             if pair.reject is not None and _reason_count(pair) > reasons_before:
                 dropped.extend([pair.reject, *pair.meta.get("audit_reasons", ())][reasons_before:])

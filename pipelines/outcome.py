@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from vlcurate.filters.runner import STEP_ERROR
 from vlcurate.schemas.stats import READ_STEP
 
 IMAGE_MISSING = "image_missing"
@@ -82,7 +83,7 @@ def assess(
     summary: Mapping[str, Any], order: Sequence[str] = (), max_reject_share: float | None = None
 ) -> Outcome:
     """Warnings (zero pairs read; zero kept; no image found for a source; a step that rejected every pair
-    that reached it) and, with `max_reject_share`, the failure of the first step, in run order, that rejected a larger
+    that reached it; a step that raised) and, with `max_reject_share`, the failure of the first step, in run order, that rejected a larger
     share of the pairs that reached it."""
     warnings = []
     if summary["totals"]["read"] == 0:
@@ -102,6 +103,13 @@ def assess(
         if step.seen and step.rejected == step.seen and not told:
             warnings.append(
                 f"{step.step} rejected {step.rejected:,} of {step.seen:,} pairs that reached it ({step.reasons()})"
+            )
+    for step in steps:  # a step that raises is a bug: its pairs are rejects, but say so loudly
+        errors = {r: n for r, n in step.dropped.items() if r.startswith(STEP_ERROR)}
+        for reason, n in sorted(errors.items()):
+            warnings.append(
+                f"step {reason[len(STEP_ERROR) :]} raised on {n:,} pairs ({reason}; the error is in each "
+                "reject's meta.step_error): please report it"
             )
     failure = None
     over = [s for s in steps if max_reject_share is not None and s.seen and s.share > max_reject_share]

@@ -173,6 +173,14 @@ def test_assess_reports_the_first_step_over_the_limit_in_run_order():
     assert assess(stats.to_json(), order).failure is None  # no limit, no failure
 
 
+def test_a_step_that_raised_is_a_warning_naming_it():
+    stats = stats_of({"read": 10, "emoji": 10}, {("emoji", "step_error_emoji"): 2})
+    assert assess(stats.to_json(), ["emoji"]).warnings == [
+        "step emoji raised on 2 pairs (step_error_emoji; the error is in each reject's meta.step_error): "
+        "please report it"
+    ]
+
+
 def test_several_reasons_are_listed_most_first():
     stats = stats_of(
         {"probe_image": 4}, {("probe_image", "image_undecodable"): 3, ("probe_image", "image_missing"): 1}
