@@ -2,9 +2,10 @@
 
 For whoever must defend the thresholds: per-source totals and reject reasons, each step's own counts,
 score histograms with the applied thresholds marked (stats.json `thresholds`), what-if curves (kept pairs
-against each threshold, stats.json `whatif`), overlaps from --audit runs, and sample rejects per
-reason with a thumbnail of their image (inline JPEG). Everything from the data is HTML-escaped: captions
-are untrusted web text.
+against each threshold, stats.json `whatif`), the pairs nearest each threshold on either side
+(stats.json `near_threshold`), a few kept pairs per source (`kept_samples`), overlaps from --audit runs,
+and sample rejects per reason with the scores that rejected them; pictures are thumbnails of the pairs'
+images (inline JPEG). Everything from the data is HTML-escaped: captions are untrusted web text.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import html
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from vlcurate.schemas.stats import READ_STEP
+from vlcurate.schemas.stats import READ_STEP, gallery_key
 
 _STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
@@ -22,6 +23,9 @@ table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;p
 th{background:#f3f3f3}td.l,th.l{text-align:left}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
 td.img{text-align:center}.hist{display:inline-block;margin:0 1.5em 1em 0;vertical-align:top}.muted{color:#777}
 .warn{background:#fff3cd;border:2px solid #c98a00;padding:.4em 1em;margin:1em 0}
+.cards{display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start}td.side{vertical-align:top;text-align:left;width:50%}
+figure.card{width:132px;margin:0;font-size:12px;line-height:1.3;overflow-wrap:anywhere}figure.card img{display:block}
+.noimg{display:block;width:128px;height:48px;background:#f3f3f3;color:#777;text-align:center;line-height:48px}
 """
 
 
@@ -198,31 +202,138 @@ def _warnings(info: Mapping[str, Any]) -> str:
     )
 
 
-def _samples_table(samples: Iterable[Mapping[str, str]], thumbnails: Mapping[str, bytes]) -> str:
-    """uid, caption and, where the reject still had a decodable image, its thumbnail inline."""
-    rows = []
-    for sample in samples:
-        jpeg = thumbnails.get(sample["uid"])
-        picture = (
-            f"<img alt='' src='data:image/jpeg;base64,{base64.b64encode(jpeg).decode('ascii')}'>"
-            if jpeg
-            else "<span class='muted'>no image</span>"
-        )
-        rows.append(
-            f"<tr><td class='img'>{picture}</td><td{_LEFT}>{_e(sample['uid'])}</td><td{_LEFT}>{_e(sample['caption_raw'])}</td></tr>"
-        )
+def _img(jpeg: bytes | None, missing: str = "<span class='muted'>no image</span>") -> str:
+    if not jpeg:
+        return missing
+    return f"<img alt='' src='data:image/jpeg;base64,{base64.b64encode(jpeg).decode('ascii')}'>"
+
+
+def _number(value: Any) -> str:
+    return "n/a" if value is None else f"{value:g}"
+
+
+def _scores_html(sample: Mapping[str, Any], deciding: Iterable[str] = ()) -> str:
+    """What rejected a sample, as far as its record tells: whose duplicate it is, then its scores, those
+    a threshold of the step that gives its reason compares (`deciding`) first and in bold."""
+    scores = sample.get("scores", {})
+    first = [name for name in deciding if name in scores]
+    parts = [f"<b>{_e(name)} {_e(_number(scores[name]))}</b>" for name in first]
+    parts += [f"{_e(name)} {_e(_number(value))}" for name, value in scores.items() if name not in first]
+    if sample.get("duplicate_of") is not None:
+        parts.insert(0, f"<b>duplicate of {_e(sample['duplicate_of'])}</b>")
+    return ", ".join(parts)
+
+
+def _deciding_scores(stats: Mapping[str, Any]) -> dict[str, list[str]]:
+    """reason -> the scores compared with a threshold (stats.json `whatif` and `near_threshold`) by the
+    steps that gave that reason (stats.json `steps`)."""
+    rules = [(name.partition(".")[0], entry["score"]) for name, entry in stats.get("whatif", {}).items()]
+    rules += [
+        (e["step"], e["score"])
+        for by_source in stats.get("near_threshold", {}).values()
+        for e in by_source.values()
+    ]
+    out: dict[str, list[str]] = {}
+    for step, score in rules:
+        for reason in stats.get("steps", {}).get(step, {}).get("dropped", {}):
+            if score not in out.setdefault(reason, []):
+                out[reason].append(score)
+    return out
+
+
+def _samples_table(
+    samples: Iterable[Mapping[str, Any]], thumbnails: Mapping[str, bytes], deciding: Iterable[str] = ()
+) -> str:
+    """uid, caption, the scores that rejected it (the uid it duplicates) and, where the reject still had a
+    decodable image, its thumbnail inline."""
+    rows = [
+        f"<tr><td class='img'>{_img(thumbnails.get(sample['uid']))}</td><td{_LEFT}>{_e(sample['uid'])}</td>"
+        f"<td{_LEFT}>{_e(sample['caption_raw'])}</td><td{_LEFT}>{_scores_html(sample, deciding)}</td></tr>"
+        for sample in samples
+    ]
     return (
-        "<table><tr><th>image</th><th class='l'>uid</th><th class='l'>caption (raw)</th></tr>"
-        + "".join(rows)
-        + "</table>"
+        "<table><tr><th>image</th><th class='l'>uid</th><th class='l'>caption (raw)</th>"
+        "<th class='l'>scores</th></tr>" + "".join(rows) + "</table>"
     )
+
+
+def _size(pair: Mapping[str, Any]) -> str:
+    if pair.get("width") is None or pair.get("height") is None:
+        return "size unknown"
+    return f"{pair['width']} x {pair['height']}"
+
+
+def _card(pair: Mapping[str, Any], jpeg: bytes | None, lines: Iterable[str]) -> str:
+    """A thumbnail with lines of (escaped) text under it, the pair's caption last."""
+    text = "".join(f"{line}<br>" for line in lines)
+    return (
+        f"<figure class='card'>{_img(jpeg, '<span class=noimg>no image</span>')}<figcaption>{text}"
+        f"<span title='{_e(pair['uid'])}'>{_e(pair['caption'])}</span></figcaption></figure>"
+    )
+
+
+def _near_side(name: str, entry: Mapping[str, Any], source: str, side: str, thumbnails) -> str:
+    if not entry[side]:
+        return "<span class='muted'>no pair</span>"
+    cards = []
+    for i, pair in enumerate(entry[side]):
+        lines = [
+            f"<b>{_e(entry['score'])} {_e(_number(pair['value']))}</b> "
+            f"<span class='muted'>/ {_e(_number(pair['threshold']))}</span>",
+            _e(_size(pair)),
+        ]
+        if pair.get("reject"):
+            lines.append(f"<span class='muted'>rejected: {_e(pair['reject'])}</span>")
+        cards.append(_card(pair, thumbnails.get(gallery_key("near", name, source, side, i)), lines))
+    return f"<div class='cards'>{''.join(cards)}</div>"
+
+
+def _near_section(near: Mapping[str, Any], thumbnails: Mapping[str, bytes]) -> list[str]:
+    """Per threshold and source, a table of two cells: the pairs just below the threshold | just above."""
+    parts = [
+        "<h2>Near the thresholds</h2><p class='muted'>Per threshold and source, the pairs closest to it on "
+        "either side among the pairs that reached its step (a threshold computed from a keep_fraction is "
+        "the one computed; one per caption language where the step has one per language). Each card: "
+        "the score / the pair's threshold, the image size (width x height, after EXIF orientation), the "
+        "cleaned caption. A pair exactly at its threshold is on the side that passes; 'rejected:' marks a "
+        "pair rejected there, by this step or a later one.</p>"
+    ]
+    for name, by_source in near.items():
+        for source, entry in by_source.items():
+            passes = ">=" if entry["direction"] == "min" else "<="
+            below, above = ("rejected", "kept") if entry["direction"] == "min" else ("kept", "rejected")
+            parts.append(
+                f"<h3>{_e(name)} <span class='muted'>{_e(source)}: {_e(entry['step'])} keeps a pair if "
+                f"{_e(entry['score'])} {_e(passes)} {_e(entry['param'])}</span></h3><table><tr>"
+                f"<th class='l'>below the threshold ({below})</th><th class='l'>above ({above})</th></tr><tr>"
+                + "".join(
+                    f"<td class='side'>{_near_side(name, entry, source, side, thumbnails)}</td>"
+                    for side in ("below", "above")
+                )
+                + "</tr></table>"
+            )
+    return parts
+
+
+def _kept_section(kept: Mapping[str, list[Mapping[str, Any]]], thumbnails: Mapping[str, bytes]) -> list[str]:
+    parts = [
+        "<h2>Kept pairs</h2><p class='muted'>Per source, the kept pairs of lowest uid hash (the same "
+        "ones whatever the number of workers), with their size and cleaned caption.</p>"
+    ]
+    for source, pairs in kept.items():
+        cards = [
+            _card(pair, thumbnails.get(gallery_key("kept", source, i)), [_e(_size(pair))])
+            for i, pair in enumerate(pairs)
+        ]
+        parts.append(f"<h3>{_e(source)}</h3><div class='cards'>{''.join(cards)}</div>")
+    return parts
 
 
 def render_report(
     stats: Mapping[str, Any], info: Mapping[str, Any], thumbnails: Mapping[str, bytes] | None = None
 ) -> str:
-    """The page for one run's stats.json and info.json contents; `thumbnails` (uid -> JPEG bytes) puts
-    pictures beside the sample rejects."""
+    """The page for one run's stats.json and info.json contents; `thumbnails` (RunStats.sample_thumbnails:
+    JPEG bytes by uid for the sample rejects, by gallery_key for the galleries) puts pictures beside them."""
     totals = stats["totals"]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>vlcurate clean report</title>",
@@ -274,15 +385,24 @@ def render_report(
                     f"{_e(entry['score'])} {'&gt;=' if entry['direction'] == 'min' else '&lt;='} x</span><br>"
                     f"{_whatif_svg(entry['grid'], curve['languages'], marks)}</div>"
                 )
+    if stats.get("near_threshold"):
+        parts += _near_section(stats["near_threshold"], thumbnails or {})
+    if stats.get("kept_samples"):
+        parts += _kept_section(stats["kept_samples"], thumbnails or {})
     if stats.get("overlaps"):
         parts += ["<h2>Overlaps (--audit)</h2>", _table(["reasons", "pairs"], stats["overlaps"].items())]
     if stats.get("samples"):
         parts.append(
             "<h2>Sample rejects</h2><p class='muted'>The same hash-chosen pairs whatever the number of workers; "
             "pictures are thumbnails of the image each reject carried ('no image' where it had none that "
-            "decodes).</p>"
+            "decodes); scores: every score the reject had when it was dropped (4 significant digits), in bold "
+            "those a threshold of the step that rejected it compares, and the uid a duplicate duplicates.</p>"
         )
+        deciding = _deciding_scores(stats)
         for reason, samples in stats["samples"].items():
-            parts += [f"<h3>{_e(reason)}</h3>", _samples_table(samples, thumbnails or {})]
+            parts += [
+                f"<h3>{_e(reason)}</h3>",
+                _samples_table(samples, thumbnails or {}, deciding.get(reason, ())),
+            ]
     parts.append("</body></html>\n")
     return "".join(parts)

@@ -2,11 +2,14 @@
 records, with Beam metrics and mergeable stats.
 
 Elements are PairBatch lists (schemas/batch.py). Kept pairs leave on the main output, rejects on
-`REJECTED` (both as batches), and per-bundle RunStats partials on `STATS`.
+`REJECTED` (both as batches), and per-bundle RunStats partials on `STATS`. The partials also hold the
+report's near-threshold galleries (NearThresholds): the steps and their thresholds are known here, those
+computed from a keep_fraction included, and the pairs still carry their images.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import Any
@@ -17,7 +20,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from vlcurate.filters.base import Step
-from vlcurate.filters.runner import StepRunner
+from vlcurate.filters.runner import STEP_ERROR, StepRunner
 from vlcurate.formatters.thumbnails import thumbnail_jpeg
 from vlcurate.pipelines.image_spans import ImageChangedError, read_span
 from vlcurate.schemas.batch import PairBatch
@@ -38,12 +41,14 @@ class RunSteps(beam.DoFn):
 
     def setup(self) -> None:
         self._runner = StepRunner(self.steps_by_source, self.audit, self.count_read)
+        self._near = NearThresholds(self.steps_by_source, self.audit)
 
     def start_bundle(self) -> None:
         self._runner.take_stats()  # a fresh partial per bundle
 
     def process(self, batch: PairBatch, computed_thresholds: dict[str, Any] | None = None) -> Iterator:
         kept = self._runner.run(batch, computed_thresholds)
+        self._near.offer(batch, self._runner.stats, computed_thresholds)  # before as_rejects drops images
         if kept:
             yield kept
         if len(kept) < len(batch):
@@ -59,14 +64,124 @@ class RunSteps(beam.DoFn):
         yield beam.pvalue.TaggedOutput(STATS, in_global_window(stats))
 
 
+class NearThresholds:
+    """Offers the pairs of a segment that met a threshold with a what-if curve (Step.what_if: min_side,
+    aspect_ratio, clip_filter, length, ...) to RunStats.offer_near, with their own threshold (per caption
+    language where the step has one per language; computed ones once known) and what makes their
+    thumbnail.
+
+    A pair met a step when it reached it: in --audit runs every pair did, otherwise the pairs still kept
+    and those rejected by this step or a later one of the segment (a score the input carried, on a pair an
+    earlier step rejected, was never compared with this threshold). Only pairs with an image are offered:
+    a gallery shows pictures, and a caption-only run (where a few microseconds per caption would show)
+    pays nothing but one check per pair."""
+
+    def __init__(self, steps_by_source: dict[str, list[Step]], audit: bool = False) -> None:
+        self.audit = audit
+        # source -> [(position of the step, its parameter, the rule offer_near takes)]
+        self.rules: dict[str, list[tuple[int, str, dict[str, str]]]] = {}
+        self.positions: dict[str, dict[str, int]] = {}  # source -> reject reason -> the step giving it
+        for source, steps in steps_by_source.items():
+            reasons: dict[str, int] = {}
+            for position, step in enumerate(steps):
+                for reason in (*step.reasons, f"{STEP_ERROR}{step.name}"):
+                    reasons.setdefault(reason, position)
+            self.positions[source] = reasons
+            self.rules[source] = [
+                (position, param, _rule(step.name, param, score, direction))
+                for position, step in enumerate(steps)
+                for param, (score, direction) in step.what_if.items()
+            ]
+        self._steps = steps_by_source
+        self._resolved: dict[tuple[str, bool], list[tuple]] = {}
+
+    def offer(self, pairs: Iterable[Pair], stats: RunStats, computed: dict[str, Any] | None = None) -> None:
+        """Offers each pair that met a threshold; a pair farther from it than a full gallery's farthest
+        is passed over here, without a call (the common case: this runs for every pair and threshold)."""
+        by_source: dict[str, list[Pair]] = {}
+        for pair in pairs:
+            if (pair.image or pair.image_span is not None) and self.rules.get(pair.source):
+                by_source.setdefault(pair.source, []).append(pair)
+        for source, group in by_source.items():
+            reached = [self._reached(pair) for pair in group]
+            for position, rule, thresholds, value_of in self._rules_of(source, computed):
+                name, score, default = rule["name"], rule["score"], thresholds.get("default")
+                below, above = stats.near_bar(name, source, "below"), stats.near_bar(name, source, "above")
+                for pair, last in zip(group, reached):
+                    value = pair.scores.get(score)
+                    if value is None or position > last:
+                        continue
+                    threshold = thresholds.get(pair.lang, default)
+                    if threshold is None:
+                        continue
+                    gap = value - threshold
+                    if gap > above or -gap > below:  # NaN compares false: offer_near passes it over
+                        continue
+                    stats.offer_near(rule, pair, threshold, thumbnail_maker, value_of)
+                    below, above = (
+                        stats.near_bar(name, source, "below"),
+                        stats.near_bar(name, source, "above"),
+                    )
+
+    def _reached(self, pair: Pair) -> float:
+        """The position of the last step of the segment that saw the pair."""
+        if self.audit or pair.reject is None:
+            return math.inf
+        return self.positions[pair.source].get(pair.reject, -1)
+
+    def _rules_of(self, source: str, computed: dict[str, Any] | None) -> list[tuple]:
+        """The source's (position, rule, {language or "default": threshold}, the step's what_if_value for
+        the parameter), with the thresholds computed for it where a step keeps a fraction (the same for
+        every batch of a run)."""
+        bound = computed is not None and source in computed
+        resolved = self._resolved.get((source, bound))
+        if resolved is None:
+            steps = self._steps.get(source, [])
+            if bound:
+                steps = [s.with_computed_threshold(computed[source]) for s in steps]
+            resolved = self._resolved[(source, bound)] = [
+                (
+                    position,
+                    rule,
+                    _thresholds(getattr(steps[position], param)),
+                    partial(steps[position].what_if_value, param),
+                )
+                for position, param, rule in self.rules.get(source, [])
+            ]
+        return resolved
+
+
+def _rule(step: str, param: str, score: str, direction: str) -> dict[str, str]:
+    return {"name": f"{step}.{param}", "step": step, "param": param, "score": score, "direction": direction}
+
+
+def _thresholds(value: Any) -> dict[str | None, float | None]:
+    """A threshold parameter as {language: threshold, "default": threshold}: it is a number, or such a
+    table already (clip_filter); "default" None where there is none yet (a keep_fraction not computed)."""
+    table = value if isinstance(value, dict) else {"default": value}
+    return {
+        lang: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+        for lang, v in table.items()
+    }
+
+
+def thumbnail_maker(pair: Pair) -> Callable[[], bytes | None] | None:
+    """What makes the pair's thumbnail when called, from the bytes or image span it has now (later steps
+    drop the bytes); None without an image."""
+    if pair.image or pair.image_span is not None:
+        return partial(_thumbnail, pair.image, pair.image_span)
+    return None
+
+
 def as_rejects(pairs: Iterable[Pair], stats: RunStats | None = None) -> PairBatch:
     """A batch of rejected pairs without their image bytes: reject files hold no images, so the bytes
     are dropped before they would travel through the rejects' shuffle. With `stats`, rejects that could
     be report samples leave a thumbnail there first."""
     batch = PairBatch(pairs)
     for pair in batch:
-        if stats is not None and (pair.image or pair.image_span is not None):
-            stats.offer_thumbnail(pair.reject, pair.uid, partial(_thumbnail, pair.image, pair.image_span))
+        picture = thumbnail_maker(pair) if stats is not None else None
+        if picture is not None:
+            stats.offer_thumbnail(pair.reject, pair.uid, picture)
         pair.image = None
     return batch
 

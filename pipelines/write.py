@@ -33,7 +33,7 @@ from vlcurate.formatters.shard_images import StoredImage, stored_image
 from vlcurate.formatters.webdataset import TarShardWriter
 from vlcurate.pipelines.image_spans import SpanReader
 from vlcurate.pipelines.output import atomic_writer, ensure_dir, join, write_bytes_atomic
-from vlcurate.pipelines.steps import STATS, as_rejects, in_global_window, publish_counters
+from vlcurate.pipelines.steps import STATS, as_rejects, in_global_window, publish_counters, thumbnail_maker
 from vlcurate.schemas.arrow import SORTED_JSON, kept_table, reject_table
 from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.encoding import make_writable, utf8
@@ -192,7 +192,9 @@ def write_reject_file(
 class _WriteShard(beam.DoFn):
     """(shard index, batches) -> the shard's files; copies of a uid after the first become
     `duplicate_uid` rejects, written to rejects/uid-duplicates-NNNNN.parquet (REJECT_FILES). Kept pairs
-    and those rejects are counted here (STATS partials, as CountFinal counts other pairs)."""
+    and those rejects are counted here (STATS partials, as CountFinal counts other pairs), and the kept
+    gallery's candidates leave what makes their thumbnail (read back from the input when the bytes were
+    detached, only for the candidates still standing at the end of the bundle)."""
 
     def __init__(self, directory: str, per_shard: int, score_names: Sequence[str], image_format: str):
         self.directory, self.per_shard = directory, per_shard
@@ -209,7 +211,7 @@ class _WriteShard(beam.DoFn):
         for pair in itertools.chain(pairs, duplicates):
             stats.step_seen[(UID_STEP, pair.source)] += 1
         for pair in pairs:
-            stats.observe_final(pair)
+            stats.observe_final(pair, thumbnail_maker)
         yield write_kept_shard(
             self.directory, index, count, self.per_shard, pairs, self.score_names, self.image_format
         )

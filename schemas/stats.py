@@ -1,12 +1,14 @@
 """Run statistics: mergeable partial counts that become stats.json.
 
-Every piece is an integer count or a hash-chosen sample, so merging partials from any number of workers in
-any order gives the same stats.json, byte for byte.
+Every piece is an integer count or a sample chosen by a fixed rank (a uid hash, a distance to a threshold),
+so merging partials from any number of workers in any order gives the same stats.json, byte for byte. Each
+sample table keeps a fixed number per key, so a partial's size does not grow with the input.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -16,10 +18,15 @@ import numpy as np
 from vlcurate.schemas.record import Pair, stable_hash
 
 SAMPLES_PER_REASON = 8
+NEAR_PER_SIDE = 6  # pairs per (threshold, source, side of it) in the near-threshold galleries
+KEPT_PER_SOURCE = 8  # kept pairs per source in the kept gallery
+CAPTION_CHARS = 300  # of a caption shown in stats.json and the report
 # The pseudo step that stands for the readers: it sees every pair read and "drops" those a reader already
 # rejected (unreadable file, unparseable row, bad UTF-8, an image file that is not there), so that every
 # reject is attributed to some step in stats.json, and per-step shares (--max-reject-share) cover reading.
 READ_STEP = "read"
+# pair -> what makes its thumbnail JPEG (None when it has no image), for the galleries (pipelines/steps.py).
+ThumbnailMaker = Callable[[Pair], Callable[[], "bytes | None"] | None]
 
 
 class Histogram:
@@ -63,16 +70,67 @@ def _rank(entry: tuple) -> tuple:
     return entry if isinstance(entry[2], (str, bytes)) else entry[:2]
 
 
-def _keep_lowest(chosen: list[tuple], entries: list[tuple]) -> None:
-    """Adds entries to a (hash, uid, ...) list and keeps the SAMPLES_PER_REASON lowest: the same choice in
-    any order of adding and merging."""
+def _keep_lowest(
+    chosen: list[tuple], entries: list[tuple], limit: int = SAMPLES_PER_REASON, rank: Callable = _rank
+) -> None:
+    """Adds entries to a list and keeps the `limit` of lowest `rank` (for samples: (hash, uid, ...)): the
+    same choice in any order of adding and merging."""
     chosen.extend(entries)
-    chosen.sort(key=_rank)
-    del chosen[SAMPLES_PER_REASON:]
+    chosen.sort(key=rank)
+    del chosen[limit:]
+
+
+def _first(entry: tuple) -> tuple:
+    """The rank of a gallery entry (rank, data, picture): data and picture follow from it."""
+    return entry[0]
+
+
+def rounded(value: float) -> float | None:
+    """A score for stats.json: 4 significant digits (the same text on every platform), None if not finite."""
+    return float(f"{value:.4g}") if math.isfinite(value) else None
+
+
+def _sample_extra(pair: Pair) -> str:
+    """What a sample reject shows beside its caption, as sorted JSON: the pair's scores and, for a
+    duplicate, the uid it duplicates. A string, so that it also ranks two rejects that share a uid."""
+    extra: dict[str, Any] = {"scores": {k: rounded(v) for k, v in pair.scores.items()}}
+    if "duplicate_of" in pair.meta:
+        extra["duplicate_of"] = str(pair.meta["duplicate_of"])
+    return json.dumps(extra, sort_keys=True, ensure_ascii=False)
+
+
+def _identity(pair: Pair) -> tuple:
+    """Ranks pairs that share a uid (a tar that reuses a key): where each was read, then its caption."""
+    return pair.uid, pair.image_ref or "", pair.caption
+
+
+def _gallery_data(pair: Pair, **fields: Any) -> dict[str, Any]:
+    return {
+        "uid": pair.uid,
+        "caption": pair.caption[:CAPTION_CHARS],
+        "width": pair.width,
+        "height": pair.height,
+        **fields,
+    }
+
+
+def _make_pictures(table: dict[Any, list[tuple]]) -> None:
+    """Makes the thumbnails still waiting in a gallery table's entries (rank, data, picture)."""
+    for chosen in table.values():
+        for i, (rank, data, picture) in enumerate(chosen):
+            if callable(picture):
+                chosen[i] = (rank, data, picture())
+
+
+def gallery_key(*parts: str | int) -> str:
+    """The key of a near-threshold or kept pair's thumbnail in RunStats.sample_thumbnails (the galleries
+    show pairs by position: two pairs in one gallery may share a uid)."""
+    return json.dumps(parts, ensure_ascii=False)
 
 
 class RunStats:
-    """Counts per source and per step, score histograms, and a few sample rejects per reason."""
+    """Counts per source and per step, score histograms, a few sample rejects per reason, and the pairs of
+    the report's galleries: those nearest each threshold on either side, and a few kept pairs per source."""
 
     def __init__(self) -> None:
         self.read: Counter[str] = Counter()  # source -> pairs read
@@ -85,11 +143,20 @@ class RunStats:
         self.histograms: dict[tuple[str, str], Histogram] = {}  # (score, source)
         # Scores waiting to be binned, in batches (binning one value at a time is a hot path).
         self._pending: dict[tuple[str, str], tuple[tuple[float, float, int], list[float]]] = {}
-        self.samples: dict[str, list[tuple[int, str, str]]] = {}  # reason -> [(hash, uid, caption)]
+        # reason -> [(hash, uid, caption, extra: _sample_extra)]
+        self.samples: dict[str, list[tuple[int, str, str, str]]] = {}
         # Thumbnails chosen by the same rule among the rejects that had an image where they were rejected
         # (images are dropped before the final count), so every sample with an image finds its own here.
         # Until made (merge, pickling, output), an entry holds the function that makes its JPEG.
         self.thumbnails: dict[str, list[tuple[int, str, Any]]] = {}  # reason -> [(hash, uid, jpeg)]
+        # Galleries, entries (rank, data, picture), the picture a thumbnail's JPEG (or what makes it: made
+        # like the thumbnails above), None without one. `near`: the NEAR_PER_SIDE pairs closest to the
+        # threshold on each side, among the pairs that met the step (offer_near); `kept_samples`: the
+        # KEPT_PER_SOURCE kept pairs of lowest uid hash.
+        self.near: dict[tuple[str, str, str], list[tuple]] = {}  # ("step.param", source, "below"/"above")
+        # "step.param" -> {"step", "param", "score", "direction"}
+        self.near_rules: dict[str, dict[str, str]] = {}
+        self.kept_samples: dict[str, list[tuple]] = {}  # source -> entries
 
     # --- recording -------------------------------------------------------------------------------
     def observe_read(self, source: str, pairs: list[Pair]) -> None:
@@ -116,16 +183,83 @@ class RunStats:
             hist.add_many(values)
         self._pending = {}
 
-    def observe_final(self, pair: Pair) -> None:
-        """Counts a pair at the end of the pipeline, kept or rejected."""
+    def observe_final(self, pair: Pair, thumbnail: ThumbnailMaker | None = None) -> None:
+        """Counts a pair at the end of the pipeline, kept or rejected. `thumbnail(pair)`: what makes a kept
+        pair's thumbnail, called if the pair is among the kept gallery's candidates."""
         if pair.reject is None:
             self.kept[pair.source] += 1
+            chosen = self.kept_samples.setdefault(pair.source, [])
+            digest = stable_hash(pair.uid)
+            if len(chosen) >= KEPT_PER_SOURCE and digest > chosen[-1][0][0]:
+                return
+            rank = (digest, *_identity(pair))
+            if len(chosen) < KEPT_PER_SOURCE or rank < chosen[-1][0]:
+                data = _gallery_data(pair, scores={k: rounded(v) for k, v in sorted(pair.scores.items())})
+                picture = thumbnail(pair) if thumbnail is not None else None
+                _keep_lowest(chosen, [(rank, data, picture)], KEPT_PER_SOURCE, _first)
             return
         self.rejected[(pair.source, pair.reject)] += 1
         extra = pair.meta.get("audit_reasons")
         if extra:
             self.overlaps["+".join(sorted({pair.reject, *extra}))] += 1
-        _offer(self.samples, pair.reject, pair.uid, pair.caption_raw[:300])
+        chosen = self.samples.setdefault(pair.reject, [])
+        entry = (stable_hash(pair.uid), pair.uid, pair.caption_raw[:CAPTION_CHARS])
+        if len(chosen) < SAMPLES_PER_REASON or entry <= chosen[-1][:3]:  # ties: extra decides
+            _keep_lowest(chosen, [(*entry, _sample_extra(pair))])
+
+    def offer_near(
+        self,
+        rule: dict[str, str],
+        pair: Pair,
+        threshold: float,
+        thumbnail: ThumbnailMaker | None = None,
+        value_of: Callable[[Pair], float | None] | None = None,
+    ) -> None:
+        """Offers a pair that met a threshold to the gallery of its side, kept if it is among the
+        NEAR_PER_SIDE closest to the threshold (ties: lowest uid hash, then uid). `rule`: {"name" (what-if
+        name, "step.param"), "step", "param", "score", "direction"}, "min" when a pair passes at score >=
+        threshold, "max" at score <= it; a pair exactly at the threshold counts on the side that passes.
+        `value_of(pair)` (Step.what_if_value), called only for a pair that could be chosen: the number the
+        threshold is compared with where that is not simply the score; None or infinite where this
+        threshold does not decide the pair (another threshold of its step rejects it, or it applies to
+        other pairs), which is then not offered. `thumbnail` as in observe_final; what it returns is
+        called, like offer_thumbnail's `make`, only for the pairs still standing when the partial is merged
+        or pickled."""
+        value = pair.scores.get(rule["score"], math.nan)
+        if not (math.isfinite(value) and math.isfinite(threshold)):
+            return
+        distance = abs(value - threshold)
+        if value == threshold:
+            side = "above" if rule["direction"] == "min" else "below"
+        else:
+            side = "above" if value > threshold else "below"
+        key = (rule["name"], pair.source, side)
+        chosen = self.near.get(key, ())
+        rank = None
+        if len(chosen) >= NEAR_PER_SIDE:  # the cheap checks first: most pairs stop at one of them
+            if distance > chosen[-1][0][0]:
+                return
+            rank = (distance, stable_hash(pair.uid), *_identity(pair))
+            if rank > chosen[-1][0]:
+                return
+        if value_of is not None and value_of(pair) != value:
+            return
+        rank = rank or (distance, stable_hash(pair.uid), *_identity(pair))
+        if not chosen:
+            chosen = self.near[key] = []
+            self.near_rules[rule["name"]] = {k: rule[k] for k in ("step", "param", "score", "direction")}
+        data = _gallery_data(
+            pair, value=rounded(value), threshold=rounded(threshold), lang=pair.lang, reject=pair.reject
+        )
+        picture = thumbnail(pair) if thumbnail is not None else None
+        _keep_lowest(chosen, [(rank, data, picture)], NEAR_PER_SIDE, _first)
+
+    def near_bar(self, name: str, source: str, side: str) -> float:
+        """How far from the threshold a pair may be and still enter that side's gallery: its farthest
+        pair's distance once full (a tie may still enter), infinity until then. For callers that offer
+        many pairs (pipelines/steps.py, NearThresholds) to pass most over without a call."""
+        chosen = self.near.get((name, source, side), ())
+        return chosen[-1][0][0] if len(chosen) >= NEAR_PER_SIDE else math.inf
 
     def offer_thumbnail(self, reason: str, uid: str, make: Callable[[], bytes | None]) -> None:
         """Keeps `make` (which returns a reject's thumbnail, or None) if the uid could be one of the
@@ -139,12 +273,24 @@ class RunStats:
         for reason, chosen in self.thumbnails.items():
             made = [(d, uid, t if isinstance(t, bytes) else t()) for d, uid, t in chosen]
             self.thumbnails[reason] = [entry for entry in made if entry[2] is not None]
+        _make_pictures(self.near)
+        _make_pictures(self.kept_samples)
 
     def sample_thumbnails(self) -> dict[str, bytes]:
-        """uid -> thumbnail JPEG for the samples that have one."""
+        """Thumbnail JPEGs for report.html: by uid for the sample rejects that have one, and by gallery_key
+        for the pairs of the galleries that have one (as placed in to_json)."""
         self._make_thumbnails()
-        sampled = {uid for chosen in self.samples.values() for _, uid, _ in chosen}
-        return {uid: jpeg for chosen in self.thumbnails.values() for _, uid, jpeg in chosen if uid in sampled}
+        sampled = {entry[1] for chosen in self.samples.values() for entry in chosen}
+        out = {uid: jpeg for chosen in self.thumbnails.values() for _, uid, jpeg in chosen if uid in sampled}
+        for (name, source, side), chosen in self.near.items():
+            for i, (_, _, jpeg) in enumerate(sorted(chosen, key=_by_value)):
+                if jpeg is not None:
+                    out[gallery_key("near", name, source, side, i)] = jpeg
+        for source, chosen in self.kept_samples.items():
+            for i, (_, _, jpeg) in enumerate(chosen):
+                if jpeg is not None:
+                    out[gallery_key("kept", source, i)] = jpeg
+        return out
 
     def __getstate__(self) -> dict[str, Any]:
         self._make_thumbnails()  # partials travel with JPEGs, never with the images themselves
@@ -167,6 +313,11 @@ class RunStats:
         for mine, theirs in ((self.samples, other.samples), (self.thumbnails, other.thumbnails)):
             for reason, chosen in theirs.items():
                 _keep_lowest(mine.setdefault(reason, []), chosen)
+        for key, chosen in other.near.items():
+            _keep_lowest(self.near.setdefault(key, []), chosen, NEAR_PER_SIDE, _first)
+        self.near_rules.update(other.near_rules)
+        for source, chosen in other.kept_samples.items():
+            _keep_lowest(self.kept_samples.setdefault(source, []), chosen, KEPT_PER_SOURCE, _first)
         return self
 
     # --- output ----------------------------------------------------------------------------------
@@ -210,13 +361,37 @@ class RunStats:
             "overlaps": dict(sorted(self.overlaps.items())),
             "histograms": histograms,
             "samples": {
-                reason: [{"uid": uid, "caption_raw": caption} for _, uid, caption in chosen]
+                reason: [
+                    {"uid": uid, "caption_raw": caption, **json.loads(extra)}
+                    for _, uid, caption, extra in chosen
+                ]
                 for reason, chosen in sorted(self.samples.items())
             },
+            **self._galleries_json(),
         }
+
+    def _galleries_json(self) -> dict[str, Any]:
+        """`near_threshold`: {"step.param": {source: {"step", "param", "score", "direction", "below": [...],
+        "above": [...]}}}, each side in value order; `kept_samples`: {source: [...]}, in uid hash order."""
+        out: dict[str, Any] = {}
+        for (name, source, side), chosen in sorted(self.near.items()):
+            by_source = out.setdefault("near_threshold", {}).setdefault(name, {})
+            entry = by_source.setdefault(source, {**self.near_rules[name], "below": [], "above": []})
+            entry[side] = [data for _, data, _ in sorted(chosen, key=_by_value)]
+        if self.kept_samples:
+            out["kept_samples"] = {
+                source: [data for _, data, _ in chosen]
+                for source, chosen in sorted(self.kept_samples.items())
+            }
+        return out
 
     def dumps(self) -> str:
         return dumps_stats(self.to_json())
+
+
+def _by_value(entry: tuple) -> tuple:
+    """A near-threshold gallery in value order (then rank): a row that reads along the score axis."""
+    return entry[1]["value"], entry[0]
 
 
 def dumps_stats(summary: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
 from vlcurate.formatters.report import render_report
+from vlcurate.schemas.stats import gallery_key
 
 STATS = {
     "totals": {"read": 3, "kept": 1, "rejected": 2},
@@ -32,6 +33,96 @@ def test_sample_rejects_show_their_thumbnail_or_say_there_is_none():
     page = render_report(stats, {"steps": ["emoji"]}, {"web/1": b"\xff\xd8jpeg", "web/9": b"unused"})
     assert page.count("<img ") == 1 and "src='data:image/jpeg;base64,/9hqcGVn'" in page
     assert "<td class='img'><span class='muted'>no image</span></td><td class=\"l\">web/2</td>" in page
+
+
+def test_sample_rejects_show_the_scores_that_rejected_them():
+    samples = {
+        "clip_low_score": [
+            {"uid": "web/1", "caption_raw": "a", "scores": {"min_side": 180.0, "x<": None, "clip": 0.213}}
+        ],
+        "duplicate": [{"uid": "web/2", "caption_raw": "b", "scores": {}, "duplicate_of": "web/<123>"}],
+    }
+    page = render_report({**STATS, "samples": samples}, {"steps": ["emoji"]})
+    assert "<th class='l'>scores</th>" in page
+    assert '<td class="l">a</td><td class="l">min_side 180, x&lt; n/a, clip 0.213</td>' in page
+    assert '<td class="l"><b>duplicate of web/&lt;123&gt;</b></td>' in page
+    # The score a threshold of the step that gave the reason compares comes first, in bold.
+    steps = {**STATS["steps"], "clip_filter": {"seen": 3, "dropped": {"clip_low_score": 1}, "changed": 0}}
+    whatif = {"clip_filter.threshold": {"score": "clip", "direction": "min", "grid": [], "by_source": {}}}
+    page = render_report({**STATS, "samples": samples, "steps": steps, "whatif": whatif}, {"steps": []})
+    assert '<td class="l">a</td><td class="l"><b>clip 0.213</b>, min_side 180, x&lt; n/a</td>' in page
+
+
+def _gallery_pair(uid: str, caption: str, **fields) -> dict:
+    return {"uid": uid, "caption": caption, "width": 640, "height": 480, **fields}
+
+
+GALLERIES = {
+    "near_threshold": {
+        "clip_filter.threshold": {
+            "web": {
+                "step": "clip_filter",
+                "param": "threshold",
+                "score": "clip",
+                "direction": "min",
+                "below": [
+                    _gallery_pair(
+                        "web/1'><script>x</script>",
+                        "<script>alert(1)</script>",
+                        value=0.398,
+                        threshold=0.4,
+                        lang="en",
+                        reject="clip_low_score",
+                    )
+                ],
+                "above": [
+                    _gallery_pair("web/2", "a <b>cat</b>", value=0.4, threshold=0.4, lang="en", reject=None),
+                    _gallery_pair("web/3", "a dog", value=0.41, threshold=0.4, lang="en", reject=None),
+                ],
+            }
+        },
+        "aspect_ratio.max_ratio": {
+            "web": {
+                "step": "aspect_ratio",
+                "param": "max_ratio",
+                "score": "aspect_ratio",
+                "direction": "max",
+                "below": [],
+                "above": [
+                    _gallery_pair("web/4", "wide", value=3.2, threshold=3.0, lang=None, reject="aspect_ratio")
+                ],
+            }
+        },
+    },
+    "kept_samples": {"web": [_gallery_pair("web/5", "kept <i>one</i>", scores={"clip": 0.7})]},
+}
+
+
+def test_near_threshold_and_kept_galleries_render_escaped_with_their_thumbnails():
+    thumbnails = {
+        gallery_key("near", "clip_filter.threshold", "web", "above", 1): b"\xff\xd8near",
+        gallery_key("kept", "web", 0): b"\xff\xd8kept",
+        "web/2": b"\xff\xd8a sample's, not web/2's in the gallery",
+    }
+    page = render_report({**STATS, **GALLERIES}, {"steps": ["emoji"]}, thumbnails)
+    near = page[page.index("<h2>Near the thresholds</h2>") : page.index("<h2>Kept pairs</h2>")]
+    kept = page[page.index("<h2>Kept pairs</h2>") : page.index("<h2>Overlaps")]
+    assert "<script>" not in page and "<b>cat</b>" not in page and "<i>one</i>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in near and "a &lt;b&gt;cat&lt;/b&gt;" in near
+    assert "title='web/1&#x27;&gt;&lt;script&gt;x&lt;/script&gt;'" in near
+    clip = near[near.index("<h3>clip_filter.threshold") : near.index("<h3>aspect_ratio")]
+    assert "clip_filter keeps a pair if clip &gt;= threshold" in clip
+    assert "below the threshold (rejected)" in clip and "above (kept)" in clip
+    below, above = clip.split("<td class='side'>")[1:]
+    assert "<b>clip 0.398</b>" in below and "rejected: clip_low_score" in below and "640 x 480" in below
+    assert below.count("<figure") == 1 and "<img " not in below
+    assert above.count("<figure") == 2 and above.count("<img ") == 1
+    assert above.index("a &lt;b&gt;cat") < above.index("<img ") < above.index("a dog")
+    ratio = near[near.index("<h3>aspect_ratio.max_ratio") :]
+    assert "below the threshold (kept)" in ratio and "above (rejected)" in ratio
+    assert "<span class='muted'>no pair</span>" in ratio and "rejected: aspect_ratio" in ratio
+    assert kept.count("<img ") == 1 and "kept &lt;i&gt;one&lt;/i&gt;" in kept and "640 x 480" in kept
+    assert "<script" not in page.lower().replace("&lt;script", "")
 
 
 def test_applied_thresholds_are_listed_and_marked_on_their_histogram():
