@@ -1,4 +1,5 @@
-"""report.html: stats.json of a `clean` run as one self-contained page (no scripts, no external files).
+"""report.html: stats.json of a `clean` run as one self-contained page (no external files; a small inline
+script sorts tables and filters sample rejects, and everything reads the same without it).
 
 For whoever must defend the thresholds: per-source totals and reject reasons, each step's own counts,
 score histograms with the applied thresholds marked (stats.json `thresholds`), what-if curves (kept pairs
@@ -121,9 +122,98 @@ def _marks(applied: Mapping[str, Any], score: str, source: str) -> list[tuple[fl
     ]
 
 
-def _param_marks(info: Mapping[str, Any], source: str, step: str, param: str) -> list[tuple[float, str]]:
+def _param_marks(
+    info: Mapping[str, Any], source: str, step: str, param: str, label: str
+) -> list[tuple[float, str]]:
     value = info.get("step_params", {}).get(source, {}).get(step, {}).get(param)
-    return [(value, "")] if isinstance(value, (int, float)) else []
+    usable = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return [(value, label)] if usable else []
+
+
+def _score_marks(
+    stats: Mapping[str, Any], info: Mapping[str, Any], score: str, source: str
+) -> list[tuple[float, str]]:
+    """Every threshold applied to `score` for `source`: clip_filter's recorded ones, and each parameter
+    with a what-if curve on that score (length's min_words and max_words on n_words, ...)."""
+    marks = _marks(stats.get("thresholds", {}), score, source)
+    for name, entry in stats.get("whatif", {}).items():
+        step, _, param = name.partition(".")
+        if entry["score"] == score and step not in _THRESHOLD_SCORES:
+            marks += _param_marks(info, source, step, param, param)
+    return marks
+
+
+def _languages_section(languages: Mapping[str, Any]) -> list[str]:
+    """Kept and rejected pairs per source and caption language (stats.json `languages`)."""
+    rows = []
+    for source, by_lang in languages.items():
+        for lang, counts in by_lang.items():
+            total = counts["kept"] + counts["rejected"]
+            share = f"{100 * counts['kept'] / total:.1f}" if total else "n/a"
+            rows.append([source, lang, counts["kept"], counts["rejected"], share])
+    if not rows:
+        return []
+    return [
+        "<h2>Languages</h2><p class='muted'>Per source and caption language as the language step found it "
+        "(<i>und</i>: pairs rejected before it, or runs without it).</p>",
+        _table(["source", "language", "kept", "rejected", "kept %"], rows, left=2),
+    ]
+
+
+def _run_section(info: Mapping[str, Any]) -> list[str]:
+    """What the run used: versions, commit, models. Times, worker count and the config as run are in
+    info.json, not here, so that the page is the same for any number of workers and any rerun."""
+    rows = [[key, value] for key, value in sorted(info.get("versions", {}).items())]
+    rows.append(["git commit", info.get("git_commit")])
+    if info.get("scores_from"):
+        rows.append(["CLIP scores from", info["scores_from"]])
+    for spec, model in sorted((info.get("models") or {}).items()):
+        rows.append([f"model {spec}", model])
+    return [
+        "<h2>Run</h2><p class='muted'>The config as run, start and finish times: info.json beside this "
+        "page.</p>",
+        _table(["", "value"], rows, left=2),
+    ]
+
+
+# With JavaScript on: a click on a column header sorts its table (numbers as numbers), and the box above
+# the sample rejects filters their rows. Off, every table reads the same.
+_FILTER_BOX = (
+    "<p><input id='rowfilter' size='50' placeholder='filter the rows below: uid, caption, score'></p>"
+)
+_SCRIPT = """
+document.querySelectorAll('table').forEach(function (table) {
+  var header = table.rows[0];
+  if (!header) return;
+  Array.prototype.forEach.call(header.cells, function (cell, column) {
+    cell.style.cursor = 'pointer';
+    cell.title = 'sort';
+    cell.addEventListener('click', function () {
+      var up = cell.dataset.up !== '1';
+      cell.dataset.up = up ? '1' : '0';
+      var rows = Array.prototype.slice.call(table.rows, 1);
+      rows.sort(function (a, b) {
+        var x = a.cells[column] ? a.cells[column].textContent : '';
+        var y = b.cells[column] ? b.cells[column].textContent : '';
+        var nx = parseFloat(x.replace(/,/g, '')), ny = parseFloat(y.replace(/,/g, ''));
+        var order = !isNaN(nx) && !isNaN(ny) ? nx - ny : x.localeCompare(y);
+        return up ? order : -order;
+      });
+      rows.forEach(function (row) { row.parentNode.appendChild(row); });
+    });
+  });
+});
+var box = document.getElementById('rowfilter');
+if (box) {
+  box.addEventListener('input', function () {
+    var wanted = box.value.toLowerCase();
+    document.querySelectorAll('table.samples tr').forEach(function (row) {
+      if (row.querySelector('th')) return;  // the header row stays
+      row.style.display = row.textContent.toLowerCase().indexOf(wanted) >= 0 ? '' : 'none';
+    });
+  });
+}
+"""
 
 
 def _whatif_svg(
@@ -202,6 +292,31 @@ def _warnings(info: Mapping[str, Any]) -> str:
     )
 
 
+UNUSUAL_SHARE = 0.5  # a step that drops more than this share of what reached it is worth a look
+
+
+def _alerts(stats: Mapping[str, Any]) -> str:
+    """Steps that rejected an unusual share of the pairs that reached them (more than UNUSUAL_SHARE, short
+    of all of them, which the warnings say): not an error on web data, but the first place to look."""
+    lines = []
+    for step, entry in stats.get("steps", {}).items():
+        dropped = sum(entry["dropped"].values())
+        if entry["seen"] and UNUSUAL_SHARE < dropped / entry["seen"] < 1:
+            reasons = ", ".join(
+                f"{r} {n:,}" for r, n in sorted(entry["dropped"].items(), key=lambda kv: -kv[1])
+            )
+            lines.append(
+                f"{step} rejected {dropped / entry['seen']:.0%} of the {entry['seen']:,} pairs that reached it ({reasons})"
+            )
+    if not lines:
+        return ""
+    return (
+        "<div class='warn'><b>Look here first</b><ul>"
+        + "".join(f"<li>{_e(x)}</li>" for x in lines)
+        + "</ul></div>"
+    )
+
+
 def _img(jpeg: bytes | None, missing: str = "<span class='muted'>no image</span>") -> str:
     if not jpeg:
         return missing
@@ -252,7 +367,7 @@ def _samples_table(
         for sample in samples
     ]
     return (
-        "<table><tr><th>image</th><th class='l'>uid</th><th class='l'>caption (raw)</th>"
+        "<table class='samples'><tr><th>image</th><th class='l'>uid</th><th class='l'>caption (raw)</th>"
         "<th class='l'>scores</th></tr>" + "".join(rows) + "</table>"
     )
 
@@ -341,8 +456,10 @@ def render_report(
         f"<p>read <b>{totals['read']:,}</b>, kept <b>{totals['kept']:,}</b>, rejected "
         f"<b>{totals['rejected']:,}</b>. Steps: {_e(', '.join(info.get('steps', [])))}.</p>",
         _warnings(info),
+        _alerts(stats),
         "<h2>Sources</h2>",
         _sources_table(stats["sources"]),
+        *_languages_section(stats.get("languages", {})),
         "<h2>Steps</h2><p class='muted'>seen: pairs that reached the step (all pairs in --audit runs); "
         "dropped: pairs the step itself rejected; changed: captions a cleaner rewrote.</p>",
         _steps_table(stats, info),
@@ -363,7 +480,7 @@ def render_report(
         parts.append("<h2>Score histograms</h2><p class='muted'>Red lines: the thresholds applied.</p>")
         for score, by_source in stats["histograms"].items():
             for source, hist in by_source.items():
-                marks = _marks(applied, score, source)
+                marks = _score_marks(stats, info, score, source)
                 parts.append(
                     f"<div class='hist'><b>{_e(score)}</b> <span class='muted'>{_e(source)}, "
                     f"{sum(hist['counts']):,} pairs</span><br>{_histogram_svg(hist, marks=marks)}</div>"
@@ -379,7 +496,7 @@ def render_report(
         for name, entry in stats["whatif"].items():
             step, _, param = name.partition(".")
             for source, curve in entry["by_source"].items():
-                marks = _marks(applied, entry["score"], source) or _param_marks(info, source, step, param)
+                marks = _marks(applied, entry["score"], source) or _param_marks(info, source, step, param, "")
                 parts.append(
                     f"<div class='hist'><b>{_e(name)}</b> <span class='muted'>{_e(source)}, kept if "
                     f"{_e(entry['score'])} {'&gt;=' if entry['direction'] == 'min' else '&lt;='} x</span><br>"
@@ -398,11 +515,13 @@ def render_report(
             "decodes); scores: every score the reject had when it was dropped (4 significant digits), in bold "
             "those a threshold of the step that rejected it compares, and the uid a duplicate duplicates.</p>"
         )
+        parts.append(_FILTER_BOX)
         deciding = _deciding_scores(stats)
         for reason, samples in stats["samples"].items():
             parts += [
                 f"<h3>{_e(reason)}</h3>",
                 _samples_table(samples, thumbnails or {}, deciding.get(reason, ())),
             ]
-    parts.append("</body></html>\n")
+    parts += _run_section(info)
+    parts.append(f"<script>{_SCRIPT}</script></body></html>\n")
     return "".join(parts)

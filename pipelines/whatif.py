@@ -32,6 +32,8 @@ from typing import Any
 
 import apache_beam as beam
 
+from vlcurate.schemas.stats import UNDETERMINED
+
 GRID_REFINE = 4
 
 
@@ -120,7 +122,7 @@ def contributions(pairs: Iterable[Any], curves: dict[str, list[Curve]]) -> Itera
             value = curve.step.what_if_value(curve.param, pair)
             if value is None or math.isnan(value):
                 continue
-            yield number, pair.source, pair.lang or "und", curve.index(value), known
+            yield number, pair.source, pair.lang or UNDETERMINED, curve.index(value), known
 
 
 class CountWhatIf(beam.CombineFn):

@@ -128,6 +128,9 @@ def gallery_key(*parts: str | int) -> str:
     return json.dumps(parts, ensure_ascii=False)
 
 
+UNDETERMINED = "und"  # the language of a pair the language step never saw
+
+
 class RunStats:
     """Counts per source and per step, score histograms, a few sample rejects per reason, and the pairs of
     the report's galleries: those nearest each threshold on either side, and a few kept pairs per source."""
@@ -136,6 +139,8 @@ class RunStats:
         self.read: Counter[str] = Counter()  # source -> pairs read
         self.kept: Counter[str] = Counter()  # source -> pairs kept
         self.rejected: Counter[tuple[str, str]] = Counter()  # (source, reason) -> pairs
+        # (source, caption language or "und", "kept" | "rejected") -> pairs
+        self.languages: Counter[tuple[str, str, str]] = Counter()
         self.step_seen: Counter[tuple[str, str]] = Counter()  # (step, source)
         self.step_dropped: Counter[tuple[str, str, str]] = Counter()  # (step, source, reason)
         self.step_changed: Counter[tuple[str, str]] = Counter()  # (step, source): captions rewritten
@@ -186,6 +191,9 @@ class RunStats:
     def observe_final(self, pair: Pair, thumbnail: ThumbnailMaker | None = None) -> None:
         """Counts a pair at the end of the pipeline, kept or rejected. `thumbnail(pair)`: what makes a kept
         pair's thumbnail, called if the pair is among the kept gallery's candidates."""
+        self.languages[
+            (pair.source, pair.lang or UNDETERMINED, "kept" if pair.reject is None else "rejected")
+        ] += 1
         if pair.reject is None:
             self.kept[pair.source] += 1
             chosen = self.kept_samples.setdefault(pair.source, [])
@@ -302,7 +310,16 @@ class RunStats:
         other._bin_pending()
         self._make_thumbnails()
         other._make_thumbnails()
-        for name in ("read", "kept", "rejected", "step_seen", "step_dropped", "step_changed", "overlaps"):
+        for name in (
+            "read",
+            "kept",
+            "rejected",
+            "languages",
+            "step_seen",
+            "step_dropped",
+            "step_changed",
+            "overlaps",
+        ):
             getattr(self, name).update(getattr(other, name))
         for key, hist in other.histograms.items():
             if key in self.histograms:
@@ -357,6 +374,7 @@ class RunStats:
                 "rejected": sum(self.rejected.values()),
             },
             "sources": by_source,
+            "languages": self._languages_json(),
             "steps": steps,
             "overlaps": dict(sorted(self.overlaps.items())),
             "histograms": histograms,
@@ -369,6 +387,14 @@ class RunStats:
             },
             **self._galleries_json(),
         }
+
+    def _languages_json(self) -> dict[str, dict[str, dict[str, int]]]:
+        """{source: {caption language: {"kept", "rejected"}}}; `und` for pairs the language step never saw
+        (rejected before it, or a run without it)."""
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for (source, lang, fate), n in sorted(self.languages.items()):
+            out.setdefault(source, {}).setdefault(lang, {"kept": 0, "rejected": 0})[fate] = n
+        return out
 
     def _galleries_json(self) -> dict[str, Any]:
         """`near_threshold`: {"step.param": {source: {"step", "param", "score", "direction", "below": [...],
