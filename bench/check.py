@@ -125,7 +125,7 @@ def model_rates(
     from vlcurate.formatters.check_samples import check_stage_sample
     from vlcurate.formatters.check_sft import check_sft_sample
     from vlcurate.model import qwenvl_losses
-    from vlcurate.model.qwenvl_images import normalize_pixels, resize_like_pil
+    from vlcurate.model.qwenvl_images import normalize_pixels
     from vlcurate.model.qwenvl_weights import load_model
 
     data = _load(directory)
@@ -148,7 +148,6 @@ def model_rates(
     model, _ = load_model(spec, device)
     size = model.config.vision.image_size
     device = next(model.parameters()).device
-    resize_here = not qwenvl_losses.resize_on_device(device)  # as the job does: PIL's resize on the CPU
 
     def read(path: str) -> bytes:
         with open(path, "rb") as fh:
@@ -160,7 +159,7 @@ def model_rates(
     paths = sorted({p for b in batches for item in b.items for p in (*item.images, *item.partner_images)})
     start = time.perf_counter()  # decoding alone, one thread (what a core costs per image)
     for path in paths:
-        qwenvl_losses.decode_image(path, read, size, resize_here)
+        qwenvl_losses.decode_image(path, read, size)
     decode_s = time.perf_counter() - start
     qwenvl_losses.sample_losses(model, batches[0], read)  # warm-up (kernels, allocator)
     pass_s = []  # as the job runs: every image decoded (threads) and encoded once, each pass afresh
@@ -177,21 +176,13 @@ def model_rates(
     steady_s = statistics.median(pass_s[1:]) if passes > 1 else cold_s
     start = time.perf_counter()  # the images' two parts apart: decoding in the job's thread pool ...
     with concurrent.futures.ThreadPoolExecutor(qwenvl_losses.DECODE_THREADS) as pool:
-        decoded = list(pool.map(lambda p: qwenvl_losses.decode_image(p, read, size, resize_here), paths))
+        decoded = list(pool.map(lambda p: qwenvl_losses.decode_image(p, read, size), paths))
     threaded_decode_s = time.perf_counter() - start
     sync()
-    start = time.perf_counter()  # ... and the vision tower, 32 images at a time (resizing first on a GPU)
+    start = time.perf_counter()  # ... and the vision tower, 32 images at a time
     with torch.inference_mode():
         for i in range(0, len(decoded), 32):
-            if resize_here:
-                pixels = torch.from_numpy(numpy.stack(decoded[i : i + 32])).to(device)
-            else:
-                pixels = torch.stack(
-                    [
-                        resize_like_pil(torch.from_numpy(d)[None].to(device), size)[0]
-                        for d in decoded[i : i + 32]
-                    ]
-                )
+            pixels = torch.from_numpy(numpy.stack(decoded[i : i + 32])).to(device)
             model.visual(normalize_pixels(pixels))
     sync()
     vision_s = time.perf_counter() - start
@@ -211,7 +202,6 @@ def model_rates(
         "batch_tokens": batch_tokens,
         "images": len(paths),
         "decode_threads": qwenvl_losses.DECODE_THREADS,
-        "resize": "PIL, in the decode threads" if resize_here else "on the device (resize_like_pil)",
         "tokenize_s": round(tokenize_s, 3),
         "decode_one_thread_s": round(decode_s, 3),
         "decode_threads_s": round(threaded_decode_s, 3),
@@ -321,9 +311,6 @@ def main() -> int:
         "--passes", type=int, default=3, help="model rows: passes over the samples (1st cold)"
     )
     parser.add_argument("--decode-threads", type=int, default=None, help="model rows: image decode threads")
-    parser.add_argument(
-        "--resize-in-threads", action="store_true", help="model rows: PIL resizes on the CPU even on a GPU"
-    )
     parser.add_argument("--profile", action="store_true", help="model rows: torch.profiler on the decoder")
     parser.add_argument("--json", default=RESULTS)
     args = parser.parse_args()
@@ -350,10 +337,6 @@ def main() -> int:
         from vlcurate.model import qwenvl_losses
 
         qwenvl_losses.DECODE_THREADS = args.decode_threads
-    if args.resize_in_threads:
-        from vlcurate.model import qwenvl_losses
-
-        qwenvl_losses.resize_on_device = lambda device: False
     result["model"] = {
         name: model_rates(
             os.path.join(directory, name),

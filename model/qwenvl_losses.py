@@ -186,6 +186,7 @@ def clear_feature_cache() -> None:
 def image_features(model: Any, images: list[tuple[str, bool]], read_image: Callable[[str], bytes]) -> Any:
     """[len(images), IMAGE_SLOTS, hidden]: the adapter outputs of each (path, mirrored) image (what fills
     its `<img>` span), each distinct one read, decoded and encoded once."""
+    import numpy as np
     import torch
 
     from vlcurate.model.qwenvl_images import normalize_pixels
@@ -197,24 +198,13 @@ def image_features(model: Any, images: list[tuple[str, bool]], read_image: Calla
     found = {image: _features.get((token, *image)) for image in dict.fromkeys(images)}
     missing = [image for image, features in found.items() if features is None]
     if missing:
-        device = next(model.parameters()).device
-        # On a GPU only decoding stays on the CPU: PIL's resize (~85% of an image's CPU time) is redone
-        # there bit for bit (resize_like_pil).
-        resize_here = not resize_on_device(device)
         paths = list(dict.fromkeys(path for path, _ in missing))
         with concurrent.futures.ThreadPoolExecutor(min(DECODE_THREADS, len(paths))) as pool:
-            decoded = dict(
-                zip(paths, pool.map(lambda p: decode_image(p, read_image, size, resize_here), paths))
-            )
-        if resize_here:
-            decoded = {path: torch.from_numpy(pixels) for path, pixels in decoded.items()}
-        else:
-            decoded = _resized_on(device, decoded, size)
-        pixels = [decoded[path].flip(1) if mirror else decoded[path] for path, mirror in missing]
-        pixels += [torch.zeros_like(pixels[0])] * (
-            ceil_div(len(pixels), IMAGE_STEP) * IMAGE_STEP - len(pixels)
-        )
-        batch = normalize_pixels(torch.stack(pixels).to(device))  # [n, 3, size, size]
+            decoded = dict(zip(paths, pool.map(lambda p: decode_image(p, read_image, size), paths)))
+        pixels = [decoded[path][:, ::-1] if mirror else decoded[path] for path, mirror in missing]
+        device = next(model.parameters()).device
+        pixels += [np.zeros_like(pixels[0])] * (ceil_div(len(pixels), IMAGE_STEP) * IMAGE_STEP - len(pixels))
+        batch = normalize_pixels(torch.from_numpy(np.stack(pixels)).to(device))  # [n, 3, size, size]
         with torch.inference_mode():
             encoded = model.visual(batch)  # [n, slots, hidden], blank images at the end
 
@@ -222,30 +212,6 @@ def image_features(model: Any, images: list[tuple[str, bool]], read_image: Calla
             found[image] = one
             _features.put((token, *image), one)
     return torch.stack([found[image] for image in images])
-
-
-def resize_on_device(device: Any) -> bool:
-    """Whether images are resized on `device` (a GPU: PIL's resize is most of an image's CPU time there)
-    rather than by PIL in the decoding threads."""
-    return device.type == "cuda"
-
-
-def _resized_on(device: Any, decoded: dict[str, Any], size: int) -> dict[str, Any]:
-    """path -> uint8 [height, width, 3] array at its own size => path -> uint8 [size, size, 3] tensor on
-    `device`, resized as PIL does; images of one size go together."""
-    import numpy as np
-    import torch
-
-    from vlcurate.model.qwenvl_images import resize_like_pil
-
-    by_shape: dict[tuple[int, ...], list[str]] = {}
-    for path, pixels in decoded.items():
-        by_shape.setdefault(pixels.shape, []).append(path)
-    out = {}
-    for paths in by_shape.values():
-        stacked = torch.from_numpy(np.stack([decoded[p] for p in paths])).to(device)
-        out.update(zip(paths, resize_like_pil(stacked, size)))
-    return out
 
 
 _tokens = iter(range(1 << 62))
@@ -258,13 +224,12 @@ def _model_token(model: Any) -> int:
     return model._feature_cache_token
 
 
-def decode_image(path: str, read_image: Callable[[str], bytes], size: int, resize: bool = True) -> Any:
-    """[size, size, 3] uint8 (resize=False: [height, width, 3], the image's own size); ImageLoadError
-    naming the path when it cannot be read or decoded."""
-    from vlcurate.model.qwenvl_images import decode_rgb, qwenvl_pixels
+def decode_image(path: str, read_image: Callable[[str], bytes], size: int) -> Any:
+    """[size, size, 3] uint8; ImageLoadError naming the path when it cannot be read or decoded."""
+    from vlcurate.model.qwenvl_images import qwenvl_pixels
 
     try:
-        return qwenvl_pixels(read_image(path), size) if resize else decode_rgb(read_image(path))
+        return qwenvl_pixels(read_image(path), size)
     except Exception as exc:  # reported per sample, never fails the job
         raise ImageLoadError(f"{path}: {type(exc).__name__}: {exc}"[:300]) from None
 

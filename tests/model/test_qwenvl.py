@@ -15,7 +15,7 @@ from PIL import Image
 from vlcurate.model.qwen_tokenizer import ENDOFTEXT_ID, IGNORE_INDEX, IMG_END_ID, IMG_PAD_ID, IMG_START_ID
 from vlcurate.model.qwenvl import QwenVL
 from vlcurate.model.qwenvl_config import QwenVLConfig
-from vlcurate.model.qwenvl_images import MEAN, STD, decode_rgb, image_tensor, qwenvl_pixels, resize_like_pil
+from vlcurate.model.qwenvl_images import MEAN, STD, image_tensor
 from vlcurate.schemas.errors import ConfigError
 
 # Small but every path exercised: 8x8 patches (position table stored for 4x4, adapter keys' sin-cos
@@ -295,48 +295,6 @@ def test_image_tensor_is_torchvisions_qwenvl_transform(mode):
     assert got.shape == (3, 448, 448)  # aspect ratio not kept
     assert torch.equal(got, expected)
     assert torch.equal(image_tensor(image), expected)
-
-
-@pytest.mark.parametrize(
-    "height,width",
-    [
-        (120, 300),
-        (30, 31),
-        (447, 200),
-        (300, 1000),
-        (440, 449),
-        (448, 900),
-        (448, 300),
-        (300, 448),
-        (1000, 448),
-    ],
-)
-def test_resize_like_pil_gives_pils_pixels_bit_for_bit(height, width):
-    """What the checker does on a GPU instead of PIL's resize: up- and downscaling, one axis or both, on
-    noise (every rounding tie PIL's fixed point meets shows) and on a smooth picture."""
-    rng = np.random.default_rng(height * width)
-    noise = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-    ramp = (np.add.outer(np.arange(height), 2 * np.arange(width))[..., None] * [1, 3, 7] % 256).astype(
-        np.uint8
-    )
-    for pixels in (noise, ramp):
-        expected = np.array(Image.fromarray(pixels).resize((448, 448), Image.Resampling.BICUBIC))
-        got = resize_like_pil(torch.from_numpy(np.stack([pixels, pixels[::-1].copy()])), 448)
-        assert got.dtype == torch.uint8 and got.shape == (2, 448, 448, 3)
-        assert np.array_equal(got[0].numpy(), expected)
-        assert np.array_equal(
-            got[1].numpy(), np.array(Image.fromarray(pixels[::-1].copy()).resize((448, 448), 3))
-        )
-
-
-def test_decode_rgb_then_resize_is_qwenvl_pixels():
-    rng = np.random.default_rng(1)
-    buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (200, 333, 3), dtype=np.uint8)).convert("P").save(buffer, "PNG")
-    decoded = decode_rgb(buffer.getvalue())
-    assert decoded.shape == (200, 333, 3)
-    resized = resize_like_pil(torch.from_numpy(decoded)[None], 448)[0].numpy()
-    assert np.array_equal(resized, qwenvl_pixels(buffer.getvalue()))
 
 
 def test_undecodable_bytes_raise():

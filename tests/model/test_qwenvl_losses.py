@@ -8,7 +8,6 @@ import math
 import random
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -252,24 +251,3 @@ def test_an_image_that_fails_to_load_gives_nan_not_an_exception():
     item = LossItem("s1", "t", tuple(record.view.input_ids), tuple(record.view.labels), ("/gone.png",), ())
     (result,) = sample_losses(FakeModel(), LossBatch((item,)), {}.__getitem__)
     assert math.isnan(result.loss) and result.swap_loss is None and "/gone.png" in result.detail
-
-
-def test_images_resized_on_the_device_are_the_pixels_pil_gives(monkeypatch):
-    """On a GPU the checker decodes on the CPU and resizes on the device (resize_like_pil); the model must
-    see the same pixels as with PIL's resize, mirrored ones included."""
-    rng = np.random.default_rng(3)
-    images = {}
-    for i, (h, w) in enumerate([(40, 60), (300, 500), (40, 60), (448, 448)]):
-        buffer = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buffer, "PNG")
-        images[f"/{i}.png"] = buffer.getvalue()
-    wanted = [(p, mirror) for p in images for mirror in (False, True)]
-    seen = []
-    for on_device in (False, True):
-        monkeypatch.setattr(qwenvl_losses, "resize_on_device", lambda device, on=on_device: on)
-        qwenvl_losses.clear_feature_cache()
-        model = FakeModel()
-        qwenvl_losses.image_features(model, wanted, images.__getitem__)
-        (pixels,) = model.encoded
-        seen.append(pixels)
-    assert torch.equal(seen[0], seen[1])

@@ -3,9 +3,9 @@ planted by the test into a real stage-2 output (an image swapped with another sa
 captions exchanged between images), are flagged far more often than clean samples.
 
 On this output (90 demo scenes, 675 clean samples, 10 planted defects per kind) the shipped weights catch
-9 swapped images, 8 mirrored boxes and 9 exchanged captions, the issue's recall bar, but flag 11.9% of
-the clean samples, above its 5% (on the model's own held-out eval: 3.5%). The model grounds worse on the
-demo's larger images (256-448 px a side) and misses some of their VQA answers; docs/check.md says more.
+9 swapped images, 9 mirrored boxes and 10 exchanged captions, the issue's recall bar, but flag 9.3% of
+the clean samples, above its 5% (on the model's own held-out eval: 4.6%). The model grounds worse on the
+demo's texts and misses some of their VQA answers; docs/check.md says more.
 The asserts below guard those measured levels, with a margin, so that worse weights or a broken check
 fail."""
 
