@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v uv >/dev/null || { echo "lock.sh needs uv: pip install uv" >&2; exit 2; }
 for version in 3.10 3.11 3.12; do
-  uv pip compile pyproject.toml requirements/build.in --extra dev --universal --python-version "$version" \
+  uv pip compile pyproject.toml requirements/build.in --extra dev --extra gcp --universal --python-version "$version" \
     --no-header --quiet --output-file "requirements/lock-py$version.txt"
   # The header says where the file comes from; uv's own header would name this machine's paths.
   sed -i "1i # Locked for Python $version by scripts/lock.sh (uv pip compile --universal); do not edit." \
