@@ -16,7 +16,7 @@ import os
 from typing import Any, ClassVar
 
 from vlcurate.filters.base import Step, reject
-from vlcurate.schemas.model_spec import DEFAULT_BUNDLED, ModelSpec
+from vlcurate.schemas.model_spec import DEFAULT_BUNDLED, ModelSpec, absolute_model_spec
 from vlcurate.schemas.record import Pair
 
 LAION_THRESHOLDS = {"en": 0.28, "default": 0.26}
@@ -67,7 +67,8 @@ class ClipScore(Step):
         overlap: bool = True,
         share_model: bool = False,
     ) -> None:
-        self.models = _per_language(models)
+        # Made absolute here, at launch: workers load the model elsewhere, from other working directories.
+        self.models = {lang: absolute_model_spec(spec) for lang, spec in _per_language(models).items()}
         if "default" not in self.models:
             raise ValueError("clip_score.models needs a `default` entry for languages it does not name.")
         for spec in self.models.values():

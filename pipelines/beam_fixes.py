@@ -1,5 +1,6 @@
 """Three fixes for Beam's local multi-process runner (FnApiRunner, multi_processing), installed by
-pipelines/options.py for `--workers N`.
+pipelines/options.py for `--workers N`, and one for its embedded job server (PortableRunner with
+`--job_endpoint=embed`).
 
 1. Lost elements. The runner sends each bundle's input to a worker process through a data-plane output
 stream that a background thread flushes every second (data_plane.TimeBasedBufferingClosableOutputStream;
@@ -30,6 +31,13 @@ which asks Linux to SIGKILL it when its parent dies (prctl PR_SET_PDEATHSIG) and
 main as `-m` would. Where prctl is missing (macOS) or the parent is not the launcher, a thread checks
 every half second that the launcher is alive. Beam's own command for a worker is changed only where it
 is the one this was made for.
+
+4. One worker, whatever was asked. The embedded job server (`--runner=PortableRunner
+--job_endpoint=embed`, e.g. with `--environment_type=EXTERNAL` and Beam worker pools on other machines)
+runs the job with an FnApiRunner that it builds without options and hands the pipeline as a proto,
+which skips the place where FnApiRunner reads `--direct_num_workers`: every bundle went to one worker.
+`embedded_job_server_workers` makes it read the option there too (the job server passes options on as
+strings).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ import sys
 _GUARDED = "_vlcurate_write_guarded"
 _TOGETHER = "_vlcurate_stop_together"
 _DIE_WITH_LAUNCHER = "_vlcurate_die_with_launcher"
+_EMBEDDED_WORKERS = "_vlcurate_embedded_workers"
 BEAM_WORKER_MAIN = "-m apache_beam.runners.worker.sdk_worker_main"  # what FnApiRunner runs per worker
 WATCH_SECONDS = 0.5
 
@@ -107,6 +116,26 @@ def workers_die_with_launcher() -> None:
 
     worker.__init__ = __init__
     setattr(worker, _DIE_WITH_LAUNCHER, True)
+
+
+def embedded_job_server_workers() -> None:
+    """Installs fix 4 in this process (the one running the embedded job server). Idempotent."""
+    from apache_beam.options.pipeline_options import DirectOptions
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    runner = fn_runner.FnApiRunner
+    if vars(runner).get(_EMBEDDED_WORKERS):
+        return
+    run_via_runner_api = runner.run_via_runner_api
+
+    def run_with_workers(self, pipeline_proto, options):
+        wanted = options.view_as(DirectOptions).direct_num_workers
+        if wanted and int(wanted) > 1:
+            self._num_workers = int(wanted)
+        return run_via_runner_api(self, pipeline_proto, options)
+
+    runner.run_via_runner_api = run_with_workers
+    setattr(runner, _EMBEDDED_WORKERS, True)
 
 
 def die_with_launcher(launcher: int) -> None:

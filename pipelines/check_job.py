@@ -41,9 +41,10 @@ from vlcurate.pipelines.check import (
 from vlcurate.pipelines.check_read import Layout, read_layout
 from vlcurate.pipelines.job import Job, finish_output
 from vlcurate.pipelines.output import join, read_json, run_last
+from vlcurate.schemas.config import absolute_path
 from vlcurate.schemas.errors import ConfigError, RunFailedError
 from vlcurate.schemas.image_paths import DEFAULT_MAX_IMAGE_BYTES
-from vlcurate.schemas.model_spec import DEFAULT_CHECK_MODEL
+from vlcurate.schemas.model_spec import DEFAULT_CHECK_MODEL, absolute_model_spec
 from vlcurate.schemas.record import stable_hash
 
 FINDINGS_SCHEMA = pa.schema(
@@ -233,7 +234,13 @@ def run_check(
     check.json's content ({} on a remote runner). Config errors raise before any data is read; with
     `strict`, a structural finding raises RunFailedError after the check is written."""
     options = options or CheckOptions()
-    out = out or join(directory, "check")
+    directory = absolute_path(directory)  # workers have other working directories
+    out = absolute_path(out) if out else join(directory, "check")
+    options = dataclasses.replace(
+        options,
+        model=absolute_model_spec(options.model) if options.model else options.model,
+        image_root=absolute_path(options.image_root) if options.image_root else options.image_root,
+    )
     layout = read_layout(directory, options.image_root)
     if options.model is not None:
         from vlcurate.model.qwenvl_weights import check_spec

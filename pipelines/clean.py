@@ -27,7 +27,7 @@ from vlcurate.pipelines.thresholds import applied_thresholds
 from vlcurate.pipelines.whatif import count_whatif, curves_for
 from vlcurate.pipelines.write import REJECT_FILES, WriteKeptShards, WriteRejects, buckets_for_input
 from vlcurate.schemas.batch import PairBatch
-from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
+from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig, absolute_path
 from vlcurate.schemas.encoding import utf8
 from vlcurate.schemas.errors import RunFailedError
 from vlcurate.schemas.stats import RunStats, dumps_stats
@@ -275,6 +275,8 @@ def run_clean(
     """Runs the clean pipeline to completion and returns stats.json's content. Config errors raise
     before any data is read. `cli_disable`: the steps --disable named (messages show that form);
     `scores_from`: as in build_pipeline."""
+    make_paths_absolute(config)
+    scores_from = absolute_path(scores_from) if scores_from else scores_from
     job = Job(config.workers, beam_args, config_paths(config))
     chain = build_chain(config, carried=carried_scores, cli_disable=cli_disable)
     readers = [ReadSource(source) for source in config.sources]  # matches files, checks columns
@@ -322,6 +324,16 @@ def config_paths(config: CleanConfig) -> list[str]:
         *(s.image_root for s in sources if s.image_root),
         config.output.dir,
     ]
+
+
+def make_paths_absolute(config: CleanConfig) -> None:
+    """Every local path of `config` made absolute against the launcher's working directory, in place:
+    workers (other processes, other machines) have their own."""
+    for source in config.sources:
+        source.paths = [absolute_path(p) for p in source.paths]
+        if source.image_root:
+            source.image_root = absolute_path(source.image_root)
+    config.output.dir = absolute_path(config.output.dir)
 
 
 def default_config(inputs: list[str], output: str, input_format: str) -> CleanConfig:

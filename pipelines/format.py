@@ -40,7 +40,7 @@ from vlcurate.pipelines.progress import tap
 from vlcurate.pipelines.read import ReadSource
 from vlcurate.pipelines.sft_io import image_file, write_image
 from vlcurate.pipelines.write import shard_name, write_hash_buckets
-from vlcurate.schemas.config import SourceConfig
+from vlcurate.schemas.config import SourceConfig, absolute_path
 from vlcurate.schemas.errors import ConfigError
 from vlcurate.schemas.record import Pair
 
@@ -253,6 +253,7 @@ def run_format(
 ) -> dict:
     if stage not in (1, 2):
         raise ConfigError(f"--stage must be 1 or 2, not {stage}.")
+    inputs, out = [absolute_path(p) for p in inputs], absolute_path(out)  # workers have other cwds
     job = Job(workers, beam_args, [*inputs, out])
     if stage == 1:
         for directory in inputs:

@@ -12,9 +12,14 @@ import importlib
 import inspect
 from collections.abc import Collection, Iterable, Iterator
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
-from vlcurate.pipelines.beam_fixes import guard_timed_flush, stop_workers_together, workers_die_with_launcher
+from vlcurate.pipelines.beam_fixes import (
+    embedded_job_server_workers,
+    guard_timed_flush,
+    stop_workers_together,
+    workers_die_with_launcher,
+)
 from vlcurate.schemas.errors import ConfigError
 
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
@@ -36,8 +41,9 @@ def pipeline_options(
     """FnApiRunner unless the user names another runner; the default runner would first try to download
     the Prism binary. `workers > 1` runs that many worker processes on this machine, with the fixes for
     Beam's data-plane race, its one-by-one worker stop and workers outliving a killed launcher installed
-    (pipelines/beam_fixes.py). `paths`
-    (inputs, outputs) and the flags are checked for the Beam extras they need first."""
+    (pipelines/beam_fixes.py); with PortableRunner's embedded job server, that many workers from its
+    environment (e.g. Beam worker pools on other machines). `paths` (inputs, outputs) and the flags are
+    checked for the Beam extras they need first."""
     args = list(beam_args or [])
     check_extras(paths, args)
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
@@ -50,6 +56,10 @@ def pipeline_options(
         options = PipelineOptions(
             [*args, f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
         )
+    elif options.view_as(PortableOptions).job_endpoint == "embed":
+        embedded_job_server_workers()  # fix 4: it would run every bundle on one worker
+        if workers > 1:  # --workers N: N workers from the environment (e.g. a pool per machine)
+            options = PipelineOptions([*args, f"--direct_num_workers={workers}"])
     return options
 
 

@@ -46,6 +46,7 @@ from vlcurate.pipelines.sft_io import (
 )
 from vlcurate.pipelines.steps import MergeStats, in_global_window
 from vlcurate.pipelines.write import REJECTS_PER_FILE, write_hash_buckets
+from vlcurate.schemas.config import absolute_path
 from vlcurate.schemas.sft_config import SftConfig, SftInputConfig
 
 __all__ = ["run_sft"]
@@ -253,8 +254,12 @@ def finalize(
 
 def run_sft(config: SftConfig, beam_args: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
     """Builds the shards and returns stats.json's content ({} on a remote runner). Config errors (unknown
-    keys, globs matching nothing, a `pairs` directory without COMPLETED) raise before any data is read."""
-    out = config.output.dir
+    keys, globs matching nothing, a `pairs` directory without COMPLETED) raise before any data is read.
+    Local paths are made absolute first, in place (workers have other working directories)."""
+    for spec in config.inputs:
+        spec.paths = [absolute_path(p) for p in spec.paths]
+        spec.image_root = absolute_path(spec.image_root) if spec.image_root else spec.image_root
+    config.output.dir = out = absolute_path(config.output.dir)
     paths = [
         *(p for spec in config.inputs for p in spec.paths),
         *(s.image_root for s in config.inputs if s.image_root),

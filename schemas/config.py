@@ -203,6 +203,12 @@ def load_clean_config(path: str) -> CleanConfig:
     return config
 
 
+def absolute_path(path: str) -> str:
+    """A local path made absolute against this process's working directory, `~` expanded; URLs left
+    alone. Jobs call it at launch: a worker on another machine has another working directory."""
+    return resolve_path(os.path.expanduser(path), os.getcwd())
+
+
 def resolve_path(path: str, base: str) -> str:
     """Joins a relative local path to `base`; leaves absolute paths and URLs (gs://, s3://) alone."""
     if "://" in path or os.path.isabs(path):
