@@ -2,7 +2,8 @@
 # Regenerates the lock files (requirements/lock-py3.X.txt): the exact versions that scripts/setup.sh
 # installs, one file per supported Python, each valid on every platform (uv's universal resolution keeps
 # platform markers). Run it after changing a dependency in pyproject.toml, then run the whole suite and the
-# benches that touch what moved before committing the new lock files.
+# benches that touch what moved before committing the new lock files. The locks hold the dev extra (test
+# tools, the GCS emulator) and the gcp extra (apache-beam[gcp]), so the gs:// and Dataflow tests run in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v uv >/dev/null || { echo "lock.sh needs uv: pip install uv" >&2; exit 2; }
