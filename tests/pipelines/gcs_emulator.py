@@ -12,7 +12,8 @@ a free port, in memory. Beam reaches it through its real GCS client:
   `use_emulator` fills Beam's per-process credential cache with that outcome (no credentials), so Beam
   connects anonymously at once and never looks for credentials.
 - Every socket connect and name lookup outside loopback in this process is refused and recorded
-  (`Offline.attempts`), so a test can assert that nothing tried to leave the machine.
+  (`Offline.attempts`), so a test can assert that nothing tried to leave the machine. gRPC's C core does
+  not go through Python's sockets; its calls are sent to a closed loopback port as their proxy instead.
 """
 
 from __future__ import annotations
@@ -155,6 +156,9 @@ def use_emulator(monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> Offline
     for name in ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.endpoint)
+    # gRPC clients (Beam's resource-manager lookup, Dataflow's job API) resolve and connect in C, past the
+    # socket guard below: through this proxy, a closed loopback port, they fail at once, resolving nothing.
+    monkeypatch.setenv("grpc_proxy", "http://127.0.0.1:9")
     monkeypatch.setattr(auth._Credentials, "_credentials_init", True)
     monkeypatch.setattr(auth._Credentials, "_credentials", None)
     offline = Offline()
