@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import apache_beam as beam
@@ -107,26 +107,29 @@ def failure_message(failure: str, directory: str, output: str | None = None) -> 
     return message
 
 
-def _scored_segment(kept, model: dict, after: dict, audit: bool, scores_from: str | None = None):
+def _model_scores(kept, model: dict, scores_from: str | None = None):
     """CLIP scoring through RunInference (when the model step is on; with `scores_from`, the scores that
-    completed run stored instead: pipelines/stored_scores.py), then the steps after it (the threshold
-    filter), which receive per-source thresholds as a side input when a source keeps a fraction. Returns
-    (kept, rejects, stats partials, computed thresholds or None)."""
-    from vlcurate.filters.clip_filter import ClipFilter
-    from vlcurate.pipelines.thresholds import keep_fraction_thresholds
-
-    rejects = []
+    completed run stored instead: pipelines/stored_scores.py). Returns (kept, rejects)."""
     if model and scores_from:
         from vlcurate.pipelines.stored_scores import AttachStoredScores
 
         names = sorted({n for step in model.values() for n in step.score_names})
-        kept = kept | "StoredScores" >> AttachStoredScores(scores_from, names)
-    elif model:  # imported here: the CLIP modules load torch, which text-only runs never need
+        return kept | "StoredScores" >> AttachStoredScores(scores_from, names), []
+    if model:  # imported here: the CLIP modules load torch, which text-only runs never need
         from vlcurate.pipelines.clip import ScoreWithClip
 
         scored = kept | "ClipScore" >> ScoreWithClip(model)
-        kept = scored["kept"]
-        rejects.append(scored[REJECTED])
+        return scored["kept"], [scored[REJECTED]]
+    return kept, []
+
+
+def _steps_after_model(kept, after: dict, audit: bool):
+    """The steps after the model (the threshold filter), which receive per-source thresholds as a side
+    input when a source keeps a fraction. Returns (kept, rejects, stats partials, computed thresholds or
+    None)."""
+    from vlcurate.filters.clip_filter import ClipFilter
+    from vlcurate.pipelines.thresholds import keep_fraction_thresholds
+
     filters = {src: s for src, steps in after.items() for s in steps if isinstance(s, ClipFilter)}
     side, thresholds = {}, None
     if any(f.needs_computed_threshold() for f in filters.values()):
@@ -136,7 +139,44 @@ def _scored_segment(kept, model: dict, after: dict, audit: bool, scores_from: st
         REJECTED, STATS, main="kept"
     )
     of_batches(post.kept, post[REJECTED])
-    return post.kept, [*rejects, post[REJECTED]], [post[STATS]], thresholds
+    return post.kept, [post[REJECTED]], [post[STATS]], thresholds
+
+
+def _counter(progress_folder: str | None):
+    """Taps a PCollection for the progress lines (under `stage`); returns what to go on with."""
+
+    def counted(pcoll, stage: str, label: str = ""):
+        tapped = tap(pcoll, progress_folder, stage, label)
+        return pcoll if tapped is pcoll else of_batches(tapped)
+
+    return counted
+
+
+def score_pairs(
+    p: beam.Pipeline,
+    config: CleanConfig,
+    chain: Chain,
+    readers: list[ReadSource],
+    progress_folder: str | None,
+    scores_from: str | None = None,
+):
+    """The per-pair part of the job up to the model's scores: read every source, run the steps before the
+    model, score. Returns (kept, [rejects], [stats partials]). `clean --resume` stores this part's output
+    per chunk of input files (pipelines/resume.py)."""
+    counted = _counter(progress_folder)
+    pairs = [p | reader for reader in readers] | "AllSources" >> beam.Flatten()
+    before, model, _ = chain.split()
+    stepped = counted(pairs, "read") | "Steps" >> beam.ParDo(
+        RunSteps(before, audit=config.audit, count_read=True)
+    ).with_outputs(REJECTED, STATS, main="kept")
+    kept = of_batches(stepped.kept, stepped[REJECTED])
+    kept, model_rejects = _model_scores(kept, model, scores_from)
+    return kept, [stepped[REJECTED], *model_rejects], [stepped[STATS]]
+
+
+def image_digests_needed(chain: Chain) -> bool:
+    """Whether a group step compares images (it reads the digest their detached spans keep)."""
+    return any(next(iter(g.values())).needs_image_digest for g in chain.groups.values())
 
 
 def build_pipeline(
@@ -148,32 +188,22 @@ def build_pipeline(
     remote: bool = False,
     staging: str | None = None,
     scores_from: str | None = None,
+    scored: Any = None,
 ) -> None:
     """`staging`: the directory to write into (prepare_output_dir), published to the output at the end;
     None writes straight into the output. `scores_from`: a completed clean output of the same inputs whose
-    stored model scores stand in for the model step (`vlcurate retune`)."""
-
-    def counted(pcoll, stage: str, label: str = ""):
-        tapped = tap(pcoll, progress_folder, stage, label)
-        return pcoll if tapped is pcoll else of_batches(tapped)
-
-    read = [p | reader for reader in readers]
-    pairs = read | "AllSources" >> beam.Flatten()
+    stored model scores stand in for the model step (`vlcurate retune`). `scored`: (kept, rejects,
+    partials) made elsewhere in place of score_pairs (`clean --resume` reads what its chunks stored)."""
+    counted = _counter(progress_folder)
+    if scored is None:
+        scored = score_pairs(p, config, chain, readers, progress_folder, scores_from)
+    kept, rejects, partials = scored
+    rejects, partials = list(rejects), list(partials)
     before, model, after = chain.split()
     buckets = buckets_for_input(sum(reader.input_bytes for reader in readers))
-    stepped = counted(pairs, "read") | "Steps" >> beam.ParDo(
-        RunSteps(before, audit=config.audit, count_read=True)
-    ).with_outputs(REJECTED, STATS, main="kept")
-    kept, rejects, partials = (
-        of_batches(stepped.kept, stepped[REJECTED]),
-        [stepped[REJECTED]],
-        [stepped[STATS]],
-    )
     thresholds = None
     if model or any(after.values()):
-        kept, more_rejects, more_partials, thresholds = _scored_segment(
-            kept, model, after, config.audit, scores_from
-        )
+        kept, more_rejects, more_partials, thresholds = _steps_after_model(kept, after, config.audit)
         rejects += more_rejects
         partials += more_partials
     if thresholds is None:
@@ -186,9 +216,8 @@ def build_pipeline(
     else:
         whatif = p | "NoWhatIf" >> beam.Create([{}])
     if config.output.reread_images:  # every step that looks at pixels has run: see image_spans.py
-        # Group steps that compare images read the digest the span keeps.
-        with_digest = any(next(iter(g.values())).needs_image_digest for g in chain.groups.values())
-        kept = kept | "DetachImages" >> beam.Map(detach_images, with_digest).with_output_types(PairBatch)
+        digests = image_digests_needed(chain)
+        kept = kept | "DetachImages" >> beam.Map(detach_images, digests).with_output_types(PairBatch)
     out = staging or config.output.dir
     score_names = chain.score_names()  # one scores struct for every Parquet file of the output
     duplicate_files = []  # group steps write and count their rejects themselves (pipelines/group_steps.py)
@@ -271,10 +300,13 @@ def run_clean(
     progress: bool = True,
     cli_disable: Collection[str] = (),
     scores_from: str | None = None,
+    resume: bool = False,
+    chunk_files: int | None = None,
 ) -> dict:
     """Runs the clean pipeline to completion and returns stats.json's content. Config errors raise
     before any data is read. `cli_disable`: the steps --disable named (messages show that form);
-    `scores_from`: as in build_pipeline."""
+    `scores_from`: as in build_pipeline. `resume`: in chunks of `chunk_files` input files, going on from
+    the chunks a killed run finished (pipelines/resume.py); the output is the same."""
     make_paths_absolute(config)
     scores_from = absolute_path(scores_from) if scores_from else scores_from
     job = Job(config.workers, beam_args, config_paths(config))
@@ -286,13 +318,30 @@ def run_clean(
     lines = JobProgress(
         "clean", total=functools.partial(count_input, config.sources), worker_log="vlcurate-workers"
     )
-    job.run(
-        lambda p, folder: build_pipeline(
-            p, config, chain, readers, folder, remote=not job.local, staging=staging, scores_from=scores_from
-        ),
-        lines,
-        show_progress=progress,
-    )
+
+    def run(stored: Callable[[beam.Pipeline], Any] | None = None) -> None:
+        job.run(
+            lambda p, folder: build_pipeline(
+                p,
+                config,
+                chain,
+                readers,
+                folder,
+                remote=not job.local,
+                staging=staging,
+                scores_from=scores_from,
+                scored=stored(p) if stored else None,
+            ),
+            lines,
+            show_progress=progress,
+        )
+
+    if resume:
+        from vlcurate.pipelines.resume import run_resumable
+
+        run_resumable(config, beam_args, progress, chain, readers, chunk_files, run)
+    else:
+        run()
     out = config.output.dir
     # A failed run stays in its staging directory when the output holds a completed run.
     where = staging if FileSystems.exists(join(staging, "stats.json")) else out

@@ -84,6 +84,22 @@ def _parent_and_name(directory: str) -> tuple[str, str]:
     return parent, name
 
 
+def beside(directory: str, suffix: str) -> str:
+    """`<parent>/.<name>.<suffix>`: a hidden folder beside the output (publish never touches it)."""
+    parent, name = _parent_and_name(directory)
+    return join(parent, f".{name}.{suffix}")
+
+
+def remove_tree(path: str) -> None:
+    """Deletes a folder (or object prefix) and everything below it; nothing when it is not there."""
+    if _is_local(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    found = _files_under(path)
+    if found:
+        FileSystems.delete(found)
+
+
 def _sibling(directory: str, kind: str) -> str:
     parent, name = _parent_and_name(directory)
     return join(parent, f".{name}.{kind}-{uuid.uuid4().hex[:12]}")

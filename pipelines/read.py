@@ -283,13 +283,17 @@ def _csv_rows(text: Iterator[str]) -> Iterator[tuple[int, dict | None, str | Non
 class ReadSource(beam.PTransform):
     """All records of one configured source, as PairBatch elements (a batch never spans two files)."""
 
-    def __init__(self, source: SourceConfig) -> None:
+    def __init__(self, source: SourceConfig, sizes: dict[str, int] | None = None) -> None:
+        """`sizes`: {path: bytes} of the files to read (a part of the source's, already matched and
+        checked: `clean --resume`'s chunks); by default every file its patterns match."""
         super().__init__(label=f"Read[{source.name}]")
         self.source = source
-        sizes = match_files(source)
+        if sizes is None:
+            sizes = match_files(source)
+            check_columns(source, sizes)
+        self.sizes = sizes
         self.files = list(sizes)
         self.input_bytes = sum(sizes.values())
-        check_columns(source, sizes)
 
     def expand(self, pbegin):
         source, files = self.source, self.files

@@ -28,6 +28,18 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--disable", help="comma-separated steps to switch off")
     p.add_argument("--audit", action="store_true", help="run every filter on every pair (overlap stats)")
     p.add_argument("--overwrite", action="store_true", help="replace a completed output directory")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="run in chunks of input files and go on from the chunks a killed run finished (kept in "
+        ".<output>.resume beside the output); the output is the same as without it",
+    )
+    p.add_argument(
+        "--chunk-files",
+        type=int,
+        metavar="N",
+        help="with --resume: input files per chunk (default: the input cut into at most 32 chunks)",
+    )
     p.add_argument("--no-progress", action="store_true", help="do not print progress lines")
     p.add_argument(
         "--max-reject-share",
@@ -77,5 +89,14 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         except ValueError:  # __post_init__ refuses it, naming the valid range
             config.max_reject_share = args.max_reject_share
     config.__post_init__()
-    run_clean(config, beam_args, progress=not args.no_progress, cli_disable=cli_disable)
+    if args.chunk_files is not None and (not args.resume or args.chunk_files < 1):
+        raise ConfigError("--chunk-files takes a number >= 1, and only with --resume.")
+    run_clean(
+        config,
+        beam_args,
+        progress=not args.no_progress,
+        cli_disable=cli_disable,
+        resume=args.resume,
+        chunk_files=args.chunk_files,
+    )
     return 0
