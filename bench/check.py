@@ -13,8 +13,8 @@ Component rows (one process; a "per core" rate pins torch and the process to one
   check_image on every distinct image (full decode), samples/s; the decode share is the image time over
   the sum;
 - model: the bundled compact Qwen-VL's two losses (own and partner images) per sample, batched as the
-  job batches (qwenvl_losses.loss_batches, 16,384 tokens a batch), samples/s as the job runs them (each
-  image decoded in threads and encoded once), and the share of tokenizing (building the trainer's view),
+  job batches (qwenvl_losses.loss_batches, --batch-tokens a batch), samples/s as the job runs them
+  (losses_in_order: each image decoded in threads, the next batch's while one runs, and encoded once), and the share of tokenizing (building the trainer's view),
   images (decode + vision tower) and the decoder (a pass with every image's features cached). The job's
   pass runs --passes times, each with the image cache emptied: the first meets most padded shapes for the
   first time (kernel selection on a GPU), the later ones give the steady rate of a long job;
@@ -118,6 +118,7 @@ def model_rates(
     batch_tokens: int = 16384,
     passes: int = 3,
     profiled: bool = False,
+    sequential: bool = False,
 ) -> dict[str, Any]:
     import numpy
     import torch
@@ -156,6 +157,12 @@ def model_rates(
     sync = (
         torch.cuda.synchronize if str(next(model.parameters()).device).startswith("cuda") else (lambda: None)
     )
+    if sequential:  # the baseline: each batch's images decoded when it comes (no decoding ahead)
+
+        def run_batches(model, batches, read):
+            return (qwenvl_losses.sample_losses(model, b, read) for b in batches)
+    else:
+        run_batches = qwenvl_losses.losses_in_order
     paths = sorted({p for b in batches for item in b.items for p in (*item.images, *item.partner_images)})
     start = time.perf_counter()  # decoding alone, one thread (what a core costs per image)
     for path in paths:
@@ -167,7 +174,7 @@ def model_rates(
         qwenvl_losses.clear_feature_cache()
         sync()
         start = time.perf_counter()
-        results = [r for b in batches for r in qwenvl_losses.sample_losses(model, b, read)]
+        results = [r for rs in run_batches(model, batches, read) for r in rs]
         sync()
         pass_s.append(time.perf_counter() - start)
     # The first pass meets most padded shapes for the first time (kernel selection); a job of millions of
@@ -187,12 +194,12 @@ def model_rates(
     sync()
     vision_s = time.perf_counter() - start
     start = time.perf_counter()  # again, every image's features cached: the decoder alone
-    for b in batches:
-        qwenvl_losses.sample_losses(model, b, read)
+    for _ in qwenvl_losses.losses_in_order(model, batches, read):
+        pass
     sync()
     decoder_s = time.perf_counter() - start
     profile = (
-        _profile(lambda: [qwenvl_losses.sample_losses(model, b, read) for b in batches]) if profiled else None
+        _profile(lambda: list(qwenvl_losses.losses_in_order(model, batches, read))) if profiled else None
     )
     return {
         "device": str(next(model.parameters()).device),
@@ -202,6 +209,7 @@ def model_rates(
         "batch_tokens": batch_tokens,
         "images": len(paths),
         "decode_threads": qwenvl_losses.DECODE_THREADS,
+        "decode_ahead": not sequential,
         "tokenize_s": round(tokenize_s, 3),
         "decode_one_thread_s": round(decode_s, 3),
         "decode_threads_s": round(threaded_decode_s, 3),
@@ -312,6 +320,9 @@ def main() -> int:
     )
     parser.add_argument("--decode-threads", type=int, default=None, help="model rows: image decode threads")
     parser.add_argument("--profile", action="store_true", help="model rows: torch.profiler on the decoder")
+    parser.add_argument(
+        "--sequential", action="store_true", help="model rows: no decoding ahead (the baseline before it)"
+    )
     parser.add_argument("--json", default=RESULTS)
     args = parser.parse_args()
     import torch
@@ -347,6 +358,7 @@ def main() -> int:
             args.batch_tokens,
             args.passes,
             args.profile,
+            args.sequential,
         )
         for name in ("sft", "stage2")
     }

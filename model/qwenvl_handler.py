@@ -1,7 +1,8 @@
 """The Qwen-VL loss model behind Beam's RunInference, for the model checks of `vlcurate check`.
 
-An example is a `LossBatch` (model/qwenvl_losses.py) that pipelines/check.py formed from the data alone,
-so Beam is told to hand over one example per call: batching by timing would make losses depend on it.
+An example is a `LossBatch` (model/qwenvl_losses.py) that pipelines/check.py formed from the data alone;
+each is one forward of its own, so Beam may hand over several per call (as its timing decides) without
+changing a loss: the call runs them in turn, the next one's images decoding while one runs.
 The model is loaded once per worker process (GPU when present, bf16 there; fp32 on the CPU).
 """
 
@@ -12,7 +13,9 @@ from typing import Any
 
 from apache_beam.ml.inference.base import ModelHandler
 
-from vlcurate.model.qwenvl_losses import LossBatch, LossResult, sample_losses
+from vlcurate.model.qwenvl_losses import LossBatch, LossResult, losses_in_order
+
+EXAMPLES_PER_CALL = 8  # model batches per call: enough for the decode threads to stay one batch ahead
 
 
 class QwenVLLossHandler(ModelHandler[LossBatch, list[LossResult], Any]):
@@ -27,12 +30,12 @@ class QwenVLLossHandler(ModelHandler[LossBatch, list[LossResult], Any]):
         return model
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
-        return {"min_batch_size": 1, "max_batch_size": 1}  # an example is already a batch
+        return {"min_batch_size": 1, "max_batch_size": EXAMPLES_PER_CALL}
 
     def run_inference(
         self, batch: Sequence[LossBatch], model: Any, inference_args: dict[str, Any] | None = None
     ) -> Iterable[list[LossResult]]:
-        return [sample_losses(model, example, self._read) for example in batch]
+        return list(losses_in_order(model, batch, self._read))
 
     def get_metrics_namespace(self) -> str:
         return "vlcurate.check"

@@ -25,7 +25,7 @@ import concurrent.futures
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from vlcurate.model.int_math import ceil_div
@@ -78,10 +78,16 @@ class LossResult:
     flip_loss: float | None = None
 
 
-def sample_losses(model: Any, batch: LossBatch, read_image: Callable[[str], bytes]) -> list[LossResult]:
+def sample_losses(
+    model: Any,
+    batch: LossBatch,
+    read_image: Callable[[str], bytes],
+    decoding: Mapping[str, concurrent.futures.Future] | None = None,
+) -> list[LossResult]:
     """The own-image, swapped-image and mirrored-image losses of every sample in `batch`, in one forward:
     rows 0..B-1 with their own images, rows B..2B-1 with their partners', then one row per sample with
-    `mirror` set, with its own images mirrored."""
+    `mirror` set, with its own images mirrored. `decoding`: images already being decoded
+    (`start_decoding`), by path."""
     import torch
 
     from vlcurate.model.qwenvl import row_means
@@ -94,18 +100,10 @@ def sample_losses(model: Any, batch: LossBatch, read_image: Callable[[str], byte
     for row, item in enumerate(items):
         ids[row, : len(item.input_ids)] = torch.tensor(item.input_ids)
         labels[row, : len(item.labels)] = torch.tensor(item.labels)
-    swap = any(item.partner_images for item in items)
-    rows = list(range(len(items)))  # which item each row of the forward scores
-    images = [(p, False) for item in items for p in item.images]
-    if swap:  # a row without a partner repeats its own images; its swapped loss is dropped below
-        rows += range(len(items))
-        images += [(p, False) for item in items for p in (item.partner_images or item.images)]
-    mirrored = [i for i, item in enumerate(items) if item.mirror and item.images]
-    rows += mirrored
-    images += [(p, True) for i in mirrored for p in items[i].images]
+    rows, images, mirrored, swap = _forward_rows(items)
     ids, labels = ids[rows], labels[rows]
     try:
-        features = image_features(model, images, read_image) if images else None
+        features = image_features(model, images, read_image, decoding) if images else None
     except ImageLoadError as exc:  # the structural check decoded it: it changed while the job ran
         return [LossResult(i.id, i.task, math.nan, None, str(exc)) for i in items]
     first_flip = len(rows) - len(mirrored)
@@ -133,6 +131,66 @@ def sample_losses(model: Any, batch: LossBatch, read_image: Callable[[str], byte
         )
         for i, item in enumerate(items)
     ]
+
+
+def _forward_rows(items: Sequence[LossItem]) -> tuple[list[int], list[tuple[str, bool]], list[int], bool]:
+    """What sample_losses' forward holds: the item each row scores, the (path, mirrored) images of the
+    rows in order, the items that get a mirrored row, and whether there are swapped rows."""
+    swap = any(item.partner_images for item in items)
+    rows = list(range(len(items)))
+    images = [(p, False) for item in items for p in item.images]
+    if swap:  # a row without a partner repeats its own images; its swapped loss is dropped
+        rows += range(len(items))
+        images += [(p, False) for item in items for p in (item.partner_images or item.images)]
+    mirrored = [i for i, item in enumerate(items) if item.mirror and item.images]
+    rows += mirrored
+    images += [(p, True) for i in mirrored for p in items[i].images]
+    return rows, images, mirrored, swap
+
+
+def losses_in_order(
+    model: Any, batches: Iterable[LossBatch], read_image: Callable[[str], bytes]
+) -> Iterator[list[LossResult]]:
+    """sample_losses of each batch in turn, the next batch's images decoding in the threads while this
+    one's forward runs (it keeps one core busy launching kernels; decoding keeps the others busy)."""
+    batches = iter(batches)
+    current = next(batches, None)
+    decoding = start_decoding(model, current, read_image) if current is not None else {}
+    while current is not None:
+        following = next(batches, None)
+        ahead = start_decoding(model, following, read_image, decoding) if following is not None else {}
+        yield sample_losses(model, current, read_image, decoding)
+        current, decoding = following, ahead
+
+
+def start_decoding(
+    model: Any,
+    batch: LossBatch,
+    read_image: Callable[[str], bytes],
+    shared: Mapping[str, concurrent.futures.Future] | None = None,
+) -> dict[str, concurrent.futures.Future]:
+    """Hands the images of `batch` that are not encoded yet to the decode threads; by path. A path
+    already in `shared` (the batch before, still running) keeps its future instead of a second decode."""
+    size = model.config.vision.image_size
+    token = _model_token(model)
+    _, images, _, _ = _forward_rows(batch.items)
+    paths = dict.fromkeys(p for p, mirror in images if _features.get((token, p, mirror)) is None)
+    shared = shared or {}
+    return {
+        p: shared[p] if p in shared else _decode_pool().submit(decode_image, p, read_image, size)
+        for p in paths
+    }
+
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _decode_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """One pool per process, started on first use (DECODE_THREADS as it is then)."""
+    global _pool
+    if _pool is None:
+        _pool = concurrent.futures.ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="vlcurate-decode")
+    return _pool
 
 
 def box_coordinate_positions(labels: Sequence[int]) -> Iterator[int]:
@@ -183,9 +241,15 @@ def clear_feature_cache() -> None:
     _features = _FeatureCache(FEATURE_CACHE_BYTES)
 
 
-def image_features(model: Any, images: list[tuple[str, bool]], read_image: Callable[[str], bytes]) -> Any:
+def image_features(
+    model: Any,
+    images: list[tuple[str, bool]],
+    read_image: Callable[[str], bytes],
+    decoding: Mapping[str, concurrent.futures.Future] | None = None,
+) -> Any:
     """[len(images), IMAGE_SLOTS, hidden]: the adapter outputs of each (path, mirrored) image (what fills
-    its `<img>` span), each distinct one read, decoded and encoded once."""
+    its `<img>` span), each distinct one read, decoded and encoded once. `decoding`: decodes already
+    under way (start_decoding), by path; the rest are handed to the decode threads here."""
     import numpy as np
     import torch
 
@@ -198,9 +262,12 @@ def image_features(model: Any, images: list[tuple[str, bool]], read_image: Calla
     found = {image: _features.get((token, *image)) for image in dict.fromkeys(images)}
     missing = [image for image, features in found.items() if features is None]
     if missing:
-        paths = list(dict.fromkeys(path for path, _ in missing))
-        with concurrent.futures.ThreadPoolExecutor(min(DECODE_THREADS, len(paths))) as pool:
-            decoded = dict(zip(paths, pool.map(lambda p: decode_image(p, read_image, size), paths)))
+        decoding = decoding or {}
+        futures = {
+            path: decoding.get(path) or _decode_pool().submit(decode_image, path, read_image, size)
+            for path, _ in missing
+        }
+        decoded = {path: future.result() for path, future in futures.items()}
         pixels = [decoded[path][:, ::-1] if mirror else decoded[path] for path, mirror in missing]
         device = next(model.parameters()).device
         pixels += [np.zeros_like(pixels[0])] * (ceil_div(len(pixels), IMAGE_STEP) * IMAGE_STEP - len(pixels))
@@ -358,11 +425,13 @@ __all__ = [
     "decode_image",
     "image_features",
     "loss_batches",
+    "losses_in_order",
     "mirror_boxes",
     "mirror_moves_boxes",
     "partner_images",
     "partner_indices",
     "prompt_ids",
     "sample_losses",
+    "start_decoding",
     "supervised_ids",
 ]
