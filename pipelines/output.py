@@ -199,8 +199,10 @@ def _remove_stale_siblings(directory: str) -> None:
 @contextlib.contextmanager
 def atomic_writer(path: str) -> Iterator[BinaryIO]:
     """A file to write `path` through: it is written under a temporary name and renamed once whole, so a
-    reader never sees half a file. On an error the temporary file is removed."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    reader never sees half a file. On an error the temporary file is removed. Object stores (gs://) show
+    an object only once its upload is whole, and a rename there is a copy and a delete (10 requests an
+    image against 2-3): there `path` is written directly."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}" if _is_local(path) else path
     fh = FileSystems.create(tmp)
     try:
         yield fh
@@ -210,6 +212,8 @@ def atomic_writer(path: str) -> Iterator[BinaryIO]:
             FileSystems.delete([tmp])
         raise
     fh.close()
+    if tmp == path:
+        return
     if FileSystems.exists(path):
         FileSystems.delete([path])
     FileSystems.rename([tmp], [path])

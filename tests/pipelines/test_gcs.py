@@ -18,7 +18,7 @@ from vlcurate.pipelines.output import COMPLETED
 from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
 from vlcurate.schemas.errors import ConfigError
 from vlcurate.tests.pipelines.gcs_emulator import running_emulator, use_emulator
-from vlcurate.tests.pipelines.helpers import kept_rows, reject_rows, tree_files
+from vlcurate.tests.pipelines.helpers import kept_rows, output_files, reject_rows, tree_files
 
 BUCKET = "vlcurate-test"
 NO_CLIP = ["clip_score", "clip_filter"]
@@ -202,3 +202,18 @@ def test_format_stage1_from_gcs_to_gcs_writes_the_local_run_s_bytes(gcs, small_s
     assert {name for name in mine if mine[name] != theirs[name]} == {"info.json"}  # it names the input
     blobs = gcs.blobs(remote_out)
     assert max(blobs, key=lambda name: int(blobs[name].generation)) == COMPLETED
+
+
+@pytest.mark.slow
+def test_a_resumable_clean_on_gcs_writes_the_plain_run_s_bytes(gcs, gcs_clean, tmp_path):
+    """`clean --resume` with its chunks on gs:// (pipelines/resume.py): the plain gs:// run's bytes, and
+    its resume folder gone once the output is complete."""
+    from vlcurate.pipelines.resume import resume_dir
+
+    plain, _ = gcs_clean
+    out = f"gs://{BUCKET}/runs/resumed"
+    run_clean(clean_config(f"gs://{BUCKET}/synth/wds/*.tar", out), progress=False, resume=True)
+    resumed, expected = (output_files(download(gcs, url, tmp_path)) for url in (out, plain))
+    assert sorted(resumed) == sorted(expected)  # info.json aside: it names the output
+    assert [name for name in expected if resumed[name] != expected[name]] == []
+    assert gcs.blobs(resume_dir(out)) == {}
