@@ -167,11 +167,16 @@ def build_pipeline(
     )
     image_dialogues = (singles, grouped) | "ImageDialogues" >> beam.Flatten()
     count = image_dialogues | "CountImageDialogues" >> beam.combiners.Count.Globally()
-    ranks = read[TEXT] | "TextRanks" >> beam.Map(lambda d: text_rank(d.id, seed)) | beam.combiners.ToList()
+    ranks = (
+        read[TEXT]
+        | "TextRanks" >> beam.Map(lambda d: text_rank(d.id, seed))
+        | "AllTextRanks" >> beam.combiners.ToList()
+    )
     cutoff = (
         p
         | "Cutoff" >> beam.Create([None])
-        | beam.Map(
+        | "TextCutoff"
+        >> beam.Map(
             lambda _, n, r: text_cutoff(n, r, config.text_share),
             beam.pvalue.AsSingleton(count),
             beam.pvalue.AsSingleton(ranks),
