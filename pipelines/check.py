@@ -19,12 +19,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import RunInference
 
 from vlcurate.formatters.check_images import check_image
 from vlcurate.formatters.check_samples import check_pack
 from vlcurate.formatters.check_summary import CheckCounts
-from vlcurate.model.qwenvl_handler import QwenVLLossHandler
 from vlcurate.model.qwenvl_losses import loss_batches
 from vlcurate.pipelines.check_read import (
     CLEAN_SHARD,
@@ -181,6 +179,12 @@ def _bucket(record: Checked, counts: dict[str, int]) -> tuple[tuple[str, int], C
 def model_results(candidates, root: str, spec: str, max_image_bytes: int, batch_tokens: int):
     """Checked records (with views) -> LossResults, one per record."""
     counts = candidates | "TaskSizes" >> beam.Map(lambda r: (r.task, 1)) | beam.CombinePerKey(sum)
+    # Imported here: Beam's RunInference module imports torch and scipy (~300 MB, a second of start-up),
+    # which structural checks and every other command never need.
+    from apache_beam.ml.inference.base import RunInference
+
+    from vlcurate.model.qwenvl_handler import QwenVLLossHandler
+
     handler = QwenVLLossHandler(spec, functools.partial(read_image, max_image_bytes=max_image_bytes))
     return (
         candidates
