@@ -8,7 +8,6 @@ import pathlib
 import re
 
 import pytest
-from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
@@ -23,31 +22,21 @@ SUPPORTED = ("3.10", "3.11", "3.12")
 
 
 def _newer_than_lock():
-    spec = importlib.util.spec_from_file_location("newer_than_lock", ROOT / "scripts" / "newer_than_lock.py")
+    return _script("newer_than_lock")
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def _pins(version: str) -> dict[str, str]:
-    """name -> version locked for this Python on Linux x86_64 (markers evaluated)."""
-    env = {
-        "python_version": version,
-        "python_full_version": version + ".0",
-        "sys_platform": "linux",
-        "platform_system": "Linux",
-        "platform_machine": "x86_64",
-        "implementation_name": "cpython",
-        "platform_python_implementation": "CPython",
-        "os_name": "posix",
-        "extra": "",
-    }
-    pins = {}
-    for line in (ROOT / "requirements" / f"lock-py{version}.txt").read_text().splitlines():
-        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)\s*(?:;\s*(.*))?$", line)
-        if match and (match[3] is None or Marker(match[3]).evaluate(env)):
-            pins[re.sub(r"[-_.]+", "-", match[1]).lower()] = match[2]
-    return pins
+    """name -> version locked for this Python on Linux x86_64 (markers evaluated): the reading the worker
+    images' versions come from (scripts/docker_versions.py)."""
+    lock = (ROOT / "requirements" / f"lock-py{version}.txt").read_text()
+    return _script("docker_versions").locked_pins(lock, version)
 
 
 def test_a_lock_file_per_supported_python():
