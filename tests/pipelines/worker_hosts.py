@@ -52,16 +52,26 @@ class _Dispatcher(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
 
 
 def namespaces_available() -> bool:
-    """Whether this process can make network namespaces and veth links (tried, then removed)."""
+    """Whether this process can make network namespaces joined by veth links (tried, then removed) and
+    give them a hosts file."""
     if os.environ.get("VLCURATE_TEST_HOSTS") == "loopback" or not shutil.which("ip"):
         return False
     if hasattr(os, "geteuid") and os.geteuid() != 0:
         return False
-    name = f"vlcprobe{os.getpid()}"
-    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, check=False).returncode == 0
-    if made:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
-    return made
+    name, here, there = (
+        f"vlcprobe{os.getpid()}",
+        f"vlcp{os.getpid() % 100000}h",
+        f"vlcp{os.getpid() % 100000}n",
+    )
+    steps = [
+        ["netns", "add", name],
+        ["link", "add", here, "type", "veth", "peer", "name", there],
+        ["link", "set", there, "netns", name],
+    ]
+    made = all(subprocess.run(["ip", *s], capture_output=True, check=False).returncode == 0 for s in steps)
+    subprocess.run(["ip", "link", "del", here], capture_output=True, check=False)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+    return made and os.access("/etc", os.W_OK)  # /etc/netns/NAME/hosts names the launcher there
 
 
 class WorkerHosts:
