@@ -42,9 +42,13 @@ def imports_without_gc() -> Iterator[None]:
 
 
 def exit_without_teardown(code: int) -> None:
-    """Ends the process the way a normal exit would (other threads joined, atexit handlers run, output
-    flushed) but without the interpreter's teardown of loaded modules. Everything the command wrote is
+    """Ends the process the way a normal exit would (threading's exit hooks run and other threads joined,
+    atexit handlers run, output flushed) but without the interpreter's teardown of loaded modules. Everything the command wrote is
     closed by the time it returns, so nothing is lost by skipping it."""
+    # First what threading runs at a normal exit before it joins threads: a ThreadPoolExecutor's hook
+    # there stops its idle workers, which a join alone would wait for forever.
+    for hook in reversed(getattr(threading, "_threading_atexits", [])):
+        hook()
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and not thread.daemon:
             thread.join()
