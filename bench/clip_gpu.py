@@ -1,7 +1,8 @@
 """CLIP scoring speed on the GPU: model-only forward and end-to-end through the Beam pipeline.
 
     python bench/clip_gpu.py model --models ViT-L-14 [--variants compile fp8 ...]
-    python bench/clip_gpu.py e2e --models ViT-B-32 ViT-L-14 --workers 1 [--carry-too] [--serial-too] [--share-too] [--mixed-sizes] [--cpu-decode] [--profile]
+    python bench/clip_gpu.py e2e --models ViT-B-32 ViT-L-14 --workers 1 [--chain minimal | --compare-minimal] [--breakdown] [--repeats N] [--carry-too] [--serial-too] [--share-too] [--mixed-sizes] [--cpu-decode] [--profile]
+    python bench/clip_gpu.py e2e --device cpu --workers 1 --pairs 4000 --compare-minimal --breakdown
     python bench/clip_gpu.py paths --models ViT-B-32@random
     python bench/clip_gpu.py decode
     python bench/clip_gpu.py queue --models ViT-L-14
@@ -10,21 +11,30 @@
 `model`: image-tower img/s for the VARIANTS below (open_clip eager; SDPA attention; compile, autotune,
 CUDA graphs; fp8 with dynamic row or tensor scales, or static calibrated scales as `precision: fp8` uses), plus full scoring (image + ~16-token captions), random weights in
 bf16, with MFU against PEAK_TFLOPS.
-`e2e`: encoded JPEGs in WebDataset tars -> `vlcurate clean` (probe_image, clip_score, clip_filter) ->
-shards, timed at two input sizes so start-up (workers, model loads) cancels out of the steady rate
-(`steady_reliable` is false where the two runs' start-ups differ by over a quarter of the time between
-them, as with compile on several workers), and
-(robust when start-up varies between runs, as with several workers) the large run's pairs/s after its
-first kept pairs appeared, shard writing included; any reject is reported (the threshold keeps every real
-score, so a reject means a NaN score). With --serial-too every run's scores are also compared pair by pair
-with the serial run's, which no race between batches on the GPU can touch.
+`e2e`: encoded JPEGs in WebDataset tars, each with a real web alt text (tests/data's 10k; by default only
+those the default text steps keep, so every chain scores the same pairs) -> `vlcurate clean` -> shards,
+with the chain a user's `vlcurate clean` runs (every default step: text steps, image checks, decode_check,
+CLIP, dedup), or with `--chain minimal` only probe_image, clip_score and clip_filter (what this mode ran
+before; `--compare-minimal` runs both in the same call, taking turns). Timed at two input sizes so
+start-up (workers, model loads) cancels out of the steady rate (`steady_reliable` is false where the two
+runs' start-ups differ by over a quarter of the time between them, as with compile on several workers),
+and (robust when start-up varies between runs, as with several workers) the large run's pairs/s after its
+first kept pairs appeared, shard writing included. Each chain's rates are set against the model alone
+(image + text towers of the same model object, the same captions) measured in the same call. Kept and
+rejected pairs are reported per chain; a reject by clip_filter, or an undecodable image, is flagged (the
+threshold keeps every real score, so it means a NaN score). With --serial-too every run's scores are also
+compared pair by pair with the serial run's, which no race between batches on the GPU can touch. With
+--breakdown each part of each chain is also timed per pair in this process without Beam
+(bench/chain_costs.py), and the default chain's extra parts are set against the measured difference;
+`--device cpu` runs it all without a GPU (the bundled tiny CLIP by default).
 `paths`: score differences of the nvjpeg path and PIL draft decoding against a full PIL decode, and of
 `precision: fp8` against bf16.
 `decode`: img/s from JPEG bytes to model pixels, nvjpeg vs PIL on one and on all threads.
 `resize`: ms per batch of JPEG decode + resize for one image size vs many distinct sizes (runs on the CPU
 too).
 `queue`: whether queueing a batch's scoring waits for the GPU (it must not, for clip_score.overlap).
-Results go to bench/results/clip_gpu_<mode>.json; the README quotes them with the machine.
+Results go to bench/results/clip_gpu_<mode>.json (e2e: clip_gpu_e2e_<chain>[_cpu].json); the README quotes
+them with the machine.
 """
 
 from __future__ import annotations
@@ -40,16 +50,17 @@ import platform
 import random
 import tempfile
 import time
+import typing
 
 from report import write_results
 
 PEAK_TFLOPS = 800.0  # measured bf16 dense matmul peak on an H100 (bench/README.md)
 
 
-def device_name() -> str:
+def device_name(device: str = "cuda") -> str:
     import torch
 
-    if torch.cuda.is_available():
+    if device != "cpu" and torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     return f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
 
@@ -170,11 +181,61 @@ def model_only(name: str, batch: int, iters: int, variants: list[str]) -> list[d
 
 
 # ------------------------------------------------------------------------------------------------- e2e
-def _render_shard(args: tuple[str, int, int, int, bool]) -> int:
+# The chain `e2e` ran before the default chain; kept for comparison (`--chain minimal`, `--compare-minimal`).
+MINIMAL_CHAIN = ("probe_image", "clip_score", "clip_filter")
+CHAINS = ("default", "minimal")
+WEB_CAPTIONS = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests", "data", "web_captions_10k.parquet"
+)
+# Each end-to-end rate and the name of its share of model-only pairs/s in a row.
+RATIOS = {
+    "steady_pairs_s": "steady_of_model_only",
+    "pairs_s_after_first_kept": "after_first_kept_of_model_only",
+    "scoring_stage_pairs_s": "scoring_stage_of_model_only",
+}
+# Rejects that mean a NaN score or a lost image: the threshold keeps every real score, and the JPEGs decode.
+NAN_REASONS = {"clip_low_score", "clip_no_score", "image_undecodable", "image_truncated"}
+
+
+def chain_disable(chain: str) -> list[str]:
+    """The steps a chain turns off: `default` none (what `vlcurate clean` runs with no --disable),
+    `minimal` all but MINIMAL_CHAIN."""
+    from vlcurate.filters.chain import DEFAULT_CHAIN
+
+    return [] if chain == "default" else [s for s in DEFAULT_CHAIN if s not in MINIMAL_CHAIN]
+
+
+def model_spec(name: str) -> str:
+    """A --models name as a clip_score spec: architectures get random weights, full specs stay."""
+    return name if ":" in name or "@" in name else f"{name}@random"
+
+
+def web_captions(path: str, every: bool = False) -> tuple[list[str], list[str]]:
+    """(raw captions for the tars, the captions the default text steps keep, cleaned) from real web alt
+    texts. Unless `every`, the raw list holds only captions every default text step keeps (92% of the
+    10k), so both chains score the same pairs; their cleaning still happens in the run (HTML, entities,
+    mojibake, URLs are still in them)."""
+    import pyarrow.parquet as pq
+
+    from vlcurate.filters.chain import DEFAULT_CHAIN
+    from vlcurate.filters.registry import build_step
+    from vlcurate.filters.runner import StepRunner
+    from vlcurate.schemas.batch import batched
+    from vlcurate.schemas.record import Pair
+
+    texts = pq.read_table(path, columns=["TEXT"]).column("TEXT").to_pylist()
+    text_steps = DEFAULT_CHAIN[: DEFAULT_CHAIN.index("probe_image")]
+    runner = StepRunner({"web": [build_step(name) for name in text_steps]})
+    pairs = [Pair(uid=f"web/{i}", source="web", caption=t, caption_raw=t) for i, t in enumerate(texts)]
+    kept = [p for batch in batched(pairs) for p in runner.run(batch)]
+    return (texts if every else [p.caption_raw for p in kept]), [p.caption for p in kept]
+
+
+def _render_shard(args: tuple[str, int, int, int, bool, list[str] | None]) -> int:
     from vlcurate.formatters.webdataset import TarShardWriter
     from vlcurate.model.scenes import caption_en, random_scene, render
 
-    path, start, count, seed, mixed = args
+    path, start, count, seed, mixed, captions = args
     rng = random.Random(seed * 1_000_003 + start)
     with open(path, "wb") as fh, TarShardWriter(fh) as writer:
         for i in range(start, start + count):
@@ -182,17 +243,26 @@ def _render_shard(args: tuple[str, int, int, int, bool]) -> int:
             buffer = io.BytesIO()
             width, height = (rng.randint(300, 800), rng.randint(300, 800)) if mixed else (512, 384)
             render(scene, width, height).save(buffer, "JPEG", quality=90)
-            writer.add(f"{i:09d}", {"jpg": buffer.getvalue(), "txt": caption_en(scene, rng).encode()})
+            caption = captions[i - start] if captions else caption_en(scene, rng)
+            writer.add(f"{i:09d}", {"jpg": buffer.getvalue(), "txt": caption.encode()})
     return count
 
 
-def make_jpeg_tars(folder: str, n: int, per_tar: int = 1000, mixed: bool = False) -> None:
+def make_jpeg_tars(
+    folder: str, n: int, per_tar: int = 1000, mixed: bool = False, captions: list[str] | None = None
+) -> None:
     """n JPEG scenes with captions in WebDataset tars: 512x384, or with `mixed` a random size per image
-    (sides 300-800 px; web images come in many sizes, which the GPU path resizes size by size)."""
+    (sides 300-800 px; web images come in many sizes, which the GPU path resizes size by size). Captions:
+    `captions` in turn (pair i gets captions[i % len]), else a synthetic one describing the scene."""
     os.makedirs(folder, exist_ok=True)
+
+    def chunk(s: int, count: int) -> list[str] | None:
+        return [captions[i % len(captions)] for i in range(s, s + count)] if captions else None
+
     jobs = [
-        (os.path.join(folder, f"{s // per_tar:05d}.tar"), s, min(per_tar, n - s), 0, mixed)
+        (os.path.join(folder, f"{s // per_tar:05d}.tar"), s, c, 0, mixed, chunk(s, c))
         for s in range(0, n, per_tar)
+        for c in [min(per_tar, n - s)]
     ]
     with multiprocessing.Pool(os.cpu_count()) as pool:
         pool.map(_render_shard, jobs)
@@ -223,46 +293,64 @@ class _KeptTimes:
         self._printer.__exit__(*exc)
 
 
+class CleanRun(typing.NamedTuple):
+    seconds: float
+    cpu_seconds: float  # CPU time of this process and its waited-for children (every thread)
+    read: int
+    kept: int
+    first_kept: float  # seconds until the first kept pairs appeared (NaN when only at the end)
+    scoring_rate: float  # the scoring stage's pairs/s (middle_rate)
+    rejected_by_reason: dict
+
+
 def run_clean_timed(
-    tars: str, model: str, workers: int, batch: int, out: str, clip_params: dict
-) -> tuple[float, int, float, float]:
-    """Seconds, pairs kept, seconds until the first kept pairs appeared (start-up: worker start, model
-    load, first batch; NaN when they showed only at the end), and the scoring stage's pairs/s
-    (middle_rate)."""
-    from vlcurate.filters.chain import DEFAULT_CHAIN
+    tars: str, spec: str, workers: int, batch: int, out: str, clip_params: dict, chain: str = "default"
+) -> CleanRun:
+    """`vlcurate clean` of the tars with `chain`'s steps, timed. Start-up (worker start, model load, first
+    batch) is read off the run as the time its first kept pairs appeared."""
+    from chain_costs import chain_config
+
     from vlcurate.pipelines import clean
     from vlcurate.pipelines.clean import run_clean
-    from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
 
-    keep = {"probe_image", "clip_score", "clip_filter"}
-    clip_params = dict(clip_params)
-    reread = clip_params.pop("reread_images")
-    config = CleanConfig(
-        sources=[SourceConfig(name="bench", format="webdataset", paths=[os.path.join(tars, "*.tar")])],
-        output=OutputConfig(dir=out, overwrite=True, pairs_per_shard=5000, reread_images=reread),
-        steps={
-            "clip_score": {"models": f"{model}@random", "batch_size": batch, **clip_params},
-            "clip_filter": {"threshold": -2.0},
-        },
-        disable=[s for s in DEFAULT_CHAIN if s not in keep],
-        workers=workers,
-    )
+    config = chain_config(tars, out, spec, batch, clip_params, chain_disable(chain), workers)
     clean.ProgressPrinter = _KeptTimes  # bench only: a progress "printer" that records kept counts
     _KeptTimes.samples = []
+    cpu = cpu_seconds()
     start = time.perf_counter()
     stats = run_clean(config, progress=True)
     seconds = time.perf_counter() - start
+    cpu = cpu_seconds() - cpu
     first_kept = next((t - start for t, kept in _KeptTimes.samples if kept > 0), math.nan)
     if not first_kept < 0.95 * seconds:  # kept pairs showed only at the end (one bundle): no start-up seen
         first_kept = math.nan
     with open(os.path.join(out, "info.json")) as fh:
         written = sum(s["pairs"] for s in json.load(fh)["shards"])
     totals = stats["totals"]
-    if totals["rejected"]:  # the threshold keeps every real score: a reject means a NaN score
-        print(f"UNEXPECTED REJECTS (NaN scores?): {stats['sources']}", flush=True)
+    reasons = stats["sources"]["bench"]["rejected_by_reason"]
+    if NAN_REASONS & set(reasons):
+        print(f"UNEXPECTED REJECTS (NaN scores or lost images?): {reasons}", flush=True)
     if not totals["read"] == totals["kept"] + totals["rejected"] == written + totals["rejected"]:
         report_loss(out, tars, totals, written)
-    return seconds, totals["kept"], first_kept, middle_rate(_KeptTimes.samples, totals["kept"])
+    return CleanRun(
+        seconds,
+        cpu,
+        totals["read"],
+        totals["kept"],
+        first_kept,
+        middle_rate(_KeptTimes.samples, totals["kept"]),
+        reasons,
+    )
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its children that were waited for: what an
+    in-process run cost the cores, not how long it waited for them (threads that spin while they wait
+    count too, so a busy machine still moves it; local --workers processes count once reaped)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def middle_rate(samples: list[tuple[float, int]], total: int) -> float:
@@ -317,34 +405,193 @@ def profiled(enabled: bool):
 
 def e2e(
     models: list[str],
-    sizes: dict[str, int],
+    sizes: dict[str, int] | int,
     workers: int,
     batch: int,
     settings: list[dict],
     profile: bool,
     mixed: bool = False,
+    chains: tuple[str, ...] = ("default",),
+    device: str = "cuda",
+    captions: tuple[list[str], list[str]] | None = None,
+    iters: int = 10,
+    breakdown: dict | None = None,
+    repeats: int = 1,
 ) -> list[dict]:
-    """Steady pairs/s per model and per clip_score settings (each a dict of its params), on the same tars."""
+    """Per model: pairs/s per chain and clip_score settings (each a dict of its params) on the same tars,
+    then the model alone on the pipeline's own model object (model_only_rate), each chain's rates as a
+    share of it, and with `breakdown` ({"pairs": N, "repeats": R}) each chain's parts per pair
+    (chain_costs.py). `captions`: web_captions' (raw, cleaned); None: synthetic scene captions."""
+    raw, cleaned = captions or (None, None)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
-            n = sizes[name]
+            spec = model_spec(name)
+            n = sizes if isinstance(sizes, int) else sizes[name]
             small, large = os.path.join(tmp, f"{name}-small"), os.path.join(tmp, f"{name}-large")
             started = time.perf_counter()
-            make_jpeg_tars(small, n // 4, mixed=mixed)
-            make_jpeg_tars(large, n, mixed=mixed)
+            make_jpeg_tars(small, n // 4, mixed=mixed, captions=raw)
+            make_jpeg_tars(large, n, mixed=mixed, captions=raw)
             print(f"{name}: made {n + n // 4} JPEGs in {time.perf_counter() - started:.0f}s", flush=True)
             compared = any(map(is_serial, settings))
-            scores = {}
+            scores: dict[tuple[str, int], dict] = {}
+            model_rows: list[dict] = []
             for i, clip_params in enumerate(settings):
-                row = _e2e_row(name, small, large, tmp, workers, batch, clip_params, profile)
-                if compared:  # read back only when a serial run is there to compare with
-                    scores[i] = written_scores(os.path.join(tmp, "out-l"))
-                rows.append({**row, "image_sizes": "300-800 px, mixed" if mixed else "512x384"})
-                print(json.dumps(rows[-1]), flush=True)
+                by_chain = _e2e_rows(
+                    name, spec, small, large, tmp, workers, batch, clip_params, profile, chains, repeats
+                )
+                for chain, row in by_chain.items():
+                    if compared:  # read back only when a serial run is there to compare with
+                        scores[(chain, i)] = written_scores(os.path.join(tmp, f"out-l-{chain}"))
+                    model_rows.append({**row, "image_sizes": "300-800 px, mixed" if mixed else "512x384"})
+                    print(json.dumps(model_rows[-1]), flush=True)
             if compared:
-                compare_with_serial(rows[-len(settings) :], settings, scores)
+                for chain in chains:
+                    mine = [r for r in model_rows if r["chain"] == chain]
+                    compare_with_serial(mine, settings, {i: scores[(chain, i)] for i in range(len(settings))})
+            first = settings[0]
+            baseline = model_only_rate(
+                spec, device, batch, iters, first["compile"], first["precision"], cleaned or []
+            )
+            print(json.dumps(baseline), flush=True)
+            for row in model_rows:
+                row["model_only_pairs_s"] = baseline["pairs_s"]
+                for key, share in RATIOS.items():
+                    row[share] = round(row[key] / baseline["pairs_s"], 3)
+            rows += [*model_rows, baseline]
+            if breakdown is not None:
+                from chain_costs import breakdown as chain_breakdown
+
+                parts = chain_breakdown(
+                    large,
+                    {chain: chain_disable(chain) for chain in chains},
+                    spec,
+                    first.get("device", "auto"),
+                    batch,
+                    first,
+                    min(n, breakdown["pairs"]),
+                    breakdown["repeats"],
+                )
+                rows += [{"model": name, **p} for p in parts]
+                rows += explain(name, model_rows, parts)
     return rows
+
+
+def model_only_rate(
+    spec: str, device: str, batch: int, iters: int, compile: bool, precision: str, captions: list[str]
+) -> dict:
+    """Pairs/s of the model alone: the image and text towers on a ready batch (pixels normalized on the
+    device, `batch` captions: the web captions as the default text steps leave them, or synthetic ones),
+    the model loaded as a worker loads it (load_clip: bf16 + SDPA on a GPU, fp8, compile; fp32 on the
+    CPU). Tokenizing is included, decoding and everything else of the pipeline is not."""
+    import numpy as np
+    import torch
+
+    from vlcurate.model.clip_handler import _encode_images, encode_captions
+    from vlcurate.model.clip_models import load_clip
+    from vlcurate.model.clip_preprocess import normalize, pil_pixels
+
+    on = "cuda" if device != "cpu" else "cpu"
+    model = load_clip(spec, on, compile=compile, fp8=precision == "fp8")
+    images = [pil_pixels(p.image, model.image_size) for p in scene_pairs(64, size=(512, 384))]
+    pixels = torch.from_numpy(np.stack([images[i % len(images)] for i in range(batch)]))
+    x = normalize(pixels.to(on).permute(0, 3, 1, 2), model.mean, model.std, model.dtype)
+    texts = captions or [f"a photo of {i} red circles on a blue background at the top" for i in range(batch)]
+    texts = [texts[i % len(texts)] for i in range(batch)]
+
+    with torch.inference_mode():
+        seconds = seconds_per_call(
+            lambda: (_encode_images(model, x), encode_captions(model, texts)), on, iters
+        )
+    return {
+        "kind": "model_only",
+        "model": spec,
+        "device": on,
+        "compile": compile,
+        "precision": precision if on == "cuda" else "fp32",
+        "batch": batch,
+        "captions": "web (cleaned)" if captions else "synthetic",
+        "pairs_s": round(batch / seconds, 1),
+    }
+
+
+def seconds_per_call(fn, device: str, iters: int, warmup: int = 3, rounds: int = 3) -> float:
+    """Mean seconds of `fn` over `iters` calls after `warmup` (compile happens there), the GPU's queue
+    drained before and after (time_call, on either device); the fastest of `rounds` such rounds, since
+    other jobs on a shared machine only ever slow a round down (on the CPU they did, by up to 9x)."""
+    import torch
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        fn()
+    sync()
+    best = math.inf
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        sync()
+        best = min(best, (time.perf_counter() - start) / iters)
+    return best
+
+
+def explain(name: str, e2e_rows: list[dict], parts: list[dict]) -> list[dict]:
+    """Per part of the breakdown, what the default chain spends on it per pair beyond the minimal chain
+    (wall and CPU microseconds), and the measured end-to-end difference that should explain, per kept
+    pair, from the first settings' rows: steady wall time, steady CPU time, and wall time after the first
+    kept pairs. Parts that do the same work in both chains (chain_costs.same_work) are summed apart:
+    their difference is the timing's noise, not cost."""
+    from chain_costs import same_work
+
+    cost: dict[str, dict[str, dict[str, float]]] = {}
+    for p in parts:
+        cost.setdefault(p["chain"], {})[p["part"]] = {
+            "wall": p["us_per_pair_read"],
+            "cpu": p["cpu_us_per_pair_read"],
+        }
+    if not {"default", "minimal"} <= set(cost):
+        return []
+    none = {"wall": 0.0, "cpu": 0.0}
+    first = {r["chain"]: r for r in reversed(e2e_rows)}  # the first row of each chain
+    rows = []
+    for part in dict.fromkeys([*cost["default"], *cost["minimal"]]):
+        d, m = cost["default"].get(part, none), cost["minimal"].get(part, none)
+        rows.append(
+            {
+                "kind": "extra_cost",
+                "model": name,
+                "part": part,
+                "same_work": same_work(part),
+                "us_per_pair": round(d["wall"] - m["wall"], 2),
+                "cpu_us_per_pair": round(d["cpu"] - m["cpu"], 2),
+            }
+        )
+    summary: dict = {"kind": "extra_cost_summary", "model": name}
+    for key in ("us_per_pair", "cpu_us_per_pair"):
+        summary[f"explained_{key}"] = round(sum(r[key] for r in rows if not r["same_work"]), 1)
+        summary[f"same_work_difference_{key}"] = round(sum(r[key] for r in rows if r["same_work"]), 1)
+    for key, label in (("steady_pairs_s", "steady"), ("pairs_s_after_first_kept", "after_first_kept")):
+        d, m = first["default"][key], first["minimal"][key]
+        measured = 1e6 / d - 1e6 / m if d > 0 and m > 0 else math.nan
+        summary[f"measured_us_per_pair_{label}"] = round(measured, 1)
+        summary[f"unexplained_us_per_pair_{label}"] = round(measured - summary["explained_us_per_pair"], 1)
+    measured = first["default"]["steady_cpu_us_per_pair"] - first["minimal"]["steady_cpu_us_per_pair"]
+    summary["measured_cpu_us_per_pair_steady"] = round(measured, 1)
+    summary["unexplained_cpu_us_per_pair_steady"] = round(measured - summary["explained_cpu_us_per_pair"], 1)
+    if "runs" in first["default"] and "runs" in first["minimal"]:
+        # The chains' runs of one repeat ran back to back, so a busy spell of the machine hits both:
+        # their differences, repeat by repeat, show how far the medians above can be trusted.
+        pairs = list(zip(first["default"]["runs"], first["minimal"]["runs"]))
+        wall = [1e6 / d["steady_pairs_s"] - 1e6 / m["steady_pairs_s"] for d, m in pairs]
+        cpu = [d["steady_cpu_us_per_pair"] - m["steady_cpu_us_per_pair"] for d, m in pairs]
+        summary["measured_us_per_pair_steady_per_repeat"] = [round(x, 1) for x in wall]
+        summary["measured_cpu_us_per_pair_steady_per_repeat"] = [round(x, 1) for x in cpu]
+        summary["measured_us_per_pair_steady_paired_median"] = _median(wall)
+        summary["measured_cpu_us_per_pair_steady_paired_median"] = _median(cpu)
+    return [*rows, summary]
 
 
 def written_scores(out: str) -> dict[str, float]:
@@ -387,43 +634,112 @@ def compare_with_serial(rows: list[dict], settings: list[dict], scores: dict[int
         )
 
 
-def _e2e_row(
-    name: str, small: str, large: str, tmp: str, workers: int, batch: int, clip_params: dict, profile: bool
-) -> dict:
-    run_clean_timed(small, name, workers, batch, os.path.join(tmp, "out-w"), clip_params)  # warm caches
-    t_small, k_small, first_kept_small, _ = run_clean_timed(
-        small, name, workers, batch, os.path.join(tmp, "out-s"), clip_params
-    )
-    with profiled(profile):
-        t_large, k_large, first_kept, scoring_rate = run_clean_timed(
-            large, name, workers, batch, os.path.join(tmp, "out-l"), clip_params
-        )
+def _e2e_rows(
+    name: str,
+    spec: str,
+    small: str,
+    large: str,
+    tmp: str,
+    workers: int,
+    batch: int,
+    clip_params: dict,
+    profile: bool,
+    chains: tuple[str, ...],
+    repeats: int = 1,
+) -> dict[str, dict]:
+    """A row per chain: a warm-up run, then `repeats` times a small and a large run, the chains taking
+    turns in each phase so that machine noise hits them alike. Rates are the medians over the repeats."""
+    runs: dict[str, list[tuple[CleanRun, CleanRun]]] = {chain: [] for chain in chains}
+    for chain in chains:
+        run_clean_timed(small, spec, workers, batch, os.path.join(tmp, f"out-w-{chain}"), clip_params, chain)
+    for _ in range(repeats):
+        small_runs = {
+            chain: run_clean_timed(
+                small, spec, workers, batch, os.path.join(tmp, f"out-s-{chain}"), clip_params, chain
+            )
+            for chain in chains
+        }
+        for chain in chains:
+            with profiled(profile):
+                big = run_clean_timed(
+                    large, spec, workers, batch, os.path.join(tmp, f"out-l-{chain}"), clip_params, chain
+                )
+            runs[chain].append((small_runs[chain], big))
+    rows = {}
+    for chain in chains:
+        rates = [_rates(name, chain, s, big) for s, big in runs[chain]]
+        big = runs[chain][-1][1]
+        rows[chain] = {
+            "kind": "e2e",
+            "model": name,
+            "chain": chain,
+            "steps": chain_steps(chain),
+            "workers": workers,
+            **clip_params,
+            "batch": batch,
+            "read": big.read,
+            "pairs": big.kept,
+            "kept_share": round(big.kept / big.read, 4),
+            "rejected_by_reason": big.rejected_by_reason,
+            **{key: _median([r[key] for r in rates]) for key in rates[0]},
+            "repeats": repeats,
+            **({"runs": rates} if repeats > 1 else {}),
+        }
+    return rows
+
+
+def _median(values: list):
+    """The median of numbers (NaN ones left out), all() of flags, else the first value."""
+    import statistics
+
+    if all(isinstance(v, bool) for v in values):
+        return all(values)  # steady_reliable: only if every repeat's was
+    if not all(isinstance(v, float) for v in values):
+        return values[0]
+    known = [v for v in values if not math.isnan(v)]
+    return round(statistics.median(known), 1) if known else math.nan
+
+
+def _rates(name: str, chain: str, s: CleanRun, big: CleanRun) -> dict:
+    """The rates of one small and one large run of a chain (pairs: kept pairs, the ones CLIP scored)."""
     # The steady rate assumes both runs started up alike; compile and several workers can make their
     # start-ups differ by more than the work between the two sizes takes, and the difference means nothing.
-    startup_gap = abs(first_kept_small - first_kept)
-    steady_reliable = None if math.isnan(startup_gap) else bool(startup_gap < 0.25 * (t_large - t_small))
+    startup_gap = abs(s.first_kept - big.first_kept)
+    gap = big.seconds - s.seconds
+    steady_reliable = None if math.isnan(startup_gap) else bool(startup_gap < 0.25 * gap)
     if steady_reliable is False:
         print(
-            f"{name}: steady rate unreliable (first kept pairs {first_kept_small:.1f}s vs {first_kept:.1f}s "
-            "into the two runs); read scoring_stage_pairs_s",
+            f"{name} ({chain} chain): steady rate unreliable (first kept pairs {s.first_kept:.1f}s vs "
+            f"{big.first_kept:.1f}s into the two runs); read scoring_stage_pairs_s",
             flush=True,
         )
     return {
-        "model": name,
-        "workers": workers,
-        **clip_params,
-        "batch": batch,
-        "pairs": k_large,
-        "wall_s": round(t_large, 1),
-        "wall_pairs_s": round(k_large / t_large, 1),
-        "steady_pairs_s": round((k_large - k_small) / (t_large - t_small), 1),
+        "wall_s": round(big.seconds, 1),
+        "wall_pairs_s": round(big.kept / big.seconds, 1),
+        "steady_pairs_s": round((big.kept - s.kept) / gap, 1),
+        "steady_read_pairs_s": round((big.read - s.read) / gap, 1),
         "steady_reliable": steady_reliable,
-        "startup_s": round(t_small - (t_large - t_small) * k_small / (k_large - k_small), 1),
+        # CPU time per kept pair between the two runs: what a pair costs the cores (cpu_seconds).
+        "steady_cpu_us_per_pair": round((big.cpu_seconds - s.cpu_seconds) / (big.kept - s.kept) * 1e6, 1),
+        "startup_s": round(s.seconds - gap * s.kept / (big.kept - s.kept), 1),
         # From the large run alone: robust where start-up differs between runs (several workers).
-        "first_kept_s": round(first_kept, 1),
-        "pairs_s_after_first_kept": round(k_large / (t_large - first_kept), 1),
-        "scoring_stage_pairs_s": round(scoring_rate, 1),
+        "first_kept_s": round(big.first_kept, 1),
+        "pairs_s_after_first_kept": round(big.kept / (big.seconds - big.first_kept), 1),
+        "scoring_stage_pairs_s": round(big.scoring_rate, 1),
     }
+
+
+def chain_steps(chain: str) -> list[str]:
+    """The per-pair and group steps a chain runs, in order (build_chain on the e2e's config)."""
+    from chain_costs import chain_config
+
+    from vlcurate.filters.chain import build_chain
+
+    config = chain_config(
+        "in", "out", "bundled:tiny-synth-clip", 1, {"reread_images": True}, chain_disable(chain)
+    )
+    built = build_chain(config)
+    return built.names + built.group_steps
 
 
 def scene_pairs(n: int, seed: int = 1, size: tuple[int, int] | None = None) -> list:
@@ -675,13 +991,63 @@ def queue_timing(models: list[str], batch: int, iters: int = 8) -> list[dict]:
     return rows
 
 
+def print_e2e(rows: list[dict]) -> None:
+    """The e2e's tables: rates per chain against model-only, and with --breakdown the parts per pair."""
+    for r in (r for r in rows if r.get("kind") == "e2e"):
+        print(
+            f"{r['model']} {r['chain']:8s} kept {r['pairs']:,}/{r['read']:,}  steady {r['steady_pairs_s']:,.1f} "
+            f"({r['steady_of_model_only']:.0%} of model-only {r['model_only_pairs_s']:,.1f}), CPU "
+            f"{r['steady_cpu_us_per_pair']:,.0f} us/pair  after first kept {r['pairs_s_after_first_kept']:,.1f} "
+            f"({r['after_first_kept_of_model_only']:.0%})  scoring stage {r['scoring_stage_pairs_s']:,.1f} "
+            f"({r['scoring_stage_of_model_only']:.0%})  rejects {r['rejected_by_reason'] or 'none'}"
+        )
+    costs: dict[tuple[str, str], dict[str, dict]] = {}
+    for r in (r for r in rows if r.get("kind") == "step_cost"):
+        costs.setdefault((r["model"], r["part"]), {})[r["chain"]] = r
+    if costs:
+        print(f"\n{'us per pair read, best of passes: wall (CPU)':72s} {'default':>15s} {'minimal':>15s}")
+    for (model, part), by_chain in costs.items():
+        cells = [
+            f"{c['us_per_pair_read']:7.1f} ({c['cpu_us_per_pair_read']:7.1f})" if c else "-"
+            for c in (by_chain.get("default"), by_chain.get("minimal"))
+        ]
+        print(f"{model[:14] + ' ' + part:72s} {cells[0]:>15s} {cells[1]:>15s}")
+    for r in (r for r in rows if r.get("kind") == "extra_cost_summary"):
+        print(
+            f"{r['model']}: the default chain's extra parts {r['explained_us_per_pair']} us/pair wall, "
+            f"{r['explained_cpu_us_per_pair']} CPU (parts doing the same work in both chains differ by "
+            f"{r['same_work_difference_us_per_pair']} / {r['same_work_difference_cpu_us_per_pair']}: noise); "
+            f"measured end to end {r['measured_us_per_pair_steady']} wall (steady), "
+            f"{r['measured_cpu_us_per_pair_steady']} CPU (steady), {r['measured_us_per_pair_after_first_kept']} "
+            "wall after the first kept pairs, more per kept pair"
+        )
+        if "measured_us_per_pair_steady_per_repeat" in r:
+            print(
+                f"  repeat by repeat (default - minimal, us per kept pair): wall "
+                f"{r['measured_us_per_pair_steady_per_repeat']} (median {r['measured_us_per_pair_steady_paired_median']}), "
+                f"CPU {r['measured_cpu_us_per_pair_steady_per_repeat']} "
+                f"(median {r['measured_cpu_us_per_pair_steady_paired_median']})"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("mode", choices=["model", "e2e", "paths", "decode", "queue", "resize"])
-    parser.add_argument("--device", default="cuda", help="resize: the device to run on (cuda or cpu)")
-    parser.add_argument("--models", nargs="+", default=["ViT-B-32", "ViT-L-14", "ViT-bigG-14"])
+    parser.add_argument(
+        "--device",
+        default="cuda",
+        choices=["cuda", "cpu"],
+        help="resize: the device to run on; e2e: cpu runs clip_score on the CPU (clip_score.device: cpu), "
+        "e.g. with the bundled tiny CLIP, so the pipeline's CPU side can be timed without a GPU",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        help="model names (random weights) or full clip_score specs (e2e: bundled:tiny-synth-clip); "
+        "default ViT-B-32 ViT-L-14 ViT-bigG-14, with e2e --device cpu bundled:tiny-synth-clip",
+    )
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--iters", type=int, default=10)
@@ -713,9 +1079,60 @@ def main() -> None:
         help="e2e: also run with clip_score.share_model true (one model for all worker processes)",
     )
     parser.add_argument(
-        "--pairs", type=json.loads, default={"ViT-B-32": 80000, "ViT-L-14": 24000, "ViT-bigG-14": 8000}
+        "--pairs",
+        type=json.loads,
+        default={"ViT-B-32": 80000, "ViT-L-14": 24000, "ViT-bigG-14": 8000, "bundled:tiny-synth-clip": 4000},
+        help='e2e: JPEGs of the large run per model, as JSON: {"ViT-L-14": 24000} or one number for all',
+    )
+    parser.add_argument(
+        "--chain",
+        default="default",
+        choices=CHAINS,
+        help="e2e: default: every step `vlcurate clean` runs with no --disable (text steps, image checks, "
+        "decode_check, CLIP, dedup); minimal: probe_image, clip_score, clip_filter only (the e2e before)",
+    )
+    parser.add_argument(
+        "--compare-minimal",
+        action="store_true",
+        help="e2e: also run the minimal chain in the same call, the chains taking turns",
+    )
+    parser.add_argument(
+        "--captions",
+        default=WEB_CAPTIONS,
+        help="e2e: Parquet of real alt texts (TEXT column) for the pairs; default tests/data's 10k",
+    )
+    parser.add_argument(
+        "--all-captions",
+        action="store_true",
+        help="e2e: every caption, also those the default text steps reject (8%% of the 10k); by default "
+        "only captions they keep, so that both chains score the same pairs",
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="e2e: also time each part of each chain per pair in this process, without Beam "
+        "(bench/chain_costs.py), and set the default chain's extra parts against the measured difference",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="e2e: small + large runs per chain and settings, alternating; rows give the medians",
+    )
+    parser.add_argument(
+        "--breakdown-pairs", type=int, default=8000, help="e2e --breakdown: pairs of the large run it reads"
+    )
+    parser.add_argument("--breakdown-repeats", type=int, default=3, help="e2e --breakdown: best of N passes")
+    parser.add_argument(
+        "--out",
+        help="results name under bench/results/ (no .json); default clip_gpu_<mode>, for e2e "
+        "clip_gpu_e2e_<chain>, with --device cpu clip_gpu_e2e_<chain>_cpu",
     )
     args = parser.parse_args()
+    if args.models is None:
+        cpu_e2e = args.mode == "e2e" and args.device == "cpu"
+        args.models = ["bundled:tiny-synth-clip"] if cpu_e2e else ["ViT-B-32", "ViT-L-14", "ViT-bigG-14"]
+    name = args.out or f"clip_gpu_{args.mode}"
     if args.mode == "model":
         rows = [r for m in args.models for r in model_only(m, args.batch, args.iters, args.variants)]
     elif args.mode == "paths":
@@ -727,8 +1144,13 @@ def main() -> None:
     elif args.mode == "resize":
         rows = resize_speed(args.device, args.batch)
     else:
+        name = args.out or f"clip_gpu_e2e_{args.chain}" + ("_cpu" if args.device == "cpu" else "")
+        if args.compare_minimal and args.chain == "minimal":
+            parser.error("--compare-minimal runs the minimal chain beside the default one: leave out --chain")
+        chains = ("default", "minimal") if args.compare_minimal else (args.chain,)
         settings = [
             {
+                **({"device": "cpu"} if args.device == "cpu" else {}),
                 "compile": args.compile,
                 "gpu_decode": not args.cpu_decode,
                 "precision": args.precision,
@@ -742,9 +1164,22 @@ def main() -> None:
             if not (share and not overlap)  # a shared model ignores overlap
         ]
         rows = e2e(
-            args.models, args.pairs, args.workers, args.batch, settings, args.profile, args.mixed_sizes
+            args.models,
+            args.pairs,
+            args.workers,
+            args.batch,
+            settings,
+            args.profile,
+            args.mixed_sizes,
+            chains,
+            args.device,
+            web_captions(args.captions, args.all_captions),
+            args.iters,
+            {"pairs": args.breakdown_pairs, "repeats": args.breakdown_repeats} if args.breakdown else None,
+            args.repeats,
         )
-    print(f"wrote {write_results(f'clip_gpu_{args.mode}', rows, device_name())}")
+        print_e2e(rows)
+    print(f"wrote {write_results(name, rows, device_name(args.device))}")
 
 
 if __name__ == "__main__":
