@@ -142,7 +142,7 @@ def _steps_after_model(kept, after: dict, audit: bool):
     return post.kept, [post[REJECTED]], [post[STATS]], thresholds
 
 
-def _counter(progress_folder: str | None):
+def counter(progress_folder: str | None):
     """Taps a PCollection for the progress lines (under `stage`); returns what to go on with."""
 
     def counted(pcoll, stage: str, label: str = ""):
@@ -163,7 +163,7 @@ def score_pairs(
     """The per-pair part of the job up to the model's scores: read every source, run the steps before the
     model, score. Returns (kept, [rejects], [stats partials]). `clean --resume` stores this part's output
     per chunk of input files (pipelines/resume.py)."""
-    counted = _counter(progress_folder)
+    counted = counter(progress_folder)
     pairs = [p | reader for reader in readers] | "AllSources" >> beam.Flatten()
     before, model, _ = chain.split()
     stepped = counted(pairs, "read") | "Steps" >> beam.ParDo(
@@ -194,7 +194,7 @@ def build_pipeline(
     None writes straight into the output. `scores_from`: a completed clean output of the same inputs whose
     stored model scores stand in for the model step (`vlcurate retune`). `scored`: (kept, rejects,
     partials) made elsewhere in place of score_pairs (`clean --resume` reads what its chunks stored)."""
-    counted = _counter(progress_folder)
+    counted = counter(progress_folder)
     if scored is None:
         scored = score_pairs(p, config, chain, readers, progress_folder, scores_from)
     kept, rejects, partials = scored
@@ -319,7 +319,7 @@ def run_clean(
         "clean", total=functools.partial(count_input, config.sources), worker_log="vlcurate-workers"
     )
 
-    def run(stored: Callable[[beam.Pipeline], Any] | None = None) -> None:
+    def run(stored: Callable[[beam.Pipeline, str | None], Any] | None = None) -> None:
         job.run(
             lambda p, folder: build_pipeline(
                 p,
@@ -330,7 +330,7 @@ def run_clean(
                 remote=not job.local,
                 staging=staging,
                 scores_from=scores_from,
-                scored=stored(p) if stored else None,
+                scored=stored(p, folder) if stored else None,
             ),
             lines,
             show_progress=progress,

@@ -37,7 +37,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from vlcurate.filters.chain import Chain
 from vlcurate.pipelines.image_spans import detach_images
-from vlcurate.pipelines.job import Job
+from vlcurate.pipelines.input_size import Total, estimate_records, sum_totals
+from vlcurate.pipelines.job import Job, JobProgress
 from vlcurate.pipelines.output import (
     beside,
     ensure_dir,
@@ -130,11 +131,17 @@ def run_resumable(
         build = functools.partial(
             _store_chunk, config=config, chain=chain, readers=chunk_readers, directory=directory
         )
-        job.run(lambda p, _folder, build=build: build(p), None, progress)
+        lines = JobProgress(
+            f"clean chunk {k + 1}/{len(chunks)}",
+            outcomes=("passed", "rejected"),  # passed: every step up to the model's scores
+            total=functools.partial(_chunk_total, chunk_readers),
+            worker_log="vlcurate-workers",
+        )
+        job.run(build, lines, progress)
         say(f"chunk {k + 1} of {len(chunks)} done in {job.seconds():.1f}s ({len(chunk)} files)")
     directories = [join(folder, "chunks", f"{k:05d}") for k in range(len(chunks))]
     manifests = [{**read_json(join(d, MANIFEST)), "directory": d} for d in directories]
-    result = finish(lambda p: _stored(p, manifests))
+    result = finish(functools.partial(_stored, manifests=manifests))
     if is_completed(config.output.dir):  # a failed run keeps its chunks for the rerun
         remove_tree(folder)
     return result
@@ -144,10 +151,24 @@ def say(message: str) -> None:
     print(f"[vlcurate] {message}", file=sys.stderr, flush=True)
 
 
-def _store_chunk(p, config: CleanConfig, chain: Chain, readers: list[ReadSource], directory: str) -> None:
-    from vlcurate.pipelines.clean import image_digests_needed, score_pairs
+def _chunk_total(readers: list[ReadSource]) -> Total | None:
+    return sum_totals([estimate_records(r.source.format, r.sizes) for r in readers])
 
-    kept, rejects, partials = score_pairs(p, config, chain, readers, None)
+
+def _store_chunk(
+    p,
+    progress_folder: str | None,
+    config: CleanConfig,
+    chain: Chain,
+    readers: list[ReadSource],
+    directory: str,
+) -> None:
+    from vlcurate.pipelines.clean import counter, image_digests_needed, score_pairs
+
+    kept, rejects, partials = score_pairs(p, config, chain, readers, progress_folder)
+    counted = counter(progress_folder)
+    kept = counted(kept, "passed")
+    rejects = [counted(part, "rejected", f"/{i}") for i, part in enumerate(rejects)]
     if config.output.reread_images:  # as the whole job does before its shuffles (image_spans.py)
         digests = image_digests_needed(chain)
         kept = kept | "DetachImages" >> beam.Map(detach_images, digests).with_output_types(PairBatch)
@@ -209,8 +230,12 @@ def read_elements(path: str) -> Iterator[Any]:
             yield pickle.loads(fh.read(_FRAME.unpack(header)[0]))
 
 
-def _stored(p, manifests: list[dict[str, Any]]):
-    """(kept, rejects, partials) as clean.build_pipeline takes them, read from every chunk."""
+def _stored(p, progress_folder: str | None, manifests: list[dict[str, Any]]):
+    """(kept, rejects, partials) as clean.build_pipeline takes them, read from every chunk; the pairs
+    counted as read for the progress lines."""
+    from vlcurate.pipelines.clean import counter
+
+    counted = counter(progress_folder)
 
     def paths(kind: str) -> list[str]:
         return sorted(join(m["directory"], name) for m in manifests for name in m["files"].get(kind, []))
@@ -222,6 +247,6 @@ def _stored(p, manifests: list[dict[str, Any]]):
         return p | f"Stored[{label}]" >> beam.Create(paths(kind)) | f"Read[{label}]" >> reading
 
     parts = max(m["rejects"] for m in manifests)
-    kept = read("kept", "kept")
-    rejects = [read(f"rejects{i}", f"rejects{i}") for i in range(parts)]
+    kept = counted(read("kept", "kept"), "read", "/kept")
+    rejects = [counted(read(f"rejects{i}", f"rejects{i}"), "read", f"/rejects{i}") for i in range(parts)]
     return kept, rejects, [read("partials", "partials", batches=False)]

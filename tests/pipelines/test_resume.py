@@ -102,3 +102,17 @@ def test_chunk_files_needs_resume(config_path, tmp_path, capsys):
         "vlcurate: error: --chunk-files takes a number >= 1, and only with --resume."
     )
     assert not os.path.exists(tmp_path / "o")
+
+
+@pytest.mark.slow
+def test_a_resumable_run_shows_progress_per_chunk_and_for_the_merge(config_path, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    assert main(["clean", "--config", config_path, "--output", out, "--resume", "--chunk-files", "3"]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("[clean")]
+    # Each part prints lines of its own: the two chunks (passed: every step up to the scores), then the
+    # final pipeline, which counts every pair the chunks stored as read.
+    parts = list(dict.fromkeys(line.split("]")[0] + "]" for line in lines if "read" in line))
+    assert parts == ["[clean chunk 1/2]", "[clean chunk 2/2]", "[clean]"]
+    assert f"read {PAIRS:,} of " in lines[-1]
+    assert "chunk 2 of 2 done" in err
