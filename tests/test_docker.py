@@ -228,9 +228,9 @@ def test_the_image_starts_beams_boot_entrypoint(rel):
 def test_the_image_installs_vlcurate_from_the_lock(rel):
     stage = final_stage((ROOT / rel).read_text())
     runs = [re.sub(r"\s+", " ", args) for keyword, args in stage if keyword == "RUN"]
-    assert ("COPY", "requirements/lock-py${PYTHON_VERSION}.txt /tmp/vlcurate/lock.txt") in stage
+    assert ("COPY", "requirements/lock-py${PYTHON_VERSION}.txt lock.txt") in stage
     if rel == GPU:
-        assert "python -m pip install --quiet -r /tmp/vlcurate/lock.txt" in runs
+        assert "python -m pip install --quiet -r lock.txt" in runs
     else:
         # The same CPU wheels and the same lock filter as scripts/setup.sh's VLCURATE_TORCH=cpu.
         setup = (ROOT / "scripts/setup.sh").read_text()
@@ -239,23 +239,25 @@ def test_the_image_installs_vlcurate_from_the_lock(rel):
         assert install == (
             'python -m pip install --quiet --no-deps --index-url "$TORCH_INDEX" '
             '"torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" '
-            f"&& grep -v -E {lock_filter} /tmp/vlcurate/lock.txt >/tmp/vlcurate/lock-cpu.txt "
-            "&& python -m pip install --quiet -r /tmp/vlcurate/lock-cpu.txt"
+            f"&& grep -v -E {lock_filter} lock.txt >lock-cpu.txt "
+            "&& python -m pip install --quiet -r lock-cpu.txt"
         )
         assert ("ARG", "TORCH_INDEX=https://download.pytorch.org/whl/cpu") in stage
         assert "https://download.pytorch.org/whl/cpu" in setup
     # With the gcp extra, from what the lock installed only (no index), then pip's consistency check.
     assert (
-        'python -m pip install --quiet --no-index --no-build-isolation "/tmp/vlcurate/src[gcp]" '
-        "&& python -m pip check"
+        'python -m pip install --quiet --no-index --no-build-isolation "./src[gcp]" && python -m pip check'
     ) in runs
     assert "google-cloud-storage" in versions.locked_pins(versions.lock_path().read_text(), "3.12")
     # The wheel is built from every folder pyproject.toml maps into the package.
     package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
     copies = [args.split() for keyword, args in stage if keyword == "COPY"]
-    copied = {source for source, *rest in copies if rest == [f"/tmp/vlcurate/src/{source}"]}
+    copied = {source for source, *rest in copies if rest == [f"src/{source}"]}
     assert copied == set(package_dir.values())
-    assert ["pyproject.toml", "README.md", "/tmp/vlcurate/src/"] in copies
+    assert ["pyproject.toml", "README.md", "src/"] in copies
+    # Built in a folder of its own; the workers start at the root again.
+    workdirs = [args for keyword, args in stage if keyword == "WORKDIR"]
+    assert len(workdirs) == 2 and workdirs[-1] == "/"
     # The build compares what it installed with the ARGs.
     (check,) = [r for r in runs if "assert got == want" in r]
     for name in ("BEAM_VERSION", "TORCH_VERSION", "TORCHVISION_VERSION"):
