@@ -29,7 +29,7 @@ import pickle
 import struct
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -107,7 +107,7 @@ def run_resumable(
     chain: Chain,
     readers: list[ReadSource],
     chunk_files: int | None,
-    finish: Any,
+    finish: Callable[[Callable[..., Any]], Any],
 ) -> Any:
     """Phase 1 for every chunk not done yet, then `finish(scored)`, which runs phase 2 (clean.run_clean's
     own run with `scored` standing in for its reading and scoring); the resume folder goes once the
@@ -115,18 +115,22 @@ def run_resumable(
     folder = resume_dir(config.output.dir)
     chunks = plan_chunks(readers, chunk_files)
     _open_plan(folder, _plan(config, readers, chunks))
-    done = [k for k in range(len(chunks)) if FileSystems.exists(join(folder, "chunks", f"{k:05d}", MANIFEST))]
+    directories = [join(folder, "chunks", f"{k:05d}") for k in range(len(chunks))]
+    done = {k for k, d in enumerate(directories) if FileSystems.exists(join(d, MANIFEST))}
     if done:
-        say(f"resuming: {len(done)} of {len(chunks)} chunks already done ({folder})")
-    for k, chunk in enumerate(chunks):
+        print(
+            f"[vlcurate] resuming: {len(done)} of {len(chunks)} chunks already done ({folder})",
+            file=sys.stderr,
+        )
+    for k, (chunk, directory) in enumerate(zip(chunks, directories)):
         if k in done:
             continue
+        paths: dict[int, list[str]] = {}  # source index -> its files in this chunk
+        for i, path in chunk:
+            paths.setdefault(i, []).append(path)
         chunk_readers = [
-            ReadSource(reader.source, {p: reader.sizes[p] for i, p in chunk if readers[i] is reader})
-            for reader in readers
-            if any(readers[i] is reader for i, _ in chunk)
+            ReadSource(readers[i].source, {p: readers[i].sizes[p] for p in ps}) for i, ps in paths.items()
         ]
-        directory = join(folder, "chunks", f"{k:05d}")
         job = Job(config.workers, beam_args, [])
         build = functools.partial(
             _store_chunk, config=config, chain=chain, readers=chunk_readers, directory=directory
@@ -138,17 +142,12 @@ def run_resumable(
             worker_log="vlcurate-workers",
         )
         job.run(build, lines, progress)
-        say(f"chunk {k + 1} of {len(chunks)} done in {job.seconds():.1f}s ({len(chunk)} files)")
-    directories = [join(folder, "chunks", f"{k:05d}") for k in range(len(chunks))]
+        job.say_done(f"chunk {k + 1} of {len(chunks)}", f"{len(chunk):,} input files", directory)
     manifests = [{**read_json(join(d, MANIFEST)), "directory": d} for d in directories]
     result = finish(functools.partial(_stored, manifests=manifests))
     if is_completed(config.output.dir):  # a failed run keeps its chunks for the rerun
         remove_tree(folder)
     return result
-
-
-def say(message: str) -> None:
-    print(f"[vlcurate] {message}", file=sys.stderr, flush=True)
 
 
 def _chunk_total(readers: list[ReadSource]) -> Total | None:
