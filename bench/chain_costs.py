@@ -168,6 +168,7 @@ class ChainCosts:
 
     def one_pass(self, batches: list, out: str) -> tuple[Spent, dict[str, int]]:
         """The pass's time per part, and its pair counts (read, kept, rejected)."""
+        from vlcurate.pipelines.clean import image_digests_needed
         from vlcurate.pipelines.clip import FixedSizeGroups, PrepareClipInput, _attach_scores
         from vlcurate.pipelines.group_steps import _UNGROUPED, _MarkBucket, _split_by_bucket
         from vlcurate.pipelines.image_spans import detach_images
@@ -237,7 +238,7 @@ class ChainCosts:
                     acc = combine.add_input(acc, batch)
                 combine.extract_output(acc)
         if self.config.output.reread_images:
-            with_digest = any(next(iter(g.values())).needs_image_digest for g in self.chain.groups.values())
+            with_digest = image_digests_needed(self.chain)
             with spent.part("DetachImages (hashes each image where dedup is on)", count(kept)):
                 kept = [detach_images(b, with_digest) for b in kept]
         score_names = self.chain.score_names()

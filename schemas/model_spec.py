@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from vlcurate.schemas.config import absolute_path
 from vlcurate.schemas.errors import ConfigError
 
 DEFAULT_BUNDLED = "bundled:tiny-synth-clip"
@@ -25,16 +26,11 @@ def absolute_model_spec(spec: str) -> str:
         return spec
     for prefix in FOLDER_PREFIXES:
         if spec.startswith(prefix):
-            return prefix + _absolute(spec[len(prefix) :])
+            return prefix + absolute_path(spec[len(prefix) :])
     name, at, pretrained = spec.partition("@")
     if at and ("/" in pretrained or os.path.exists(pretrained)):  # a checkpoint file, not a tag
-        return f"{name}@{_absolute(pretrained)}"
+        return f"{name}@{absolute_path(pretrained)}"
     return spec
-
-
-def _absolute(path: str) -> str:
-    path = os.path.expanduser(path)
-    return path if "://" in path or os.path.isabs(path) else os.path.abspath(path)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,7 +42,7 @@ PROJECT = "vlcurate-test"
 REGISTRY = f"us-central1-docker.pkg.dev/{PROJECT}/vlcurate"
 GPU_IMAGE, CPU_IMAGE = f"{REGISTRY}/vlcurate-gpu:test", f"{REGISTRY}/vlcurate-cpu:test"
 ACCELERATOR = "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver;use_nvidia_mps"
-# docs/dataflow.md: clean on GPU workers, the other jobs on CPU workers (an L4 needs a G2 machine).
+# docs/dataflow.md's command lines (kept the same): clean on GPU workers, the other jobs on CPU workers.
 GPU_FLAGS = [
     f"--sdk_container_image={GPU_IMAGE}",
     "--experiments=use_runner_v2",
