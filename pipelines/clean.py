@@ -123,14 +123,12 @@ def _model_scores(kept, model: dict, scores_from: str | None = None):
     return kept, []
 
 
-def _steps_after_model(kept, after: dict, audit: bool):
-    """The steps after the model (the threshold filter), which receive per-source thresholds as a side
-    input when a source keeps a fraction. Returns (kept, rejects, stats partials, computed thresholds or
-    None)."""
-    from vlcurate.filters.clip_filter import ClipFilter
+def _steps_after_model(kept, after: dict, filters: dict, audit: bool):
+    """The steps after the model (the threshold filter: `filters`, clip_filters' {source: step}), which
+    receive per-source thresholds as a side input when a source keeps a fraction. Returns (kept, rejects,
+    stats partials, computed thresholds or None)."""
     from vlcurate.pipelines.thresholds import keep_fraction_thresholds
 
-    filters = {src: s for src, steps in after.items() for s in steps if isinstance(s, ClipFilter)}
     side, thresholds = {}, None
     if any(f.needs_computed_threshold() for f in filters.values()):
         thresholds = keep_fraction_thresholds(kept, filters)
@@ -203,7 +201,9 @@ def build_pipeline(
     buckets = buckets_for_input(sum(reader.input_bytes for reader in readers))
     thresholds = None
     if model or any(after.values()):
-        kept, more_rejects, more_partials, thresholds = _steps_after_model(kept, after, config.audit)
+        kept, more_rejects, more_partials, thresholds = _steps_after_model(
+            kept, after, clip_filters(chain), config.audit
+        )
         rejects += more_rejects
         partials += more_partials
     if thresholds is None:
