@@ -83,6 +83,9 @@ class KeepLongest(GroupStep):
             raise ValueError(f"keep_longest.enabled must be true or false, not {enabled!r}.")
         self.enabled = enabled
 
+    def active(self) -> bool:
+        return self.enabled
+
     def group_key(self, pair: Pair) -> str | None:
         if not self.enabled:
             return None

@@ -94,6 +94,10 @@ class GroupStep(Step):
             f"{self.name} compares pairs with each other: the pipeline runs it, not per record"
         )
 
+    def active(self) -> bool:
+        """Whether the step can group anything with these parameters; an inactive one adds no shuffle."""
+        return True
+
     def group_key(self, pair: Pair) -> str | None:
         """The pair's group (a hex digest); None: the pair is not grouped and passes."""
         raise NotImplementedError

@@ -60,6 +60,11 @@ class Chain:
             names.update(dict.fromkeys(name for step in steps for name in step.score_names))
         return list(names)
 
+    def active_groups(self) -> dict[str, dict[str, Step]]:
+        """The group steps that can group anything (keep_longest off everywhere, decontaminate without
+        sets: none): the pipeline adds no shuffle for the others."""
+        return {n: g for n, g in self.groups.items() if any(step.active() for step in g.values())}
+
     def params(self) -> dict[str, dict[str, dict[str, Any]]]:
         """{source: {step: effective parameters}} for info.json."""
         out = {src: {s.name: s.params() for s in steps} for src, steps in sorted(self.by_source.items())}
@@ -105,17 +110,6 @@ def build_chain(
             if name not in chain:
                 raise unknown_name_error("step", name, chain, f"source {source.name!r} steps")
             check_params(name, params, f"source {source.name!r} steps.{name}")
-    check_needs(names, config, carried, cli_disable)
-    by_source: dict[str, list[Step]] = {}
-    for source in config.sources:
-        by_source[source.name] = [
-            build_step(
-                n,
-                merged_params(n, config.steps.get(n, {}), source.steps.get(n, {})),
-                f"source {source.name!r}",
-            )
-            for n in names
-        ]
     group_names = [n for n in chain if n not in per_pair and n not in config.disable]
     if text_only:
         group_names = [n for n in group_names if not step_class(n).needs_image]
@@ -128,7 +122,55 @@ def build_chain(
         }
         for n in group_names
     }
+    # A group step that can group nothing (decontaminate without sets) needs nothing either.
+    active = [n for n in group_names if any(step.active() for step in groups[n].values())]
+    check_needs(names + active, config, carried, cli_disable)
+    by_source: dict[str, list[Step]] = {}
+    for source in config.sources:
+        by_source[source.name] = [
+            build_step(
+                n,
+                merged_params(n, config.steps.get(n, {}), source.steps.get(n, {})),
+                f"source {source.name!r}",
+            )
+            for n in names
+        ]
+    check_shared_params(groups)
+    check_hashes_taken(by_source, groups)
     return Chain(names, by_source, group_names, groups)
+
+
+def check_shared_params(groups: dict[str, dict[str, Step]]) -> None:
+    """A group step that compares pairs across sources (`same_params_everywhere`) has one set of
+    parameters: a source that sets its own would make the answer depend on which pair is asked."""
+    for name, by_source in groups.items():
+        if not getattr(step_class(name), "same_params_everywhere", False):
+            continue
+        distinct = {repr(sorted(step.params().items())): src for src, step in by_source.items()}
+        if len(distinct) > 1:
+            raise ConfigError(
+                f"{name} compares pairs across sources, so its parameters are set once under steps.{name}; "
+                f"sources {', '.join(sorted(distinct.values()))} set their own: move them to steps.{name}"
+            )
+
+
+def check_hashes_taken(by_source: dict[str, list[Step]], groups: dict[str, dict[str, Step]]) -> None:
+    """A step comparing perceptual hashes reads the one decode_check takes: refuse image_hash: false then,
+    since every pair would pass unhashed."""
+    hashing = [
+        n
+        for n, g in groups.items()
+        if getattr(next(iter(g.values())), "compares_hashes", False) and any(st.active() for st in g.values())
+    ]
+    if not hashing:
+        return
+    for source, steps in by_source.items():
+        if any(s.name == "decode_check" and not getattr(s, "image_hash", True) for s in steps):
+            raise ConfigError(
+                f"{', '.join(hashing)} compare{'s' if len(hashing) == 1 else ''} the perceptual hash decode_check "
+                f"takes, but source {source!r} "
+                f"sets decode_check.image_hash: false: remove it, or add {', '.join(hashing)} to disable"
+            )
 
 
 def merged_params(name: str, global_params: dict[str, Any], source_params: dict[str, Any]) -> dict[str, Any]:

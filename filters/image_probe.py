@@ -17,9 +17,11 @@ import io
 import struct
 import warnings
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vlcurate.filters.base import Step, reject
+from vlcurate.filters.image_hash import near_dup_hash
+from vlcurate.filters.near_dedup import HASH_KEY
 from vlcurate.schemas.image_header import EXIF_ORIENTATION, ROTATED_ORIENTATIONS, pil_orientation
 from vlcurate.schemas.record import Pair
 
@@ -155,9 +157,14 @@ class ProbeImage(Step):
 
 
 class DecodeCheck(Step):
-    """Decodes the whole image (JPEG at 1/8 scale) so that truncated files never reach the GPU.
+    """Decodes the whole image (JPEG at 1/8 scale) and takes its perceptual hash from that decode.
 
-    Truncated or corrupt pixel data is rejected as `image_truncated`.
+    Truncated files never reach the GPU, and near_dedup and decontaminate compare the hash without a
+    decode pass of their own.
+
+    Truncated or corrupt pixel data is rejected as `image_truncated`. The hash (filters/image_hash.py,
+    after EXIF orientation, as lowercase hex) goes to meta["image_phash"] and so into the shards'
+    metadata; `image_hash: false` skips it (and is refused while a step that compares hashes is on).
 
     Runs after the size filters so decompression bombs and tiny images are never decoded.
     """
@@ -166,18 +173,32 @@ class DecodeCheck(Step):
     reasons = ("image_truncated",)
     needs_image = True
 
-    def __init__(self, draft_size: int = 64) -> None:
-        self.draft_size = draft_size
+    def __init__(self, draft_size: int = 64, image_hash: bool = True) -> None:
+        if not isinstance(image_hash, bool):
+            raise ValueError(f"decode_check.image_hash must be true or false, not {image_hash!r}.")
+        self.draft_size, self.image_hash = draft_size, image_hash
 
     def apply(self, pair: Pair) -> None:
         if pair.image is None or pair.reject in ("image_missing", "image_undecodable"):
             return  # nothing to decode; an audit run already knows why
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with Image.open(io.BytesIO(pair.image)) as img:
-                    if img.format == "JPEG":
-                        img.draft("RGB", (self.draft_size, self.draft_size))
-                    img.load()
+            image_hash = decode_draft(pair.image, self.draft_size, self.image_hash)
         except Exception:  # any decoder failure is a property of this image, not a bug
             reject(pair, "image_truncated")
+            return
+        if image_hash is not None:
+            pair.meta[HASH_KEY] = image_hash
+
+
+def decode_draft(data: bytes, draft_size: int = 64, image_hash: bool = True) -> str | None:
+    """Decodes every byte of an image (a JPEG at 1/8 scale, at least `draft_size` px) and returns its
+    perceptual hash as hex (after EXIF orientation), or None without `image_hash`. Raises what the decoder
+    raises. decode_check runs it on every pair's image, decontaminate on every evaluation image, so both
+    hash alike."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format == "JPEG":
+                img.draft("RGB", (draft_size, draft_size))
+            img.load()
+            return near_dup_hash(ImageOps.exif_transpose(img)).hex() if image_hash else None

@@ -41,7 +41,10 @@ BUILTIN_STEPS: dict[str, str] = {
     "clip_filter": "vlcurate.filters.clip_filter:ClipFilter",
     # groups: compare the pairs that survived every step above with each other
     "keep_longest": "vlcurate.filters.academic:KeepLongest",  # off unless a source turns it on
+    # first of the image comparisons, so a copy of a test image is named as such, not as a near duplicate
+    "decontaminate": "vlcurate.filters.decontaminate:Decontaminate",  # off unless evaluation sets are named
     "dedup": "vlcurate.filters.dedup:Dedup",
+    "near_dedup": "vlcurate.filters.near_dedup:NearDedup",  # perceptual-hash neighbours (decode_check's hash)
 }
 
 # The table in use: the built-in steps plus those added by register_step (plugins, tests).

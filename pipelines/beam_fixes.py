@@ -38,12 +38,23 @@ runs the job with an FnApiRunner that it builds without options and hands the pi
 which skips the place where FnApiRunner reads `--direct_num_workers`: every bundle went to one worker.
 `embedded_job_server_workers` makes it read the option there too (the job server passes options on as
 strings).
+
+5. A worker that cannot start hung the job. When a worker process exits with an error (it could not
+import the package, say, because it was started in a folder whose own `vlcurate/` shadows the installed
+one), Beam raises in the thread that watched it and the runner waits for that worker forever: the job
+sat at "read 0" with no word. `workers_die_with_launcher` also watches each worker's exit: one that exits
+with an error while the job runs interrupts the launcher, which stops with the worker's exit code and its
+log (pipelines/job.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
+
+from vlcurate.schemas.errors import RunFailedError
 
 _GUARDED = "_vlcurate_write_guarded"
 _TOGETHER = "_vlcurate_stop_together"
@@ -114,8 +125,47 @@ def workers_die_with_launcher() -> None:
             start = command[: -len(BEAM_WORKER_MAIN)]
             self._worker_command_line = f"exec {start}-m {__spec__.name} {os.getpid()}"
 
+    run = worker.run
+
+    def run_and_report(self) -> None:
+        try:
+            run(self)
+        except RuntimeError as exc:  # Beam's word for an exit code other than 0
+            if _job_running and "return code" in str(exc) and "return code -" not in str(exc):
+                _worker_failures.append(str(exc))
+                import signal
+
+                # A real signal: the main thread waits in a lock, which only a signal wakes.
+                os.kill(os.getpid(), signal.SIGINT)
+            raise
+
     worker.__init__ = __init__
+    worker.run = run_and_report
     setattr(worker, _DIE_WITH_LAUNCHER, True)
+
+
+_job_running = False
+_worker_failures: list[str] = []
+
+
+@contextlib.contextmanager
+def watching_workers() -> Iterator[None]:
+    """While a job runs: a worker exiting with an error (fix 5) stops it with RunFailedError."""
+    global _job_running
+    _worker_failures.clear()
+    _job_running = True
+    try:
+        yield
+    except KeyboardInterrupt:
+        if not _worker_failures:
+            raise
+        raise RunFailedError(
+            f"a Beam worker process stopped with an error ({_worker_failures[0]}), so the job cannot finish; "
+            "the worker log's last lines say why (a worker started in a folder holding another vlcurate/ "
+            "cannot import the package: run from another folder or install vlcurate)"
+        ) from None
+    finally:
+        _job_running = False
 
 
 def embedded_job_server_workers() -> None:

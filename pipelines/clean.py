@@ -14,10 +14,12 @@ from vlcurate.filters.chain import Chain, build_chain
 from vlcurate.formatters.report import render_report
 from vlcurate.pipelines import provenance
 from vlcurate.pipelines.batch_coder import of_batches
+from vlcurate.pipelines.eval_sets import load_eval_entries
 from vlcurate.pipelines.group_steps import GroupPairs
 from vlcurate.pipelines.image_spans import detach_images
 from vlcurate.pipelines.input_size import Total, estimate_records, sum_totals
 from vlcurate.pipelines.job import Job, JobProgress, finish_output
+from vlcurate.pipelines.near_groups import NearDuplicatePairs
 from vlcurate.pipelines.outcome import assess, warning_block
 from vlcurate.pipelines.output import COMPLETED, join, read_json, run_last
 from vlcurate.pipelines.progress import tap
@@ -174,7 +176,7 @@ def score_pairs(
 
 def image_digests_needed(chain: Chain) -> bool:
     """Whether a group step compares images (it reads the digest their detached spans keep)."""
-    return any(next(iter(g.values())).needs_image_digest for g in chain.groups.values())
+    return any(next(iter(g.values())).needs_image_digest for g in chain.active_groups().values())
 
 
 def build_pipeline(
@@ -187,11 +189,14 @@ def build_pipeline(
     staging: str | None = None,
     scores_from: str | None = None,
     scored: Any = None,
+    eval_entries: dict[str, list] | None = None,
 ) -> None:
     """`staging`: the directory to write into (prepare_output_dir), published to the output at the end;
     None writes straight into the output. `scores_from`: a completed clean output of the same inputs whose
     stored model scores stand in for the model step (`vlcurate retune`). `scored`: (kept, rejects,
-    partials) made elsewhere in place of score_pairs (`clean --resume` reads what its chunks stored)."""
+    partials) made elsewhere in place of score_pairs (`clean --resume` reads what its chunks stored).
+    `eval_entries`: {step: the evaluation hashes' entries} loaded before (load_eval_entries); None loads
+    them here."""
     counted = counter(progress_folder)
     if scored is None:
         scored = score_pairs(p, config, chain, readers, progress_folder, scores_from)
@@ -221,8 +226,14 @@ def build_pipeline(
     out = staging or config.output.dir
     score_names = chain.score_names()  # one scores struct for every Parquet file of the output
     duplicate_files = []  # group steps write and count their rejects themselves (pipelines/group_steps.py)
-    for name, steps in chain.groups.items():
-        grouped = kept | f"Group[{name}]" >> GroupPairs(steps, buckets, out, progress_folder, score_names)
+    for name, steps in chain.active_groups().items():
+        step = next(iter(steps.values()))
+        if getattr(step, "compares_hashes", False):
+            extra = eval_entries.get(name, []) if eval_entries is not None else load_eval_entries(step)
+            group = NearDuplicatePairs(steps, buckets, out, progress_folder, score_names, extra)
+        else:
+            group = GroupPairs(steps, buckets, out, progress_folder, score_names)
+        grouped = kept | f"Group[{name}]" >> group
         kept = grouped["kept"]
         duplicate_files.append(grouped[REJECT_FILES])
         partials.append(grouped[STATS])
@@ -312,6 +323,11 @@ def run_clean(
     job = Job(config.workers, beam_args, config_paths(config))
     chain = build_chain(config, carried=carried_scores, cli_disable=cli_disable)
     readers = [ReadSource(source) for source in config.sources]  # matches files, checks columns
+    eval_entries = {  # evaluation sets are read and hashed before any input is
+        name: load_eval_entries(next(iter(steps.values())))
+        for name, steps in chain.active_groups().items()
+        if hasattr(next(iter(steps.values())), "eval_entry")
+    }
     staging = job.stage(config.output.dir, config.output.overwrite)
     if not scores_from:
         warn_about_bundled_clip(chain)  # after every check: a failing run prints its error alone
@@ -331,6 +347,7 @@ def run_clean(
                 staging=staging,
                 scores_from=scores_from,
                 scored=stored(p, folder) if stored else None,
+                eval_entries=eval_entries,
             ),
             lines,
             show_progress=progress,

@@ -30,6 +30,7 @@ from typing import Any
 import apache_beam as beam
 
 from vlcurate.pipelines import provenance
+from vlcurate.pipelines.beam_fixes import watching_workers
 from vlcurate.pipelines.input_size import Total
 from vlcurate.pipelines.options import in_process_tuning, is_local, pipeline_options
 from vlcurate.pipelines.output import (
@@ -79,6 +80,7 @@ class Job:
         `progress` and `show_progress`; worker logs go to a file for a local multi-process run."""
         self.started = time.monotonic()
         with contextlib.ExitStack() as stack:
+            stack.enter_context(watching_workers())  # outermost: the worker log's tail is shown first
             stream = sys.stderr
             if progress is not None and progress.worker_log and self.local and self.workers > 1:
                 log = os.path.join(tempfile.gettempdir(), f"{progress.worker_log}-{os.getpid()}.log")

@@ -13,9 +13,11 @@ from typing import Any
 
 from PIL import Image
 
+from vlcurate.filters.image_probe import decode_draft
+from vlcurate.filters.near_dedup import NearIndex
 from vlcurate.model.scenes import Scene, caption_en, caption_zh, random_scene, render
 from vlcurate.synth import captions
-from vlcurate.synth.defects import DEFECT_BY_NAME, assign_defects
+from vlcurate.synth.defects import DEFECT_BY_NAME, DEFECTS, assign_defects
 from vlcurate.synth.images import (
     EXT,
     FORMAT_WEIGHTS,
@@ -154,6 +156,10 @@ def default_workers(n: int) -> int:
     return max(1, min(cpus, 8))
 
 
+# Defects whose pairs pass every per-pair step (clip_mismatch without a CLIP step) and so meet in near_dedup.
+REACH_GROUP_STEPS = frozenset(d.name for d in DEFECTS if d.expected_reason is None)
+
+
 def make_records(n: int, seed: int, workers: int = 1, made: CountReporter | None = None) -> list[SynthRecord]:
     """All n records in key order; the same for any number of worker processes. Image bytes are unique
     except for planted duplicates, so an exact dedup step finds exactly the duplicates. `made` counts
@@ -176,6 +182,7 @@ def make_records(n: int, seed: int, workers: int = 1, made: CountReporter | None
     records: list[SynthRecord] = []
     originals: list[SynthRecord] = []
     seen: set[bytes] = set()
+    distinct = NearIndex()
     for index, defect in enumerate(labels):
         if defect == "duplicate":
             records.append(make_record(index, defect, seed, originals))
@@ -184,10 +191,15 @@ def make_records(n: int, seed: int, workers: int = 1, made: CountReporter | None
         attempt = 0
         while record.image is not None:
             digest = hashlib.blake2b(record.image, digest_size=16).digest()
-            if digest not in seen:
+            image_hash = decode_draft(record.image) if defect in REACH_GROUP_STEPS else None
+            if digest not in seen and (image_hash is None or not distinct.near(image_hash)):
                 seen.add(digest)
+                if image_hash is not None:
+                    distinct.add(image_hash)
                 break
-            attempt += 1  # the same scene and size drawn twice: astronomically rare, but reroll
+            # The same scene drawn twice, or two scenes near_dedup would take for one: reroll, so that
+            # ground truth holds under the default radius.
+            attempt += 1
             record = make_record(index, defect, seed + 1_000_003 * attempt, [])
         records.append(record)
         if defect in ("none", "chinese"):

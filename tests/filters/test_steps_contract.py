@@ -39,9 +39,16 @@ def test_the_table_fixes_the_default_order():
         "clip_score",
         "clip_filter",
         "keep_longest",
+        "decontaminate",
         "dedup",
+        "near_dedup",
     )
-    assert [n for n in DEFAULT_CHAIN if step_class(n).groups_records] == ["keep_longest", "dedup"]
+    assert [n for n in DEFAULT_CHAIN if step_class(n).groups_records] == [
+        "keep_longest",
+        "decontaminate",
+        "dedup",
+        "near_dedup",
+    ]
 
 
 def test_every_line_of_the_table_names_its_class():
@@ -132,7 +139,7 @@ def test_cleaners_keep_an_unchanged_caption_as_the_same_object(name):
 
 
 # clip_score's scores are written by pipelines/clip.py; clip_filter only decides on them; dedup writes none.
-_WRITTEN_ELSEWHERE = {"clip_score", "clip_filter", "keep_longest", "dedup"}
+_WRITTEN_ELSEWHERE = {"clip_score", "clip_filter", "keep_longest", "decontaminate", "dedup", "near_dedup"}
 
 
 @pytest.mark.parametrize("name", DEFAULT_CHAIN)

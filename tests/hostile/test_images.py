@@ -56,9 +56,10 @@ def write_config(tmp_path, source: dict, name: str) -> tuple[str, str]:
     return str(config), str(tmp_path / name)
 
 
-def clean(tmp_path, source: dict, name: str = "out") -> str:
+def clean(tmp_path, source: dict, name: str = "out", disable: str = "") -> str:
     config, out = write_config(tmp_path, source, name)
-    assert main(["clean", "--config", config, "--output", out, *NO_CLIP]) == 0
+    flags = NO_CLIP if not disable else ["--disable", f"{NO_CLIP[1]},{disable}", *NO_CLIP[2:]]
+    assert main(["clean", "--config", config, "--output", out, *flags]) == 0
     return out
 
 
@@ -287,13 +288,15 @@ def test_image_paths_outside_the_root_are_never_read(tmp_path):
     out = clean(
         tmp_path, {"format": "jsonl", "paths": ["data/rows.jsonl"], "image_root": "data/images"}, "rooted"
     )
-    assert outcome(out) == {"kept": 2, "image_outside_root": 7}
+    # alias.jpg is read (inside the root) and found to be good.jpg's picture
+    assert outcome(out) == {"kept": 1, "near_duplicate": 1, "image_outside_root": 7}
     # The opt-out reads them wherever they are (the gs:// row aside: that is the first test's case).
     del rows["remote"]
     write_rows(data / "rows.jsonl", rows)
     allow = {"format": "jsonl", "paths": ["data/rows.jsonl"], "allow_outside_root": True}
-    # Kept: good and the four routes to secret.jpg; shadow and /etc/passwd are read but are no images.
-    assert outcome(clean(tmp_path, allow, "allow")) == {"kept": 5, "image_undecodable": 2}
+    # Read: good and the four routes to secret.jpg (one picture: three are its near duplicates); shadow
+    # and /etc/passwd are read but are no images.
+    assert outcome(clean(tmp_path, allow, "allow")) == {"kept": 2, "near_duplicate": 3, "image_undecodable": 2}
 
 
 def test_the_resolved_path_is_realpath_through_a_maze_of_symlinks(tmp_path, monkeypatch):
@@ -447,7 +450,8 @@ def test_multi_frame_images_use_their_first_frame_and_never_decode_a_later_one(t
     # libwebp checks every frame when it opens an animation: such a WebP cannot be opened at all.
     samples = {**later_bad, "webp": ("webp", webp_with_bad_second_frame())}
     write_tar(tmp_path / "a.tar", samples)
-    out = clean(tmp_path, {"format": "webdataset", "paths": ["a.tar"]})
+    # every first frame is the same red picture: near_dedup off, so that each one's output can be checked
+    out = clean(tmp_path, {"format": "webdataset", "paths": ["a.tar"]}, disable="near_dedup")
     assert outcome(out) == {"kept": 4, "image_undecodable": 1}
     with tarfile.open(os.path.join(out, "shards", "00000.tar")) as tar:
         stored = [tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".jpg")]

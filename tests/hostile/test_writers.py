@@ -50,9 +50,9 @@ def run_clean(*args: str, workers: int = 1) -> subprocess.CompletedProcess:
     return result
 
 
-def config_file(tmp_path, sources: list[dict], out: str) -> str:
+def config_file(tmp_path, sources: list[dict], out: str, **more) -> str:
     path = tmp_path / f"{os.path.basename(out)}.json"  # YAML reads JSON
-    path.write_text(json.dumps({"sources": sources, "output": {"dir": out}}))
+    path.write_text(json.dumps({"sources": sources, "output": {"dir": out}, **more}))
     return str(path)
 
 
@@ -159,7 +159,11 @@ def test_unencodable_strings_reach_no_writer_and_fail_no_job(tmp_path):
         {"name": "rows", "format": "jsonl", "paths": [str(images / "rows.jsonl")]},
         {"name": "tars", "format": "webdataset", "paths": [str(tmp_path / "t.tar")]},
     ]
-    run_clean("--config", config_file(tmp_path, sources, out))
+    # One picture under three captions: near_dedup (uids and captions with lone surrogates in its shuffles)
+    # keeps them all when it asks for the same caption too.
+    run_clean(
+        "--config", config_file(tmp_path, sources, out, steps={"near_dedup": {"captions": "same_caption"}})
+    )
     assert counts(out) == {"kept": 3, "caption_bad_utf8": 3, "too_small": 1}
     kept = {row["uid"]: json.loads(row["meta"]) for row in kept_rows(out)}
     assert set(kept) == {"rows/a", "rows/e\ufffd", "tars/t\ufffd"}
@@ -233,7 +237,8 @@ def test_duplicate_uids_keep_one_copy_and_every_worker_count_writes_the_same_byt
     outs = {}
     for workers in (1, 2):
         out = str(tmp_path / f"out{workers}")
-        run_clean("--config", config_file(tmp_path, sources, out), workers=workers)
+        # one picture for every pair: near_dedup would keep one, and this test is about uids
+        run_clean("--config", config_file(tmp_path, sources, out, disable=["near_dedup"]), workers=workers)
         outs[workers] = output_files(out)
         assert counts(out) == {"kept": 150, "duplicate_uid": 950}
     assert outs[1] == outs[2]
@@ -256,12 +261,14 @@ def test_duplicate_uids_keep_one_copy_and_every_worker_count_writes_the_same_byt
 
 
 def many_pairs(folder, n: int, tag: str = "") -> str:
-    image = jpeg(300, 300)
     os.makedirs(folder, exist_ok=True)
     for part in range(4):
-        write_tar(
+        write_tar(  # a distinct picture per pair (jpeg draws one per size)
             os.path.join(folder, f"{part}.tar"),
-            [(f"{part}{i:05d}", f"{caption(i)}{tag} part {part}", image) for i in range(n // 4)],
+            [
+                (f"{part}{i:05d}", f"{caption(i)}{tag} part {part}", jpeg(300 + i, 300 + part))
+                for i in range(n // 4)
+            ],
         )
     return os.path.join(str(folder), "*.tar")
 

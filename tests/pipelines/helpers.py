@@ -6,6 +6,7 @@ import glob
 import io
 import json
 import os
+import random
 
 import pyarrow.parquet as pq
 from PIL import Image
@@ -23,8 +24,12 @@ def synth_config(synth_dir, fmt: str, out: str, **kwargs) -> CleanConfig:
 
 
 def jpeg(width: int, height: int) -> bytes:
+    """A JPEG of coarse random colour cells drawn from its size: images of different sizes are distinct
+    pictures (near_dedup keeps them apart), images of one size are the same picture."""
+    cells = random.Random(f"{width}x{height}").randbytes(6 * 6 * 3)
+    image = Image.frombytes("RGB", (6, 6), cells).resize((width, height), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (10, 120, 200)).save(buffer, "JPEG")
+    image.save(buffer, "JPEG")
     return buffer.getvalue()
 
 

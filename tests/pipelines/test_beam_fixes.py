@@ -117,3 +117,28 @@ def test_workers_are_told_to_stop_together(tmp_path):
     assert len(exits) == 2
     (_, first_ended), (second_began, _) = exits
     assert second_began < first_ended
+
+
+def test_a_worker_that_cannot_start_stops_the_job_with_its_reason(synth_dir, tmp_path):
+    """Fix 5: workers start in the launcher's working folder; one holding another vlcurate/ package makes
+    them fail at import. The job stops at once with the reason instead of waiting for them forever."""
+    shadow = tmp_path / "cwd"
+    (shadow / "vlcurate").mkdir(parents=True)
+    # A package that cannot be imported (an editable install would find vlcurate.pipelines past an empty one)
+    (shadow / "vlcurate" / "__init__.py").write_text("raise ImportError('a shadowing vlcurate/ folder')\n")
+    launcher = tmp_path / "bin" / "launch.py"  # run as a script: its own folder, not the cwd, leads sys.path
+    launcher.parent.mkdir()
+    launcher.write_text("import sys\nfrom vlcurate.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    tars = str(synth_dir / "wds" / "*.tar")
+    command = [sys.executable, str(launcher), "clean", "--input", tars, "--output", str(tmp_path / "out")]
+    done = subprocess.run(
+        [*command, "--workers", "2", "--disable", "clip_score,clip_filter"],
+        cwd=shadow,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "a Beam worker process stopped with an error" in done.stderr
+    assert "a shadowing vlcurate/ folder" in done.stderr  # the worker log's tail
+    assert not (tmp_path / "out").exists()

@@ -54,7 +54,7 @@ def test_output_is_self_describing(wds_run, ground_truth):
     kept = sum(1 for g in ground_truth if not g["expected_reason"])
     assert info["counts"] == {"read": len(ground_truth), "kept": kept, "rejected": len(ground_truth) - kept}
     assert sum(s["pairs"] for s in info["shards"]) == kept
-    assert info["steps"][0] == "max_caption_bytes" and info["steps"][-1] == "dedup"
+    assert info["steps"][0] == "max_caption_bytes" and info["steps"][-1] == "near_dedup"
     assert "clip_score" not in info["steps"]
 
 

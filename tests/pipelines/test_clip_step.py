@@ -48,7 +48,7 @@ def test_keep_fraction_keeps_the_requested_share_per_source(synth_dir, tmp_path)
         "webdataset",
         str(tmp_path / "out"),
         steps={"clip_filter": {"keep_fraction": 0.3}},
-        disable=["dedup"],
+        disable=["dedup", "near_dedup"],  # nothing after the filter: its share is the kept share
     )
     stats = run_clean(config, progress=False)
     scored = stats["steps"]["clip_filter"]["seen"]
@@ -80,7 +80,7 @@ def test_the_recorded_thresholds_are_the_ones_applied(synth_dir, tmp_path):
         ],
         output=OutputConfig(dir=str(tmp_path / "out")),
         steps={"clip_filter": {"threshold": 0.4}},
-        disable=["dedup"],
+        disable=["dedup", "near_dedup"],  # both sources read the same pairs
     )
     stats = run_clean(config, progress=False)
     with open(tmp_path / "out" / "info.json", encoding="utf-8") as fh:
@@ -128,7 +128,7 @@ def test_keep_fraction_on_scores_the_input_carries(tmp_path):
     argv = [
         *clean_config(tmp_path, wds, "steps: {clip_filter: {keep_fraction: 0.25}}"),
         "--disable",
-        "clip_score,dedup",
+        "clip_score,dedup,near_dedup",
     ]
     assert main(argv) == 0
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
@@ -159,7 +159,7 @@ def test_per_source_thresholds_apply_to_their_source(synth_dir, tmp_path):
         ],
         output=OutputConfig(dir=str(tmp_path / "out")),
         steps={"clip_filter": {"threshold": -1.0}},
-        disable=["dedup"],
+        disable=["dedup", "near_dedup"],
     )
     stats = run_clean(config, progress=False)
     dropped = {s: v["dropped"] for s, v in stats["steps"]["clip_filter"]["by_source"].items()}
@@ -185,7 +185,7 @@ def test_scores_are_not_encoded_between_runinference_and_attach(synth_dir, tmp_p
         lambda self: pickled.update(["input"]) or object.__reduce__(self),
         raising=False,
     )
-    config = synth_config(synth_dir, "webdataset", str(tmp_path / "out"), disable=["dedup"])
+    config = synth_config(synth_dir, "webdataset", str(tmp_path / "out"), disable=["dedup", "near_dedup"])
     stats = run_clean(config, progress=False)
     assert stats["steps"]["clip_filter"]["seen"] > 0
     assert pickled == {}

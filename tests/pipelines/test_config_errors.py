@@ -6,25 +6,18 @@ Every case goes through the real command line (`vlcurate.cli.main`), as a user w
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from vlcurate.cli import main
 from vlcurate.formatters.webdataset import TarShardWriter
 from vlcurate.pipelines import sft
+from vlcurate.tests.pipelines.helpers import jpeg
 
 CAPTION = "a red bicycle leaning on a brick wall"
-
-
-def jpeg(width: int, height: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (10, 120, 200)).save(buffer, "JPEG")
-    return buffer.getvalue()
 
 
 def fails(capsys, argv: list[str], entry=main) -> str:
@@ -373,7 +366,7 @@ def test_a_broken_first_parquet_file_is_a_reject_when_another_shows_the_columns(
     _parquet(tmp_path / "b.parquet")
     out = tmp_path / "out"
     argv = ["clean", "--input", str(tmp_path / "*.parquet"), "--output", str(out), "--no-progress"]
-    assert main([*argv, "--disable", "clip_score,clip_filter,dedup"]) == 0
+    assert main([*argv, "--disable", "clip_score,clip_filter,dedup,near_dedup"]) == 0
     stats = json.loads((out / "stats.json").read_text())
     assert (stats["totals"]["read"], stats["totals"]["kept"], stats["totals"]["rejected"]) == (3, 2, 1)
     assert stats["sources"]["input"]["rejected_by_reason"] == {"file_unreadable": 1}

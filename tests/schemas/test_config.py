@@ -82,8 +82,11 @@ def test_unknown_step_parameter_lists_valid_ones():
 
 
 def test_disable_removes_the_step_and_rejects_unknown_names():
-    chain = build_chain(config_with(disable=["decode_check", "dedup"]))
-    assert "decode_check" not in chain.names and chain.group_steps == ["keep_longest"]
+    chain = build_chain(config_with(disable=["decode_check", "dedup", "near_dedup"]))
+    assert "decode_check" not in chain.names and chain.group_steps == ["keep_longest", "decontaminate"]
+    # near_dedup compares the hash decode_check takes: turning that off alone is refused with the fix
+    with pytest.raises(ConfigError, match=r"disable: \[decode_check\] also needs near_dedup disabled"):
+        build_chain(config_with(disable=["decode_check"]))
     with pytest.raises(ConfigError, match="unknown step to disable 'nope'"):
         build_chain(config_with(disable=["nope"]))
 
@@ -97,8 +100,8 @@ def test_per_source_parameters_override_global_ones():
         steps={"decode_check": {"draft_size": 32}},
     )
     params = build_chain(config).params()
-    assert params["a"]["decode_check"] == {"draft_size": 32}
-    assert params["b"]["decode_check"] == {"draft_size": 128}
+    assert params["a"]["decode_check"] == {"draft_size": 32, "image_hash": True}
+    assert params["b"]["decode_check"] == {"draft_size": 128, "image_hash": True}
 
 
 def test_clip_decode_threads_must_be_positive():
