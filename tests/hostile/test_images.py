@@ -296,7 +296,11 @@ def test_image_paths_outside_the_root_are_never_read(tmp_path):
     allow = {"format": "jsonl", "paths": ["data/rows.jsonl"], "allow_outside_root": True}
     # Read: good and the four routes to secret.jpg (one picture: three are its near duplicates); shadow
     # and /etc/passwd are read but are no images.
-    assert outcome(clean(tmp_path, allow, "allow")) == {"kept": 2, "near_duplicate": 3, "image_undecodable": 2}
+    assert outcome(clean(tmp_path, allow, "allow")) == {
+        "kept": 2,
+        "near_duplicate": 3,
+        "image_undecodable": 2,
+    }
 
 
 def test_the_resolved_path_is_realpath_through_a_maze_of_symlinks(tmp_path, monkeypatch):
