@@ -17,9 +17,10 @@ band search without Beam at 100k and 1M hashes, and the NearDuplicatePairs trans
    exactly the planted copies, each beaten by its original. Memory: tracemalloc's peak while
    pipelines/near_groups.py `_compare` decides the largest shuffle bucket (what one worker holds) and
    while `losers_in_bucket` decides the largest band group, against the run's entries.
-3. skew: the same search on hashes shaped like real ones. The bands of near_dup_hash's colour and
-   thermometer bits (bits 144-463) take few distinct values, so one band value collects a share of all
-   pairs whatever the bucket count. Per band: distinct values and the largest share among the hashes of
+3. skew: the same search on hashes shaped like real ones. near_dup_hash's colour and thermometer bits
+   (bits 144-463) take few distinct values; bands made of them alone (contiguous bands, before 2026-12-07's
+   change) put one band value on most pairs. Bands now take every (radius + 1)-th bit, mixing those bits
+   with the well-spread luma bits; this part measures the skew that remains. Per band: distinct values and the largest share among the hashes of
    part 1's images; then hashes with uniform random luma bits (0-143) and the other bits of a random one
    of those images, at --skew-sizes: the largest band group and what deciding it costs (time, peak).
 4. beam: NearDuplicatePairs (FnApiRunner in-process, pipeline_options()) on --beam-pairs Pairs carrying only
@@ -57,7 +58,6 @@ from vlcurate.filters.near_dedup import (
     HASH_KEY,
     NearDedup,
     band_keys,
-    band_slices,
     key_digest,
     losers_in_bucket,
 )
@@ -321,7 +321,8 @@ def band_skew(hashes: list[bytes], radius: int) -> list[dict]:
     """Per band of `radius`: distinct band values among `hashes` and the largest share of one value."""
     bits = len(hashes[0]) * 8
     rows = []
-    for band, (first, end) in enumerate(band_slices(bits, radius)):
+    del bits  # every band takes every (radius + 1)-th bit (band_keys)
+    for band in range(radius + 1):
         values = [band_keys(h.hex(), radius)[band] for h in hashes]
         counts: dict[str, int] = {}
         for value in values:
@@ -329,7 +330,7 @@ def band_skew(hashes: list[bytes], radius: int) -> list[dict]:
         rows.append(
             {
                 "band": band,
-                "bits": f"{first}-{end - 1}",
+                "bits": f"{band}, {band + radius + 1}, ... (every {radius + 1}th)",
                 "distinct_values": len(counts),
                 "largest_share": max(counts.values()) / len(hashes),
             }
