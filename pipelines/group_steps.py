@@ -53,7 +53,11 @@ def _split_by_bucket(batch: PairBatch, steps: dict[str, GroupStep], buckets: int
         yield beam.pvalue.TaggedOutput(_UNGROUPED, ungrouped)
 
 
-class _MarkBucket(beam.DoFn):
+class MarksLosers(beam.DoFn):
+    """What every group step's marking DoFn shares (here and pipelines/near_groups.py): stats partials
+    per bundle, and a bucket's losers written to rejects/<prefix>-NNNNN.parquet, counted as final rejects
+    and as progress."""
+
     def __init__(
         self,
         steps: dict[str, GroupStep],
@@ -71,6 +75,28 @@ class _MarkBucket(beam.DoFn):
     def start_bundle(self) -> None:
         self._stats = RunStats()
 
+    def write_losers(self, index: int, losers: PairBatch) -> Iterator:
+        """Writes bucket `index`'s losers (already without images: as_rejects) and yields its manifest row."""
+        if not losers:
+            return
+        for pair in losers:
+            self._stats.observe_final(pair)
+        prefix = next(iter(self.steps.values())).reject_file_prefix
+        written = write_reject_file(
+            self.directory, index, self.buckets, losers, self.score_names, prefix=prefix
+        )
+        yield beam.pvalue.TaggedOutput(REJECT_FILES, written)
+        if self._progress is not None:
+            self._progress.add(len(losers))
+
+    def finish_bundle(self) -> Iterator:
+        publish_counters(self._stats)
+        if self._progress is not None:
+            self._progress.flush()
+        yield beam.pvalue.TaggedOutput(STATS, in_global_window(self._stats))
+
+
+class _MarkBucket(MarksLosers):
     def process(self, bucket: tuple[int, Iterable[tuple[list[str], PairBatch]]]) -> Iterator:
         index, parts = bucket
         best: dict[str, tuple] = {}  # key -> (rank, uid) of its winner so far
@@ -95,22 +121,7 @@ class _MarkBucket(beam.DoFn):
         if kept:
             yield kept
         losers.extend(as_rejects(rejected, self._stats))
-        if losers:
-            for pair in losers:
-                self._stats.observe_final(pair)
-            prefix = next(iter(self.steps.values())).reject_file_prefix
-            written = write_reject_file(
-                self.directory, index, self.buckets, losers, self.score_names, prefix=prefix
-            )
-            yield beam.pvalue.TaggedOutput(REJECT_FILES, written)
-            if self._progress is not None:
-                self._progress.add(len(losers))
-
-    def finish_bundle(self) -> Iterator:
-        publish_counters(self._stats)
-        if self._progress is not None:
-            self._progress.flush()
-        yield beam.pvalue.TaggedOutput(STATS, in_global_window(self._stats))
+        yield from self.write_losers(index, losers)
 
 
 class GroupPairs(beam.PTransform):

@@ -22,12 +22,10 @@ import apache_beam as beam
 from vlcurate.filters.base import GroupStep
 from vlcurate.filters.near_dedup import Entry, as_key, from_key, key_digest, losers_in_bucket, merged_captions
 from vlcurate.pipelines.batch_coder import of_batches
-from vlcurate.pipelines.group_steps import bucket_of
-from vlcurate.pipelines.progress import ProgressCounter
-from vlcurate.pipelines.steps import STATS, as_rejects, in_global_window, publish_counters
-from vlcurate.pipelines.write import REJECT_FILES, write_reject_file
+from vlcurate.pipelines.group_steps import MarksLosers, bucket_of
+from vlcurate.pipelines.steps import STATS, as_rejects
+from vlcurate.pipelines.write import REJECT_FILES
 from vlcurate.schemas.batch import BATCH_SIZE, PairBatch, batched
-from vlcurate.schemas.stats import RunStats
 
 _UNHASHED = "unhashed"
 _CAPTIONS = "captions"
@@ -90,26 +88,12 @@ def _by_uid(batch: PairBatch, buckets: int) -> Iterator:
     yield from parts.items()
 
 
-class _Mark(beam.DoFn):
+class _Mark(MarksLosers):
     """(uid bucket, {pairs: batches, losers: marks}) -> kept batches; losers written and counted."""
 
-    def __init__(
-        self,
-        steps: dict[str, GroupStep],
-        directory: str,
-        buckets: int,
-        progress_folder: str | None,
-        score_names: Sequence[str],
-        merge: bool,
-    ) -> None:
-        self.steps, self.directory, self.buckets = steps, directory, buckets
-        self.progress_folder, self.score_names, self.merge = progress_folder, list(score_names), merge
-
-    def setup(self) -> None:
-        self._progress = ProgressCounter(self.progress_folder, "rejected") if self.progress_folder else None
-
-    def start_bundle(self) -> None:
-        self._stats = RunStats()
+    def __init__(self, *args, merge: bool) -> None:
+        super().__init__(*args)
+        self.merge = merge
 
     def process(self, element: tuple[int, dict[str, Iterable]]) -> Iterator:
         index, joined = element
@@ -142,21 +126,7 @@ class _Mark(beam.DoFn):
             yield kept
         for bucket, items in captions.items():
             yield beam.pvalue.TaggedOutput(_CAPTIONS, (bucket, items))
-        if rejected:
-            losers = as_rejects(rejected, self._stats)
-            for pair in losers:
-                self._stats.observe_final(pair)
-            prefix = next(iter(self.steps.values())).reject_file_prefix
-            written = write_reject_file(self.directory, index, self.buckets, losers, self.score_names, prefix)
-            yield beam.pvalue.TaggedOutput(REJECT_FILES, written)
-            if self._progress is not None:
-                self._progress.add(len(losers))
-
-    def finish_bundle(self) -> Iterator:
-        publish_counters(self._stats)
-        if self._progress is not None:
-            self._progress.flush()
-        yield beam.pvalue.TaggedOutput(STATS, in_global_window(self._stats))
+        yield from self.write_losers(index, as_rejects(rejected, self._stats))
 
 
 def _collect_captions(element: tuple[int, dict[str, Iterable]]) -> Iterator[PairBatch]:
@@ -224,7 +194,7 @@ class NearDuplicatePairs(beam.PTransform):
                     self.buckets,
                     self.progress_folder,
                     self.score_names,
-                    self.merge,
+                    merge=self.merge,
                 )
             ).with_outputs(REJECT_FILES, STATS, _CAPTIONS, main="kept")
         )
