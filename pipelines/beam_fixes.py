@@ -51,7 +51,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 
 from vlcurate.schemas.errors import RunFailedError
@@ -132,11 +134,13 @@ def workers_die_with_launcher() -> None:
             run(self)
         except RuntimeError as exc:  # Beam's word for an exit code other than 0
             if _job_running and "return code" in str(exc) and "return code -" not in str(exc):
-                _worker_failures.append(str(exc))
-                import signal
-
-                # A real signal: the main thread waits in a lock, which only a signal wakes.
-                os.kill(os.getpid(), signal.SIGINT)
+                with _failures_lock:
+                    first = not _worker_failures
+                    _worker_failures.append(str(exc))
+                if first:  # one interrupt: a second would land in the launcher's own clean-up
+                    # A real signal: the main thread waits in a lock, which only a signal wakes. Not SIGINT:
+                    # a job started in the background (`cmd &`, CI runners) inherits it ignored.
+                    os.kill(os.getpid(), signal.SIGUSR1)
             raise
 
     worker.__init__ = __init__
@@ -146,19 +150,29 @@ def workers_die_with_launcher() -> None:
 
 _job_running = False
 _worker_failures: list[str] = []
+_failures_lock = threading.Lock()
+
+
+class _WorkerStopped(BaseException):
+    """Raised in the launcher's main thread when a worker exited with an error (fix 5)."""
+
+
+def _raise_worker_stopped(signum: int, frame: object) -> None:
+    raise _WorkerStopped
 
 
 @contextlib.contextmanager
 def watching_workers() -> Iterator[None]:
-    """While a job runs: a worker exiting with an error (fix 5) stops it with RunFailedError."""
+    """While a job runs: a worker exiting with an error (fix 5) stops it with RunFailedError. Watches only
+    from the main thread of a platform with SIGUSR1 (where a signal handler can be set)."""
     global _job_running
     _worker_failures.clear()
-    _job_running = True
+    usable = hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGUSR1, _raise_worker_stopped) if usable else None
+    _job_running = usable
     try:
         yield
-    except KeyboardInterrupt:
-        if not _worker_failures:
-            raise
+    except _WorkerStopped:
         raise RunFailedError(
             f"a Beam worker process stopped with an error ({_worker_failures[0]}), so the job cannot finish; "
             "the worker log's last lines say why (a worker started in a folder holding another vlcurate/ "
@@ -166,6 +180,8 @@ def watching_workers() -> Iterator[None]:
         ) from None
     finally:
         _job_running = False
+        if usable:
+            signal.signal(signal.SIGUSR1, previous)
 
 
 def embedded_job_server_workers() -> None:
