@@ -45,9 +45,6 @@ class Decontaminate(GroupStep):
     def active(self) -> bool:
         return bool(self.sets)
 
-    def group_key(self, pair: Pair) -> str | None:
-        raise RuntimeError("decontaminate buckets by hash bands (bucket_keys), not by one group key")
-
     def entry(self, pair: Pair) -> Entry | None:
         hash_hex = pair.meta.get(HASH_KEY) if self.sets else None
         return None if not hash_hex else ((_PAIR, as_key(pair.uid)), hash_hex)

@@ -179,9 +179,6 @@ class NearDedup(GroupStep):
             raise ValueError(f"near_dedup.keep must be one of {', '.join(KEEP_POLICIES)}, not {keep!r}.")
         self.radius, self.captions, self.keep = radius, captions, keep
 
-    def group_key(self, pair: Pair) -> str | None:
-        raise RuntimeError("near_dedup buckets by hash bands (bucket_keys), not by one group key")
-
     def entry(self, pair: Pair) -> Entry | None:
         """The pair's bucket entry; None for a pair without a hash (no image), which passes."""
         hash_hex = pair.meta.get(HASH_KEY)

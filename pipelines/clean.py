@@ -230,7 +230,7 @@ def build_pipeline(
         step = next(iter(steps.values()))
         if getattr(step, "compares_hashes", False):
             extra = eval_entries.get(name, []) if eval_entries is not None else load_eval_entries(step)
-            group = NearDuplicatePairs(steps, buckets, out, progress_folder, score_names, extra)
+            group = NearDuplicatePairs(steps, buckets, out, progress_folder, score_names, extra_entries=extra)
         else:
             group = GroupPairs(steps, buckets, out, progress_folder, score_names)
         grouped = kept | f"Group[{name}]" >> group

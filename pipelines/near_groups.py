@@ -22,7 +22,7 @@ import apache_beam as beam
 from vlcurate.filters.base import GroupStep
 from vlcurate.filters.near_dedup import Entry, as_key, from_key, key_digest, losers_in_bucket, merged_captions
 from vlcurate.pipelines.batch_coder import of_batches
-from vlcurate.pipelines.group_steps import MarksLosers, bucket_of
+from vlcurate.pipelines.group_steps import GroupPairs, MarksLosers, bucket_of
 from vlcurate.pipelines.steps import STATS, as_rejects
 from vlcurate.pipelines.write import REJECT_FILES
 from vlcurate.schemas.batch import BATCH_SIZE, PairBatch, batched
@@ -144,26 +144,15 @@ def _collect_captions(element: tuple[int, dict[str, Iterable]]) -> Iterator[Pair
         yield batch
 
 
-class NearDuplicatePairs(beam.PTransform):
-    """Runs one hash-comparing step: batches of kept pairs in; outputs as GroupPairs does (`kept`,
-    REJECT_FILES, STATS). `steps`: {source: the step's instance} (one set of parameters: the step compares
-    across sources); `extra_entries`: entries that join every band's buckets and never lose (evaluation
-    hashes)."""
+class NearDuplicatePairs(GroupPairs):
+    """Runs one hash-comparing step, with GroupPairs' arguments and outputs (`kept`, REJECT_FILES, STATS).
+    `steps`: {source: the step's instance} (one set of parameters: the step compares across sources);
+    `extra_entries`: entries that join every band's buckets and never lose (evaluation hashes)."""
 
-    def __init__(
-        self,
-        steps: dict[str, GroupStep],
-        buckets: int,
-        directory: str,
-        progress_folder: str | None = None,
-        score_names: Sequence[str] = (),
-        extra_entries: Sequence[tuple[list[str], Entry]] = (),
-    ) -> None:
-        super().__init__()
-        self.steps, self.buckets, self.directory = steps, buckets, directory
-        self.progress_folder, self.score_names = progress_folder, list(score_names)
+    def __init__(self, *args, extra_entries: Sequence[tuple[list[str], Entry]] = (), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self.extra_entries = list(extra_entries)
-        self.step = next(iter(steps.values()))  # one set of parameters (filters/chain.py check_shared_params)
+        self.step = next(iter(self.steps.values()))  # one set of parameters (chain.check_shared_params)
         self.merge = getattr(self.step, "captions", "") == "merge"
 
     def expand(self, batches):
