@@ -52,7 +52,13 @@ class SampledPickleCoder(beam.coders.Coder):
 
 class PairBatchCoder(SampledPickleCoder):
     def item_size(self, pair: Pair) -> int:
-        return _PER_RECORD + len(pair.image or b"") + len(pair.caption) + len(pair.caption_raw)
+        return (
+            _PER_RECORD
+            + len(pair.image or b"")
+            + len(pair.embedding or b"")
+            + len(pair.caption)
+            + len(pair.caption_raw)
+        )
 
     def to_type_hint(self):
         return PairBatch

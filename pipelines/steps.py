@@ -174,15 +174,16 @@ def thumbnail_maker(pair: Pair) -> Callable[[], bytes | None] | None:
 
 
 def as_rejects(pairs: Iterable[Pair], stats: RunStats | None = None) -> PairBatch:
-    """A batch of rejected pairs without their image bytes: reject files hold no images, so the bytes
-    are dropped before they would travel through the rejects' shuffle. With `stats`, rejects that could
-    be report samples leave a thumbnail there first."""
+    """A batch of rejected pairs without their image bytes or embeddings: reject files hold neither, so
+    they are dropped before they would travel through the rejects' shuffle. With `stats`, rejects that
+    could be report samples leave a thumbnail there first."""
     batch = PairBatch(pairs)
     for pair in batch:
         picture = thumbnail_maker(pair) if stats is not None else None
         if picture is not None:
             stats.offer_thumbnail(pair.reject, pair.uid, picture)
         pair.image = None
+        pair.embedding = None
     return batch
 
 

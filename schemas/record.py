@@ -39,7 +39,10 @@ class Pair:
 
     `uid` is `<source>/<source key>`, stable across runs, and the only thing shard assignment and output
     order depend on. `reject` is the first reason a step dropped the pair for; in audit mode later steps
-    keep running and append their reasons to `meta["audit_reasons"]`.
+    keep running and append their reasons to `meta["audit_reasons"]`. `embedding`: the image's
+    L2-normalized CLIP embedding as little-endian float16 bytes (pipelines/embeddings_store.py
+    vector_bytes), for semantic dedup and the embedding store; never written into shards' metadata or
+    reject rows (their columns are listed in schemas/arrow.py), and dropped from rejects (as_rejects).
     """
 
     uid: str
@@ -56,6 +59,8 @@ class Pair:
     scores: dict[str, float] = dataclasses.field(default_factory=dict)
     reject: str | None = None
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Last, so rows pickled by PairBatch (schemas/batch.py) keep the order of the fields before it.
+    embedding: bytes | None = None
 
     @property
     def key(self) -> str:
