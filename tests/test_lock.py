@@ -49,7 +49,8 @@ def test_a_lock_file_per_supported_python():
 def test_lock_satisfies_every_range(version):
     pins = _pins(version)
     project = PYPROJECT["project"]
-    requirements = project["dependencies"] + project["optional-dependencies"]["dev"]
+    extras = project["optional-dependencies"]
+    requirements = project["dependencies"] + extras["dev"] + extras["semantic"]
     requirements += PYPROJECT["build-system"]["requires"]
     for text in requirements:
         req = Requirement(text)
