@@ -259,9 +259,13 @@ def _profile(run: Callable[[], Any], top: int = 15) -> dict[str, Any]:
     }
 
 
-def build(directory: str, scenes: int, model_sample: int | None, spec: str) -> dict[str, Any]:
+def build(
+    directory: str, scenes: int, model_sample: int | None, spec: str, job_workers: list[int] | None = None
+) -> dict[str, Any]:
     """Writes the outputs with the real jobs and times them, then the check job on each: structural only,
-    and with the bundled model on `model_sample` samples (None: all)."""
+    and with the bundled model on `model_sample` samples (None: all). `job_workers`: the check job with
+    the model is also timed at each of these worker counts (each worker loads its own model; on one GPU
+    run the bench under bench/with_mps.sh so that they share it)."""
     from vlcurate.pipelines.check_job import CheckOptions, run_check
     from vlcurate.pipelines.format import run_format
     from vlcurate.pipelines.sft import run_sft
@@ -297,7 +301,39 @@ def build(directory: str, scenes: int, model_sample: int | None, spec: str) -> d
             jobs[name][f"check_{label}_over_write"] = round(seconds / jobs[name]["write_s"], 3)
             jobs[name]["samples"] = check["samples"]
         jobs[name]["model_sample"] = model_sample
+        for workers in job_workers or []:
+            jobs[name][f"workers_{workers}"] = _timed_check_job(directory, name, spec, model_sample, workers)
     return jobs
+
+
+def _timed_check_job(
+    directory: str, name: str, spec: str, model_sample: int | None, workers: int
+) -> dict[str, Any]:
+    """The check job at `workers` workers, structural only and with the model: seconds, samples/s, and the
+    model part's rate (the samples it scored over the time the model added to the job)."""
+    from vlcurate.pipelines.check_job import CheckOptions, run_check
+
+    row: dict[str, Any] = {}
+    for label, options in (
+        ("structural", CheckOptions(model=None)),
+        ("with_model", CheckOptions(model=spec, sample=model_sample)),
+    ):
+        start = time.perf_counter()
+        check = run_check(
+            os.path.join(directory, name),
+            os.path.join(directory, f"check-{name}-{label}-w{workers}"),
+            options,
+            workers=workers,
+            overwrite=True,
+            quiet=True,
+        )
+        row[f"{label}_s"] = round(time.perf_counter() - start, 2)
+        row[f"{label}_samples_per_s"] = _rate(check["samples"], row[f"{label}_s"])
+    scored = model_sample if model_sample is not None else check["samples"]
+    row["model_added_s"] = round(row["with_model_s"] - row["structural_s"], 2)
+    row["model_samples_per_s"] = _rate(scored, max(row["model_added_s"], 1e-9))
+    print(f"[bench] check job {name} workers {workers}: {row}", flush=True)
+    return row
 
 
 def main() -> int:
@@ -323,6 +359,14 @@ def main() -> int:
     parser.add_argument(
         "--sequential", action="store_true", help="model rows: no decoding ahead (the baseline before it)"
     )
+    parser.add_argument(
+        "--job-workers",
+        type=int,
+        nargs="*",
+        default=[],
+        help="--build: also time the check job at these worker counts",
+    )
+    parser.add_argument("--jobs-only", action="store_true", help="--build: skip the component rows")
     parser.add_argument("--json", default=RESULTS)
     args = parser.parse_args()
     import torch
@@ -337,7 +381,11 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d"),
     }
     if args.build:
-        result["jobs"] = build(directory, args.scenes, args.model_sample, args.model)
+        result["jobs"] = build(directory, args.scenes, args.model_sample, args.model, args.job_workers)
+    if args.jobs_only:
+        _write(result, args.json)
+        print(json.dumps(result["jobs"], indent=1))
+        return 0
     roots = {"sft": os.path.join(directory, "sft"), "stage2": os.path.join(directory, "inputs")}
     torch.set_num_threads(1)
     result["structural_per_core"] = {
@@ -363,11 +411,15 @@ def main() -> int:
         for name in ("sft", "stage2")
     }
     print(table(result))
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w", encoding="utf-8") as fh:
+    _write(result, args.json)
+    return 0
+
+
+def _write(result: dict[str, Any], path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
         json.dump(result, fh, indent=1, sort_keys=True)
         fh.write("\n")
-    return 0
 
 
 def table(result: dict[str, Any]) -> str:
