@@ -3,7 +3,8 @@
 Examples are groups (lists) of `ClipInput`s, one group per batch of pairs, so that Beam's per-element
 costs are paid per group. A ClipInput is the pair plus its prepared image, either uint8 pixels decoded
 on the CPU or raw JPEG bytes left for nvjpeg on the GPU. The prediction for a group is the sequence of its
-cosine similarities of the normalized image and caption embeddings.
+cosine similarities of the normalized image and caption embeddings; with `embeddings` (semantic dedup, the
+embedding store) also each image's normalized embedding in float16, copied to the host with the cosines.
 
 Every model call sees exactly `batch_size` rows: a batch with fewer pairs is padded (zero images, empty
 captions) and the padding's scores are dropped. With the same shapes, the kernels compute each row the
@@ -39,6 +40,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from vlcurate.model.clip_fast import padded_size
 from vlcurate.model.clip_models import LoadedClip, load_clip
 from vlcurate.model.clip_preprocess import gpu_decode_resize, normalize, to_device
+from vlcurate.model.clip_text import encode_captions
 from vlcurate.schemas.record import Pair
 
 
@@ -80,10 +82,12 @@ class ClipModelHandler(ModelHandler[list[ClipInput], ClipPrediction, LoadedClip]
         compile: bool = False,
         precision: str = "bf16",
         share: bool = False,
+        embeddings: bool = False,
     ) -> None:
         super().__init__()
         self.spec, self.batch_size, self.device = spec, batch_size, device
         self.compile, self.precision, self.share = compile, precision, share
+        self.embeddings = embeddings
 
     def load_model(self) -> LoadedClip | SharedClipScorer:
         device = pick_device(self.device)
@@ -130,12 +134,16 @@ class ClipModelHandler(ModelHandler[list[ClipInput], ClipPrediction, LoadedClip]
         inputs = [e for group in batch for e in group]
         # Chunks of batch_size, each padded to batch_size (the module docstring says why).
         size = max(1, self.batch_size)
-        pending = PendingScores()
+        pending = PendingScores(self.embeddings)
         for start in range(0, len(inputs), size):
             part = inputs[start : start + size]
             if self.share:  # `model` is a proxy of the machine's SharedClipScorer: only methods cross
                 images = [e.pixels if e.pixels is not None else e.jpeg for e in part]
-                pending.add(model.score(images, [e.pair.caption for e in part], size))
+                captions = [e.pair.caption for e in part]
+                if self.embeddings:
+                    pending.add(*model.score(images, captions, size, embeddings=True))
+                else:
+                    pending.add(model.score(images, captions, size))
             else:
                 pending.queue(model, part, pad_to=size)
         results, start = [], 0
@@ -157,10 +165,15 @@ class SharedClipScorer:
         self._one_at_a_time = threading.Lock()
 
     def score(
-        self, images: Sequence[np.ndarray | bytes | None], captions: Sequence[str], pad_to: int = 0
-    ) -> list[float]:
+        self,
+        images: Sequence[np.ndarray | bytes | None],
+        captions: Sequence[str],
+        pad_to: int = 0,
+        embeddings: bool = False,
+    ) -> list[float] | tuple[list[float], list[np.ndarray | None]]:
         """Cosines of one batch, in order, computed padded to `pad_to` rows. An image is decoded pixels, or
-        JPEG bytes for GPU decoding; NaN for an image that failed GPU decoding."""
+        JPEG bytes for GPU decoding; NaN for an image that failed GPU decoding. With `embeddings`, the
+        cosines and the images' float16 embeddings (None for an image that failed)."""
         batch = [
             ClipInput(
                 Pair(uid="", source="", caption=caption),
@@ -170,6 +183,8 @@ class SharedClipScorer:
             for image, caption in zip(images, captions, strict=True)
         ]
         with self._one_at_a_time:
+            if embeddings:
+                return score_and_embed_batch(self.model, batch, pad_to)
             return score_batch(self.model, batch, pad_to)
 
 
@@ -180,14 +195,20 @@ class _QueuedBatch(NamedTuple):
     event: Any  # a CUDA event recorded after the copy to the host, or None (CPU, or scores known)
     scored: list[int]  # batch indices of the scored images, in the order of `scores`
     size: int  # the batch's size (images not scored get NaN)
+    # The scored images' normalized float16 embeddings, rows in the order of `scores` (a tensor on the
+    # host when read, or a list); None when not asked for
+    vectors: Any = None
 
 
 class PendingScores:
-    """The scores of one or more queued batches, in order; `result()` waits for the GPU to finish them."""
+    """The scores of one or more queued batches, in order; `result()` waits for the GPU to finish them.
+    With `embeddings`, `vectors()` gives each image's normalized embedding too (float16)."""
 
-    def __init__(self) -> None:
+    def __init__(self, embeddings: bool = False) -> None:
+        self.embeddings = embeddings
         self._parts: list[_QueuedBatch] = []
         self._scores: list[float] | None = None
+        self._vectors: list[np.ndarray | None] | None = None
 
     def queue(self, model: LoadedClip, batch: Sequence[ClipInput], pad_to: int = 0) -> None:
         """Queues a batch's scoring; on a GPU this returns before the scores exist. With `pad_to`, the
@@ -208,25 +229,29 @@ class PendingScores:
             texts = encode_captions(model, captions)
             images = torch.nn.functional.normalize(images.float(), dim=-1)
             cosine = (images * texts).sum(dim=-1)[: len(ok)]
+            vectors = images[: len(ok)].to(torch.float16) if self.embeddings else None
             event = None
             if cosine.is_cuda:  # copied into pinned memory as soon as the GPU gets there
-                host = torch.empty(cosine.shape, dtype=cosine.dtype, pin_memory=True)
-                host.copy_(cosine, non_blocking=True)
+                cosine = _to_pinned(cosine)
+                vectors = _to_pinned(vectors) if vectors is not None else None
                 event = torch.cuda.Event()
                 event.record()
-                cosine = host
-        self._parts.append(_QueuedBatch(cosine, event, ok, len(batch)))
+        self._parts.append(_QueuedBatch(cosine, event, ok, len(batch), vectors))
 
-    def add(self, scores: Sequence[float]) -> None:
-        """Appends scores that are already known (a shared model returns them)."""
+    def add(self, scores: Sequence[float], vectors: Sequence[np.ndarray | None] | None = None) -> None:
+        """Appends scores that are already known (a shared model returns them), and with `embeddings`
+        their images' embeddings."""
         self._parts.append(
-            _QueuedBatch(np.asarray(scores, dtype=np.float64), None, list(range(len(scores))), len(scores))
+            _QueuedBatch(
+                np.asarray(scores, dtype=np.float64), None, list(range(len(scores))), len(scores), vectors
+            )
         )
 
     def result(self) -> list[float]:
         """The scores; NaN for an image that failed GPU decoding."""
         if self._scores is None:
             scores: list[float] = []
+            vectors: list[np.ndarray | None] = []
             for queued in self._parts:
                 if queued.event is not None:
                     queued.event.synchronize()
@@ -235,11 +260,45 @@ class PendingScores:
                 for i, value in zip(queued.scored, values):
                     part[i] = value
                 scores.extend(part)
+                if self.embeddings:
+                    vectors.extend(_rows_of(queued))
             self._scores, self._parts = scores, []
+            self._vectors = vectors if self.embeddings else None
         return self._scores
 
-    def __getstate__(self) -> dict:  # a runner that does not fuse the next step pickles plain floats
-        return {"_parts": [], "_scores": self.result()}
+    def vectors(self) -> list[np.ndarray | None] | None:
+        """The images' normalized float16 embeddings, in order (None for an image that failed GPU
+        decoding); None when not asked for."""
+        self.result()
+        return self._vectors
+
+    def __getstate__(self) -> dict:  # a runner that does not fuse the next step pickles plain numbers
+        self.result()
+        return {
+            "embeddings": self.embeddings,
+            "_parts": [],
+            "_scores": self._scores,
+            "_vectors": self._vectors,
+        }
+
+
+def _to_pinned(tensor):
+    """A copy in pinned host memory, made when the GPU gets there (non-blocking)."""
+    import torch
+
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor, non_blocking=True)
+    return host
+
+
+def _rows_of(queued: _QueuedBatch) -> list[np.ndarray | None]:
+    """A queued batch's embeddings by batch index (None where an image was not scored)."""
+    rows: list[np.ndarray | None] = [None] * queued.size
+    if queued.vectors is not None:
+        found = queued.vectors.numpy() if hasattr(queued.vectors, "numpy") else queued.vectors
+        for i, row in zip(queued.scored, found):
+            rows[i] = row
+    return rows
 
 
 class ScoreSlice(Sequence[float]):
@@ -247,6 +306,11 @@ class ScoreSlice(Sequence[float]):
 
     def __init__(self, pending: PendingScores, start: int, stop: int) -> None:
         self.pending, self.start, self.stop = pending, start, stop
+
+    def vectors(self) -> list[np.ndarray | None] | None:
+        """The group's image embeddings (PendingScores.vectors), or None when not asked for."""
+        vectors = self.pending.vectors()
+        return None if vectors is None else vectors[self.start : self.stop]
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -266,6 +330,16 @@ def score_batch(model: LoadedClip, batch: Sequence[ClipInput], pad_to: int = 0) 
     return pending.result()
 
 
+def score_and_embed_batch(
+    model: LoadedClip, batch: Sequence[ClipInput], pad_to: int = 0
+) -> tuple[list[float], list[np.ndarray | None]]:
+    """score_batch's cosines (the same numbers) and each image's normalized float16 embedding (None for an
+    image that failed GPU decoding)."""
+    pending = PendingScores(embeddings=True)
+    pending.queue(model, batch, pad_to)
+    return pending.result(), pending.vectors()
+
+
 def _encode_images(model: LoadedClip, pixels):
     """Runs the (possibly compiled) image encoder; compiled ones see batches padded to few sizes."""
     import torch
@@ -276,63 +350,6 @@ def _encode_images(model: LoadedClip, pixels):
         if size != n:
             pixels = torch.cat([pixels, pixels.new_zeros((size - n, *pixels.shape[1:]))])
     return model.encode_image(pixels)[:n]
-
-
-# Caption lengths the text tower runs at: captions of up to SHORT_TOKENS tokens (start and end included;
-# 95% of the 10k real web captions in tests/data that the text steps keep) at that length, all rows of the
-# batch; the others at the full context, LONG_ROWS rows per call (padded with empty captions).
-SHORT_TOKENS = 32
-LONG_ROWS = 32
-
-
-def encode_captions(model: LoadedClip, captions: Sequence[str]):
-    """Normalized float32 text embeddings, computed at lengths that depend on each caption alone.
-
-    For open_clip's CLIP class with end-token pooling, padding after the end token cannot change its
-    features (causal mask), so tokens are cut: every row at SHORT_TOKENS, and captions longer than that
-    again at the full context length in chunks of LONG_ROWS rows. The text tower's shapes are then the
-    same whatever captions share the batch (with a batch padded to a fixed size, as run_inference does),
-    and so is a caption's embedding. Cutting after the batch's longest caption, as before, made every
-    caption's last bits depend on that one (CPU, tiny CLIP: 61 of 160 scores moved, by up to 1.8e-7), cost
-    ~65 of 77 tokens per row with 256 web captions (~32 here), and counted a caption's length by its nonzero
-    ids, while "!" before other punctuation ("wow!)))") is id 0: such a caption, alone or beside shorter
-    ones, lost its end token (0.138 off on real captions). The end token is the largest id, where the
-    pooling looks too. Other models run unchanged.
-    """
-    import open_clip
-    import torch
-
-    tokens = model.tokenizer(list(captions))  # on the CPU
-    m = model.model
-    context = tokens.shape[1]
-    if not (isinstance(m, open_clip.CLIP) and getattr(m, "text_pool_type", "") == "argmax"):
-        return torch.nn.functional.normalize(m.encode_text(to_device(tokens, model.device)).float(), dim=-1)
-    if context <= SHORT_TOKENS:
-        return _text_tower(m, to_device(tokens, model.device))
-    long = (tokens.argmax(dim=1) >= SHORT_TOKENS).nonzero().flatten().tolist()  # read on the CPU
-    texts = _text_tower(m, to_device(tokens[:, :SHORT_TOKENS].contiguous(), model.device))
-    if long:
-        empty = model.tokenizer([""])
-        for start in range(0, len(long), LONG_ROWS):
-            rows = long[start : start + LONG_ROWS]
-            chunk = torch.cat([tokens[rows], empty.expand(LONG_ROWS - len(rows), -1)])
-            index = to_device(torch.tensor(rows), model.device)
-            texts.index_copy_(0, index, _text_tower(m, to_device(chunk, model.device))[: len(rows)])
-    return texts
-
-
-def _text_tower(m, tokens):
-    """open_clip's CLIP.encode_text on tokens cut to any length, normalized float32."""
-    import torch
-    from open_clip.transformer import text_global_pool
-
-    length = tokens.shape[1]
-    cast = m.transformer.get_cast_dtype()
-    x = m.token_embedding(tokens).to(cast) + m.positional_embedding[:length].to(cast)
-    x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
-    x = text_global_pool(m.ln_final(x), tokens, m.text_pool_type)
-    x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
-    return torch.nn.functional.normalize(x.float(), dim=-1)
 
 
 def _pixels_on_device(model: LoadedClip, batch: Sequence[ClipInput]):

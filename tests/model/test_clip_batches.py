@@ -21,7 +21,7 @@ BATCH = 8
 # "!" before other punctuation in one word is token id 0 of CLIP's BPE vocabulary, like the padding after
 # the end token ("wow!)))": wow, !, ))); the others are no id 0 but close.
 EXCLAIMING = ["wow!)))", "Angry Birds Go!</em>", "a !+ b", "wow!amazing", "Yahoo!Japan", "!!!", "a!b!c"]
-# Longer than clip_handler.SHORT_TOKENS: encoded again at the full context.
+# Longer than clip_text.SHORT_TOKENS: encoded again at the full context.
 LONG = [" ".join(["a red circle"] * k) for k in (11, 14, 20, 30)]
 
 
@@ -131,11 +131,11 @@ def test_a_caption_with_exclamation_marks_keeps_its_end_token(tiny):
 
 
 def test_long_captions_are_encoded_at_the_full_context_in_fixed_chunks(tiny, monkeypatch):
-    from vlcurate.model import clip_handler
+    from vlcurate.model import clip_text
 
-    monkeypatch.setattr(clip_handler, "LONG_ROWS", 3)  # several chunks of long captions
+    monkeypatch.setattr(clip_text, "LONG_ROWS", 3)  # several chunks of long captions
     captions = [LONG[0], "a red circle", LONG[1], "", LONG[2], "!!!", LONG[3], LONG[0]]
-    assert min(int(t.argmax()) for t in tiny.tokenizer(LONG)) >= clip_handler.SHORT_TOKENS
+    assert min(int(t.argmax()) for t in tiny.tokenizer(LONG)) >= clip_text.SHORT_TOKENS
     with torch.no_grad():
         full = torch.nn.functional.normalize(tiny.model.encode_text(tiny.tokenizer(captions)).float(), dim=-1)
         ours = encode_captions(tiny, captions)
