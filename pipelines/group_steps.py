@@ -54,7 +54,7 @@ def _split_by_bucket(batch: PairBatch, steps: dict[str, GroupStep], buckets: int
 
 
 class MarksLosers(beam.DoFn):
-    """What every group step's marking DoFn shares (here and pipelines/near_groups.py): stats partials
+    """What every group step's marking DoFn shares (here and pipelines/loser_join.py): stats partials
     per bundle, and a bucket's losers written to rejects/<prefix>-NNNNN.parquet, counted as final rejects
     and as progress."""
 

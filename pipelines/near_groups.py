@@ -5,9 +5,9 @@ decontaminate): bands, then a join by uid, never all pairs.
    of its hash to the shuffle bucket of that (band, value); evaluation hashes join here. Each bucket
    compares only the entries that share a band value (losers_in_bucket), so a worker holds one bucket's
    entries, never the run's.
-2. Join: the records (images already detached) and the losers' marks meet in buckets of uids; each pair
-   takes the best-ranked entry any band found for it, and the losers are written right there to
-   rejects/<prefix>-NNNNN.parquet and counted (as pipelines/group_steps.py does for key groups).
+2. Join (pipelines/loser_join.py): the records (images already detached) and the losers' marks meet in
+   buckets of uids; each pair takes the best-ranked entry any band found for it, and the losers are
+   written right there to rejects/<prefix>-NNNNN.parquet and counted.
 3. Only under `captions: merge`: each loser's caption travels to the bucket of the pair that beat it,
    which collects them in meta["captions"].
 Pairs without a hash (no image, or a source the step is off for) pass without a shuffle.
@@ -22,29 +22,13 @@ import apache_beam as beam
 from vlcurate.filters.base import GroupStep
 from vlcurate.filters.near_dedup import Entry, as_key, from_key, key_digest, losers_in_bucket, merged_captions
 from vlcurate.pipelines.batch_coder import of_batches
-from vlcurate.pipelines.group_steps import GroupPairs, MarksLosers, bucket_of
-from vlcurate.pipelines.steps import STATS, as_rejects
+from vlcurate.pipelines.group_steps import GroupPairs, bucket_of
+from vlcurate.pipelines.loser_join import MarksJoined, join_losers, records_by_uid, split_entries, uid_bucket
+from vlcurate.pipelines.steps import STATS
 from vlcurate.pipelines.write import REJECT_FILES
-from vlcurate.schemas.batch import BATCH_SIZE, PairBatch, batched
+from vlcurate.schemas.batch import PairBatch, batched
 
-_UNHASHED = "unhashed"
 _CAPTIONS = "captions"
-
-
-def uid_bucket(uid: bytes, buckets: int) -> int:
-    """The join's bucket of a uid (as_key)."""
-    return bucket_of(key_digest(uid), buckets)
-
-
-def _split(batch: PairBatch, steps: dict[str, GroupStep]) -> Iterator:
-    hashed, unhashed = PairBatch(), PairBatch()
-    for pair in batch:
-        step = steps.get(pair.source)
-        (hashed if step is not None and step.entry(pair) is not None else unhashed).append(pair)
-    if hashed:
-        yield hashed
-    if unhashed:
-        yield beam.pvalue.TaggedOutput(_UNHASHED, unhashed)
 
 
 def _band_entries(batch: PairBatch, steps: dict[str, GroupStep], buckets: int) -> Iterator:
@@ -81,52 +65,16 @@ def _compare(
     yield from out.items()
 
 
-def _by_uid(batch: PairBatch, buckets: int) -> Iterator:
-    parts: dict[int, PairBatch] = {}
-    for pair in batch:
-        parts.setdefault(uid_bucket(as_key(pair.uid), buckets), PairBatch()).append(pair)
-    yield from parts.items()
+class _MarkMerging(MarksJoined):
+    """merge: also sends each loser's caption to the uid bucket of the pair that beat it."""
 
-
-class _Mark(MarksLosers):
-    """(uid bucket, {pairs: batches, losers: marks}) -> kept batches; losers written and counted."""
-
-    def __init__(self, *args, merge: bool) -> None:
-        super().__init__(*args)
-        self.merge = merge
-
-    def process(self, element: tuple[int, dict[str, Iterable]]) -> Iterator:
-        index, joined = element
-        winner_of: dict[str, tuple] = {}
-        for marks in joined["losers"]:
-            for uid, winner in marks:
-                if uid not in winner_of or winner < winner_of[uid]:
-                    winner_of[uid] = winner
-        kept, rejected = PairBatch(), PairBatch()
-        captions: dict[int, list[tuple[str, str]]] = {}
-        for batch in joined["pairs"]:
-            for pair in batch:
-                step = self.steps[pair.source]
-                self._stats.step_seen[(step.name, pair.source)] += 1
-                winner = winner_of.get(as_key(pair.uid))
-                if winner is None:
-                    kept.append(pair)
-                    continue
-                step.mark_loser(pair, from_key(winner[-1]))
-                self._stats.step_dropped[(step.name, pair.source, pair.reject)] += 1
-                rejected.append(pair)
-                if self.merge:
-                    captions.setdefault(uid_bucket(winner[-1], self.buckets), []).append(
-                        (winner[-1], as_key(pair.caption))
-                    )
-            if len(kept) >= BATCH_SIZE:
-                yield kept
-                kept = PairBatch()
-        if kept:
-            yield kept
+    def after_marking(self, losers: PairBatch, winner_of: dict[bytes, tuple]) -> Iterator:
+        captions: dict[int, list[tuple[bytes, bytes]]] = {}
+        for pair in losers:
+            winner = winner_of[as_key(pair.uid)][0][-1]
+            captions.setdefault(uid_bucket(winner, self.buckets), []).append((winner, as_key(pair.caption)))
         for bucket, items in captions.items():
             yield beam.pvalue.TaggedOutput(_CAPTIONS, (bucket, items))
-        yield from self.write_losers(index, as_rejects(rejected, self._stats))
 
 
 def _collect_captions(element: tuple[int, dict[str, Iterable]]) -> Iterator[PairBatch]:
@@ -156,9 +104,8 @@ class NearDuplicatePairs(GroupPairs):
         self.merge = getattr(self.step, "captions", "") == "merge"
 
     def expand(self, batches):
-        split = batches | "Hashed" >> beam.FlatMap(_split, self.steps).with_outputs(_UNHASHED, main="hashed")
-        of_batches(split.hashed, split[_UNHASHED])
-        bands = split.hashed | "Bands" >> beam.FlatMap(_band_entries, self.steps, self.buckets)
+        hashed, unhashed = split_entries(batches, self.steps)
+        bands = hashed | "Bands" >> beam.FlatMap(_band_entries, self.steps, self.buckets)
         if self.extra_entries:
             extra = (
                 batches.pipeline
@@ -171,32 +118,21 @@ class NearDuplicatePairs(GroupPairs):
             | "GroupBands" >> beam.GroupByKey()
             | "Compare" >> beam.FlatMap(_compare, self.step, self.buckets)
         )
-        records = split.hashed | "ByUid" >> beam.FlatMap(_by_uid, self.buckets)
-        marked = (
-            {"pairs": records, "losers": losers}
-            | "Join" >> beam.CoGroupByKey()
-            | "Mark"
-            >> beam.ParDo(
-                _Mark(
-                    self.steps,
-                    self.directory,
-                    self.buckets,
-                    self.progress_folder,
-                    self.score_names,
-                    merge=self.merge,
-                )
-            ).with_outputs(REJECT_FILES, STATS, _CAPTIONS, main="kept")
+        records = hashed | "ByUid" >> beam.FlatMap(records_by_uid, self.buckets)
+        mark = (_MarkMerging if self.merge else MarksJoined)(
+            self.steps, self.directory, self.buckets, self.progress_folder, self.score_names
         )
-        kept = of_batches(marked.kept)
+        marked = join_losers(records, losers, mark, _CAPTIONS)
+        kept = marked.kept
         if self.merge:
             kept = of_batches(
                 {
-                    "pairs": kept | "KeptByUid" >> beam.FlatMap(_by_uid, self.buckets),
+                    "pairs": kept | "KeptByUid" >> beam.FlatMap(records_by_uid, self.buckets),
                     "captions": marked[_CAPTIONS],
                 }
                 | "JoinCaptions" >> beam.CoGroupByKey()
                 | "Merge" >> beam.FlatMap(_collect_captions)
             )
-        kept = (kept, split[_UNHASHED]) | "Stayed" >> beam.Flatten()
+        kept = (kept, unhashed) | "Stayed" >> beam.Flatten()
         of_batches(kept)
         return {"kept": kept, REJECT_FILES: marked[REJECT_FILES], STATS: marked[STATS]}
