@@ -3,11 +3,13 @@
 Pairs are partitioned by the model their source and caption language call for; each model gets its own
 RunInference (loaded once per worker). Decoding happens before batching, so a bad image is a reject, not
 a failed batch. `keep_fraction` thresholds come from a second pass over the scores (a side input).
+Pairs of the sources that need them (semantic dedup, the embedding store) also get their image's
+normalized CLIP embedding (`pair.embedding`); the model batches of other sources compute none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
@@ -24,6 +26,7 @@ from vlcurate.model.clip_preprocess import pil_pixels
 from vlcurate.pipelines.batch_coder import SampledPickleCoder, of_batches
 from vlcurate.pipelines.steps import REJECTED, as_rejects
 from vlcurate.schemas.batch import PairBatch
+from vlcurate.schemas.embedding import vector_bytes
 from vlcurate.schemas.record import Pair
 
 
@@ -147,10 +150,15 @@ class FixedSizeGroups(beam.DoFn):
         self._pending = ClipGroup()
 
 
-def _attach_scores(result: ClipPrediction) -> PairBatch:
+def _attach_scores(result: ClipPrediction, embed: frozenset[str] = frozenset()) -> PairBatch:
+    """The group's pairs with their scores; those of an `embed` source with their image's embedding too
+    (none for an image that failed GPU decoding: its NaN score gets it rejected as clip_no_score)."""
     batch = PairBatch()
-    for example, score in zip(result.example, result.inference, strict=True):  # never drop a pair
-        example.pair.scores["clip"] = float(score)
+    vectors = result.inference.vectors() if embed else None
+    for i, (example, score) in enumerate(zip(result.example, result.inference, strict=True)):
+        example.pair.scores["clip"] = float(score)  # never drop a pair
+        if vectors is not None and vectors[i] is not None and example.pair.source in embed:
+            example.pair.embedding = vector_bytes(vectors[i])
         batch.append(example.pair)
     return batch
 
@@ -161,18 +169,19 @@ class AttachScores(beam.DoFn):
     With `hold` (clip_score.overlap), the groups of one model batch wait here until the next model batch
     has been queued on the GPU (or the bundle ends), so the GPU computes while this worker's CPU moves the
     previous batch on and reads the next: Beam runs a worker's fused steps one element at a time, and
-    reading the scores at once would leave the GPU idle whenever the CPU works.
+    reading the scores at once would leave the GPU idle whenever the CPU works. `embed`: the sources whose
+    pairs get their image's embedding.
     """
 
-    def __init__(self, hold: bool = True) -> None:
-        self.hold = hold
+    def __init__(self, hold: bool = True, embed: Collection[str] = ()) -> None:
+        self.hold, self.embed = hold, frozenset(embed)
 
     def start_bundle(self) -> None:
         self._held: list[ClipPrediction] = []
 
     def process(self, result: ClipPrediction) -> Iterator[PairBatch]:
         if not self.hold:
-            yield _attach_scores(result)
+            yield _attach_scores(result, self.embed)
             return
         if self._held and self._held[-1].inference.pending is not result.inference.pending:
             yield from self._release()
@@ -184,15 +193,16 @@ class AttachScores(beam.DoFn):
 
     def _release(self) -> list[PairBatch]:
         held, self._held = self._held, []
-        return [_attach_scores(result) for result in held]
+        return [_attach_scores(result, self.embed) for result in held]
 
 
 class ScoreWithClip(beam.PTransform):
-    """Batches of pairs in; batches with scores["clip"] out (main), undecodable images on REJECTED."""
+    """Batches of pairs in; batches with scores["clip"] out (main), undecodable images on REJECTED.
+    `embed`: the sources whose pairs also get `pair.embedding` (only their models compute embeddings)."""
 
-    def __init__(self, steps: dict[str, ClipScore]) -> None:
+    def __init__(self, steps: dict[str, ClipScore], embed: Collection[str] = ()) -> None:
         super().__init__()
-        self.steps = steps
+        self.steps, self.embed = steps, sorted(embed)
         # Read from the model configs now: a model that cannot be had fails before any data is read.
         self.image_sizes = {spec: image_size_of(spec) for spec in self.specs()}
 
@@ -215,6 +225,7 @@ class ScoreWithClip(beam.PTransform):
                 compile=step.compile,
                 precision=step.precision,
                 share=step.share_model,
+                embeddings=any(spec in self.steps[src].specs() for src in self.embed if src in self.steps),
             )
             groups = prepared[spec] | f"Regroup[{spec}]" >> beam.ParDo(
                 FixedSizeGroups(step.batch_size)
@@ -224,9 +235,9 @@ class ScoreWithClip(beam.PTransform):
             scored.append(
                 predictions
                 | f"Attach[{spec}]"
-                >> beam.ParDo(AttachScores(step.overlap and not step.share_model)).with_output_types(
-                    PairBatch
-                )
+                >> beam.ParDo(
+                    AttachScores(step.overlap and not step.share_model, self.embed)
+                ).with_output_types(PairBatch)
             )
         return {
             "kept": of_batches(scored | "AllScored" >> beam.Flatten(pipeline=pairs.pipeline)),
