@@ -16,7 +16,7 @@ logging.getLogger().addFilter(lambda record: not any(n in record.getMessage() fo
 # One module per subcommand (its parser and what runs it: add_parser(sub), run(args, beam_args)). They
 # import the jobs, and with them Beam and Arrow: vlcurate/fast_process.py says why inside this block.
 with imports_without_gc():
-    from vlcurate.cli import check, clean, demo, hashes, retune, sft, steps, synth
+    from vlcurate.cli import check, clean, dedup, demo, hashes, retune, sft, steps, synth
     from vlcurate.cli import format as format_command
     from vlcurate.pipelines.options import check_flags, parser_flags
     from vlcurate.schemas.errors import ConfigError, RunFailedError
@@ -29,6 +29,7 @@ COMMANDS = {
     "format": format_command,
     "sft": sft,
     "check": check,
+    "dedup": dedup,
     "demo": demo,
     "steps": steps,
     "hashes": hashes,
