@@ -11,13 +11,23 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from vlcurate.filters.base import Step
-from vlcurate.filters.registry import BUILTIN_STEPS, build_step, check_params, step_class, step_names
+from vlcurate.filters.registry import (
+    BUILTIN_STEPS,
+    OFF_BY_DEFAULT,
+    build_step,
+    check_params,
+    off_by_default,
+    step_class,
+    step_names,
+)
 from vlcurate.schemas.config import CleanConfig, SourceConfig
 from vlcurate.schemas.errors import ConfigError, unknown_name_error
 
 # Every built-in step in the order it runs: the table's order (filters/registry.py). Where each runs is
 # its class's kind: per pair, the model step on survivors (runs_on_survivors), or over groups of pairs.
 DEFAULT_CHAIN: tuple[str, ...] = tuple(BUILTIN_STEPS)
+# The step whose image embeddings semantic_dedup compares and output.embeddings stores.
+EMBEDDING_STEP = "clip_score"
 
 
 @dataclasses.dataclass
@@ -92,7 +102,8 @@ def build_chain(
     for name in config.disable:
         if name not in chain:
             raise unknown_name_error("step to disable", name, chain, "disable")
-    names = [n for n in per_pair if n not in config.disable]
+    off = off_steps(config, chain)
+    names = [n for n in per_pair if n not in config.disable and n not in off]
     text_only = [s.name for s in config.sources if s.image_column is None]
     if text_only:
         if len(text_only) < len(config.sources):
@@ -110,7 +121,8 @@ def build_chain(
             if name not in chain:
                 raise unknown_name_error("step", name, chain, f"source {source.name!r} steps")
             check_params(name, params, f"source {source.name!r} steps.{name}")
-    group_names = [n for n in chain if n not in per_pair and n not in config.disable]
+    check_off_steps_unset(config, off)
+    group_names = [n for n in chain if n not in per_pair and n not in config.disable and n not in off]
     if text_only:
         group_names = [n for n in group_names if not step_class(n).needs_image]
     groups = {
@@ -124,6 +136,7 @@ def build_chain(
     }
     # A group step that can group nothing (decontaminate without sets) needs nothing either.
     active = [n for n in group_names if any(step.active() for step in groups[n].values())]
+    check_embeddings_taken(names, {n: groups[n] for n in active}, config, cli_disable)
     check_needs(names + active, config, carried, cli_disable)
     by_source: dict[str, list[Step]] = {}
     for source in config.sources:
@@ -138,6 +151,61 @@ def build_chain(
     check_shared_params(groups)
     check_hashes_taken(by_source, groups)
     return Chain(names, by_source, group_names, groups)
+
+
+def off_steps(config: CleanConfig, chain: Sequence[str]) -> set[str]:
+    """The steps of `chain` that are off by default (filters/registry.py OFF_BY_DEFAULT) and that the
+    config's `enable` does not name; refuses names `enable` cannot take."""
+    for name in config.enable:
+        if name not in chain:
+            raise unknown_name_error("step to enable", name, chain, "enable")
+        if not off_by_default(name):
+            raise ConfigError(
+                f"enable: {name} is on by default; enable names steps that are off by default "
+                f"({', '.join(sorted(OFF_BY_DEFAULT))})"
+            )
+    return {n for n in chain if off_by_default(n) and n not in config.enable}
+
+
+def check_off_steps_unset(config: CleanConfig, off: Collection[str]) -> None:
+    """Parameters of a step that stays off would silently do nothing: refuse them, naming the switch."""
+    for name in off:
+        given = name in config.steps or any(name in s.steps for s in config.sources)
+        if given and name not in config.disable:
+            raise ConfigError(
+                f"steps.{name} is set, but {name} is off by default: add `enable: [{name}]` to the config "
+                f"(or --enable {name}), or remove its parameters"
+            )
+
+
+def check_embeddings_taken(
+    names: Sequence[str],
+    groups: dict[str, dict[str, Step]],
+    config: CleanConfig,
+    cli_disable: Collection[str] = (),
+) -> None:
+    """A group step comparing image embeddings (`compares_embeddings`: semantic_dedup) and
+    output.embeddings read the ones the CLIP step computes: refuse them when it does not run, since every
+    pair would pass unembedded and the store would be empty. `groups`: the active group steps."""
+    if EMBEDDING_STEP in names:
+        return
+    readers = [n for n, g in groups.items() if getattr(next(iter(g.values())), "compares_embeddings", False)]
+    if not readers and not config.output.embeddings:
+        return
+    if EMBEDDING_STEP in config.disable:
+        where = "--disable" if EMBEDDING_STEP in cli_disable else "disable"
+        why, fix = f"{EMBEDDING_STEP} is disabled", f"remove {EMBEDDING_STEP} from {where}, or "
+    else:
+        why, fix = f"this run has no {EMBEDDING_STEP} (caption-only sources)", ""
+    if readers:
+        raise ConfigError(
+            f"{', '.join(readers)} compares the image embeddings {EMBEDDING_STEP} computes, but {why}: "
+            f"{fix}take {', '.join(readers)} out of enable"
+        )
+    raise ConfigError(
+        f"output.embeddings stores the image embeddings {EMBEDDING_STEP} computes, but {why}: {fix}set "
+        "output.embeddings: false"
+    )
 
 
 def check_shared_params(groups: dict[str, dict[str, Step]]) -> None:

@@ -45,7 +45,13 @@ BUILTIN_STEPS: dict[str, str] = {
     "decontaminate": "vlcurate.filters.decontaminate:Decontaminate",  # off unless evaluation sets are named
     "dedup": "vlcurate.filters.dedup:Dedup",
     "near_dedup": "vlcurate.filters.near_dedup:NearDedup",  # perceptual-hash neighbours (decode_check's hash)
+    "semantic_dedup": "vlcurate.filters.semantic_dedup:SemanticDedup",  # CLIP embedding neighbours; off
 }
+
+# Steps that run only where a config turns them on (`enable: [name]`, or `--enable name`): semantic_dedup
+# needs CLIP's image embeddings carried through the group steps and a clustering pass of its own, which a
+# run should pay for only when asked (docs/dedup.md).
+OFF_BY_DEFAULT: frozenset[str] = frozenset({"semantic_dedup"})
 
 # The table in use: the built-in steps plus those added by register_step (plugins, tests).
 _table: dict[str, str | type[Step]] = dict(BUILTIN_STEPS)
@@ -73,6 +79,11 @@ def unregister_step(name: str) -> None:
         raise ValueError(f"{name!r} is a built-in step")
     del _table[name]
     _classes.pop(name, None)
+
+
+def off_by_default(name: str) -> bool:
+    """Whether step `name` runs only where a config's `enable:` names it."""
+    return name in OFF_BY_DEFAULT
 
 
 def step_names() -> tuple[str, ...]:

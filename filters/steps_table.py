@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vlcurate.filters.base import Step
-from vlcurate.filters.registry import parameters, step_class, step_names
+from vlcurate.filters.registry import off_by_default, parameters, step_class, step_names
 
 VLCURATE_DEFAULT = "vlcurate default"
 REQUIRED = inspect.Parameter.empty
@@ -35,6 +35,16 @@ class StepRow:
     description: str
     reasons: tuple[str, ...]
     parameters: tuple[ParameterRow, ...]
+    off_by_default: bool = False  # runs only where a config's `enable:` names it
+
+
+def described(row: StepRow) -> str:
+    """The row's description, with how to turn it on when it is off by default."""
+    return (
+        f"{row.description} Off by default: `enable: [{row.name}]`."
+        if row.off_by_default
+        else row.description
+    )
 
 
 def step_kind(cls: type[Step]) -> str:
@@ -53,7 +63,8 @@ def step_row(name: str) -> StepRow:
         ParameterRow(key, param.default, cls.default_sources.get(key, VLCURATE_DEFAULT))
         for key, param in parameters(name).items()
     )
-    return StepRow(name, step_kind(cls), doc.split("\n", 1)[0].strip(), tuple(cls.reasons), params)
+    description = doc.split("\n", 1)[0].strip()
+    return StepRow(name, step_kind(cls), description, tuple(cls.reasons), params, off_by_default(name))
 
 
 def steps_table(names: Sequence[str] | None = None) -> list[StepRow]:
@@ -93,7 +104,7 @@ def render_steps_markdown(rows: Sequence[StepRow] | None = None) -> str:
     for row in steps_table() if rows is None else rows:
         reasons = ", ".join(f"`{r}`" for r in row.reasons)
         params = "<br>".join(f"`{_parameter(p)}` ({p.source})" for p in row.parameters)
-        cells = [f"`{row.name}`", row.description, reasons or "none", params or "none"]
+        cells = [f"`{row.name}`", described(row), reasons or "none", params or "none"]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -102,7 +113,7 @@ def render_steps_text(rows: Sequence[StepRow] | None = None) -> str:
     """The steps as plain text for a terminal: a block per step, in the order the steps run."""
     blocks = []
     for row in steps_table() if rows is None else rows:
-        lines = [f"{row.name} ({row.kind}): {row.description}"]
+        lines = [f"{row.name} ({row.kind}): {described(row)}"]
         if row.reasons:
             lines.append(f"  rejects: {', '.join(row.reasons)}")
         lines.extend(f"  {_parameter(p)}  ({p.source})" for p in row.parameters)

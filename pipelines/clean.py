@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -12,14 +12,13 @@ from apache_beam.io.filesystems import FileSystems
 
 from vlcurate.filters.chain import Chain, build_chain
 from vlcurate.formatters.report import render_report
-from vlcurate.pipelines import provenance
+from vlcurate.pipelines import clean_groups, provenance
 from vlcurate.pipelines.batch_coder import of_batches
+from vlcurate.pipelines.clean_groups import image_digests_needed
 from vlcurate.pipelines.eval_sets import load_eval_entries
-from vlcurate.pipelines.group_steps import GroupPairs
 from vlcurate.pipelines.image_spans import detach_images
 from vlcurate.pipelines.input_size import Total, estimate_records, sum_totals
 from vlcurate.pipelines.job import Job, JobProgress, finish_output
-from vlcurate.pipelines.near_groups import NearDuplicatePairs
 from vlcurate.pipelines.outcome import assess, warning_block
 from vlcurate.pipelines.output import COMPLETED, join, read_json, run_last
 from vlcurate.pipelines.progress import tap
@@ -109,9 +108,9 @@ def failure_message(failure: str, directory: str, output: str | None = None) -> 
     return message
 
 
-def _model_scores(kept, model: dict, scores_from: str | None = None):
-    """CLIP scoring through RunInference (when the model step is on; with `scores_from`, the scores that
-    completed run stored instead: pipelines/stored_scores.py). Returns (kept, rejects)."""
+def _model_scores(kept, model: dict, scores_from: str | None = None, embed: Sequence[str] = ()):
+    """CLIP scoring through RunInference, with image embeddings for the pairs of `embed` sources (with
+    `scores_from`: the scores that completed run stored, pipelines/stored_scores.py). Returns (kept, rejects)."""
     if model and scores_from:
         from vlcurate.pipelines.stored_scores import AttachStoredScores
 
@@ -120,7 +119,7 @@ def _model_scores(kept, model: dict, scores_from: str | None = None):
     if model:  # imported here: the CLIP modules load torch, which text-only runs never need
         from vlcurate.pipelines.clip import ScoreWithClip
 
-        scored = kept | "ClipScore" >> ScoreWithClip(model)
+        scored = kept | "ClipScore" >> ScoreWithClip(model, embed)
         return scored["kept"], [scored[REJECTED]]
     return kept, []
 
@@ -170,13 +169,10 @@ def score_pairs(
         RunSteps(before, audit=config.audit, count_read=True)
     ).with_outputs(REJECTED, STATS, main="kept")
     kept = of_batches(stepped.kept, stepped[REJECTED])
-    kept, model_rejects = _model_scores(kept, model, scores_from)
+    kept, model_rejects = _model_scores(
+        kept, model, scores_from, clean_groups.embedding_sources(config, chain)
+    )
     return kept, [stepped[REJECTED], *model_rejects], [stepped[STATS]]
-
-
-def image_digests_needed(chain: Chain) -> bool:
-    """Whether a group step compares images (it reads the digest their detached spans keep)."""
-    return any(next(iter(g.values())).needs_image_digest for g in chain.active_groups().values())
 
 
 def build_pipeline(
@@ -225,18 +221,10 @@ def build_pipeline(
         kept = kept | "DetachImages" >> beam.Map(detach_images, digests).with_output_types(PairBatch)
     out = staging or config.output.dir
     score_names = chain.score_names()  # one scores struct for every Parquet file of the output
-    duplicate_files = []  # group steps write and count their rejects themselves (pipelines/group_steps.py)
-    for name, steps in chain.active_groups().items():
-        step = next(iter(steps.values()))
-        if getattr(step, "compares_hashes", False):
-            extra = eval_entries.get(name, []) if eval_entries is not None else load_eval_entries(step)
-            group = NearDuplicatePairs(steps, buckets, out, progress_folder, score_names, extra_entries=extra)
-        else:
-            group = GroupPairs(steps, buckets, out, progress_folder, score_names)
-        grouped = kept | f"Group[{name}]" >> group
-        kept = grouped["kept"]
-        duplicate_files.append(grouped[REJECT_FILES])
-        partials.append(grouped[STATS])
+    kept, duplicate_files, group_partials = clean_groups.run_group_steps(
+        kept, config, chain, buckets, out, progress_folder, score_names, eval_entries
+    )
+    partials += group_partials
     # Rejects leave several steps; each part is tapped, counted and bucketed where it is made, so the
     # parts meet only in the rejects' shuffle (a Flatten first would store and re-read them all).
     kept = counted(kept, "kept")
@@ -244,7 +232,7 @@ def build_pipeline(
     for i, part in enumerate(rejects):  # the shard writer counts kept pairs (and duplicate uids)
         partials.append(part | f"CountFinal/{i}" >> beam.ParDo(CountFinal()))
     written = kept | "WriteShards" >> WriteKeptShards(
-        out, config.output.pairs_per_shard, score_names, config.output.image_format
+        out, config.output.pairs_per_shard, score_names, config.output.image_format, config.output.embeddings
     )
     shards = written.shards
     duplicate_files.append(written[REJECT_FILES])
@@ -322,6 +310,7 @@ def run_clean(
     scores_from = absolute_path(scores_from) if scores_from else scores_from
     job = Job(config.workers, beam_args, config_paths(config))
     chain = build_chain(config, carried=carried_scores, cli_disable=cli_disable)
+    clean_groups.check_embeddings_computed(config, chain, scores_from)
     readers = [ReadSource(source) for source in config.sources]  # matches files, checks columns
     eval_entries = {  # evaluation sets are read and hashed before any input is
         name: load_eval_entries(next(iter(steps.values())))

@@ -38,6 +38,7 @@ COMPLETED = "COMPLETED"
 # and whatever else the new run wrote, and nothing else.
 OWNED = (
     "shards",
+    "embeddings",  # clean's output.embeddings
     "rejects",
     "images",
     "samples",

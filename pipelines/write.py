@@ -15,6 +15,9 @@ key_column value) meet in one shard's group, where every copy but one becomes a 
 rejects may share a uid; a reject file orders them by their whole row after the uid (sort_rows), so
 neither case lets arrival order, and so the number of workers, change a byte. Every text written goes
 through schemas/encoding.py first (make_writable): a string UTF-8 cannot encode never fails a writer.
+
+With output.embeddings, each shard's kept pairs that carry a CLIP image embedding have it written beside
+the shard, in the shard's order (pipelines/embeddings_store.py); a shard without any has no such files.
 """
 
 from __future__ import annotations
@@ -26,16 +29,19 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 
 import apache_beam as beam
+import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.typehints import KV
 
 from vlcurate.formatters.shard_images import StoredImage, stored_image
 from vlcurate.formatters.webdataset import TarShardWriter
+from vlcurate.pipelines import embeddings_store
 from vlcurate.pipelines.image_spans import SpanReader
 from vlcurate.pipelines.output import atomic_writer, ensure_dir, join, write_bytes_atomic
 from vlcurate.pipelines.steps import STATS, as_rejects, in_global_window, publish_counters, thumbnail_maker
 from vlcurate.schemas.arrow import SORTED_JSON, kept_table, reject_table
 from vlcurate.schemas.batch import PairBatch
+from vlcurate.schemas.embedding import vector_of
 from vlcurate.schemas.encoding import make_writable, utf8
 from vlcurate.schemas.record import Pair, image_digest, stable_hash
 from vlcurate.schemas.stats import RunStats
@@ -173,6 +179,21 @@ def write_kept_shard(
     return {"shard": f"shards/{name}.tar", "metadata": f"shards/{name}.parquet", "pairs": len(pairs)}
 
 
+def write_shard_embeddings(directory: str, name: str, pairs: Sequence[Pair]) -> dict:
+    """Writes the embeddings of a shard's pairs (sorted as the shard) that have one, and returns the
+    shard's manifest fields for them: their files and `embedded`, their count (none written: {})."""
+    embedded = [pair for pair in pairs if pair.embedding is not None]
+    if not embedded:  # a (0, 0) array would not stack with the other shards' [n, d]
+        return {}
+    matrix = np.stack([vector_of(pair.embedding) for pair in embedded])
+    embeddings_store.write_embeddings(directory, name, [pair.uid for pair in embedded], matrix)
+    return {  # relative to the output, as the shards' paths
+        "embeddings": embeddings_store._vectors_path("", name),
+        "embeddings_metadata": embeddings_store._metadata_path("", name),
+        "embedded": len(embedded),
+    }
+
+
 def write_reject_file(
     directory: str,
     index: int,
@@ -196,9 +217,16 @@ class _WriteShard(beam.DoFn):
     gallery's candidates leave what makes their thumbnail (read back from the input when the bytes were
     detached, only for the candidates still standing at the end of the bundle)."""
 
-    def __init__(self, directory: str, per_shard: int, score_names: Sequence[str], image_format: str):
+    def __init__(
+        self,
+        directory: str,
+        per_shard: int,
+        score_names: Sequence[str],
+        image_format: str,
+        embeddings: bool = False,
+    ):
         self.directory, self.per_shard = directory, per_shard
-        self.score_names, self.image_format = list(score_names), image_format
+        self.score_names, self.image_format, self.embeddings = list(score_names), image_format, embeddings
 
     def start_bundle(self) -> None:
         self._stats = RunStats()
@@ -212,9 +240,12 @@ class _WriteShard(beam.DoFn):
             stats.step_seen[(UID_STEP, pair.source)] += 1
         for pair in pairs:
             stats.observe_final(pair, thumbnail_maker)
-        yield write_kept_shard(
+        written = write_kept_shard(
             self.directory, index, count, self.per_shard, pairs, self.score_names, self.image_format
         )
+        if self.embeddings:  # `pairs` are sorted as the shard (unique_uids)
+            written |= write_shard_embeddings(self.directory, shard_name(index, count), pairs)
+        yield written
         if duplicates:
             for pair in as_rejects(duplicates, stats):
                 stats.step_dropped[(UID_STEP, pair.source, DUPLICATE_UID)] += 1
@@ -284,16 +315,26 @@ def _pairs(parts: Iterable[PairBatch]) -> Iterator[Pair]:
 class WriteKeptShards(beam.PTransform):
     """Batches of kept pairs -> shards/NNNNN.tar + shards/NNNNN.parquet. Outputs `shards` (one manifest
     row per shard), REJECT_FILES (files of `duplicate_uid` rejects) and STATS partials, which count the
-    kept pairs and those rejects. `score_names` and `image_format`: see write_kept_shard."""
+    kept pairs and those rejects. `score_names` and `image_format`: see write_kept_shard; `embeddings`
+    (output.embeddings): the pairs' embeddings too (write_shard_embeddings)."""
 
-    def __init__(self, directory: str, per_shard: int, score_names: Sequence[str], image_format: str = "jpg"):
+    def __init__(
+        self,
+        directory: str,
+        per_shard: int,
+        score_names: Sequence[str],
+        image_format: str = "jpg",
+        embeddings: bool = False,
+    ):
         super().__init__()
         self.directory, self.per_shard = directory, per_shard
-        self.score_names, self.image_format = list(score_names), image_format
+        self.score_names, self.image_format, self.embeddings = list(score_names), image_format, embeddings
 
     def expand(self, pairs):
         total = pairs | "Count" >> CountPairs()
-        write = _WriteShard(self.directory, self.per_shard, self.score_names, self.image_format)
+        write = _WriteShard(
+            self.directory, self.per_shard, self.score_names, self.image_format, self.embeddings
+        )
         return (
             pairs
             | "Bucket"

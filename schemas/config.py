@@ -76,6 +76,11 @@ class OutputConfig:
     # shard has one image extension, which HF datasets' webdataset loader requires; "keep": the input's
     # bytes and extensions (formatters/shard_images.py). Shards record the original format either way.
     image_format: str = "jpg"
+    # Each shard's CLIP image embeddings (normalized, float16) in embeddings/img_emb/img_emb_NNNNN.npy, one
+    # row per kept pair scored by CLIP, in the shard's order, with embeddings/metadata/metadata_NNNNN.parquet
+    # naming each row's uid (clip-retrieval's layout): for `vlcurate dedup --semantic` and retrieval.
+    # Needs clip_score on; a source without CLIP gets no rows.
+    embeddings: bool = False
 
     def __post_init__(self) -> None:
         if self.pairs_per_shard < 1:
@@ -97,6 +102,11 @@ class CleanConfig:
     )
     disable: list[str] = dataclasses.field(
         default_factory=list, metadata={"example": "disable: [decode_check]"}
+    )
+    # Steps that are off by default and should run (filters/registry.py OFF_BY_DEFAULT: semantic_dedup);
+    # `disable` wins over it.
+    enable: list[str] = dataclasses.field(
+        default_factory=list, metadata={"example": "enable: [semantic_dedup]"}
     )
     audit: bool = False
     workers: int = 1

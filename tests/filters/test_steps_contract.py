@@ -42,12 +42,14 @@ def test_the_table_fixes_the_default_order():
         "decontaminate",
         "dedup",
         "near_dedup",
+        "semantic_dedup",
     )
     assert [n for n in DEFAULT_CHAIN if step_class(n).groups_records] == [
         "keep_longest",
         "decontaminate",
         "dedup",
         "near_dedup",
+        "semantic_dedup",
     ]
 
 
@@ -139,7 +141,15 @@ def test_cleaners_keep_an_unchanged_caption_as_the_same_object(name):
 
 
 # clip_score's scores are written by pipelines/clip.py; clip_filter only decides on them; dedup writes none.
-_WRITTEN_ELSEWHERE = {"clip_score", "clip_filter", "keep_longest", "decontaminate", "dedup", "near_dedup"}
+_WRITTEN_ELSEWHERE = {
+    "clip_score",
+    "clip_filter",
+    "keep_longest",
+    "decontaminate",
+    "dedup",
+    "near_dedup",
+    "semantic_dedup",
+}
 
 
 @pytest.mark.parametrize("name", DEFAULT_CHAIN)

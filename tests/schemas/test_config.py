@@ -19,7 +19,7 @@ def test_unknown_top_level_key_names_valid_keys_and_suggests(tmp_path):
     message = str(err.value)
     assert "unknown key 'outptu'" in message
     assert "Did you mean 'output'?" in message
-    assert "Valid: audit, disable, max_reject_share, output, sources, steps, workers." in message
+    assert "Valid: audit, disable, enable, max_reject_share, output, sources, steps, workers." in message
 
 
 def test_unknown_source_key_is_reported_with_its_place(tmp_path):

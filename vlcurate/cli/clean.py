@@ -26,6 +26,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--output", help="output directory (local or gs://)")
     p.add_argument("--workers", type=int, help="local worker processes (default 1: in-process)")
     p.add_argument("--disable", help="comma-separated steps to switch off")
+    p.add_argument(
+        "--enable", help="comma-separated steps to switch on that are off by default (semantic_dedup)"
+    )
     p.add_argument("--audit", action="store_true", help="run every filter on every pair (overlap stats)")
     p.add_argument("--overwrite", action="store_true", help="replace a completed output directory")
     p.add_argument(
@@ -81,6 +84,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         config.workers = args.workers
     cli_disable = [s.strip() for s in (args.disable or "").split(",") if s.strip()]
     config.disable = [*config.disable, *cli_disable]
+    config.enable = [*config.enable, *(s.strip() for s in (args.enable or "").split(",") if s.strip())]
     config.audit = config.audit or args.audit
     config.output.overwrite = config.output.overwrite or args.overwrite
     if args.max_reject_share is not None:

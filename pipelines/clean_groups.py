@@ -1,0 +1,101 @@
+"""The group steps of `vlcurate clean` (keep_longest, decontaminate, dedup, near_dedup, semantic_dedup), in
+chain order, each with the Beam wrapper its kind needs, and which pairs carry CLIP image embeddings.
+
+Embeddings (`pair.embedding`, about a kilobyte a pair) are computed only for the sources that need them:
+semantic_dedup is on, or output.embeddings stores them. They travel with the pairs through the group
+steps and are dropped before the shard writer's shuffle unless the writer stores them; rejects never
+carry them (steps.as_rejects).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import apache_beam as beam
+
+from vlcurate.filters.chain import Chain
+from vlcurate.pipelines.eval_sets import load_eval_entries
+from vlcurate.pipelines.group_steps import GroupPairs
+from vlcurate.pipelines.near_groups import NearDuplicatePairs
+from vlcurate.pipelines.steps import STATS
+from vlcurate.pipelines.write import REJECT_FILES
+from vlcurate.schemas.batch import PairBatch
+from vlcurate.schemas.config import CleanConfig
+from vlcurate.schemas.errors import ConfigError
+
+
+def image_digests_needed(chain: Chain) -> bool:
+    """Whether a group step compares images (it reads the digest their detached spans keep)."""
+    return any(next(iter(g.values())).needs_image_digest for g in chain.active_groups().values())
+
+
+def compares_embeddings(steps: dict[str, Any]) -> bool:
+    return getattr(next(iter(steps.values())), "compares_embeddings", False)
+
+
+def embedding_sources(config: CleanConfig, chain: Chain) -> list[str]:
+    """The sources whose pairs get their image's CLIP embedding: those CLIP scores (the chain refuses a
+    config that asks without it: chain.check_embeddings_taken) where a step compares embeddings or
+    output.embeddings stores them. Empty: no model batch computes one."""
+    _, model, _ = chain.split()
+    wanted = set(model) if config.output.embeddings else set()
+    for steps in chain.active_groups().values():
+        if compares_embeddings(steps):
+            wanted |= {source for source, step in steps.items() if step.active() and source in model}
+    return sorted(wanted)
+
+
+def check_embeddings_computed(config: CleanConfig, chain: Chain, scores_from: str | None) -> None:
+    """Start-up checks of a run whose pairs need embeddings: stored scores (`vlcurate retune`) hold none,
+    and semantic_dedup needs faiss."""
+    if not embedding_sources(config, chain):
+        return
+    if scores_from:
+        raise ConfigError(
+            "retune reuses the stored CLIP scores, not image embeddings: disable semantic_dedup and set "
+            "output.embeddings: false, or rerun clean (vlcurate dedup --semantic reads a stored embedding store)"
+        )
+    if any(compares_embeddings(steps) for steps in chain.active_groups().values()):
+        from vlcurate.filters.semantic_dedup import require_faiss
+
+        require_faiss()
+
+
+def _drop_embeddings(batch: PairBatch) -> PairBatch:
+    for pair in batch:
+        pair.embedding = None
+    return batch
+
+
+def run_group_steps(
+    kept,
+    config: CleanConfig,
+    chain: Chain,
+    buckets: int,
+    out: str,
+    progress_folder: str | None,
+    score_names: Sequence[str],
+    eval_entries: dict[str, list] | None = None,
+):
+    """Every active group step over the kept pairs, in chain order. Returns (kept, [reject file manifests],
+    [stats partials]): each step writes and counts its losers itself (pipelines/group_steps.py)."""
+    reject_files, partials = [], []
+    for name, steps in chain.active_groups().items():
+        step = next(iter(steps.values()))
+        if getattr(step, "compares_hashes", False):
+            extra = eval_entries.get(name, []) if eval_entries is not None else load_eval_entries(step)
+            group = NearDuplicatePairs(steps, buckets, out, progress_folder, score_names, extra_entries=extra)
+        elif compares_embeddings(steps):
+            from vlcurate.pipelines.semantic_groups import SemanticDuplicatePairs  # numpy-heavy, rarely on
+
+            group = SemanticDuplicatePairs(steps, buckets, out, progress_folder, score_names)
+        else:
+            group = GroupPairs(steps, buckets, out, progress_folder, score_names)
+        grouped = kept | f"Group[{name}]" >> group
+        kept = grouped["kept"]
+        reject_files.append(grouped[REJECT_FILES])
+        partials.append(grouped[STATS])
+    if embedding_sources(config, chain) and not config.output.embeddings:
+        kept = kept | "DropEmbeddings" >> beam.Map(_drop_embeddings).with_output_types(PairBatch)
+    return kept, reject_files, partials
