@@ -61,13 +61,12 @@ def planted(seed: int = 3) -> tuple[list[Pair], dict[str, str]]:
     return pairs, truth
 
 
-def _run(pairs, step, buckets, out, extra=()):
-    """Runs the transform; returns ({kept, counted, written}, reject rows) read back from files."""
-    batches = [PairBatch(pairs[i : i + 7]) for i in range(0, len(pairs), 7)]
-    with beam.Pipeline(options=pipeline_options()) as p:
-        grouped = (
-            p | beam.Create(batches) | NearDuplicatePairs({"s": step}, buckets, out, extra_entries=extra)
-        )
+def run_group(pairs, transform, out, workers=1, batch=7):
+    """Runs a group transform on `pairs` in batches of `batch`; returns ({kept: [(uid, meta captions)],
+    counted: ({(source, reason): n}, pairs seen), written: rows}, reject rows, reject files)."""
+    batches = [PairBatch(pairs[i : i + batch]) for i in range(0, len(pairs), batch)]
+    with beam.Pipeline(options=pipeline_options(workers)) as p:
+        grouped = p | beam.Create(batches) | transform
         kept = grouped["kept"] | "Kept" >> beam.FlatMap(
             lambda b: [("kept", (x.uid, x.meta.get("captions"))) for x in b]
         )
@@ -91,7 +90,14 @@ def _run(pairs, step, buckets, out, extra=()):
             result["counted"] = ({tuple(k): v for k, v in value[0]}, value[1])
         else:
             result["written"] = value
-    rows = pq.read_table(sorted(Path(out).glob("rejects/*.parquet"))).to_pylist()
+    files = sorted(Path(out).glob("rejects/*.parquet"))
+    return result, pq.read_table(files).to_pylist(), files
+
+
+def _run(pairs, step, buckets, out, extra=()):
+    result, rows, _ = run_group(
+        pairs, NearDuplicatePairs({"s": step}, buckets, out, extra_entries=extra), out
+    )
     return result, rows
 
 

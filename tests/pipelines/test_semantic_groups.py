@@ -4,21 +4,15 @@ accounting; pairs without an embedding pass."""
 
 import hashlib
 import json
-from pathlib import Path
 
-import apache_beam as beam
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from vlcurate.filters.semantic_dedup import SemanticDedup
-from vlcurate.pipelines.options import pipeline_options
 from vlcurate.pipelines.semantic_groups import SemanticDuplicatePairs
-from vlcurate.pipelines.steps import STATS, MergeStats
-from vlcurate.pipelines.write import REJECT_FILES
-from vlcurate.schemas.batch import PairBatch
 from vlcurate.schemas.embedding import vector_bytes
 from vlcurate.schemas.record import Pair
+from vlcurate.tests.pipelines.test_near_groups import run_group
 
 DIM = 32
 
@@ -50,32 +44,9 @@ def planted_pairs(seed: int = 5) -> tuple[list[Pair], dict[str, str]]:
 
 
 def _run(pairs, step, buckets, out, workers=1):
-    batches = [PairBatch(pairs[i : i + 9]) for i in range(0, len(pairs), 9)]
-    with beam.Pipeline(options=pipeline_options(workers)) as p:
-        grouped = p | beam.Create(batches) | SemanticDuplicatePairs({"s": step}, buckets, out)
-        kept = grouped["kept"] | "Kept" >> beam.FlatMap(lambda b: [("kept", x.uid) for x in b])
-        stats = grouped[STATS] | beam.CombineGlobally(MergeStats())
-        counted = stats | "Counted" >> beam.Map(
-            lambda s: ("counted", (sorted(s.rejected.items()), sum(s.step_seen.values())))
-        )
-        written = grouped[REJECT_FILES] | "Rows" >> beam.Map(lambda r: r["pairs"]) | beam.CombineGlobally(sum)
-        (
-            (kept, counted, written | "Tag" >> beam.Map(lambda w: ("written", w)))
-            | beam.Flatten()
-            | beam.Map(json.dumps)
-            | beam.io.WriteToText(f"{out}/result", shard_name_template="")
-        )
-    result = {"kept": []}
-    for line in Path(f"{out}/result").read_text().splitlines():
-        tag, value = json.loads(line)
-        if tag == "kept":
-            result["kept"].append(value)
-        elif tag == "counted":
-            result["counted"] = ({tuple(k): v for k, v in value[0]}, value[1])
-        else:
-            result["written"] = value
-    files = sorted(Path(out).glob("rejects/*.parquet"))
-    return result, pq.read_table(files).to_pylist(), files
+    result, rows, files = run_group(pairs, SemanticDuplicatePairs({"s": step}, buckets, out), out, workers, 9)
+    result["kept"] = [uid for uid, _ in result["kept"]]
+    return result, rows, files
 
 
 @pytest.mark.parametrize("buckets", [1, 4])
