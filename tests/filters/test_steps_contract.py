@@ -140,15 +140,12 @@ def test_cleaners_keep_an_unchanged_caption_as_the_same_object(name):
     assert changed.caption == "a red bicycle" and changed.caption_raw == "a  red <b>bicycle</b>"
 
 
-# clip_score's scores are written by pipelines/clip.py; clip_filter only decides on them; dedup writes none.
+# clip_score's scores are written by pipelines/clip.py; clip_filter only decides on them; the group steps
+# (dedup, ...) write none.
 _WRITTEN_ELSEWHERE = {
     "clip_score",
     "clip_filter",
-    "keep_longest",
-    "decontaminate",
-    "dedup",
-    "near_dedup",
-    "semantic_dedup",
+    *(n for n in DEFAULT_CHAIN if step_class(n).groups_records),
 }
 
 
