@@ -147,17 +147,18 @@ def losers_in_cluster(entries: Iterable[Entry], threshold: float) -> Iterator[tu
         return
     stored = np.stack([vector_of(v) for v in vectors])
     before = _best_before(stored, threshold)
+    near = np.nonzero(before >= 0)[0]
+    cosines = dict(zip(near.tolist(), exact_cosines(stored[near], stored[before[near]]).tolist()))
     for i, vector in enumerate(vectors):
-        ranks, j = by_vector[vector], before[i]
+        ranks, j = by_vector[vector], int(before[i])
         if j < 0:  # its best entry stays; the others lose to it
             for rank in ranks[1:]:
                 yield rank[-1], ranks[0][-1], 1.0
             continue
         # Every entry of the earlier vector ranks before this one's best, so its best beats them all.
-        cosine = float(exact_cosines(stored[i : i + 1], stored[j : j + 1])[0])
         winner = by_vector[vectors[j]][0][-1]
         for rank in ranks:
-            yield rank[-1], winner, cosine
+            yield rank[-1], winner, cosines[i]
 
 
 class SemanticDedup(GroupStep):
