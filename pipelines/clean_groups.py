@@ -53,8 +53,8 @@ def check_embeddings_computed(config: CleanConfig, chain: Chain, scores_from: st
         return
     if scores_from:
         raise ConfigError(
-            "retune reuses the stored CLIP scores, not image embeddings: disable semantic_dedup and set "
-            "output.embeddings: false, or rerun clean (vlcurate dedup --semantic reads a stored embedding store)"
+            "vlcurate retune reuses stored CLIP scores, which hold no image embeddings, so it cannot run "
+            "semantic_dedup or output.embeddings: rerun vlcurate clean with the new thresholds instead"
         )
     if any(compares_embeddings(steps) for steps in chain.active_groups().values()):
         from vlcurate.filters.semantic_dedup import require_faiss

@@ -246,3 +246,15 @@ def test_parameters_of_a_step_left_off_fail_at_start_up(planted, tmp_path, capsy
         config, tmp_path, capsys, "--enable", "semantic_dedup", "--disable", "clip_score"
     )
     assert code == 2 and "semantic_dedup compares the image embeddings" in err
+
+
+def test_retune_cannot_rerun_what_needs_embeddings(planted, tmp_path):
+    """Stored scores hold no embeddings: a retune of a run with semantic_dedup stops at start-up."""
+    from vlcurate.pipelines.clean_groups import check_embeddings_computed
+    from vlcurate.schemas.errors import ConfigError
+
+    config = _config(planted, tmp_path / "out")
+    with pytest.raises(ConfigError, match="retune reuses stored CLIP scores, which hold no image embeddings"):
+        check_embeddings_computed(config, build_chain(config), scores_from=str(tmp_path / "first"))
+    plain = _config(planted, tmp_path / "out", semantic=False)
+    check_embeddings_computed(plain, build_chain(plain), scores_from=str(tmp_path / "first"))
