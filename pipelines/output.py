@@ -39,6 +39,7 @@ COMPLETED = "COMPLETED"
 OWNED = (
     "shards",
     "embeddings",  # clean's output.embeddings
+    "semantic-dedup",  # `vlcurate dedup --semantic`'s list of this run: stale once the run is replaced
     "rejects",
     "images",
     "samples",
