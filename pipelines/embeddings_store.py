@@ -33,15 +33,19 @@ __all__ = [
     "read_shard",
     "vector_bytes",
     "vector_of",
+    "metadata_path",
+    "vectors_path",
     "write_embeddings",
 ]
 
 
-def _vectors_path(out_dir: str, shard: str) -> str:
+def vectors_path(out_dir: str, shard: str) -> str:
+    """Where a shard's float16 [n, d] matrix lies (out_dir "" gives the path relative to the output)."""
     return join(out_dir, EMBEDDINGS_DIR, _VECTORS, f"{_VECTORS}_{shard}.npy")
 
 
-def _metadata_path(out_dir: str, shard: str) -> str:
+def metadata_path(out_dir: str, shard: str) -> str:
+    """Where a shard's (uid, row) index lies."""
     return join(out_dir, EMBEDDINGS_DIR, _METADATA, f"{_METADATA}_{shard}.parquet")
 
 
@@ -56,9 +60,9 @@ def write_embeddings(out_dir: str, shard: str, uids: Sequence[str], vectors: np.
         ensure_dir(join(out_dir, EMBEDDINGS_DIR, folder))
     buffer = io.BytesIO()
     np.save(buffer, matrix, allow_pickle=False)
-    write_bytes_atomic(_vectors_path(out_dir, shard), buffer.getvalue())
+    write_bytes_atomic(vectors_path(out_dir, shard), buffer.getvalue())
     table = pa.table({"uid": list(uids), "row": np.arange(len(uids), dtype=np.int64)}, schema=METADATA_SCHEMA)
-    with atomic_writer(_metadata_path(out_dir, shard)) as fh:
+    with atomic_writer(metadata_path(out_dir, shard)) as fh:
         pq.write_table(table, fh, compression="zstd")
 
 
@@ -78,9 +82,9 @@ def embedding_shards(out_dir: str) -> list[str]:
 
 def read_shard(out_dir: str, shard: str) -> tuple[list[str], np.ndarray]:
     """(uids, float16 [n, d]) of one shard, its metadata checked against its rows."""
-    with FileSystems.open(_vectors_path(out_dir, shard)) as fh:
+    with FileSystems.open(vectors_path(out_dir, shard)) as fh:
         matrix = np.load(io.BytesIO(fh.read()), allow_pickle=False)
-    path = _metadata_path(out_dir, shard)
+    path = metadata_path(out_dir, shard)
     if not FileSystems.exists(path):
         raise ConfigError(f"{path} is missing: the embeddings of shard {shard} have no uids; rerun clean")
     with FileSystems.open(path) as fh:
@@ -109,6 +113,6 @@ def count_embeddings(out_dir: str, shards: Sequence[str]) -> int:
     """Embeddings the shards hold, from the metadata files' footers (for progress lines)."""
     total = 0
     for shard in shards:
-        with FileSystems.open(_metadata_path(out_dir, shard)) as fh:
+        with FileSystems.open(metadata_path(out_dir, shard)) as fh:
             total += pq.ParquetFile(io.BytesIO(fh.read())).metadata.num_rows
     return total

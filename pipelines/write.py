@@ -188,8 +188,8 @@ def write_shard_embeddings(directory: str, name: str, pairs: Sequence[Pair]) -> 
     matrix = np.stack([vector_of(pair.embedding) for pair in embedded])
     embeddings_store.write_embeddings(directory, name, [pair.uid for pair in embedded], matrix)
     return {  # relative to the output, as the shards' paths
-        "embeddings": embeddings_store._vectors_path("", name),
-        "embeddings_metadata": embeddings_store._metadata_path("", name),
+        "embeddings": embeddings_store.vectors_path("", name),
+        "embeddings_metadata": embeddings_store.metadata_path("", name),
         "embedded": len(embedded),
     }
 
