@@ -29,11 +29,11 @@ METADATA_SCHEMA = pa.schema([("uid", pa.string()), ("row", pa.int64())])
 __all__ = [
     "EMBEDDINGS_DIR",
     "embedding_shards",
+    "metadata_path",
     "read_embeddings",
     "read_shard",
     "vector_bytes",
     "vector_of",
-    "metadata_path",
     "vectors_path",
     "write_embeddings",
 ]
