@@ -214,12 +214,17 @@ class NearIndex:
         self._bands: dict[str, list[int]] = {}
 
     def near(self, hash_hex: str) -> bool:
+        return bool(self.matches(hash_hex))
+
+    def matches(self, hash_hex: str) -> set[int]:
+        """The added hashes (as integers) within `radius` of this one."""
         value = int(hash_hex, 16)
-        return any(
-            (value ^ other).bit_count() <= self.radius
+        return {
+            other
             for key in band_keys(hash_hex, self.radius)
             for other in self._bands.get(key, ())
-        )
+            if (value ^ other).bit_count() <= self.radius
+        }
 
     def add(self, hash_hex: str) -> None:
         for key in band_keys(hash_hex, self.radius):

@@ -4,7 +4,7 @@ records.py draws from and ground_truth.jsonl reports.
 Defects (one per pair; `percent` of n, rounded by largest remainder so counts sum to n):
 
     defect             %   expected_reason      what is planted
-    none              35   -                    clean English caption, good image
+    none              32   -                    clean English caption, good image
     chinese           12   -                    clean Chinese caption, good image
     exif_rotated       3   -                    JPEG stored rotated with EXIF orientation 6 or 8
     too_small          4   too_small            shorter side 40-180 px
@@ -23,6 +23,11 @@ Defects (one per pair; `percent` of n, rounded by largest remainder so counts su
                                                 background); only a CLIP step can reject it
     duplicate          3   duplicate            same image bytes and caption as an earlier `none` or
                                                 `chinese` pair (that smaller key is the one kept)
+    near_duplicate     3   near_duplicate       an earlier `none` or `chinese` pair's image re-posted: JPEG
+                                                at quality 50-75, resized to 0.75-0.9 or cropped by 2-5%
+                                                (shorter side kept >= 224), or the same bytes; under a new
+                                                caption of its scene. Within near_dedup's default radius
+                                                of that pair's image and of no other kept image's
     caption_empty      3   caption_empty        empty or whitespace-only caption
 
 Every pair carries only its own defect: otherwise a 224-512 px image with aspect <= 2 and a caption of
@@ -53,7 +58,7 @@ def _defect(name: str, percent: int, reason: str | None, with_clip: str | None =
 
 
 DEFECTS: tuple[Defect, ...] = (
-    _defect("none", 35, None),
+    _defect("none", 32, None),
     _defect("chinese", 12, None),
     _defect("exif_rotated", 3, None),
     _defect("too_small", 4, "too_small"),
@@ -69,6 +74,7 @@ DEFECTS: tuple[Defect, ...] = (
     _defect("too_long", 3, "too_long"),
     _defect("clip_mismatch", 4, None, "clip_low_score"),
     _defect("duplicate", 3, "duplicate"),
+    _defect("near_duplicate", 3, "near_duplicate"),
     _defect("caption_empty", 3, "caption_empty"),
 )
 DEFECT_BY_NAME: dict[str, Defect] = {d.name: d for d in DEFECTS}
@@ -86,13 +92,15 @@ def defect_counts(n: int) -> dict[str, int]:
 
 
 def assign_defects(n: int, seed: int) -> list[str]:
-    """The defect of each index: the exact counts, shuffled. A duplicate copies an earlier clean pair, so
-    if the first duplicate comes before every clean pair the two swap places (`none` has >= 1 pair)."""
+    """The defect of each index: the exact counts, shuffled. A duplicate or near duplicate copies an
+    earlier clean pair, so if the first of them comes before every clean pair the two swap places (`none`
+    has >= 1 pair)."""
     labels = [name for name, count in defect_counts(n).items() for _ in range(count)]
     random.Random(f"vlcurate-synth-defects:{seed}").shuffle(labels)
-    if "duplicate" in labels:
-        first_duplicate = labels.index("duplicate")
-        first_clean = min(i for i, d in enumerate(labels) if d in ("none", "chinese"))
-        if first_clean > first_duplicate:
-            labels[first_duplicate], labels[first_clean] = labels[first_clean], labels[first_duplicate]
+    for copy in ("duplicate", "near_duplicate"):
+        if copy in labels:
+            first_copy = labels.index(copy)
+            first_clean = min(i for i, d in enumerate(labels) if d in ("none", "chinese"))
+            if first_clean > first_copy:
+                labels[first_copy], labels[first_clean] = labels[first_clean], labels[first_copy]
     return labels

@@ -1,6 +1,6 @@
 """Image planters of the synthetic dataset: image sizes for clean, too-small and too-wide pairs, the
-encoders of each format, and bytes that are undecodable or truncated in exactly the way the probe and
-decode steps reject (filters/image_probe.py)."""
+encoders of each format, bytes that are undecodable or truncated in exactly the way the probe and
+decode steps reject (filters/image_probe.py), and re-posted copies of an image (near duplicates)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,26 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from vlcurate.synth import near_duplicates
+
 FORMAT_WEIGHTS = {"JPEG": 70, "PNG": 15, "WEBP": 15}
 EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 _CLEAN_SIDE = (224, 512)
+# How a near_duplicate copies its original (near_copy), in the order they are tried after the drawn one.
+NEAR_COPY_KINDS = ("reencode", "resize", "crop", "recaption")
 
 
 def clean_size(rng: random.Random) -> tuple[int, int]:
     while True:
         width, height = rng.randint(*_CLEAN_SIDE), rng.randint(*_CLEAN_SIDE)
-        if max(width, height) / min(width, height) <= 2.0:
+        if _is_clean_size(width, height):
             return width, height
+
+
+def _is_clean_size(width: int, height: int) -> bool:
+    """Each side 224-512 px, aspect at most 2: no size filter comes near it."""
+    sides_ok = _CLEAN_SIDE[0] <= min(width, height) and max(width, height) <= _CLEAN_SIDE[1]
+    return sides_ok and max(width, height) / min(width, height) <= 2.0
 
 
 def small_size(rng: random.Random) -> tuple[int, int]:
@@ -108,3 +118,22 @@ def truncated(jpeg: bytes, rng: random.Random) -> bytes:
             return data
         fraction -= 0.05  # not seen in practice: a cut this deep always breaks the entropy-coded data
     raise RuntimeError("could not truncate a JPEG into a header-only file")
+
+
+def near_copy(data: bytes, kind: str, rng: random.Random) -> bytes | None:
+    """The image re-posted (a NEAR_COPY_KINDS kind): `reencode` as JPEG quality 50-75; `resize` to
+    0.75-0.9 of each side or `crop` 2-5% of each side's length (centred), then JPEG quality 75-90;
+    `recaption` the same bytes (its pair has another caption). None when a resize or crop would leave a
+    clean image's size (clean_size: a side below 224 px, or rounding taking the aspect above 2)."""
+    if kind == "recaption":
+        return data
+    with Image.open(io.BytesIO(data)) as img:
+        decoded = img.convert("RGB")
+    if kind == "reencode":
+        return near_duplicates.jpeg(decoded, rng.randint(50, 75))
+    if kind == "resize":
+        changed = near_duplicates.resized(decoded, rng.uniform(0.75, 0.9))
+    else:
+        assert kind == "crop", kind
+        changed = near_duplicates.cropped(decoded, rng.uniform(0.02, 0.05))
+    return near_duplicates.jpeg(changed, rng.randint(75, 90)) if _is_clean_size(*changed.size) else None

@@ -30,6 +30,8 @@ model/scenes.py:
 The original's bytes are `original_bytes(image)` (JPEG quality 90, deterministic), and every copy is made
 from those bytes decoded, as a re-poster would: a copy carries the original's compression loss and its
 own. Everything is a pure function of its arguments: the same originals and seed give identical bytes.
+The transforms (`jpeg`, `resized`, `cropped`) also make the near_duplicate copies of `vlcurate synth`
+(images.near_copy).
 """
 
 from __future__ import annotations
@@ -165,7 +167,25 @@ def _shapes(rng: np.random.Generator, image: Image.Image) -> None:
 
 def original_bytes(image: Image.Image) -> bytes:
     """How an original is stored: JPEG at quality 90 (deterministic for the same pixels)."""
-    return _jpeg(image, ORIGINAL_QUALITY)
+    return jpeg(image, ORIGINAL_QUALITY)
+
+
+def jpeg(image: Image.Image, quality: int) -> bytes:
+    """The image as a JPEG at `quality` (deterministic for the same pixels)."""
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def resized(image: Image.Image, scale: float) -> Image.Image:
+    """The image scaled to `scale` of each side (rounded), bicubic."""
+    width, height = image.size
+    return image.resize((round(width * scale), round(height * scale)), Image.Resampling.BICUBIC)
+
+
+def cropped(image: Image.Image, share: float) -> Image.Image:
+    """The centred crop that cuts `share` of each side's length (crop_box)."""
+    return image.crop(crop_box(*image.size, share))
 
 
 def crop_box(width: int, height: int, share: float) -> tuple[int, int, int, int]:
@@ -198,23 +218,16 @@ def plant_near_duplicates(
 def _copy(kind: str, stored: bytes, decoded: Image.Image, quality: int, rng: np.random.Generator) -> bytes:
     width, height = decoded.size
     if kind == "reencode_q50":
-        return _jpeg(decoded, 50)
+        return jpeg(decoded, 50)
     if kind == "reencode_q75":
-        return _jpeg(decoded, 75)
+        return jpeg(decoded, 75)
     if kind == "resize_half":
-        return _jpeg(decoded.resize((width // 2, height // 2), Image.Resampling.BICUBIC), quality)
+        return jpeg(decoded.resize((width // 2, height // 2), Image.Resampling.BICUBIC), quality)
     if kind == "resize_0_75":
-        size = (round(width * 0.75), round(height * 0.75))
-        return _jpeg(decoded.resize(size, Image.Resampling.BICUBIC), quality)
+        return jpeg(resized(decoded, 0.75), quality)
     if kind in _CROP_SHARE:
-        return _jpeg(decoded.crop(crop_box(width, height, _CROP_SHARE[kind])), quality)
+        return jpeg(cropped(decoded, _CROP_SHARE[kind]), quality)
     if kind == "caption_same_bytes":
         return stored
     assert kind == "caption_reencoded", kind
-    return _jpeg(decoded, int(rng.integers(70, 96)))
-
-
-def _jpeg(image: Image.Image, quality: int) -> bytes:
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=quality)
-    return out.getvalue()
+    return jpeg(decoded, int(rng.integers(70, 96)))

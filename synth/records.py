@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import multiprocessing
 import os
 import random
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from PIL import Image
@@ -21,8 +23,10 @@ from vlcurate.synth.defects import DEFECT_BY_NAME, DEFECTS, assign_defects
 from vlcurate.synth.images import (
     EXT,
     FORMAT_WEIGHTS,
+    NEAR_COPY_KINDS,
     clean_size,
     encode,
+    near_copy,
     small_size,
     truncated,
     undecodable,
@@ -71,7 +75,10 @@ def _url(rng: random.Random, scene: Scene | None, ext: str) -> str:
 
 def make_record(index: int, defect: str, seed: int, originals: list[SynthRecord]) -> SynthRecord:
     """One pair with its defect planted. Draws from a generator seeded by (seed, index) alone, so a
-    record does not depend on the others (except a duplicate, which copies one of `originals`)."""
+    record does not depend on the others (except a duplicate, which copies one of `originals`; near
+    duplicates come from near_duplicate_candidates)."""
+    if defect == "near_duplicate":
+        raise ValueError("a near_duplicate is checked against the images before it: see make_records")
     rng = random.Random(f"vlcurate-synth:{seed}:{index}")
     key = f"{index:09d}"
     if defect == "duplicate":
@@ -142,6 +149,74 @@ def make_record(index: int, defect: str, seed: int, originals: list[SynthRecord]
     )
 
 
+def near_duplicate_candidates(
+    index: int, seed: int, originals: list[SynthRecord], same_bytes: Mapping[str, Collection[str]]
+) -> Iterator[tuple[str, SynthRecord]]:
+    """The near_duplicate at `index` with its kind of copy: one of `originals` re-posted (images.near_copy)
+    under a fresh caption of its scene in its language. First the kind drawn, then each other kind in
+    NEAR_COPY_KINDS order, for make_records to keep the first that near_dedup takes for a copy of the
+    original alone. `recaption` (the original's bytes, so its hash is the original's own) is left out when
+    `same_bytes[original key]`, the captions those bytes already carry, holds the caption."""
+    rng = random.Random(f"vlcurate-synth:{seed}:{index}")
+    original = rng.choice(originals)
+    drawn = rng.choice(NEAR_COPY_KINDS)
+    caption_of = caption_zh if original.lang == "zh" else caption_en
+    caption = caption_of(original.scene, rng)
+    while caption == original.caption:  # a fresh caption
+        caption = caption_of(original.scene, rng)
+    for kind in (drawn, *(k for k in NEAR_COPY_KINDS if k != drawn)):
+        if kind == "recaption" and caption in same_bytes[original.key]:
+            continue  # the same bytes under the same caption: an exact duplicate (dedup's)
+        image = near_copy(original.image, kind, rng)
+        if image is None:
+            continue
+        fmt = original.image_format if kind == "recaption" else "JPEG"
+        with Image.open(io.BytesIO(image)) as img:
+            width, height = img.size
+        yield (
+            kind,
+            dataclasses.replace(
+                original,
+                key=f"{index:09d}",
+                defect="near_duplicate",
+                caption=caption,
+                url=_url(rng, original.scene, EXT[fmt]),
+                image=image,
+                ext=EXT[fmt],
+                image_format=fmt,
+                width=width,
+                height=height,
+                duplicate_of=original.key,
+            ),
+        )
+
+
+def _near_duplicate(
+    index: int,
+    seed: int,
+    originals: list[SynthRecord],
+    distinct: NearIndex,
+    families: dict[str, list[int]],
+    same_bytes: dict[str, set[str]],
+) -> tuple[SynthRecord, str]:
+    """The first candidate whose hash (near_dedup's) lies within the radius of its original's and of no
+    other image's but the original's other copies' (which rank after the original): near_dedup rejects it
+    as a near duplicate of its original, as ground truth says. Returns it with its hash, and adds it to
+    `families` (an original's hash first, then its copies') and `same_bytes`."""
+    for kind, record in near_duplicate_candidates(index, seed, originals, same_bytes):
+        image_hash = decode_draft(record.image)
+        near = distinct.matches(image_hash)
+        family = families[record.duplicate_of]
+        if family[0] in near and near <= set(family):
+            family.append(int(image_hash, 16))
+            if kind == "recaption":
+                same_bytes[record.duplicate_of].add(record.caption)
+            return record, image_hash
+    # Not seen in practice: recaption is left out only for a repeated caption, and a JPEG re-encoding
+    # lies a few bits from its original.
+    raise RuntimeError(f"no near duplicate for index {index} within the radius of its original alone")
+
+
 def _make_independent(job: tuple[int, str, int]) -> SynthRecord:
     index, defect, seed = job
     return make_record(index, defect, seed, [])
@@ -162,11 +237,13 @@ REACH_GROUP_STEPS = frozenset(d.name for d in DEFECTS if d.expected_reason is No
 
 def make_records(n: int, seed: int, workers: int = 1, made: CountReporter | None = None) -> list[SynthRecord]:
     """All n records in key order; the same for any number of worker processes. Image bytes are unique
-    except for planted duplicates, so an exact dedup step finds exactly the duplicates. `made` counts
-    the records as they are made."""
+    except for planted duplicates and near duplicates that copy the bytes under another caption, so an
+    exact dedup step finds exactly the duplicates; near_dedup (default radius) finds exactly the near
+    duplicates. `made` counts the records as they are made."""
     made = made or CountReporter(SOURCE_NAME, "made", n)
     labels = assign_defects(n, seed)
-    jobs = [(i, d, seed) for i, d in enumerate(labels) if d != "duplicate"]
+    copies = ("duplicate", "near_duplicate")  # made from earlier records, in the loop below
+    jobs = [(i, d, seed) for i, d in enumerate(labels) if d not in copies]
     with contextlib.ExitStack() as stack:
         if workers > 1:
             pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers))
@@ -182,10 +259,18 @@ def make_records(n: int, seed: int, workers: int = 1, made: CountReporter | None
     records: list[SynthRecord] = []
     originals: list[SynthRecord] = []
     seen: set[bytes] = set()
-    distinct = NearIndex()
+    distinct = NearIndex()  # the hashes of every image that reaches near_dedup
+    families: dict[str, list[int]] = {}  # an original's hash and its near duplicates', by its key
+    same_bytes: dict[str, set[str]] = {}  # the captions an original's bytes carry, by its key
     for index, defect in enumerate(labels):
         if defect == "duplicate":
             records.append(make_record(index, defect, seed, originals))
+            continue
+        if defect == "near_duplicate":
+            record, image_hash = _near_duplicate(index, seed, originals, distinct, families, same_bytes)
+            seen.add(hashlib.blake2b(record.image, digest_size=16).digest())
+            distinct.add(image_hash)  # later images are rerolled away from it too
+            records.append(record)
             continue
         record = by_index[index]
         attempt = 0
@@ -204,6 +289,8 @@ def make_records(n: int, seed: int, workers: int = 1, made: CountReporter | None
         records.append(record)
         if defect in ("none", "chinese"):
             originals.append(record)
-    made.add(n - len(jobs))  # the duplicates, copied in the loop above
+            families[record.key] = [int(image_hash, 16)]
+            same_bytes[record.key] = {record.caption}
+    made.add(n - len(jobs))  # the duplicates and near duplicates, copied in the loop above
     made.done()
     return records

@@ -10,6 +10,7 @@ import pytest
 from vlcurate.filters.near_dedup import (
     HASH_KEY,
     NearDedup,
+    NearIndex,
     band_keys,
     caption_key,
     losers_in_bucket,
@@ -47,6 +48,19 @@ def test_two_hashes_within_the_radius_share_a_band(radius, bits):
     # radius + 1 bits, one in each band (bits 0..radius, high end first): no band left in common
     c = _flip(a, [bits - 1 - i for i in range(radius + 1)])
     assert not set(band_keys(_hex(a, bits), radius)) & set(band_keys(_hex(c, bits), radius))
+
+
+def test_the_index_finds_every_added_hash_within_the_radius():
+    rng = random.Random(3)
+    added = [rng.getrandbits(64) for _ in range(50)]
+    index = NearIndex(radius=8)
+    for value in added:
+        index.add(_hex(value))
+    for _ in range(100):
+        query = _flip(rng.choice(added), rng.sample(range(64), rng.randint(0, 12)))
+        within = {value for value in added if (value ^ query).bit_count() <= 8}
+        assert index.matches(_hex(query)) == within
+        assert index.near(_hex(query)) == bool(within)
 
 
 def _brute_force(entries, radius):

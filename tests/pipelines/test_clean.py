@@ -44,6 +44,18 @@ def test_every_input_pair_is_kept_or_rejected_with_its_planted_reason(wds_run, g
     assert sorted(r["uid"] for r in kept_rows(out)) == sorted(
         f"synth/{k}" for k, r in by_key.items() if not r
     )
+    # Each duplicate and near duplicate loses to the original ground truth names.
+    lost_to = {
+        r["uid"]: meta.get("duplicate_of") or meta.get("near_duplicate_of")
+        for r in reject_rows(out)
+        for meta in [json.loads(r["meta"])]
+        if r["reason"] in ("duplicate", "near_duplicate")
+    }
+    assert lost_to == {
+        f"synth/{g['key']}": f"synth/{g['duplicate_of']}"
+        for g in ground_truth
+        if g["defect"] in ("duplicate", "near_duplicate")
+    }
 
 
 def test_output_is_self_describing(wds_run, ground_truth):

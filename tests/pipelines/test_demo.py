@@ -15,32 +15,35 @@ from vlcurate.model.clip_models import WEIGHTS_DIR
 from vlcurate.pipelines.demo import run_demo
 
 N = 200
-# Checked by hand against synth/ground_truth.jsonl for n=200, seed 0: 84 planted defects (8 or 6 of each
-# rejecting kind, synth.defect_counts) and 116 pairs to keep (none 70, chinese 24, exif_rotated 6, html 8,
-# irregular_pattern 8). The bundled CLIP lets 2 of the 8 mismatched captions (keys 26 and 177) through:
-# those are the 2 planted defects missed, and the 2 pairs kept beyond the 116.
+# Checked by hand against synth/ground_truth.jsonl for n=200, seed 0: 90 planted defects (8 or 6 of each
+# rejecting kind, synth.defect_counts) and 110 pairs to keep (none 64, chinese 24, exif_rotated 6, html 8,
+# irregular_pattern 8). Each of the 6 planted near duplicates (keys 11, 105, 120, 132, 167, 196: four
+# cropped, two re-encoded) is rejected as near_duplicate, naming the original ground truth names. The
+# bundled CLIP lets 1 of the 8 mismatched captions (key 26) through: that is the planted defect missed,
+# and the pair kept beyond the 110.
 EXPECTED = {
     "read": 200,
-    "kept": 118,
-    "rejected": 82,
+    "kept": 111,
+    "rejected": 89,
     "rejected_by_reason": {
         "aspect_ratio": 8,
         "disallowed_script": 8,
         "emoji": 8,
         "too_short": 8,
         "too_small": 8,
+        "clip_low_score": 7,
         "caption_empty": 6,
-        "clip_low_score": 6,
         "duplicate": 6,
         "image_missing": 6,
         "image_truncated": 6,
         "image_undecodable": 6,
+        "near_duplicate": 6,
         "too_long": 6,
     },
-    "planted_defects": 84,
-    "planted_defects_rejected_as_planted": 82,
-    "clean_pairs": 116,
-    "clean_pairs_kept": 116,
+    "planted_defects": 90,
+    "planted_defects_rejected_as_planted": 89,
+    "clean_pairs": 110,
+    "clean_pairs_kept": 110,
 }
 
 
@@ -64,13 +67,13 @@ def test_summary_counts_agree_with_the_planted_ground_truth(demo):
         assert json.load(fh) == {**EXPECTED, "checks": checks}
     assert printed.splitlines()[-7:] == [
         "Demo summary (clean step):",
-        "  kept      118 of 200 (59.0%)",
-        "  rejected  82 of 200 (41.0%): aspect_ratio 8, disallowed_script 8, emoji 8, too_short 8, too_small 8, "
-        "caption_empty 6, clip_low_score 6, duplicate 6, image_missing 6, image_truncated 6, image_undecodable 6, "
-        "too_long 6",
+        "  kept      111 of 200 (55.5%)",
+        "  rejected  89 of 200 (44.5%): aspect_ratio 8, disallowed_script 8, emoji 8, too_short 8, too_small 8, "
+        "clip_low_score 7, caption_empty 6, duplicate 6, image_missing 6, image_truncated 6, image_undecodable 6, "
+        "near_duplicate 6, too_long 6",
         "  against the planted ground truth (synth/ground_truth.jsonl):",
-        "    planted defects rejected for the planted reason: 82 of 84 (97.6%)",
-        "    clean pairs kept: 116 of 116 (100.0%)",
+        "    planted defects rejected for the planted reason: 89 of 90 (98.9%)",
+        "    clean pairs kept: 110 of 110 (100.0%)",
         f"  open {os.path.join(out, 'clean', 'report.html')}",
     ]
     assert os.path.isfile(os.path.join(out, "clean", "report.html"))

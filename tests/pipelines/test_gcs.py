@@ -24,7 +24,12 @@ BUCKET = "vlcurate-test"
 NO_CLIP = ["clip_score", "clip_filter"]
 # The clean output's files whose bytes hold the input's path: every reject's image_ref
 # (`<input>.tar#<member>`) and info.json's config. Every other file is byte-identical.
-PATH_FILES = {"info.json", "rejects/rejects-00000.parquet", "rejects/duplicates-00000.parquet"}
+PATH_FILES = {
+    "info.json",
+    "rejects/rejects-00000.parquet",
+    "rejects/duplicates-00000.parquet",
+    "rejects/near-duplicates-00000.parquet",
+}
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +90,7 @@ def test_clean_on_gcs_keeps_and_rejects_what_the_local_run_does(
 ):
     (local, local_stats), (remote, remote_stats) = local_clean, gcs_clean
     assert remote_stats == local_stats
-    assert remote_stats["totals"] == {"read": 400, "kept": 248, "rejected": 152}
+    assert remote_stats["totals"] == {"read": 400, "kept": 236, "rejected": 164}
     fetched = download(gcs, remote, tmp_path)
     assert kept_rows(fetched) == kept_rows(local)
     local_prefix, remote_prefix = f"{synth_dir}/wds/", f"gs://{BUCKET}/synth/wds/"
@@ -100,7 +105,7 @@ def test_clean_on_gcs_keeps_and_rejects_what_the_local_run_does(
         (r["reason"] == "image_missing", r["image_ref"] and r["image_ref"].startswith(remote_prefix))
         for r in remote_rejects
     )
-    assert refs == {(False, True): 140, (True, None): 12}
+    assert refs == {(False, True): 152, (True, None): 12}
 
 
 @pytest.mark.slow
@@ -114,6 +119,7 @@ def test_clean_on_gcs_writes_the_local_run_s_bytes(gcs, local_clean, gcs_clean, 
             COMPLETED,
             "info.json",
             "rejects/duplicates-00000.parquet",
+            "rejects/near-duplicates-00000.parquet",
             "rejects/rejects-00000.parquet",
             "report.html",
             "shards/00000.parquet",
@@ -137,7 +143,7 @@ def test_clean_on_gcs_writes_the_local_run_s_bytes(gcs, local_clean, gcs_clean, 
 def test_completed_is_the_last_object_written(gcs, gcs_clean):
     remote, _ = gcs_clean
     blobs = gcs.blobs(remote)
-    assert COMPLETED in blobs and len(blobs) == 8
+    assert COMPLETED in blobs and len(blobs) == 9
     # The emulator stamps each object with its creation time in ns as its generation (GCS: a
     # microsecond timestamp); publish copies the staged files in and COMPLETED after them.
     newest = max(blobs, key=lambda name: int(blobs[name].generation))

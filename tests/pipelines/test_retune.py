@@ -68,8 +68,8 @@ def test_a_threshold_per_language_joins_the_one_in_effect(first, tmp_path):
     [
         (
             "min_side.min_side=120",
-            "these thresholds would send 6 pairs that {first} rejected before CLIP on to CLIP (e.g. "
-            "synth/000000061); their scores were never computed. Run clean with these thresholds instead.",
+            "these thresholds would send 7 pairs that {first} rejected before CLIP on to CLIP (e.g. "
+            "synth/000000064); their scores were never computed. Run clean with these thresholds instead.",
         ),
         (
             "language.allowed=[en]",

@@ -22,11 +22,11 @@ def _run(synth_dir, out, steps=None, disable=None, audit=False) -> dict:
 
 
 def _passed(stats) -> int:
-    """Pairs that passed every per-pair step: written, or set aside as duplicates."""
+    """Pairs that passed every per-pair step: written, or set aside as duplicates or near duplicates."""
     dups = sum(
         s["rejected_by_reason"].get(r, 0)
         for s in stats["sources"].values()
-        for r in ("duplicate", "duplicate_uid")
+        for r in ("duplicate", "duplicate_uid", "near_duplicate")
     )
     return stats["totals"]["kept"] + dups
 

@@ -16,7 +16,8 @@ import pytest
 import regex
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vlcurate.filters.image_probe import DecodeCheck, ProbeImage, header_size
+from vlcurate.filters.image_hash import NEAR_DUP_RADIUS
+from vlcurate.filters.image_probe import DecodeCheck, ProbeImage, decode_draft, header_size
 from vlcurate.model.scenes import COLORS_ZH, KINDS_ZH, render
 from vlcurate.pipelines.load_images import load_image_bytes
 from vlcurate.pipelines.read import read_file
@@ -251,16 +252,59 @@ def test_duplicates_copy_an_earlier_clean_pair_and_nothing_else_repeats(synth_di
         data = image_bytes(synth_dir, row)
         if data is not None:
             by_image[data].append(key)
+    same_bytes_near = 0
     for keys in by_image.values():
         if len(keys) > 1:
             original, *copies = sorted(keys)
             assert truth[original]["defect"] in ("none", "chinese")
+            captions = {rows[k]["caption"] for k in keys if truth[k]["defect"] != "duplicate"}
+            # Exact dedup takes only the duplicates: the near duplicates' captions are all different.
+            assert len(captions) == 1 + sum(truth[k]["defect"] == "near_duplicate" for k in copies)
             for copy in copies:
-                assert truth[copy]["defect"] == "duplicate" and truth[copy]["duplicate_of"] == original
-                assert rows[copy]["caption"] == rows[original]["caption"]
+                assert truth[copy]["defect"] in ("duplicate", "near_duplicate"), copy
+                assert truth[copy]["duplicate_of"] == original
                 assert rows[copy]["url"] != rows[original]["url"]
+                if truth[copy]["defect"] == "duplicate":
+                    assert rows[copy]["caption"] == rows[original]["caption"]
+                same_bytes_near += truth[copy]["defect"] == "near_duplicate"
     duplicates = [k for k, g in truth.items() if g["defect"] == "duplicate"]
     assert duplicates and all(len(by_image[image_bytes(synth_dir, rows[k])]) > 1 for k in duplicates)
+    assert same_bytes_near  # the seed's 12 near duplicates include re-captioned ones
+
+
+def test_near_duplicates_lie_within_the_radius_of_their_original_alone(synth_dir, rows, truth):
+    # near_dedup (default radius, smallest uid kept) must reject each copy as a near duplicate of its
+    # original, and nothing else: the copy is near its original and far from every other image that
+    # reaches near_dedup (the pairs to keep, and the other originals' copies).
+    reach = [k for k, g in truth.items() if g["expected_reason"] is None or g["defect"] == "near_duplicate"]
+    hashes = {k: int(decode_draft(image_bytes(synth_dir, rows[k])), 16) for k in reach}
+    copies = [k for k in reach if truth[k]["defect"] == "near_duplicate"]
+    assert len(copies) == defects.defect_counts(len(truth))["near_duplicate"]
+    kinds = collections.Counter()
+    for copy in copies:
+        original = truth[copy]["duplicate_of"]
+        assert original < copy and truth[original]["defect"] in ("none", "chinese")
+        assert (hashes[copy] ^ hashes[original]).bit_count() <= NEAR_DUP_RADIUS
+        for other in reach:
+            if other not in (copy, original) and truth[other]["duplicate_of"] != original:
+                assert (hashes[copy] ^ hashes[other]).bit_count() > NEAR_DUP_RADIUS, (copy, other)
+        assert truth[copy]["lang"] == truth[original]["lang"]
+        assert rows[copy]["caption"] != rows[original]["caption"]
+        assert good_caption(rows[copy]["caption"], truth[copy]["lang"])
+        data, original_data = image_bytes(synth_dir, rows[copy]), image_bytes(synth_dir, rows[original])
+        same_size = (truth[copy]["width"], truth[copy]["height"]) == (
+            truth[original]["width"],
+            truth[original]["height"],
+        )
+        kinds[
+            "same bytes" if data == original_data else "re-encoded" if same_size else "resized or cropped"
+        ] += 1
+    assert len(kinds) == 3, kinds  # every kind of copy is planted
+
+
+def test_a_near_duplicate_is_made_only_beside_the_others():
+    with pytest.raises(ValueError, match="make_records"):
+        records.make_record(5, "near_duplicate", 0, [])
 
 
 # --- formats, config, CLI ----------------------------------------------------------------------------
@@ -353,9 +397,9 @@ def test_cli_entry_point(tmp_path, capsys):
 
 
 def test_summary_gives_the_expected_kept_count_with_and_without_clip(tmp_path):
-    # At n=100 each defect's count is its percent: 62 clean pairs, plus 4 clip mismatches that only the
+    # At n=100 each defect's count is its percent: 55 clean pairs, plus 4 clip mismatches that only the
     # CLIP filter rejects (clean.yaml enables it).
     summary = write_synthetic_dataset(str(tmp_path), n=100, seed=0)
-    assert summary["expected_kept"] == 62
-    assert summary["expected_kept_with_clip"] == 58
+    assert summary["expected_kept"] == 59
+    assert summary["expected_kept_with_clip"] == 55
     assert summary["expected_kept"] + sum(summary["expected_rejected"].values()) == 100
