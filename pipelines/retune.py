@@ -47,11 +47,15 @@ def parse_setting(text: str) -> tuple[str | None, str, str, str | None, Any]:
 
 
 def _retunable(step: str, param: str) -> bool:
+    """A threshold (a what-if parameter), or a parameter that sets one in its place (the other member of
+    an `exclusive_params` group holding a threshold: clip_filter's keep_fraction)."""
     try:
         cls = step_class(step)
     except ConfigError:
         return False
-    return param in cls.what_if or (step == "clip_filter" and param == "keep_fraction")
+    if param in cls.what_if:
+        return True
+    return any(param in group and any(p in cls.what_if for p in group) for group in cls.exclusive_params)
 
 
 def apply_settings(config: CleanConfig, step_params: dict[str, dict[str, Any]], settings: list[str]) -> None:
