@@ -5,6 +5,7 @@ import json
 import pytest
 
 from vlcurate.cli import main
+from vlcurate.pipelines.retune import _retunable
 from vlcurate.pipelines.stored_scores import _attach
 from vlcurate.schemas.record import Pair
 from vlcurate.tests.pipelines.helpers import tree_files
@@ -107,3 +108,21 @@ def test_a_pair_without_one_stored_score_gets_none_and_says_why():
         (("s/1", "a"), {"pairs": [Pair(uid="s/1", source="s")], "stored": [{"clip": 0.3}] * 2}), ["clip"], "x"
     )
     assert out.scores == {"clip": 0.3} and "error" not in out.meta
+
+
+@pytest.mark.parametrize(
+    "step, param, retunable",
+    [
+        ("clip_filter", "threshold", True),
+        ("clip_filter", "keep_fraction", True),  # sets the threshold in its place (exclusive with it)
+        ("min_side", "min_side", True),
+        ("length", "max_words", True),
+        ("language", "min_prob", True),
+        ("language", "allowed", False),
+        ("clip_score", "batch_size", False),
+        ("near_dedup", "radius", False),
+        ("no_such_step", "threshold", False),
+    ],
+)
+def test_only_thresholds_and_what_stands_in_for_them_are_retunable(step, param, retunable):
+    assert _retunable(step, param) is retunable
