@@ -266,7 +266,6 @@ def build(
     and with the bundled model on `model_sample` samples (None: all). `job_workers`: the check job with
     the model is also timed at each of these worker counts (each worker loads its own model; on one GPU
     run the bench under bench/with_mps.sh so that they share it)."""
-    from vlcurate.pipelines.check_job import CheckOptions, run_check
     from vlcurate.pipelines.format import run_format
     from vlcurate.pipelines.sft import run_sft
     from vlcurate.schemas.sft_config import load_sft_config
@@ -286,20 +285,11 @@ def build(
     run_format(2, [write_demo_stage2_inputs(inputs)], os.path.join(directory, "stage2"), progress=False)
     jobs["stage2"] = {"write_s": round(time.perf_counter() - start, 2)}
     for name in ("sft", "stage2"):
-        with_model = CheckOptions(model=spec, sample=model_sample)
-        for label, options in (("structural", CheckOptions(model=None)), ("with_model", with_model)):
-            start = time.perf_counter()
-            check = run_check(
-                os.path.join(directory, name),
-                os.path.join(directory, f"check-{name}-{label}"),
-                options,
-                overwrite=True,
-                quiet=True,
-            )
-            seconds = time.perf_counter() - start
-            jobs[name][f"check_{label}_s"] = round(seconds, 2)
-            jobs[name][f"check_{label}_over_write"] = round(seconds / jobs[name]["write_s"], 3)
-            jobs[name]["samples"] = check["samples"]
+        one = _timed_check_job(directory, name, spec, model_sample, 1)
+        for label in ("structural", "with_model"):
+            jobs[name][f"check_{label}_s"] = one[f"{label}_s"]
+            jobs[name][f"check_{label}_over_write"] = round(one[f"{label}_s"] / jobs[name]["write_s"], 3)
+        jobs[name]["samples"] = one["samples"]
         jobs[name]["model_sample"] = model_sample
         for workers in job_workers or []:
             jobs[name][f"workers_{workers}"] = _timed_check_job(directory, name, spec, model_sample, workers)
@@ -329,6 +319,7 @@ def _timed_check_job(
         )
         row[f"{label}_s"] = round(time.perf_counter() - start, 2)
         row[f"{label}_samples_per_s"] = _rate(check["samples"], row[f"{label}_s"])
+    row["samples"] = check["samples"]
     scored = model_sample if model_sample is not None else check["samples"]
     row["model_added_s"] = round(row["with_model_s"] - row["structural_s"], 2)
     row["model_samples_per_s"] = _rate(scored, max(row["model_added_s"], 1e-9))
