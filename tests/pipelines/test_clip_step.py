@@ -107,7 +107,11 @@ def test_the_recorded_thresholds_are_the_ones_applied(synth_dir, tmp_path):
             dict(r["scores"])["clip"] < entry["value"] for r in low if _group(r["lang"], fractions) == group
         )
         assert abs(len(in_group) - share * scored[group]) <= 1, (group, len(in_group), scored[group])
-    assert "0.3" in (tmp_path / "out" / "report.html").read_text()
+    # report.html's thresholds table says, per group, where each computed threshold came from.
+    html = (tmp_path / "out" / "report.html").read_text()
+    for group, share in fractions.items():
+        entry = applied["frac"][group]
+        assert f"keep_fraction {share:g}: quantile {entry['quantile']:g} of {entry['scored']:,}" in html
 
 
 def test_keep_fraction_on_scores_the_input_carries(tmp_path):
