@@ -47,19 +47,33 @@ def embedding_sources(config: CleanConfig, chain: Chain) -> list[str]:
 
 
 def check_embeddings_computed(config: CleanConfig, chain: Chain, scores_from: str | None) -> None:
-    """Start-up checks of a run whose pairs need embeddings: stored scores (`vlcurate retune`) hold none,
-    and semantic_dedup needs faiss."""
-    if not embedding_sources(config, chain):
+    """Start-up checks of a run whose pairs need embeddings: they must all come from one CLIP model (two
+    models' vectors share no space, even where their sizes agree), stored scores (`vlcurate retune`) hold
+    none, and semantic_dedup needs faiss."""
+    sources = embedding_sources(config, chain)
+    if not sources:
         return
+    _, model, _ = chain.split()
+    specs = sorted({spec for source in sources for spec in model[source].specs()})
+    if len(specs) > 1:
+        wanted = "semantic_dedup" if _compares_anywhere(chain) else "output.embeddings"
+        raise ConfigError(
+            f"{wanted} needs the image embeddings of one CLIP model, but clip_score uses {', '.join(specs)}: "
+            f"name one model in steps.clip_score.models for every language and source, or turn {wanted} off"
+        )
     if scores_from:
         raise ConfigError(
             "vlcurate retune reuses stored CLIP scores, which hold no image embeddings, so it cannot run "
             "semantic_dedup or output.embeddings: rerun vlcurate clean with the new thresholds instead"
         )
-    if any(compares_embeddings(steps) for steps in chain.active_groups().values()):
+    if _compares_anywhere(chain):
         from vlcurate.filters.semantic_dedup import require_faiss
 
         require_faiss()
+
+
+def _compares_anywhere(chain: Chain) -> bool:
+    return any(compares_embeddings(steps) for steps in chain.active_groups().values())
 
 
 def _drop_embeddings(batch: PairBatch) -> PairBatch:

@@ -258,3 +258,19 @@ def test_retune_cannot_rerun_what_needs_embeddings(planted, tmp_path):
         check_embeddings_computed(config, build_chain(config), scores_from=str(tmp_path / "first"))
     plain = _config(planted, tmp_path / "out", semantic=False)
     check_embeddings_computed(plain, build_chain(plain), scores_from=str(tmp_path / "first"))
+
+
+@pytest.mark.parametrize("semantic, wanted", [(True, "semantic_dedup"), (False, "output.embeddings")])
+def test_embeddings_of_two_clip_models_fail_at_start_up(planted, tmp_path, capsys, semantic, wanted):
+    """English and Chinese captions may be scored by different CLIP models, but their image embeddings
+    share no space: comparing or storing them together is refused before any data is read."""
+    config = _config(planted, tmp_path / "out", semantic=semantic, embeddings=True)
+    config.steps["clip_score"] = {"models": {"default": "bundled:tiny-synth-clip", "zh": "ViT-B-32@openai"}}
+    code, err = _exit_and_error(config, tmp_path, capsys)
+    assert (code, err) == (
+        2,
+        f"vlcurate: error: {wanted} needs the image embeddings of one CLIP model, but clip_score uses "
+        "ViT-B-32@openai, bundled:tiny-synth-clip: name one model in steps.clip_score.models for every "
+        f"language and source, or turn {wanted} off",
+    )
+    assert not os.path.exists(tmp_path / "out")
