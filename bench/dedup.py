@@ -281,8 +281,7 @@ def search_row(n: int, bits: int, radius: int, seed: int) -> dict:
     times = result["times"]
     total = sum(times.values())
     index, bucket = result["largest_shuffle_bucket"]
-    step = NearDedup()
-    step.radius = radius  # set past the constructor, which caps radius at 32 while image_hash.py chose 35
+    step = NearDedup(radius=radius)
     compare_mb, _ = traced_peak(lambda: list(_compare((index, [bucket]), step, buckets)))
     group = result["largest_group"]
     group_mb, _ = traced_peak(lambda: list(losers_in_bucket(group, radius)))

@@ -26,6 +26,7 @@ merges), at the smallest such radius. Prints tables and writes bench/results/ima
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import multiprocessing
 import os
@@ -56,7 +57,11 @@ def _candidates() -> dict:
     return {
         "phash64": lambda image: h.phash64(image).to_bytes(8, "big"),
         "dhash64": lambda image: h.dhash64(image).to_bytes(8, "big"),
-        **h.CANDIDATES,
+        # Per-plane 8x8 DCT (Y by median, Cb/Cr by near_dup_hash's dead-zone signs), 24 bytes.
+        "phash_ycc192": functools.partial(h.ycc_hash, luma_low=8, mean=False),
+        "phash_ycc_mean384": functools.partial(h.ycc_hash, luma_low=8, mean=True),
+        h.NEAR_DUP_HASH_NAME: h.near_dup_hash,
+        "phash_ycc_mean576": functools.partial(h.ycc_hash, luma_low=16, mean=True),
     }
 
 

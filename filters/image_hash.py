@@ -97,19 +97,7 @@ def _bits(flags: np.ndarray) -> int:
 
 def near_dup_hash(image: Image.Image) -> bytes:
     """The near-dedup hash of `image`: 58 bytes, the layout in the module docstring."""
-    return _ycc_hash(image, luma_low=12, mean=True)
-
-
-def phash_ycc192(image: Image.Image) -> bytes:
-    """Candidate (bench/image_hash.py): the DCT hash per plane, 8x8 each: Y by median (Zauner), Cb and Cr
-    by the dead-zone sign of near_dup_hash (our extension); 24 bytes, Y then Cb then Cr."""
-    return _ycc_hash(image, luma_low=8, mean=False)
-
-
-def phash_ycc_mean(image: Image.Image, luma_low: int = 8) -> bytes:
-    """Candidate: near_dup_hash's layout with `luma_low` x `luma_low` luma frequencies (8: 384 bits,
-    16: 576 bits; near_dup_hash is 12)."""
-    return _ycc_hash(image, luma_low=luma_low, mean=True)
+    return ycc_hash(image, luma_low=12, mean=True)
 
 
 def hamming_bytes(a: bytes, b: bytes) -> int:
@@ -134,7 +122,9 @@ _C_THRESHOLDS = _Y_THRESHOLDS - 128  # -126, ..., 126
 _RGB_TO_YCC = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
 
 
-def _ycc_hash(image: Image.Image, luma_low: int, mean: bool) -> bytes:
+def ycc_hash(image: Image.Image, luma_low: int, mean: bool) -> bytes:
+    """near_dup_hash's construction with `luma_low` x `luma_low` luma frequencies, with or without the
+    mean-colour thermometers (bench/image_hash.py measures the variants)."""
     rgb = image.convert("RGB").resize((_DCT_SIDE, _DCT_SIDE), Image.Resampling.BOX)
     ycc = np.asarray(rgb, dtype=np.float64) @ _RGB_TO_YCC.T  # [32, 32, 3]
     planes = np.moveaxis(ycc, 2, 0)  # [3, 32, 32]
@@ -156,12 +146,3 @@ def _dct_basis_orthonormal(n: int) -> np.ndarray:
     basis = _dct_basis(n) * np.sqrt(2 / n)
     basis[0] /= np.sqrt(2)
     return basis
-
-
-# What bench/image_hash.py measures besides phash64 and dhash64: name -> function returning bytes.
-CANDIDATES = {
-    "phash_ycc192": phash_ycc192,
-    "phash_ycc_mean384": phash_ycc_mean,
-    NEAR_DUP_HASH_NAME: near_dup_hash,
-    "phash_ycc_mean576": functools.partial(phash_ycc_mean, luma_low=16),
-}
