@@ -36,15 +36,18 @@ def load_eval_entries(step: GroupStep) -> list[tuple[list[str], Entry]]:
 def eval_hashes(path: str) -> list[tuple[str, str]]:
     """(id, hash hex) of every image of one evaluation set (module docstring), sorted by id."""
     path = path.rstrip("/")
-    if not FileSystems.exists(path) and not FileSystems.match([path + "/**"])[0].metadata_list:
+    is_hash_file = path.endswith(HASH_FILE_SUFFIXES)
+    found = (
+        [] if is_hash_file else [m.path for r in FileSystems.match([path + "/**"]) for m in r.metadata_list]
+    )
+    if not found and not FileSystems.exists(path):  # an object store has no folder objects: match first
         raise ConfigError(
             f"decontaminate.sets: {path} does not exist; name a folder of evaluation images or a file of "
             "id<TAB>hash lines (vlcurate hashes DIR writes one)"
         )
-    if path.endswith(HASH_FILE_SUFFIXES):
+    if is_hash_file:
         return _read_hash_file(path)
     name = posixpath.basename(path)
-    found = [m.path for r in FileSystems.match([path + "/**"]) for m in r.metadata_list]
     images = sorted(p for p in found if p.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS)
     if not images:
         raise ConfigError(f"decontaminate.sets: {path} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
