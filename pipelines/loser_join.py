@@ -20,7 +20,7 @@ from vlcurate.pipelines.batch_coder import of_batches
 from vlcurate.pipelines.group_steps import MarksLosers, bucket_of
 from vlcurate.pipelines.steps import STATS, as_rejects
 from vlcurate.pipelines.write import REJECT_FILES
-from vlcurate.schemas.batch import BATCH_SIZE, PairBatch
+from vlcurate.schemas.batch import PairBatch, batched
 
 NO_ENTRY = "no_entry"
 
@@ -77,26 +77,25 @@ class MarksJoined(MarksLosers):
     def process(self, element: tuple[int, dict[str, Iterable]]) -> Iterator:
         index, joined = element
         winner_of = best_marks(joined["losers"])
-        kept, rejected = PairBatch(), PairBatch()
-        for batch in joined["pairs"]:
+        rejected = PairBatch()
+        yield from batched(self._stayed(joined["pairs"], winner_of, rejected))
+        yield from self.after_marking(rejected, winner_of)
+        yield from self.write_losers(index, as_rejects(rejected, self._stats))
+
+    def _stayed(self, batches: Iterable[PairBatch], winner_of: dict[bytes, tuple], rejected: PairBatch):
+        """The pairs without a mark, as they come; the marked ones are marked and go to `rejected`."""
+        for batch in batches:
             for pair in batch:
                 step = self.steps[pair.source]
                 self._stats.step_seen[(step.name, pair.source)] += 1
                 mark = winner_of.get(as_key(pair.uid))
                 if mark is None:
-                    kept.append(pair)
+                    yield pair
                     continue
                 winner, *details = mark
                 step.mark_loser(pair, from_key(winner[-1]), *details)
                 self._stats.step_dropped[(step.name, pair.source, pair.reject)] += 1
                 rejected.append(pair)
-            if len(kept) >= BATCH_SIZE:
-                yield kept
-                kept = PairBatch()
-        if kept:
-            yield kept
-        yield from self.after_marking(rejected, winner_of)
-        yield from self.write_losers(index, as_rejects(rejected, self._stats))
 
     def after_marking(self, losers: PairBatch, winner_of: dict[bytes, tuple]) -> Iterator:
         return iter(())
