@@ -87,6 +87,8 @@ class GroupStep(Step):
     groups_records = True
     # The group key reads the image's digest (kept in its ImageSpan when the bytes are detached).
     needs_image_digest: ClassVar[bool] = False
+    # Compares pairs by CLIP image embedding (semantic_dedup): run by pipelines/semantic_groups.py.
+    compares_embeddings: ClassVar[bool] = False
     reject_file_prefix: ClassVar[str]  # its rejects: rejects/<prefix>-NNNNN.parquet, one file per bucket
 
     def apply(self, pair: Pair) -> None:
@@ -97,6 +99,10 @@ class GroupStep(Step):
     def active(self) -> bool:
         """Whether the step can group anything with these parameters; an inactive one adds no shuffle."""
         return True
+
+    def reads_embeddings(self) -> bool:
+        """Whether the step reads the CLIP image embeddings of its pairs (clip_score computes them then)."""
+        return self.compares_embeddings and self.active()
 
     def group_key(self, pair: Pair) -> str | None:
         """The pair's group (a hex digest); None: the pair is not grouped and passes."""

@@ -184,12 +184,12 @@ def check_embeddings_taken(
     config: CleanConfig,
     cli_disable: Collection[str] = (),
 ) -> None:
-    """A group step comparing image embeddings (`compares_embeddings`: semantic_dedup) and
-    output.embeddings read the ones the CLIP step computes: refuse them when it does not run, since every
-    pair would pass unembedded and the store would be empty. `groups`: the active group steps."""
+    """Group steps reading image embeddings (semantic_dedup, decontaminate.cosine) and output.embeddings
+    use the ones the CLIP step computes: refuse them when it does not run, since every pair would pass
+    unembedded and the store would be empty. `groups`: the active group steps."""
     if EMBEDDING_STEP in names:
         return
-    readers = [n for n, g in groups.items() if getattr(next(iter(g.values())), "compares_embeddings", False)]
+    readers = [n for n, g in groups.items() if any(step.reads_embeddings() for step in g.values())]
     if not readers and not config.output.embeddings:
         return
     if EMBEDDING_STEP in config.disable:
@@ -198,14 +198,22 @@ def check_embeddings_taken(
     else:
         why, fix = f"this run has no {EMBEDDING_STEP} (caption-only sources)", ""
     if readers:
+        undo = [
+            f"set {n}.cosine: null" if not _clusters(groups[n]) else f"take {n} out of enable"
+            for n in readers
+        ]
         raise ConfigError(
             f"{', '.join(readers)} compares the image embeddings {EMBEDDING_STEP} computes, but {why}: "
-            f"{fix}take {', '.join(readers)} out of enable"
+            f"{fix}{' and '.join(undo)}"
         )
     raise ConfigError(
         f"output.embeddings stores the image embeddings {EMBEDDING_STEP} computes, but {why}: {fix}set "
         "output.embeddings: false"
     )
+
+
+def _clusters(group: dict[str, Step]) -> bool:
+    return getattr(next(iter(group.values())), "compares_embeddings", False)
 
 
 def check_shared_params(groups: dict[str, dict[str, Step]]) -> None:

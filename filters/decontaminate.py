@@ -6,24 +6,39 @@ resized or slightly cropped copy of a test image is caught too. The evaluation i
 near_dedup's bands as entries that rank before every pair and never lose (filters/near_dedup.py), so the
 search never compares all pairs with all evaluation images.
 
-`sets`: paths of evaluation sets, each a folder of images (hashed when the job starts, as decode_check hashes
-a pair's image) or a text file of `id<TAB>hash` lines (`vlcurate hashes DIR` writes one). Reason
-`eval_overlap`, with the matched evaluation image's id (`<set name>/<file>`) in meta["eval_match"]. With no
-sets the step is off and costs nothing.
+With `cosine`, a pair whose CLIP image embedding (the one clip_score computes) lies at that cosine or above
+of an evaluation image's embedding is a match too: the same picture re-framed, recoloured or cropped past
+the hash's reach. Each batch of pairs is compared with every evaluation embedding (a matrix product: an
+evaluation set is small next to a crawl); decisions within float32 error of `cosine` are recomputed in
+float64, so none depends on how BLAS blocks the product.
+
+`sets`: paths of evaluation sets, each a folder of images (hashed, and with `cosine` embedded with the
+run's CLIP model, when the job starts, as the pipeline treats a pair's image), a text file of
+`id<TAB>hash` lines, or an .npz of embeddings (`vlcurate hashes DIR` writes both). Reason `eval_overlap`,
+with the matched evaluation image's id (`<set name>/<file>`) in meta["eval_match"] and, for an embedding
+match, the cosine in meta["eval_cosine"]. With no sets the step is off and costs nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+
 from vlcurate.filters.base import GroupStep, reject, string_list
 from vlcurate.filters.image_hash import NEAR_DUP_RADIUS
 from vlcurate.filters.near_dedup import EVAL_REASON, HASH_KEY, Entry, as_key, band_keys, check_radius
+from vlcurate.filters.semantic_dedup import exact_cosines, unit_rows
 from vlcurate.schemas.record import Pair
 
 _PAIR = 1
+# float32 products of unit vectors err by ~d * 2**-24 (3e-5 at d = 768): closer ones are redone in float64.
+_MARGIN = 1e-4
+_CELLS = 1 << 22
 
 
 class Decontaminate(GroupStep):
-    """Drops pairs whose image is within `radius` bits of an evaluation image's hash (module docstring)."""
+    """Drops pairs matching an evaluation image: hash within `radius` bits, or CLIP cosine >= `cosine`."""
 
     name = "decontaminate"
     reasons = (EVAL_REASON,)
@@ -35,15 +50,32 @@ class Decontaminate(GroupStep):
     default_sources = {
         "sets": "none: name the evaluation sets your model is tested on",
         "radius": "near_dedup's default radius: a near duplicate of a test image is as contaminating as a copy",
+        "cosine": "off: hashes only; a good cosine depends on the CLIP model (docs/dedup.md)",
     }
 
-    def __init__(self, sets: list[str] | None = None, radius: int = NEAR_DUP_RADIUS) -> None:
+    def __init__(
+        self, sets: list[str] | None = None, radius: int = NEAR_DUP_RADIUS, cosine: float | None = None
+    ) -> None:
         check_radius(radius, "decontaminate.radius")
+        if cosine is not None and (
+            isinstance(cosine, bool) or not isinstance(cosine, (int, float)) or not 0 < cosine <= 1
+        ):
+            raise ValueError(f"decontaminate.cosine must be a cosine in (0, 1] or null, not {cosine!r}.")
         self.sets = string_list(sets or [], "decontaminate.sets")
         self.radius = radius
+        self.cosine = None if cosine is None else float(cosine)
+        # Set at start-up when `cosine` is: the file of evaluation embeddings the workers read
+        # (pipelines/eval_sets.py, prepare_eval_embeddings).
+        self.embeddings_file: str | None = None
 
     def active(self) -> bool:
         return bool(self.sets)
+
+    def reads_embeddings(self) -> bool:
+        return self.active() and self.cosine is not None
+
+    def params(self) -> dict:
+        return {k: v for k, v in super().params().items() if k != "embeddings_file"}
 
     def entry(self, pair: Pair) -> Entry | None:
         hash_hex = pair.meta.get(HASH_KEY) if self.sets else None
@@ -60,6 +92,31 @@ class Decontaminate(GroupStep):
         """Only an evaluation image takes a pair out; pairs near each other are near_dedup's business."""
         return winner[0] == 0
 
-    def mark_loser(self, pair: Pair, winner: str) -> None:
+    def mark_loser(self, pair: Pair, winner: str, cosine: float | None = None) -> None:
         reject(pair, EVAL_REASON)
         pair.meta["eval_match"] = winner
+        if cosine is not None:
+            pair.meta["eval_cosine"] = round(cosine, 4)
+
+
+def embedding_matches(
+    vectors: np.ndarray, evals: np.ndarray, eval_ids: Sequence[str], cosine: float
+) -> list[tuple[int, str, float]]:
+    """(row, evaluation id, cosine) for each row of `vectors` ([n, d] float16) whose cosine with some row
+    of `evals` ([m, d] float16, ids in `eval_ids`) is `cosine` or above: the evaluation image it is
+    closest to (float64 cosines, ties to the smallest id)."""
+    if not len(vectors) or not len(evals) or vectors.shape[1] != evals.shape[1]:
+        return []
+    eval_units = unit_rows(evals).T
+    step = max(1, _CELLS // len(evals))  # rows compared at a time: ~16 MB of products however many evals
+    out = []
+    for start in range(0, len(vectors), step):
+        products = unit_rows(vectors[start : start + step]) @ eval_units
+        for row in np.nonzero(products.max(axis=1) >= cosine - _MARGIN)[0].tolist():
+            candidates = np.nonzero(products[row] >= cosine - _MARGIN)[0]
+            mine = np.repeat(vectors[start + row : start + row + 1], len(candidates), axis=0)
+            exact = exact_cosines(mine, evals[candidates])
+            best = min(range(len(candidates)), key=lambda i: (-exact[i], eval_ids[candidates[i]]))
+            if exact[best] >= cosine:
+                out.append((start + row, eval_ids[candidates[best]], float(exact[best])))
+    return out

@@ -39,7 +39,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from vlcurate.model.clip_fast import padded_size
 from vlcurate.model.clip_models import LoadedClip, load_clip
-from vlcurate.model.clip_preprocess import gpu_decode_resize, normalize, to_device
+from vlcurate.model.clip_preprocess import gpu_decode_resize, normalize, pil_pixels, to_device
 from vlcurate.model.clip_text import encode_captions
 from vlcurate.schemas.record import Pair
 
@@ -338,6 +338,22 @@ def score_and_embed_batch(
     pending = PendingScores(embeddings=True)
     pending.queue(model, batch, pad_to)
     return pending.result(), pending.vectors()
+
+
+def embed_images(model: LoadedClip, images: Sequence[bytes], batch_size: int = 64) -> np.ndarray:
+    """[n, d] float16 normalized image embeddings of encoded images, as a pair's are computed (a full PIL
+    decode, the model's resize and centre crop); raises on an image that does not decode."""
+    rows = []
+    for start in range(0, len(images), batch_size):
+        batch = [
+            ClipInput(
+                Pair(uid="", source="", caption=""), pixels=pil_pixels(data, model.image_size, draft=False)
+            )
+            for data in images[start : start + batch_size]
+        ]
+        _, vectors = score_and_embed_batch(model, batch)
+        rows.extend(vectors)
+    return np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float16)
 
 
 def _encode_images(model: LoadedClip, pixels):

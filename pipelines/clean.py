@@ -312,12 +312,14 @@ def run_clean(
     chain = build_chain(config, carried=carried_scores, cli_disable=cli_disable)
     clean_groups.check_embeddings_computed(config, chain, scores_from)
     readers = [ReadSource(source) for source in config.sources]  # matches files, checks columns
-    eval_entries = {  # evaluation sets are read and hashed before any input is
+    eval_entries = {  # evaluation sets are read, hashed and embedded before any input is
         name: load_eval_entries(next(iter(steps.values())))
         for name, steps in chain.active_groups().items()
         if hasattr(next(iter(steps.values())), "eval_entry")
     }
+    eval_vectors = clean_groups.load_eval_vectors(chain)
     staging = job.stage(config.output.dir, config.output.overwrite)
+    clean_groups.write_eval_vectors(chain, staging, eval_vectors)
     if not scores_from:
         warn_about_bundled_clip(chain)  # after every check: a failing run prints its error alone
     lines = JobProgress(

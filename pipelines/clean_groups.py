@@ -15,7 +15,7 @@ from typing import Any
 import apache_beam as beam
 
 from vlcurate.filters.chain import Chain
-from vlcurate.pipelines.eval_sets import load_eval_entries
+from vlcurate.pipelines.eval_sets import load_eval_embeddings, load_eval_entries, write_eval_embeddings
 from vlcurate.pipelines.group_steps import GroupPairs
 from vlcurate.pipelines.near_groups import NearDuplicatePairs
 from vlcurate.pipelines.steps import STATS
@@ -31,7 +31,13 @@ def image_digests_needed(chain: Chain) -> bool:
 
 
 def compares_embeddings(steps: dict[str, Any]) -> bool:
+    """Whether the group step clusters embeddings (semantic_dedup: run by pipelines/semantic_groups.py)."""
     return getattr(next(iter(steps.values())), "compares_embeddings", False)
+
+
+def reads_embeddings(steps: dict[str, Any]) -> bool:
+    """Whether the group step reads its pairs' embeddings at all (semantic_dedup, decontaminate.cosine)."""
+    return any(step.reads_embeddings() for step in steps.values())
 
 
 def embedding_sources(config: CleanConfig, chain: Chain) -> list[str]:
@@ -41,8 +47,7 @@ def embedding_sources(config: CleanConfig, chain: Chain) -> list[str]:
     _, model, _ = chain.split()
     wanted = set(model) if config.output.embeddings else set()
     for steps in chain.active_groups().values():
-        if compares_embeddings(steps):
-            wanted |= {source for source, step in steps.items() if step.active() and source in model}
+        wanted |= {source for source, step in steps.items() if step.reads_embeddings() and source in model}
     return sorted(wanted)
 
 
@@ -56,15 +61,16 @@ def check_embeddings_computed(config: CleanConfig, chain: Chain, scores_from: st
     _, model, _ = chain.split()
     specs = sorted({spec for source in sources for spec in model[source].specs()})
     if len(specs) > 1:
-        wanted = "semantic_dedup" if _compares_anywhere(chain) else "output.embeddings"
+        wanted = ", ".join(_readers(chain)) or "output.embeddings"
         raise ConfigError(
             f"{wanted} needs the image embeddings of one CLIP model, but clip_score uses {', '.join(specs)}: "
             f"name one model in steps.clip_score.models for every language and source, or turn {wanted} off"
         )
     if scores_from:
+        wanted = " or ".join([*_readers(chain), *(["output.embeddings"] if config.output.embeddings else [])])
         raise ConfigError(
             "vlcurate retune reuses stored CLIP scores, which hold no image embeddings, so it cannot run "
-            "semantic_dedup or output.embeddings: rerun vlcurate clean with the new thresholds instead"
+            f"{wanted}: rerun vlcurate clean with the new thresholds instead"
         )
     if _compares_anywhere(chain):
         from vlcurate.filters.semantic_dedup import require_faiss
@@ -74,6 +80,42 @@ def check_embeddings_computed(config: CleanConfig, chain: Chain, scores_from: st
 
 def _compares_anywhere(chain: Chain) -> bool:
     return any(compares_embeddings(steps) for steps in chain.active_groups().values())
+
+
+def _readers(chain: Chain) -> list[str]:
+    """The group steps reading embeddings, as a message names them."""
+    return [
+        f"{name}.cosine" if not compares_embeddings(steps) else name
+        for name, steps in chain.active_groups().items()
+        if reads_embeddings(steps)
+    ]
+
+
+def load_eval_vectors(chain: Chain) -> dict[str, tuple[list[str], Any, str]]:
+    """{group step: (ids, vectors, CLIP model)} of the evaluation embeddings a step compares pairs with
+    (decontaminate.cosine), read or computed on the launcher before any input is read. Call after
+    check_embeddings_computed (one model)."""
+    _, model, _ = chain.split()
+    found = {}
+    for name, steps in chain.active_groups().items():
+        step = next(iter(steps.values()))
+        specs = sorted(
+            {
+                spec
+                for src, s in steps.items()
+                if s.reads_embeddings() and src in model
+                for spec in model[src].specs()
+            }
+        )
+        if hasattr(step, "eval_entry") and specs:
+            found[name] = (*load_eval_embeddings(step, specs[0]), specs[0])
+    return found
+
+
+def write_eval_vectors(chain: Chain, directory: str, found: dict[str, tuple[list[str], Any, str]]) -> None:
+    """Writes load_eval_vectors' embeddings into the run's output, where the workers read them."""
+    for name, (ids, vectors, spec) in found.items():
+        write_eval_embeddings(directory, list(chain.active_groups()[name].values()), ids, vectors, spec)
 
 
 def _drop_embeddings(batch: PairBatch) -> PairBatch:

@@ -60,11 +60,12 @@ def records_by_uid(batch: PairBatch, buckets: int) -> Iterator[tuple[int, PairBa
 
 
 def best_marks(parts: Iterable[Iterable[tuple]]) -> dict[bytes, tuple]:
-    """uid -> (winner's rank, *details) of its best-ranked winner over every mark for it."""
+    """uid -> (winner's rank, *details) of its best-ranked winner over every mark for it; between marks
+    naming one winner, the smallest (winner, *details) (decontaminate: a hash match, without a cosine)."""
     best: dict[bytes, tuple] = {}
     for marks in parts:
         for uid, winner, *details in marks:
-            if uid not in best or winner < best[uid][0]:
+            if uid not in best or (winner, *details) < best[uid]:
                 best[uid] = (winner, *details)
     return best
 

@@ -11,6 +11,10 @@ decontaminate): bands, then a join by uid, never all pairs.
 3. Only under `captions: merge`: each loser's caption travels to the bucket of the pair that beat it,
    which collects them in meta["captions"].
 Pairs without a hash (no image, or a source the step is off for) pass without a shuffle.
+
+decontaminate.cosine adds marks of its own: each batch of hashed pairs is compared with every evaluation
+embedding where it is (EvalCosineMarks, reading the file the launcher wrote), and its marks join the
+bands' before step 2; a pair matched both ways is marked once (loser_join.best_marks).
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 
 import apache_beam as beam
+import numpy as np
 
 from vlcurate.filters.base import GroupStep
+from vlcurate.filters.decontaminate import embedding_matches
 from vlcurate.filters.near_dedup import Entry, as_key, from_key, key_digest, losers_in_bucket, merged_captions
 from vlcurate.pipelines.batch_coder import of_batches
 from vlcurate.pipelines.group_steps import GroupPairs, bucket_of
@@ -27,6 +33,7 @@ from vlcurate.pipelines.loser_join import MarksJoined, join_losers, records_by_u
 from vlcurate.pipelines.steps import STATS
 from vlcurate.pipelines.write import REJECT_FILES
 from vlcurate.schemas.batch import PairBatch, batched
+from vlcurate.schemas.embedding import vector_of
 
 _CAPTIONS = "captions"
 
@@ -63,6 +70,31 @@ def _compare(
     for uid, winner in best.items():
         out.setdefault(uid_bucket(uid, buckets), []).append((uid, winner))
     yield from out.items()
+
+
+class EvalCosineMarks(beam.DoFn):
+    """Batches of hashed pairs -> (uid bucket, [(uid, (0, evaluation id), cosine), ...]): the pairs whose
+    embedding lies at decontaminate.cosine or above of an evaluation image's (embedding_matches)."""
+
+    def __init__(self, step: GroupStep, buckets: int) -> None:
+        self.step, self.buckets = step, buckets
+
+    def setup(self) -> None:
+        from vlcurate.pipelines.eval_sets import read_embeddings_file
+
+        ids, self.vectors, _ = read_embeddings_file(self.step.embeddings_file)
+        self.ids = ids
+
+    def process(self, batch: PairBatch) -> Iterator:
+        embedded = [pair for pair in batch if pair.embedding]
+        if not embedded:
+            return
+        vectors = np.stack([vector_of(pair.embedding) for pair in embedded])
+        out: dict[int, list[tuple[bytes, tuple, float]]] = {}
+        for row, eval_id, cosine in embedding_matches(vectors, self.vectors, self.ids, self.step.cosine):
+            uid = as_key(embedded[row].uid)
+            out.setdefault(uid_bucket(uid, self.buckets), []).append((uid, (0, as_key(eval_id)), cosine))
+        yield from out.items()
 
 
 class _MarkMerging(MarksJoined):
@@ -118,6 +150,9 @@ class NearDuplicatePairs(GroupPairs):
             | "GroupBands" >> beam.GroupByKey()
             | "Compare" >> beam.FlatMap(_compare, self.step, self.buckets)
         )
+        if getattr(self.step, "embeddings_file", None):
+            cosines = hashed | "EvalCosines" >> beam.ParDo(EvalCosineMarks(self.step, self.buckets))
+            losers = (losers, cosines) | "AllMarks" >> beam.Flatten()
         records = hashed | "ByUid" >> beam.FlatMap(records_by_uid, self.buckets)
         mark = (_MarkMerging if self.merge else MarksJoined)(
             self.steps, self.directory, self.buckets, self.progress_folder, self.score_names

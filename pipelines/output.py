@@ -40,6 +40,7 @@ OWNED = (
     "shards",
     "embeddings",  # clean's output.embeddings
     "semantic-dedup",  # `vlcurate dedup --semantic`'s list of this run: stale once the run is replaced
+    "eval-embeddings.npz",  # the evaluation embeddings decontaminate.cosine compared with (eval_sets.py)
     "rejects",
     "images",
     "samples",
