@@ -2,8 +2,8 @@
 image embedding, including mirrored copies that the perceptual hash cannot see (their hashes lie 70+ bits
 from the original's, twice the radius). Each run drops exactly what a float64 brute-force comparison of
 the stored embeddings with the evaluation embeddings says; a hash match wins over an embedding match of the
-same image; `vlcurate hashes --embeddings` gives the same output as a folder; workers change no byte;
-and wrong settings fail at start-up."""
+same image; `vlcurate hashes --embeddings` gives the same output as a folder; workers and --resume
+change no byte; and wrong settings fail at start-up."""
 
 from __future__ import annotations
 
@@ -153,6 +153,18 @@ def test_two_workers_write_the_same_bytes(planted, folder_run, tmp_path):
         k: v for k, v in two.items() if k not in VOLATILE
     }
     assert EVAL_EMBEDDINGS_FILE in one and any(k.startswith("rejects/eval-overlap-") for k in one)
+
+
+def test_a_resumed_run_writes_the_same_bytes(planted, folder_run, tmp_path):
+    """--resume stores the scored pairs, embeddings included, between its phases."""
+    from vlcurate.pipelines.clean import run_clean
+
+    config = _config(planted, tmp_path / "resumed", sets=[str(planted / "evals")], cosine=COSINE)
+    run_clean(config, progress=False, resume=True, chunk_files=1)
+    one, resumed = tree_files(str(folder_run[0])), tree_files(str(tmp_path / "resumed"))
+    assert {k: v for k, v in one.items() if k not in VOLATILE} == {
+        k: v for k, v in resumed.items() if k not in VOLATILE
+    }
 
 
 def _exit_and_error(config: CleanConfig, tmp_path, capsys) -> tuple[int, str]:
