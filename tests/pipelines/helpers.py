@@ -33,6 +33,18 @@ def jpeg(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
+def write_planted_tar(path, originals: list, kinds: tuple[str, ...]) -> None:
+    """A tar of `originals` (keys a-NN, each under a caption of its own) and their planted copies of
+    `kinds` (keys b-NN-kind, synth/near_duplicates.py), sorted by key."""
+    from vlcurate.synth.near_duplicates import original_bytes, plant_near_duplicates
+
+    samples = [(f"a-{i:02d}", f"a quiet landscape {i}", original_bytes(im)) for i, im in enumerate(originals)]
+    for copy in plant_near_duplicates(originals, seed=5, kinds=list(kinds)):
+        key = f"b-{copy.original_index:02d}-{copy.kind}"
+        samples.append((key, f"the same place again, {key}", copy.image))
+    write_tar(path, sorted(samples))
+
+
 def write_tar(path, samples: list[tuple[str, str, bytes | None]]) -> None:
     """A WebDataset tar of (key, caption, JPEG bytes or None for a sample without an image)."""
     with open(path, "wb") as fh, TarShardWriter(fh) as writer:

@@ -18,8 +18,8 @@ from vlcurate.cli import main as cli_main
 from vlcurate.pipelines.embeddings_store import read_embeddings
 from vlcurate.pipelines.eval_sets import EVAL_EMBEDDINGS_FILE, read_embeddings_file, write_embeddings_file
 from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
-from vlcurate.synth.near_duplicates import original_bytes, plant_near_duplicates, varied_images
-from vlcurate.tests.pipelines.helpers import kept_rows, reject_rows, run, tree_files, write_tar
+from vlcurate.synth.near_duplicates import original_bytes, varied_images
+from vlcurate.tests.pipelines.helpers import kept_rows, reject_rows, run, tree_files, write_planted_tar
 
 ORIGINALS = 12
 COPIES = ("reencode_q50", "resize_0_75", "caption_reencoded")
@@ -37,11 +37,7 @@ def planted(tmp_path_factory):
     """A tar of originals (a-NN) and their copies (b-NN-kind), and a folder of evaluation images."""
     folder = tmp_path_factory.mktemp("decon")
     originals = varied_images(ORIGINALS, seed=11)
-    samples = [(f"a-{i:02d}", f"a quiet landscape {i}", original_bytes(im)) for i, im in enumerate(originals)]
-    for copy in plant_near_duplicates(originals, seed=5, kinds=list(COPIES)):
-        key = f"b-{copy.original_index:02d}-{copy.kind}"
-        samples.append((key, f"the same place again, {key}", copy.image))
-    write_tar(folder / "pairs.tar", sorted(samples))
+    write_planted_tar(folder / "pairs.tar", originals, COPIES)
     evals = folder / "evals"
     evals.mkdir()
     (evals / f"a-plain-{PLAIN:02d}.jpg").write_bytes(original_bytes(originals[PLAIN]))

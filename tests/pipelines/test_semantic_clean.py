@@ -17,8 +17,8 @@ from vlcurate.filters.chain import build_chain
 from vlcurate.pipelines.clean_groups import embedding_sources
 from vlcurate.pipelines.embeddings_store import read_embeddings
 from vlcurate.schemas.config import CleanConfig, OutputConfig, SourceConfig
-from vlcurate.synth.near_duplicates import original_bytes, plant_near_duplicates, varied_images
-from vlcurate.tests.pipelines.helpers import kept_rows, reject_rows, run, tree_files, write_tar
+from vlcurate.synth.near_duplicates import varied_images
+from vlcurate.tests.pipelines.helpers import kept_rows, reject_rows, run, tree_files, write_planted_tar
 
 pytest.importorskip("faiss")
 
@@ -36,11 +36,7 @@ def planted(tmp_path_factory):
     """One tar: originals (keys a-NN) and their copies (keys b-NN-kind), each under a caption of its own."""
     folder = tmp_path_factory.mktemp("semantic")
     originals = varied_images(ORIGINALS, seed=11)
-    samples = [(f"a-{i:02d}", f"a quiet landscape {i}", original_bytes(im)) for i, im in enumerate(originals)]
-    for copy in plant_near_duplicates(originals, seed=5, kinds=list(COPIES)):
-        key = f"b-{copy.original_index:02d}-{copy.kind}"
-        samples.append((key, f"the same place again, {key}", copy.image))
-    write_tar(folder / "pairs.tar", sorted(samples))
+    write_planted_tar(folder / "pairs.tar", originals, COPIES)
     return folder
 
 
