@@ -62,6 +62,12 @@ class Decontaminate(GroupStep):
         ):
             raise ValueError(f"decontaminate.cosine must be a cosine in (0, 1] or null, not {cosine!r}.")
         self.sets = string_list(sets or [], "decontaminate.sets")
+        embeddings_only = [path for path in self.sets if path.rstrip("/").endswith(".npz")]
+        if embeddings_only and cosine is None:
+            raise ValueError(
+                f"decontaminate.sets names {embeddings_only[0]}, embeddings that only decontaminate.cosine "
+                "compares: set decontaminate.cosine (e.g. 0.95), or name the set's folder or hash file instead"
+            )
         self.radius = radius
         self.cosine = None if cosine is None else float(cosine)
         # Set at start-up when `cosine` is: the file of evaluation embeddings the workers read

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -114,6 +115,10 @@ def eval_embeddings(
             )
         return ids, vectors
     images = folder_images(path)
+    print(
+        f"[vlcurate] decontaminate: embedding {len(images):,} evaluation images of {path} with {spec}",
+        file=sys.stderr,
+    )
     try:
         vectors = embed([data for _, _, data in images])
     except Exception:  # looked for one by one only when the batch fails: the message names the image

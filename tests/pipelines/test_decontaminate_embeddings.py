@@ -197,6 +197,12 @@ def test_bad_settings_fail_at_start_up(planted, tmp_path, capsys):
             "remove clip_score from disable, or set decontaminate.cosine: null",
         ),
         (
+            _config(planted, out, sets=[str(other)]),
+            f"step 'decontaminate' in source 'web': decontaminate.sets names {other}, embeddings that only "
+            "decontaminate.cosine compares: set decontaminate.cosine (e.g. 0.95), or name the set's folder or "
+            "hash file instead",
+        ),
+        (
             _config(planted, out, sets=[str(tsv)], cosine=1.5),
             "step 'decontaminate' in source 'web': decontaminate.cosine must be a cosine in (0, 1] or null, not 1.5.",
         ),
