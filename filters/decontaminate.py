@@ -105,24 +105,30 @@ class Decontaminate(GroupStep):
             pair.meta["eval_cosine"] = round(cosine, 4)
 
 
-def embedding_matches(
-    vectors: np.ndarray, evals: np.ndarray, eval_ids: Sequence[str], cosine: float
-) -> list[tuple[int, str, float]]:
-    """(row, evaluation id, cosine) for each row of `vectors` ([n, d] float16) whose cosine with some row
-    of `evals` ([m, d] float16, ids in `eval_ids`) is `cosine` or above: the evaluation image it is
-    closest to (float64 cosines, ties to the smallest id)."""
-    if not len(vectors) or not len(evals) or vectors.shape[1] != evals.shape[1]:
-        return []
-    eval_units = unit_rows(evals).T
-    step = max(1, _CELLS // len(evals))  # rows compared at a time: ~16 MB of products however many evals
-    out = []
-    for start in range(0, len(vectors), step):
-        products = unit_rows(vectors[start : start + step]) @ eval_units
-        for row in np.nonzero(products.max(axis=1) >= cosine - _MARGIN)[0].tolist():
-            candidates = np.nonzero(products[row] >= cosine - _MARGIN)[0]
-            mine = np.repeat(vectors[start + row : start + row + 1], len(candidates), axis=0)
-            exact = exact_cosines(mine, evals[candidates])
-            best = min(range(len(candidates)), key=lambda i: (-exact[i], eval_ids[candidates[i]]))
-            if exact[best] >= cosine:
-                out.append((start + row, eval_ids[candidates[best]], float(exact[best])))
-    return out
+class EmbeddingMatcher:
+    """Evaluation embeddings (`vectors`: [m, d] float16, named by `ids`), ready to be compared with batch
+    after batch of pairs' embeddings."""
+
+    def __init__(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+        self.ids, self.vectors = list(ids), vectors
+        self._units = np.ascontiguousarray(unit_rows(vectors).T)  # [d, m] float32, normalized once
+
+    def matches(self, vectors: np.ndarray, cosine: float) -> list[tuple[int, str, float]]:
+        """(row, evaluation id, cosine) for each row of `vectors` ([n, d] float16) whose cosine with some
+        evaluation embedding is `cosine` or above: the closest one (float64 cosines, ties to the smallest
+        id)."""
+        if not len(vectors) or not len(self.ids) or vectors.shape[1] != self.vectors.shape[1]:
+            return []
+        step = max(1, _CELLS // len(self.ids))  # rows compared at a time: ~16 MB of products however many
+        out = []
+        for start in range(0, len(vectors), step):
+            products = unit_rows(vectors[start : start + step]) @ self._units
+            for row in np.nonzero(products.max(axis=1) >= cosine - _MARGIN)[0].tolist():
+                out.extend(self._closest(vectors[start + row], products[row], start + row, cosine))
+        return out
+
+    def _closest(self, vector: np.ndarray, products: np.ndarray, row: int, cosine: float) -> list:
+        candidates = np.nonzero(products >= cosine - _MARGIN)[0]
+        exact = exact_cosines(np.repeat(vector[None], len(candidates), axis=0), self.vectors[candidates])
+        best = min(range(len(candidates)), key=lambda i: (-exact[i], self.ids[candidates[i]]))
+        return [(row, self.ids[candidates[best]], float(exact[best]))] if exact[best] >= cosine else []

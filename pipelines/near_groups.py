@@ -25,7 +25,7 @@ import apache_beam as beam
 import numpy as np
 
 from vlcurate.filters.base import GroupStep
-from vlcurate.filters.decontaminate import embedding_matches
+from vlcurate.filters.decontaminate import EmbeddingMatcher
 from vlcurate.filters.near_dedup import Entry, as_key, from_key, key_digest, losers_in_bucket, merged_captions
 from vlcurate.pipelines.batch_coder import of_batches
 from vlcurate.pipelines.group_steps import GroupPairs, bucket_of
@@ -74,7 +74,7 @@ def _compare(
 
 class EvalCosineMarks(beam.DoFn):
     """Batches of hashed pairs -> (uid bucket, [(uid, (0, evaluation id), cosine), ...]): the pairs whose
-    embedding lies at decontaminate.cosine or above of an evaluation image's (embedding_matches)."""
+    embedding lies at decontaminate.cosine or above of an evaluation image's (EmbeddingMatcher)."""
 
     def __init__(self, step: GroupStep, buckets: int) -> None:
         self.step, self.buckets = step, buckets
@@ -82,8 +82,8 @@ class EvalCosineMarks(beam.DoFn):
     def setup(self) -> None:
         from vlcurate.pipelines.eval_sets import read_embeddings_file
 
-        ids, self.vectors, _ = read_embeddings_file(self.step.embeddings_file)
-        self.ids = ids
+        ids, vectors, _ = read_embeddings_file(self.step.embeddings_file)
+        self.matcher = EmbeddingMatcher(ids, vectors)
 
     def process(self, batch: PairBatch) -> Iterator:
         embedded = [pair for pair in batch if pair.embedding]
@@ -91,7 +91,7 @@ class EvalCosineMarks(beam.DoFn):
             return
         vectors = np.stack([vector_of(pair.embedding) for pair in embedded])
         out: dict[int, list[tuple[bytes, tuple, float]]] = {}
-        for row, eval_id, cosine in embedding_matches(vectors, self.vectors, self.ids, self.step.cosine):
+        for row, eval_id, cosine in self.matcher.matches(vectors, self.step.cosine):
             uid = as_key(embedded[row].uid)
             out.setdefault(uid_bucket(uid, self.buckets), []).append((uid, (0, as_key(eval_id)), cosine))
         yield from out.items()

@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 
 from vlcurate.filters import decontaminate
-from vlcurate.filters.decontaminate import Decontaminate, embedding_matches
+from vlcurate.filters.decontaminate import Decontaminate, EmbeddingMatcher
+
+
+def embedding_matches(vectors, evals, ids, cosine):
+    return EmbeddingMatcher(ids, evals).matches(vectors, cosine)
 
 
 def _unit(*values: float) -> np.ndarray:
