@@ -211,3 +211,18 @@ def test_bad_settings_fail_at_start_up(planted, tmp_path, capsys):
         code, err = _exit_and_error(config, tmp_path, capsys)
         assert (code, err) == (2, f"vlcurate: error: {message}")
         assert not os.path.exists(out)
+
+
+def test_retune_cannot_rerun_embedding_matches(planted, tmp_path):
+    """Stored scores hold no embeddings: a retune of a run with decontaminate.cosine stops at start-up."""
+    from vlcurate.filters.chain import build_chain
+    from vlcurate.pipelines.clean_groups import check_embeddings_computed
+    from vlcurate.schemas.errors import ConfigError
+
+    config = _config(planted, tmp_path / "out", sets=[str(planted / "evals")], cosine=COSINE)
+    with pytest.raises(ConfigError) as error:
+        check_embeddings_computed(config, build_chain(config), scores_from=str(tmp_path / "first"))
+    assert str(error.value) == (
+        "vlcurate retune reuses stored CLIP scores, which hold no image embeddings, so it cannot run "
+        "decontaminate.cosine: rerun vlcurate clean with the new thresholds instead"
+    )
