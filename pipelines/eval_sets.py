@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import posixpath
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -38,6 +39,8 @@ _HEX_DIGITS = NEAR_DUP_HASH_BITS // 4
 HASH_FILE_SUFFIXES = (".tsv", ".txt")
 EMBEDDINGS_SUFFIX = ".npz"
 EVAL_EMBEDDINGS_FILE = "eval-embeddings.npz"
+_EMBED_CHUNK = 256  # images read and embedded at a time on the launcher
+_PROGRESS_S = 10.0  # a progress line at most this often while a folder is embedded
 
 
 def load_eval_entries(step: GroupStep) -> list[tuple[list[str], Entry]]:
@@ -60,7 +63,8 @@ def eval_hashes(path: str) -> list[tuple[str, str]]:
         _check_exists(path)
         return _read_hash_file(path)
     out = []
-    for eval_id, image, data in folder_images(path):
+    for eval_id, image in folder_images(path):
+        data = _read(image)
         try:
             hash_hex = decode_draft(data)
         except Exception as exc:
@@ -71,8 +75,8 @@ def eval_hashes(path: str) -> list[tuple[str, str]]:
     return out
 
 
-def folder_images(path: str) -> list[tuple[str, str, bytes]]:
-    """(id, path, bytes) of every image of a folder set, sorted by id; ConfigError when there is none."""
+def folder_images(path: str) -> list[tuple[str, str]]:
+    """(id, path) of every image of a folder set, sorted by id; ConfigError when there is none."""
     path = path.rstrip("/")
     found = [m.path for r in FileSystems.match([path + "/**"]) for m in r.metadata_list]
     if not found:  # an object store has no folder objects: match first
@@ -81,11 +85,12 @@ def folder_images(path: str) -> list[tuple[str, str, bytes]]:
     images = sorted(p for p in found if p.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS)
     if not images:
         raise ConfigError(f"decontaminate.sets: {path} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
-    out = []
-    for image in images:
-        with FileSystems.open(image) as fh:
-            out.append((f"{name}/{image[len(path) + 1 :]}", image, fh.read()))
-    return out
+    return [(f"{name}/{image[len(path) + 1 :]}", image) for image in images]
+
+
+def _read(path: str) -> bytes:
+    with FileSystems.open(path) as fh:
+        return fh.read()
 
 
 def _check_exists(path: str) -> None:
@@ -119,10 +124,25 @@ def eval_embeddings(
         f"[vlcurate] decontaminate: embedding {len(images):,} evaluation images of {path} with {spec}",
         file=sys.stderr,
     )
+    parts, said = [], time.monotonic()
+    for start in range(0, len(images), _EMBED_CHUNK):  # a chunk's bytes in memory at a time
+        chunk = images[start : start + _EMBED_CHUNK]
+        parts.append(_embed_chunk(chunk, embed, path))
+        if time.monotonic() - said > _PROGRESS_S and start + len(chunk) < len(images):
+            print(
+                f"[vlcurate] decontaminate: {start + len(chunk):,} of {len(images):,} embedded",
+                file=sys.stderr,
+            )
+            said = time.monotonic()
+    return [eval_id for eval_id, _ in images], np.concatenate(parts)
+
+
+def _embed_chunk(chunk: list[tuple[str, str]], embed: Callable, path: str) -> np.ndarray:
+    datas = [_read(image) for _, image in chunk]
     try:
-        vectors = embed([data for _, _, data in images])
-    except Exception:  # looked for one by one only when the batch fails: the message names the image
-        for _, image, data in images:
+        return embed(datas)
+    except Exception:  # looked for one by one only when the chunk fails: the message names the image
+        for (_, image), data in zip(chunk, datas):
             try:
                 embed([data])
             except Exception as exc:
@@ -131,7 +151,6 @@ def eval_embeddings(
                     f"{path}"
                 ) from None
         raise
-    return [eval_id for eval_id, _, _ in images], vectors
 
 
 def load_eval_embeddings(step: GroupStep, spec: str) -> tuple[list[str], np.ndarray]:

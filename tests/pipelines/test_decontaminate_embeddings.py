@@ -226,3 +226,18 @@ def test_retune_cannot_rerun_embedding_matches(planted, tmp_path):
         "vlcurate retune reuses stored CLIP scores, which hold no image embeddings, so it cannot run "
         "decontaminate.cosine: rerun vlcurate clean with the new thresholds instead"
     )
+
+
+def test_an_evaluation_image_that_does_not_decode_is_named(planted, tmp_path, capsys):
+    evals = tmp_path / "evals"
+    evals.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (evals / name).write_bytes((planted / "evals" / "m-mirror-00.jpg").read_bytes())
+    (evals / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    code = cli_main(["hashes", str(evals), "--embeddings", str(tmp_path / "e.npz")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith(
+        f"vlcurate: error: decontaminate.sets: evaluation image {evals / 'broken.jpg'} does not decode ("
+    )
+    assert err[-1].endswith(f"); remove it from {evals}")
+    assert not (tmp_path / "e.npz").exists()
