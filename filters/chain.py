@@ -199,7 +199,9 @@ def check_embeddings_taken(
         why, fix = f"this run has no {EMBEDDING_STEP} (caption-only sources)", ""
     if readers:
         undo = [
-            f"set {n}.cosine: null" if not _clusters(groups[n]) else f"take {n} out of enable"
+            f"take {n} out of enable"
+            if next(iter(groups[n].values())).compares_embeddings
+            else f"set {n}.cosine: null"
             for n in readers
         ]
         raise ConfigError(
@@ -210,10 +212,6 @@ def check_embeddings_taken(
         f"output.embeddings stores the image embeddings {EMBEDDING_STEP} computes, but {why}: {fix}set "
         "output.embeddings: false"
     )
-
-
-def _clusters(group: dict[str, Step]) -> bool:
-    return getattr(next(iter(group.values())), "compares_embeddings", False)
 
 
 def check_shared_params(groups: dict[str, dict[str, Step]]) -> None:

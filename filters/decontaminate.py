@@ -28,13 +28,15 @@ import numpy as np
 from vlcurate.filters.base import GroupStep, reject, string_list
 from vlcurate.filters.image_hash import NEAR_DUP_RADIUS
 from vlcurate.filters.near_dedup import EVAL_REASON, HASH_KEY, Entry, as_key, band_keys, check_radius
-from vlcurate.filters.semantic_dedup import exact_cosines, unit_rows
+from vlcurate.filters.semantic_dedup import (
+    FLOAT32_MARGIN,
+    PRODUCT_CELLS,
+    exact_cosines,
+    unit_rows,
+)
 from vlcurate.schemas.record import Pair
 
 _PAIR = 1
-# float32 products of unit vectors err by ~d * 2**-24 (3e-5 at d = 768): closer ones are redone in float64.
-_MARGIN = 1e-4
-_CELLS = 1 << 22
 
 
 class Decontaminate(GroupStep):
@@ -71,7 +73,7 @@ class Decontaminate(GroupStep):
         self.radius = radius
         self.cosine = None if cosine is None else float(cosine)
         # Set at start-up when `cosine` is: the file of evaluation embeddings the workers read
-        # (pipelines/eval_sets.py, prepare_eval_embeddings).
+        # (pipelines/eval_sets.py, write_eval_embeddings).
         self.embeddings_file: str | None = None
 
     def active(self) -> bool:
@@ -119,16 +121,16 @@ class EmbeddingMatcher:
         id)."""
         if not len(vectors) or not len(self.ids) or vectors.shape[1] != self.vectors.shape[1]:
             return []
-        step = max(1, _CELLS // len(self.ids))  # rows compared at a time: ~16 MB of products however many
+        step = max(1, PRODUCT_CELLS // len(self.ids))  # rows at a time: ~16 MB of products
         out = []
         for start in range(0, len(vectors), step):
             products = unit_rows(vectors[start : start + step]) @ self._units
-            for row in np.nonzero(products.max(axis=1) >= cosine - _MARGIN)[0].tolist():
+            for row in np.nonzero(products.max(axis=1) >= cosine - FLOAT32_MARGIN)[0].tolist():
                 out.extend(self._closest(vectors[start + row], products[row], start + row, cosine))
         return out
 
     def _closest(self, vector: np.ndarray, products: np.ndarray, row: int, cosine: float) -> list:
-        candidates = np.nonzero(products >= cosine - _MARGIN)[0]
+        candidates = np.nonzero(products >= cosine - FLOAT32_MARGIN)[0]
         exact = exact_cosines(np.repeat(vector[None], len(candidates), axis=0), self.vectors[candidates])
         best = min(range(len(candidates)), key=lambda i: (-exact[i], self.ids[candidates[i]]))
         return [(row, self.ids[candidates[best]], float(exact[best]))] if exact[best] >= cosine else []

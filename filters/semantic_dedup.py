@@ -35,11 +35,12 @@ KEEP_POLICIES = ("smallest_uid", "nearest_centroid")
 # faiss warns below 39 training points per centroid: a smaller sample trains fewer centroids.
 MIN_POINTS_PER_CENTROID = 40
 KMEANS_ITERATIONS = 20
-# float32 dot products of unit vectors err by at most ~d * 2**-24 (3e-5 at d = 512): products closer than
-# this to a threshold or to the best centroid are recomputed in float64.
-_MARGIN = 1e-4
-# Similarity-matrix cells computed at a time: ~16 MB of float32 whatever the cluster's size.
-_CELLS = 1 << 22
+# float32 dot products of unit vectors err by at most ~d * 2**-24 (3e-5 at d = 512, 5e-5 at 768): products
+# closer than this to a threshold or to the best centroid are recomputed in float64 (decontaminate too).
+FLOAT32_MARGIN = 1e-4
+# Similarity-matrix cells computed at a time: ~16 MB of float32 whatever the cluster's (or evaluation
+# set's) size.
+PRODUCT_CELLS = 1 << 22
 
 # An entry of a cluster: (rank, embedding bytes); the rank's last element names the pair (as_key(uid)).
 Entry = tuple[tuple, bytes]
@@ -96,12 +97,12 @@ def nearest_centroid(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.nda
     vectors, centroids = np.asarray(vectors), np.asarray(centroids)
     units, centres = unit_rows(vectors), unit_rows(centroids)
     picks = np.empty(len(units), dtype=np.int64)
-    rows = max(1, _CELLS // max(1, len(centres)))
+    rows = max(1, PRODUCT_CELLS // max(1, len(centres)))
     for start in range(0, len(units), rows):
         block = units[start : start + rows]
         sims = block @ centres.T
         pick = sims.argmax(axis=1)
-        close = sims > (sims.max(axis=1) - _MARGIN)[:, None]
+        close = sims > (sims.max(axis=1) - FLOAT32_MARGIN)[:, None]
         for row in np.nonzero(close.sum(axis=1) > 1)[0]:
             candidates = np.nonzero(close[row])[0]
             exact = exact_cosines(
@@ -114,17 +115,17 @@ def nearest_centroid(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.nda
 
 def _best_before(vectors: np.ndarray, threshold: float) -> np.ndarray:
     """[m] for each row of `vectors`, the first earlier row at cosine >= threshold, or -1. Row blocks
-    against the rows before them only (the lower triangle), so memory stays ~_CELLS cells."""
+    against the rows before them only (the lower triangle), so memory stays ~PRODUCT_CELLS cells."""
     units = unit_rows(vectors)
     m = len(units)
     best = np.full(m, -1, dtype=np.int64)
-    rows = max(1, _CELLS // max(1, m))
+    rows = max(1, PRODUCT_CELLS // max(1, m))
     for start in range(1, m, rows):
         stop = min(m, start + rows)
         sims = units[start:stop] @ units[:stop].T
         earlier = np.arange(stop)[None, :] < np.arange(start, stop)[:, None]
-        hit = (sims >= threshold + _MARGIN) & earlier
-        unsure = (sims > threshold - _MARGIN) & (sims < threshold + _MARGIN) & earlier
+        hit = (sims >= threshold + FLOAT32_MARGIN) & earlier
+        unsure = (sims > threshold - FLOAT32_MARGIN) & (sims < threshold + FLOAT32_MARGIN) & earlier
         if unsure.any():
             r, c = np.nonzero(unsure)
             hit[r, c] = exact_cosines(vectors[start + r], vectors[c]) >= threshold

@@ -32,7 +32,7 @@ def image_digests_needed(chain: Chain) -> bool:
 
 def compares_embeddings(steps: dict[str, Any]) -> bool:
     """Whether the group step clusters embeddings (semantic_dedup: run by pipelines/semantic_groups.py)."""
-    return getattr(next(iter(steps.values())), "compares_embeddings", False)
+    return next(iter(steps.values())).compares_embeddings
 
 
 def reads_embeddings(steps: dict[str, Any]) -> bool:

@@ -197,14 +197,13 @@ def make_embedder(spec: str) -> Callable[[Sequence[bytes]], np.ndarray]:
 
 def write_eval_embeddings(
     directory: str, instances: Sequence[GroupStep], ids: Sequence[str], vectors: np.ndarray, spec: str
-) -> str:
+) -> None:
     """Writes the evaluation embeddings into the run's output `directory` and points every instance of
-    the step at them (the workers read them there); returns the file's path."""
+    the step at them (the workers read them there)."""
     path = join(directory, EVAL_EMBEDDINGS_FILE)
     write_embeddings_file(path, ids, vectors, spec)
     for step in instances:
         step.embeddings_file = path
-    return path
 
 
 def write_embeddings_file(path: str, ids: Sequence[str], vectors: np.ndarray, model: str) -> None:

@@ -45,7 +45,7 @@ def test_many_evaluation_images_are_compared_a_few_rows_at_a_time(monkeypatch):
     pairs = np.concatenate([evals[[7, 250, 7]], rng.normal(size=(20, 16)).astype(np.float16)])
     ids = [f"e/{i:03d}" for i in range(300)]
     whole = embedding_matches(pairs, evals, ids, 0.999)
-    monkeypatch.setattr(decontaminate, "_CELLS", 600)  # two rows of products at a time
+    monkeypatch.setattr(decontaminate, "PRODUCT_CELLS", 600)  # two rows of products at a time
     assert embedding_matches(pairs, evals, ids, 0.999) == whole
     assert [(row, eval_id) for row, eval_id, _ in whole] == [(0, "e/007"), (1, "e/250"), (2, "e/007")]
 

@@ -53,7 +53,7 @@ def _clustered(n: int, dim: int, seed: int) -> np.ndarray:
 def test_losers_match_brute_force(threshold, monkeypatch):
     vectors = _clustered(300, 24, seed=int(threshold * 1000))
     # Small row blocks, so the blocked triangle is exercised as it is on big clusters.
-    monkeypatch.setattr("vlcurate.filters.semantic_dedup._CELLS", 1000)
+    monkeypatch.setattr("vlcurate.filters.semantic_dedup.PRODUCT_CELLS", 1000)
     found = {loser: winner for loser, winner, _ in losers_in_cluster(_entries(vectors), threshold)}
     expected = brute_force(vectors, threshold)
     assert found == expected and expected  # every threshold here finds some
