@@ -13,7 +13,7 @@ from vlcurate.filters.image_hash import NEAR_DUP_HASH_NAME
 from vlcurate.pipelines.eval_sets import eval_embeddings, eval_hashes, make_embedder, write_embeddings_file
 from vlcurate.pipelines.output import write_bytes_atomic
 from vlcurate.schemas.errors import ConfigError
-from vlcurate.schemas.model_spec import DEFAULT_BUNDLED, ModelSpec, absolute_model_spec
+from vlcurate.schemas.model_spec import DEFAULT_BUNDLED
 
 
 def add_parser(sub: Any) -> None:
@@ -44,7 +44,9 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.embeddings:
         if not args.embeddings.endswith(".npz"):
             raise ConfigError(f"--embeddings {args.embeddings}: name an .npz file")
-        spec = str(ModelSpec.parse(absolute_model_spec(args.clip_model)))
+        from vlcurate.filters.clip_filter import ClipScore
+
+        spec = ClipScore(models=args.clip_model).specs()[0]  # written as a run's clip_score names it
         ids, vectors = eval_embeddings(args.directory, spec, make_embedder(spec))
         write_embeddings_file(args.embeddings, ids, vectors, spec)
         print(f"[vlcurate] hashes: {len(ids)} embeddings of {spec} -> {args.embeddings}", file=sys.stderr)
