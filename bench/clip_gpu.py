@@ -192,6 +192,7 @@ RATIOS = {
     "steady_pairs_s": "steady_of_model_only",
     "pairs_s_after_first_kept": "after_first_kept_of_model_only",
     "scoring_stage_pairs_s": "scoring_stage_of_model_only",
+    "read_stage_pairs_s": "read_stage_of_model_only",
 }
 # Rejects that mean a NaN score or a lost image: the threshold keeps every real score, and the JPEGs decode.
 NAN_REASONS = {"clip_low_score", "clip_no_score", "image_undecodable", "image_truncated"}
@@ -268,29 +269,29 @@ def make_jpeg_tars(
         pool.map(_render_shard, jobs)
 
 
-class _KeptTimes:
-    """Stands in for clean's ProgressPrinter: samples the kept count every 0.2 s (wall time, count), so
-    a run's start-up can be read off the run itself: the time its first kept pairs appear."""
+def counting_printer():
+    """A ProgressPrinter (pipelines/progress.py) that also samples the kept and read counts every 0.2 s
+    into its class's `samples` (wall time, kept, read), so a run's start-up can be read off the run itself
+    (the time its first kept pairs appear), and so can the time after the last pair was read (a group
+    step's shuffle and the shard writing). Its lines still print every `interval` seconds."""
+    from vlcurate.pipelines.progress import ProgressPrinter
 
-    samples: list[tuple[float, int]] = []
+    class CountingPrinter(ProgressPrinter):
+        samples: list[tuple[float, int, int]] = []
 
-    def __init__(self, interval: float = 0.2, stream=None) -> None:
-        from vlcurate.pipelines.progress import ProgressPrinter
+        def _loop(self) -> None:
+            next_line = self.interval
+            while not self._stop.wait(0.2):
+                elapsed = time.monotonic() - self._start
+                counts = self.counts()  # per stage, summed over the workers' files
+                CountingPrinter.samples.append(
+                    (time.perf_counter(), counts.get("kept", 0), counts.get("read", 0))
+                )
+                if elapsed >= next_line:
+                    print(self.line(elapsed), file=self.stream, flush=True)
+                    next_line += self.interval
 
-        self._printer = ProgressPrinter(interval=interval, stream=io.StringIO())
-        self._printer.line = self._sample
-        self.folder = self._printer.folder
-
-    def _sample(self, elapsed: float) -> str:
-        _KeptTimes.samples.append((time.perf_counter(), self._printer.totals()["kept"]))
-        return ""
-
-    def __enter__(self):
-        self._printer.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._printer.__exit__(*exc)
+    return CountingPrinter
 
 
 class CleanRun(typing.NamedTuple):
@@ -299,7 +300,9 @@ class CleanRun(typing.NamedTuple):
     read: int
     kept: int
     first_kept: float  # seconds until the first kept pairs appeared (NaN when only at the end)
-    scoring_rate: float  # the scoring stage's pairs/s (middle_rate)
+    scoring_rate: float  # the scoring stage's pairs/s (middle_rate of the kept count)
+    read_rate: float  # pairs/s while the read count went from 10% to 90% (the stages fused with reading)
+    all_read: float  # seconds until every pair had been read (NaN if never seen)
     rejected_by_reason: dict
 
 
@@ -310,18 +313,24 @@ def run_clean_timed(
     batch) is read off the run as the time its first kept pairs appeared."""
     from chain_costs import chain_config
 
-    from vlcurate.pipelines import clean
+    from vlcurate.pipelines import progress
     from vlcurate.pipelines.clean import run_clean
 
     config = chain_config(tars, out, spec, batch, clip_params, chain_disable(chain), workers)
-    clean.ProgressPrinter = _KeptTimes  # bench only: a progress "printer" that records kept counts
-    _KeptTimes.samples = []
+    printer = counting_printer()
+    progress.ProgressPrinter = printer  # bench only: progress_folder() makes this printer for the run
     cpu = cpu_seconds()
     start = time.perf_counter()
-    stats = run_clean(config, progress=True)
+    try:
+        stats = run_clean(config, progress=True)
+    finally:
+        progress.ProgressPrinter = printer.__base__
     seconds = time.perf_counter() - start
     cpu = cpu_seconds() - cpu
-    first_kept = next((t - start for t, kept in _KeptTimes.samples if kept > 0), math.nan)
+    first_kept = next((t - start for t, kept, _ in printer.samples if kept > 0), math.nan)
+    all_read = next(
+        (t - start for t, _, read in printer.samples if read >= stats["totals"]["read"]), math.nan
+    )
     if not first_kept < 0.95 * seconds:  # kept pairs showed only at the end (one bundle): no start-up seen
         first_kept = math.nan
     with open(os.path.join(out, "info.json")) as fh:
@@ -338,7 +347,9 @@ def run_clean_timed(
         totals["read"],
         totals["kept"],
         first_kept,
-        middle_rate(_KeptTimes.samples, totals["kept"]),
+        middle_rate(printer.samples, totals["kept"]),
+        middle_rate(printer.samples, totals["read"], column=2),
+        all_read,
         reasons,
     )
 
@@ -353,12 +364,13 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def middle_rate(samples: list[tuple[float, int]], total: int) -> float:
-    """Pairs/s while the kept count went from 10% to 90% of `total`: the rate of the stage that scores
-    and keeps pairs (kept pairs are counted there), without start-up, the shard writing that follows,
-    or the workers' exit."""
-    low = next(((t, k) for t, k in samples if k >= 0.1 * total), None)
-    high = next(((t, k) for t, k in samples if k >= 0.9 * total), None)
+def middle_rate(samples: list[tuple[float, int, int]], total: int, column: int = 1) -> float:
+    """Pairs/s while a count (column 1: kept, 2: read) went from 10% to 90% of `total`: for kept pairs
+    the rate of the stage that scores and keeps them (without start-up, the shard writing that follows,
+    or the workers' exit) where no group step holds them back; for pairs read, the rate of the stages
+    fused with reading (CLIP's included), whatever follows the shuffle."""
+    low = next(((row[0], row[column]) for row in samples if row[column] >= 0.1 * total), None)
+    high = next(((row[0], row[column]) for row in samples if row[column] >= 0.9 * total), None)
     if low is None or high is None or high[0] <= low[0]:
         return math.nan
     return (high[1] - low[1]) / (high[0] - low[0])
@@ -730,6 +742,10 @@ def _rates(name: str, chain: str, s: CleanRun, big: CleanRun) -> dict:
         "first_kept_s": round(big.first_kept, 1),
         "pairs_s_after_first_kept": round(big.kept / (big.seconds - big.first_kept), 1),
         "scoring_stage_pairs_s": round(big.scoring_rate, 1),
+        # Reading is fused with the per-pair steps (CLIP too), so this is their rate for any chain;
+        # what follows the last read (a group step's shuffle, the shards) is after_all_read_s.
+        "read_stage_pairs_s": round(big.read_rate, 1),
+        "after_all_read_s": round(big.seconds - big.all_read, 1),
     }
 
 
@@ -1003,7 +1019,9 @@ def print_e2e(rows: list[dict]) -> None:
             f"({r['steady_of_model_only']:.0%} of model-only {r['model_only_pairs_s']:,.1f}), CPU "
             f"{r['steady_cpu_us_per_pair']:,.0f} us/pair  after first kept {r['pairs_s_after_first_kept']:,.1f} "
             f"({r['after_first_kept_of_model_only']:.0%})  scoring stage {r['scoring_stage_pairs_s']:,.1f} "
-            f"({r['scoring_stage_of_model_only']:.0%})  rejects {r['rejected_by_reason'] or 'none'}"
+            f"({r['scoring_stage_of_model_only']:.0%})  read stage {r['read_stage_pairs_s']:,.1f} "
+            f"({r['read_stage_of_model_only']:.0%}), then {r['after_all_read_s']:.1f}s after the last read  "
+            f"rejects {r['rejected_by_reason'] or 'none'}"
         )
     costs: dict[tuple[str, str], dict[str, dict]] = {}
     for r in (r for r in rows if r.get("kind") == "step_cost"):
