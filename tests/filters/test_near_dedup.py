@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from vlcurate.filters import near_dedup
 from vlcurate.filters.near_dedup import (
     HASH_KEY,
     NearDedup,
@@ -76,7 +77,10 @@ def _brute_force(entries, radius):
     return out
 
 
-def test_losers_match_the_definition_on_random_clusters():
+@pytest.mark.parametrize("small_group", [0, 1000], ids=["vectorized", "pairwise"])
+def test_losers_match_the_definition_on_random_clusters(small_group, monkeypatch):
+    # Both ways of comparing a group's hashes (filters/near_dedup.py SMALL_GROUP) give the definition.
+    monkeypatch.setattr(near_dedup, "SMALL_GROUP", small_group)
     rng = random.Random(7)
     entries = []
     for cluster in range(40):
