@@ -54,6 +54,12 @@ class Step:
     def apply(self, pair: Pair) -> None:
         raise NotImplementedError
 
+    def apply_threads(self) -> int:
+        """How many pairs of a batch the step engine may apply this step to at once, in threads. More than
+        one only for a step whose apply() touches its own pair alone and spends its time where Python lets
+        other threads run (an image decoder)."""
+        return 1
+
     def params(self) -> dict:
         """The step's effective parameters, recorded in info.json."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}

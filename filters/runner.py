@@ -13,6 +13,7 @@ becomes a reject `step_error_<step>` with the message in meta.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from vlcurate.filters.base import Step, reject
@@ -39,6 +40,7 @@ class StepRunner:
         self.count_read = count_read
         self.stats = RunStats()
         self._bound: dict[str, list[Step]] = {}
+        self._pools: dict[int, ThreadPoolExecutor] = {}
 
     def take_stats(self) -> RunStats:
         """The counts so far; counting goes on into a fresh RunStats (the pipeline: one per bundle)."""
@@ -77,13 +79,16 @@ class StepRunner:
         stats = self.stats
         changed = 0
         dropped: list[str] = []
-        for pair in pairs:
-            caption, reasons_before = pair.caption, _reason_count(pair)
-            try:
-                step.apply(pair)
-            except Exception as exc:  # see module docstring
+        before = [(pair.caption, _reason_count(pair)) for pair in pairs]
+        threads = step.apply_threads()
+        if threads > 1 and len(pairs) > 1:  # each pair on its own; the order of `errors` is `pairs`'
+            errors = list(self._pool(threads).map(_apply, [step] * len(pairs), pairs))
+        else:
+            errors = [_apply(step, pair) for pair in pairs]
+        for pair, (caption, reasons_before), error in zip(pairs, before, errors):
+            if error is not None:  # see module docstring
                 reject(pair, f"{STEP_ERROR}{step.name}")
-                pair.meta["step_error"] = f"{type(exc).__name__}: {exc}"[:300]
+                pair.meta["step_error"] = f"{type(error).__name__}: {error}"[:300]
             if pair.reject is not None and _reason_count(pair) > reasons_before:
                 dropped.extend([pair.reject, *pair.meta.get("audit_reasons", ())][reasons_before:])
             if pair.caption != caption:
@@ -97,6 +102,22 @@ class StepRunner:
             values = [p.scores[name] for p in pairs if name in p.scores]
             if values:
                 stats.observe_scores(name, source, values, bins)
+
+    def _pool(self, threads: int) -> ThreadPoolExecutor:
+        """One pool per thread count, made on first use and kept for the runner's life (a worker's)."""
+        pool = self._pools.get(threads)
+        if pool is None:
+            pool = self._pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="vlcurate-step")
+        return pool
+
+
+def _apply(step: Step, pair: Pair) -> Exception | None:
+    """Applies `step` to `pair`; what it raised, or None."""
+    try:
+        step.apply(pair)
+    except Exception as exc:
+        return exc
+    return None
 
 
 def _reason_count(pair: Pair) -> int:

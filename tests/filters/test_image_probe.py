@@ -130,3 +130,73 @@ def test_unusual_jpegs_go_to_pil():
     for data in (two_exif, mpo_like, truncated):
         assert _jpeg_header(data) is None
     assert probe(truncated).reject == "image_undecodable"
+
+
+def _decode_images() -> list:
+    """JPEGs and PNGs of noise, truncated ones among them (the header still reads), garbage and none."""
+    images = []
+    for i in range(40):
+        noisy = Image.effect_noise((64 + 7 * i, 48 + 5 * i), 40 + i).convert("RGB")
+        buffer = io.BytesIO()
+        noisy.save(buffer, "PNG" if i % 5 == 0 else "JPEG", quality=85)
+        data = buffer.getvalue()
+        images.append(data[: len(data) // 2] if i % 7 == 3 else data)
+    return [*images, b"garbage", None]
+
+
+def test_decode_check_in_threads_gives_what_one_thread_gives():
+    from vlcurate.filters.runner import StepRunner
+
+    images = _decode_images()
+    outcomes = []
+    for threads in (1, 4):
+        pairs = [probe(data) for data in images]
+        for i, pair in enumerate(pairs):
+            pair.uid = f"s/{i:02d}"
+        runner = StepRunner({"s": [DecodeCheck(threads=threads)]}, audit=True)
+        runner.run(pairs)
+        outcomes.append(
+            (
+                [(p.uid, p.reject, p.meta.get("image_phash")) for p in pairs],
+                dict(runner.stats.step_seen),
+                dict(runner.stats.step_dropped),
+            )
+        )
+    assert outcomes[0] == outcomes[1]
+    found, _, dropped = outcomes[1]
+    assert dropped == {("decode_check", "s", "image_truncated"): 6}  # i = 3, 10, 17, 24, 31, 38
+    assert sum(phash is not None for _, _, phash in found) == 34
+
+
+class _Raises:
+    """A threaded step that raises on some pairs: they become step_error rejects, the rest run."""
+
+    name = "raises"
+    histograms: dict = {}
+
+    def apply_threads(self) -> int:
+        return 3
+
+    def apply(self, pair: Pair) -> None:
+        if pair.caption.endswith("7"):
+            raise RuntimeError(f"cannot take {pair.caption}")
+        pair.meta["seen"] = True
+
+
+def test_a_threaded_step_that_raises_rejects_that_pair_only():
+    from vlcurate.filters.runner import StepRunner
+
+    pairs = [Pair(uid=f"s/{i}", source="s", caption=f"caption {i}") for i in range(20)]
+    runner = StepRunner({"s": [_Raises()]})
+    kept = runner.run(pairs)
+    assert [p.uid for p in pairs if p.reject] == ["s/7", "s/17"]
+    assert pairs[7].reject == "step_error_raises"
+    assert pairs[7].meta["step_error"] == "RuntimeError: cannot take caption 7"
+    assert len(kept) == 18 and all(p.meta["seen"] for p in kept)
+    assert runner.stats.step_dropped[("raises", "s", "step_error_raises")] == 2
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
+def test_decode_check_threads_must_be_a_whole_number(threads):
+    with pytest.raises(ValueError, match=r"decode_check\.threads must be a whole number of 1 or more"):
+        DecodeCheck(threads=threads)
