@@ -100,8 +100,8 @@ def test_per_source_parameters_override_global_ones():
         steps={"decode_check": {"draft_size": 32}},
     )
     params = build_chain(config).params()
-    assert params["a"]["decode_check"] == {"draft_size": 32, "image_hash": True}
-    assert params["b"]["decode_check"] == {"draft_size": 128, "image_hash": True}
+    assert params["a"]["decode_check"] == {"draft_size": 32, "image_hash": True, "threads": 2}
+    assert params["b"]["decode_check"] == {"draft_size": 128, "image_hash": True, "threads": 2}
 
 
 def test_clip_decode_threads_must_be_positive():
