@@ -33,7 +33,7 @@ def probed(jpegs: list[bytes]) -> list[Pair]:
     return pairs
 
 
-def one_pass(jpegs: list[bytes], threads: int, batch: int, runner: StepRunner) -> tuple[float, list]:
+def one_pass(jpegs: list[bytes], batch: int, runner: StepRunner) -> tuple[float, list]:
     """Seconds for decode_check over every image in batches of `batch`, and the hashes it wrote."""
     pairs = probed(jpegs)
     start = time.perf_counter()
@@ -57,7 +57,7 @@ def main() -> int:
     reference = None
     for _ in range(args.rounds):
         for threads in args.threads:
-            seconds, hashes = one_pass(jpegs, threads, args.batch, runners[threads])
+            seconds, hashes = one_pass(jpegs, args.batch, runners[threads])
             reference = reference or hashes
             if hashes != reference:
                 raise SystemExit(f"threads {threads}: hashes differ from the first setting's")

@@ -103,6 +103,13 @@ class StepRunner:
             if values:
                 stats.observe_scores(name, source, values, bins)
 
+    def close(self) -> None:
+        """Lets the threads of threaded steps go (a worker's teardown); the runner makes new ones if used
+        again."""
+        for pool in self._pools.values():
+            pool.shutdown()
+        self._pools.clear()
+
     def _pool(self, threads: int) -> ThreadPoolExecutor:
         """One pool per thread count, made on first use and kept for the runner's life (a worker's)."""
         pool = self._pools.get(threads)

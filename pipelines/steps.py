@@ -46,6 +46,10 @@ class RunSteps(beam.DoFn):
     def start_bundle(self) -> None:
         self._runner.take_stats()  # a fresh partial per bundle
 
+    def teardown(self) -> None:
+        if hasattr(self, "_runner"):  # Beam may tear down an instance whose setup failed
+            self._runner.close()
+
     def process(self, batch: PairBatch, computed_thresholds: dict[str, Any] | None = None) -> Iterator:
         kept = self._runner.run(batch, computed_thresholds)
         self._near.offer(batch, self._runner.stats, computed_thresholds)  # before as_rejects drops images

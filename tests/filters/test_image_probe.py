@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from vlcurate.filters.image_probe import DecodeCheck, ProbeImage, header_size
+from vlcurate.filters.runner import StepRunner
 from vlcurate.schemas.record import Pair
 
 
@@ -145,8 +146,6 @@ def _decode_images() -> list:
 
 
 def test_decode_check_in_threads_gives_what_one_thread_gives():
-    from vlcurate.filters.runner import StepRunner
-
     images = _decode_images()
     outcomes = []
     for threads in (1, 4):
@@ -184,8 +183,6 @@ class _Raises:
 
 
 def test_a_threaded_step_that_raises_rejects_that_pair_only():
-    from vlcurate.filters.runner import StepRunner
-
     pairs = [Pair(uid=f"s/{i}", source="s", caption=f"caption {i}") for i in range(20)]
     runner = StepRunner({"s": [_Raises()]})
     kept = runner.run(pairs)
@@ -194,6 +191,9 @@ def test_a_threaded_step_that_raises_rejects_that_pair_only():
     assert pairs[7].meta["step_error"] == "RuntimeError: cannot take caption 7"
     assert len(kept) == 18 and all(p.meta["seen"] for p in kept)
     assert runner.stats.step_dropped[("raises", "s", "step_error_raises")] == 2
+    runner.close()  # a worker's teardown: the threads go, and a later batch gets new ones
+    again = [Pair(uid="s/27", source="s", caption="caption 27"), Pair(uid="s/3", source="s", caption="c 3")]
+    assert [p.uid for p in runner.run(again)] == ["s/3"]
 
 
 @pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
